@@ -1,0 +1,454 @@
+"""Pretraining "studio-mini": a small but genuine diffusers StableDiffusionPipeline.
+
+Two stages, each time-budgeted (`--vae-seconds`, `--unet-seconds`):
+1. AutoencoderKL on plain mini-world images plus generic textures (gratings, grain,
+   posterization: never the reference styles), so that it can later encode styles the
+   UNet has never seen. MSE + L1 reconstruction, tiny KL (as SD's first stage, without
+   the GAN and LPIPS terms). The latent scaling factor is measured, as in SD.
+2. UNet2DConditionModel and CLIPTextModel from scratch on cached latents of plain
+   images with their captions (10 % empty captions for classifier-free guidance), DDPM
+   epsilon objective, EMA weights saved.
+
+Held-out (kind, colour, background) triples never appear (`miniworld.is_held_out`), and no
+reference style does: the museum teaches those later.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from generators import miniworld
+from generators.sd_mini.tokenizer import build_tokenizer
+
+
+@dataclass
+class MiniBaseConfig:
+    resolution: int = 64
+    max_length: int = 40
+    # Autoencoder: 64 px -> 16x16x4 latents.
+    vae_channels: tuple[int, ...] = (32, 64, 128)
+    vae_layers_per_block: int = 1
+    latent_channels: int = 4
+    # UNet on 16x16 latents, cross-attention at 16 and 8.
+    unet_channels: tuple[int, ...] = (64, 128, 128)
+    unet_layers_per_block: int = 1
+    unet_heads: int = 4
+    # Text encoder.
+    text_width: int = 128
+    text_layers: int = 3
+    text_heads: int = 4
+    # Training.
+    n_images: int = 60_000
+    vae_batch: int = 64
+    vae_lr: float = 1e-3
+    unet_batch: int = 128
+    unet_lr: float = 4e-4
+    warmup_steps: int = 300
+    caption_dropout: float = 0.1
+    ema_decay: float = 0.999
+    data_seed: int = 1000
+    extra: dict = field(default_factory=dict)
+
+
+def build_vae(cfg: MiniBaseConfig):
+    from diffusers import AutoencoderKL
+
+    n = len(cfg.vae_channels)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=tuple(cfg.vae_channels),
+        layers_per_block=cfg.vae_layers_per_block,
+        latent_channels=cfg.latent_channels,
+        norm_num_groups=16,
+        sample_size=cfg.resolution,
+    )
+
+
+def build_unet(cfg: MiniBaseConfig):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=cfg.resolution // 2 ** (len(cfg.vae_channels) - 1),
+        in_channels=cfg.latent_channels,
+        out_channels=cfg.latent_channels,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=tuple(cfg.unet_channels),
+        layers_per_block=cfg.unet_layers_per_block,
+        cross_attention_dim=cfg.text_width,
+        attention_head_dim=cfg.unet_heads,
+        norm_num_groups=32,
+    )
+
+
+def build_text_encoder(cfg: MiniBaseConfig, tokenizer):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.text_width,
+        intermediate_size=cfg.text_width * 4,
+        num_hidden_layers=cfg.text_layers,
+        num_attention_heads=cfg.text_heads,
+        max_position_embeddings=cfg.max_length,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        projection_dim=cfg.text_width,
+    )
+    return CLIPTextModel(config)
+
+
+def training_scheduler():
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+
+
+def sampling_scheduler():
+    from diffusers import DPMSolverMultistepScheduler
+
+    return DPMSolverMultistepScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
+    )
+
+
+# --- data ---------------------------------------------------------------------------------
+
+
+def _render_one(args):
+    seed, index, size = args
+    sample = miniworld.generate(seed, index, size=size, held_out=False)
+    return np.asarray(sample.image, dtype=np.uint8), sample.attributes.caption
+
+
+def render_dataset(n: int, seed: int, size: int, workers: int | None = None):
+    """n plain images (uint8 N×H×W×3) and their captions; held-out triples excluded."""
+    jobs = [(seed, i, size) for i in range(n)]
+    workers = workers if workers is not None else min(16, os.cpu_count() or 1)
+    if workers > 1 and n >= 2000:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(workers) as pool:
+            out = pool.map(_render_one, jobs, chunksize=256)
+    else:
+        out = [_render_one(j) for j in jobs]
+    return np.stack([o[0] for o in out]), [o[1] for o in out]
+
+
+def to_tensor(images_uint8: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images_uint8).permute(0, 3, 1, 2).contiguous()
+
+
+def generic_textures(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Generic image statistics for the autoencoder (gratings, grain, posterize, grey, blur).
+
+    x: B×3×H×W in [-1, 1]. Half the batch is left as it is. These are deliberately not the
+    reference styles: they only widen what the autoencoder can reconstruct.
+    """
+    b, _, h, w = x.shape
+    dev = x.device
+    r = lambda *s: torch.rand(*s, generator=generator, device="cpu").to(dev)  # noqa: E731
+    choice = (r(b) * 8).long()
+    out = x.clone()
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h, device=dev), torch.linspace(-1, 1, w, device=dev), indexing="ij")
+    theta = r(b) * math.pi
+    freq = 4 + r(b) * 28
+    grating = torch.sin((xx[None] * torch.cos(theta)[:, None, None] + yy[None] * torch.sin(theta)[:, None, None]) * freq[:, None, None])
+    grating = grating[:, None] * (0.2 + 0.5 * r(b))[:, None, None, None]
+    grey = x.mean(1, keepdim=True).expand_as(x)
+    levels = (2 + (r(b) * 4).long()).float()[:, None, None, None]
+    posterized = torch.round((x + 1) / 2 * (levels - 1)) / (levels - 1) * 2 - 1
+    noise = (torch.rand(x.shape, generator=generator).to(dev) - 0.5) * 0.6
+    blurred = F.avg_pool2d(x, 3, 1, 1)
+    variants = {2: x + grating, 3: grey, 4: posterized, 5: grey + grating, 6: x + noise, 7: blurred}
+    for k, v in variants.items():
+        m = (choice == k)[:, None, None, None]
+        out = torch.where(m, v, out)
+    return out.clamp(-1, 1)
+
+
+# --- training -----------------------------------------------------------------------------
+
+
+class EMA:
+    """Exponential moving average of a module's float parameters."""
+
+    def __init__(self, module: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = [p.detach().clone().float() for p in module.parameters()]
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(self.shadow, [p.detach().float() for p in module.parameters()], 1 - decay)
+
+    @torch.no_grad()
+    def copy_to(self, module: torch.nn.Module) -> None:
+        for s, p in zip(self.shadow, module.parameters()):
+            p.copy_(s.to(p.dtype))
+
+
+def _lr_lambda(warmup: int, total_estimate: int):
+    def f(step):
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_estimate - warmup))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but torch sees no CUDA device; use --device cpu or auto")
+    return torch.device(device)
+
+
+def _autocast(device: torch.device, precision: str):
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    if dtype is None:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def train_vae(vae, images: torch.Tensor, cfg: MiniBaseConfig, seconds: float, device, precision, log, should_stop):
+    """Stage 1. images: uint8 N×3×H×W on `device`."""
+    vae.train().to(device)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(cfg.data_seed)
+    start, step = time.time(), 0
+    est_steps = 10_000
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(200, est_steps))
+    while time.time() - start < seconds and not should_stop():
+        idx = torch.randint(0, images.shape[0], (cfg.vae_batch,), generator=gen).to(device)
+        x = images[idx].float() / 127.5 - 1
+        x = generic_textures(x, gen)
+        with _autocast(device, precision):
+            posterior = vae.encode(x).latent_dist
+            z = posterior.sample()
+            rec = vae.decode(z).sample
+        rec = rec.float()
+        loss_rec = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
+        kl = posterior.kl().mean() / (x.shape[1] * x.shape[2] * x.shape[3])
+        loss = loss_rec + 1e-6 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        step += 1
+        if step % 100 == 0:
+            log(stage="vae", step=step, loss=float(loss_rec), seconds=round(time.time() - start, 1))
+    vae.eval()
+    return step
+
+
+@torch.no_grad()
+def encode_dataset(vae, images: torch.Tensor, device, batch: int = 512):
+    """Posterior mean and std of every image (cached once; sampled per training step)."""
+    means, stds = [], []
+    for i in range(0, images.shape[0], batch):
+        x = images[i : i + batch].to(device).float() / 127.5 - 1
+        dist = vae.encode(x).latent_dist
+        means.append(dist.mean.float())
+        stds.append(dist.std.float())
+    return torch.cat(means), torch.cat(stds)
+
+
+def train_unet(unet, text_encoder, tokenizer, means, stds, captions, cfg, seconds, device, precision, log, should_stop, scaling):
+    """Stage 2: joint UNet + text encoder training on cached latents; returns steps and EMAs."""
+    unet.train().to(device)
+    text_encoder.train().to(device)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup_steps, 12_000))
+    noise_sched = training_scheduler()
+    alphas = noise_sched.alphas_cumprod.to(device)
+    ids = tokenizer(captions, padding="max_length", max_length=cfg.max_length, truncation=True, return_tensors="pt").input_ids.to(device)
+    empty = tokenizer([""], padding="max_length", max_length=cfg.max_length, return_tensors="pt").input_ids.to(device)
+    ema_unet, ema_text = EMA(unet, cfg.ema_decay), EMA(text_encoder, cfg.ema_decay)
+    gen = torch.Generator().manual_seed(cfg.data_seed + 1)
+    start, step = time.time(), 0
+    while time.time() - start < seconds and not should_stop():
+        idx = torch.randint(0, means.shape[0], (cfg.unet_batch,), generator=gen).to(device)
+        eps0 = torch.randn(means[idx].shape, generator=gen).to(device)
+        latents = (means[idx] + stds[idx] * eps0) * scaling
+        tok = ids[idx]
+        drop = (torch.rand(cfg.unet_batch, generator=gen) < cfg.caption_dropout).to(device)
+        tok = torch.where(drop[:, None], empty.expand_as(tok), tok)
+        noise = torch.randn(latents.shape, generator=gen).to(device)
+        t = torch.randint(0, 1000, (cfg.unet_batch,), generator=gen).to(device)
+        a = alphas[t].sqrt()[:, None, None, None]
+        s = (1 - alphas[t]).sqrt()[:, None, None, None]
+        noisy = a * latents + s * noise
+        with _autocast(device, precision):
+            cond = text_encoder(tok)[0]
+            pred = unet(noisy, t, encoder_hidden_states=cond).sample
+        loss = F.mse_loss(pred.float(), noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        ema_unet.update(unet, step)
+        ema_text.update(text_encoder, step)
+        step += 1
+        if step % 100 == 0:
+            log(stage="unet", step=step, loss=float(loss), seconds=round(time.time() - start, 1))
+    return step, ema_unet, ema_text
+
+
+def save_pipeline(out_dir: Path, vae, text_encoder, tokenizer, unet) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        vae=vae.to("cpu", torch.float32),
+        text_encoder=text_encoder.to("cpu", torch.float32),
+        tokenizer=tokenizer,
+        unet=unet.to("cpu", torch.float32),
+        scheduler=sampling_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    return tmp
+
+
+def pretrain_base(
+    out_dir,
+    cfg: MiniBaseConfig | None = None,
+    vae_seconds: float = 600,
+    unet_seconds: float = 3600,
+    device: str = "auto",
+    precision: str = "fp32",
+    seed: int = 0,
+    resume: bool = False,
+    workers: int | None = None,
+    progress=None,
+    should_stop=None,
+    log_file=None,
+) -> dict:
+    """Train studio-mini into `out_dir` (a StableDiffusionPipeline folder). Returns the options.
+
+    With resume=True the pipeline already in `out_dir` is loaded and its UNet and text
+    encoder trained further (the autoencoder stays as it is, since the UNet depends on its
+    latents); the new options are appended to training_options.json's history.
+    """
+    import shutil
+
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    out_dir = Path(out_dir)
+    should_stop = should_stop or (lambda: False)
+    dev = resolve_device(device)
+    torch.manual_seed(seed)
+    history = []
+    if resume:
+        if not (out_dir / "model_index.json").exists():
+            raise FileNotFoundError(f"--resume: {out_dir} holds no pipeline (model_index.json) to continue from")
+        opts = json.loads((out_dir / "training_options.json").read_text())
+        cfg = MiniBaseConfig(**{**opts["config"], **({} if cfg is None else {})})
+        history = opts.get("history", []) + [{k: v for k, v in opts.items() if k != "history"}]
+        tokenizer = CLIPTokenizer.from_pretrained(out_dir / "tokenizer")
+        vae = AutoencoderKL.from_pretrained(out_dir / "vae")
+        unet = UNet2DConditionModel.from_pretrained(out_dir / "unet")
+        text_encoder = CLIPTextModel.from_pretrained(out_dir / "text_encoder")
+        vae_seconds = 0
+    else:
+        if (out_dir / "model_index.json").exists():
+            raise FileExistsError(f"{out_dir} already holds a pipeline; pass --resume to train it further or pick a new --out")
+        cfg = cfg or MiniBaseConfig()
+        tok_dir = out_dir.with_name(out_dir.name + ".tokenizer")
+        tokenizer = build_tokenizer(miniworld.caption_words(), tok_dir, cfg.max_length)
+        shutil.rmtree(tok_dir, ignore_errors=True)
+        vae, unet, text_encoder = build_vae(cfg), build_unet(cfg), build_text_encoder(cfg, tokenizer)
+
+    log_lines = []
+
+    def log(**info):
+        log_lines.append(info)
+        if log_file:
+            with open(log_file, "a") as fh:
+                fh.write(json.dumps(info) + "\n")
+        if progress:
+            progress(info.get("step", 0), 0, **{k: v for k, v in info.items() if k != "step"})
+
+    t0 = time.time()
+    images_np, captions = render_dataset(cfg.n_images, cfg.data_seed + len(history) * 7919, cfg.resolution, workers)
+    images = to_tensor(images_np).to(dev)
+    log(stage="data", step=0, images=len(captions), seconds=round(time.time() - t0, 1))
+
+    vae_steps = 0
+    if vae_seconds > 0:
+        vae_steps = train_vae(vae, images, cfg, vae_seconds, dev, precision, log, should_stop)
+    vae.to(dev).eval()
+    means, stds = encode_dataset(vae, images, dev)
+    if resume:
+        scaling = float(vae.config.scaling_factor)
+    else:
+        scaling = float(1.0 / means.std())
+        vae.register_to_config(scaling_factor=scaling)
+    del images
+
+    unet_steps, ema_unet, ema_text = train_unet(
+        unet, text_encoder, tokenizer, means, stds, captions, cfg, unet_seconds, dev, precision, log, should_stop, scaling
+    )
+    ema_unet.copy_to(unet)
+    ema_text.copy_to(text_encoder)
+    unet.eval()
+    text_encoder.eval()
+
+    tmp = save_pipeline(out_dir, vae, text_encoder, tokenizer, unet)
+    options = {
+        "command": "studio " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("studio") else " ".join(sys.argv),
+        "config": asdict(cfg),
+        "vae_seconds": vae_seconds,
+        "unet_seconds": unet_seconds,
+        "vae_steps": vae_steps,
+        "unet_steps": unet_steps,
+        "unet_images_seen": unet_steps * cfg.unet_batch,
+        "latent_scaling_factor": scaling,
+        "wall_seconds": round(time.time() - t0, 1),
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
+        "precision": precision,
+        "seed": seed,
+        "torch": torch.__version__,
+        "resumed": resume,
+        "final_losses": [line for line in log_lines if line.get("stage") in ("vae", "unet")][-2:],
+        "history": history,
+    }
+    (tmp / "training_options.json").write_text(json.dumps(options, indent=2))
+    # Swap in the finished folder last, so a kill leaves the previous base intact.
+    if out_dir.exists():
+        old = out_dir.with_name(out_dir.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        out_dir.rename(old)
+        tmp.rename(out_dir)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out_dir)
+    return options

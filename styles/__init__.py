@@ -1,0 +1,1 @@
+"""Style library for Studio."""
