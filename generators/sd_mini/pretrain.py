@@ -21,7 +21,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from generators import miniworld
+from generators.diffusion import resolve_device
 from generators.sd_mini.tokenizer import build_tokenizer
 
 
@@ -162,7 +163,7 @@ def generic_textures(x: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     """
     b, _, h, w = x.shape
     dev = x.device
-    r = lambda *s: torch.rand(*s, generator=generator, device="cpu").to(dev)  # noqa: E731
+    r = lambda *s: torch.rand(*s, generator=generator, device=dev)  # noqa: E731
     choice = (r(b) * 8).long()
     out = x.clone()
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, h, device=dev), torch.linspace(-1, 1, w, device=dev), indexing="ij")
@@ -173,7 +174,7 @@ def generic_textures(x: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     grey = x.mean(1, keepdim=True).expand_as(x)
     levels = (2 + (r(b) * 4).long()).float()[:, None, None, None]
     posterized = torch.round((x + 1) / 2 * (levels - 1)) / (levels - 1) * 2 - 1
-    noise = (torch.rand(x.shape, generator=generator).to(dev) - 0.5) * 0.6
+    noise = (torch.rand(x.shape, generator=generator, device=dev) - 0.5) * 0.6
     blurred = F.avg_pool2d(x, 3, 1, 1)
     variants = {2: x + grating, 3: grey, 4: posterized, 5: grey + grating, 6: x + noise, 7: blurred}
     for k, v in variants.items():
@@ -203,22 +204,16 @@ class EMA:
             p.copy_(s.to(p.dtype))
 
 
-def _lr_lambda(warmup: int, total_estimate: int):
-    def f(step):
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total_estimate - warmup))
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return f
+def lr_factor(step: int, warmup: int, elapsed_fraction: float) -> float:
+    """Linear warmup over steps, then cosine to 10 % over the run's time budget."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, elapsed_fraction)))
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but torch sees no CUDA device; use --device cpu or auto")
-    return torch.device(device)
+def _set_lr(opt, base_lr: float, factor: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = base_lr * factor
 
 
 def _autocast(device: torch.device, precision: str):
@@ -232,12 +227,10 @@ def train_vae(vae, images: torch.Tensor, cfg: MiniBaseConfig, seconds: float, de
     """Stage 1. images: uint8 N×3×H×W on `device`."""
     vae.train().to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(cfg.data_seed)
+    gen = torch.Generator(device).manual_seed(cfg.data_seed)
     start, step = time.time(), 0
-    est_steps = 10_000
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(200, est_steps))
     while time.time() - start < seconds and not should_stop():
-        idx = torch.randint(0, images.shape[0], (cfg.vae_batch,), generator=gen).to(device)
+        idx = torch.randint(0, images.shape[0], (cfg.vae_batch,), generator=gen, device=device)
         x = images[idx].float() / 127.5 - 1
         x = generic_textures(x, gen)
         with _autocast(device, precision):
@@ -251,8 +244,8 @@ def train_vae(vae, images: torch.Tensor, cfg: MiniBaseConfig, seconds: float, de
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        _set_lr(opt, cfg.vae_lr, lr_factor(step, 200, (time.time() - start) / seconds))
         opt.step()
-        sched.step()
         step += 1
         if step % 100 == 0:
             log(stage="vae", step=step, loss=float(loss_rec), seconds=round(time.time() - start, 1))
@@ -278,23 +271,22 @@ def train_unet(unet, text_encoder, tokenizer, means, stds, captions, cfg, second
     text_encoder.train().to(device)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup_steps, 12_000))
     noise_sched = training_scheduler()
     alphas = noise_sched.alphas_cumprod.to(device)
     ids = tokenizer(captions, padding="max_length", max_length=cfg.max_length, truncation=True, return_tensors="pt").input_ids.to(device)
     empty = tokenizer([""], padding="max_length", max_length=cfg.max_length, return_tensors="pt").input_ids.to(device)
     ema_unet, ema_text = EMA(unet, cfg.ema_decay), EMA(text_encoder, cfg.ema_decay)
-    gen = torch.Generator().manual_seed(cfg.data_seed + 1)
+    gen = torch.Generator(device).manual_seed(cfg.data_seed + 1)
     start, step = time.time(), 0
     while time.time() - start < seconds and not should_stop():
-        idx = torch.randint(0, means.shape[0], (cfg.unet_batch,), generator=gen).to(device)
-        eps0 = torch.randn(means[idx].shape, generator=gen).to(device)
+        idx = torch.randint(0, means.shape[0], (cfg.unet_batch,), generator=gen, device=device)
+        eps0 = torch.randn(means[idx].shape, generator=gen, device=device)
         latents = (means[idx] + stds[idx] * eps0) * scaling
         tok = ids[idx]
-        drop = (torch.rand(cfg.unet_batch, generator=gen) < cfg.caption_dropout).to(device)
+        drop = torch.rand(cfg.unet_batch, generator=gen, device=device) < cfg.caption_dropout
         tok = torch.where(drop[:, None], empty.expand_as(tok), tok)
-        noise = torch.randn(latents.shape, generator=gen).to(device)
-        t = torch.randint(0, 1000, (cfg.unet_batch,), generator=gen).to(device)
+        noise = torch.randn(latents.shape, generator=gen, device=device)
+        t = torch.randint(0, 1000, (cfg.unet_batch,), generator=gen, device=device)
         a = alphas[t].sqrt()[:, None, None, None]
         s = (1 - alphas[t]).sqrt()[:, None, None, None]
         noisy = a * latents + s * noise
@@ -305,8 +297,8 @@ def train_unet(unet, text_encoder, tokenizer, means, stds, captions, cfg, second
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
+        _set_lr(opt, cfg.unet_lr, lr_factor(step, cfg.warmup_steps, (time.time() - start) / seconds))
         opt.step()
-        sched.step()
         ema_unet.update(unet, step)
         ema_text.update(text_encoder, step)
         step += 1
@@ -339,7 +331,7 @@ def save_pipeline(out_dir: Path, vae, text_encoder, tokenizer, unet) -> None:
 
 def pretrain_base(
     out_dir,
-    cfg: MiniBaseConfig | None = None,
+    overrides: dict | None = None,
     vae_seconds: float = 600,
     unet_seconds: float = 3600,
     device: str = "auto",
@@ -352,6 +344,8 @@ def pretrain_base(
     log_file=None,
 ) -> dict:
     """Train studio-mini into `out_dir` (a StableDiffusionPipeline folder). Returns the options.
+
+    `overrides` sets MiniBaseConfig fields (on resume, only training fields make sense).
 
     With resume=True the pipeline already in `out_dir` is loaded and its UNet and text
     encoder trained further (the autoencoder stays as it is, since the UNet depends on its
@@ -371,7 +365,7 @@ def pretrain_base(
         if not (out_dir / "model_index.json").exists():
             raise FileNotFoundError(f"--resume: {out_dir} holds no pipeline (model_index.json) to continue from")
         opts = json.loads((out_dir / "training_options.json").read_text())
-        cfg = MiniBaseConfig(**{**opts["config"], **({} if cfg is None else {})})
+        cfg = replace(MiniBaseConfig(**opts["config"]), **(overrides or {}))
         history = opts.get("history", []) + [{k: v for k, v in opts.items() if k != "history"}]
         tokenizer = CLIPTokenizer.from_pretrained(out_dir / "tokenizer")
         vae = AutoencoderKL.from_pretrained(out_dir / "vae")
@@ -381,7 +375,7 @@ def pretrain_base(
     else:
         if (out_dir / "model_index.json").exists():
             raise FileExistsError(f"{out_dir} already holds a pipeline; pass --resume to train it further or pick a new --out")
-        cfg = cfg or MiniBaseConfig()
+        cfg = replace(MiniBaseConfig(), **(overrides or {}))
         tok_dir = out_dir.with_name(out_dir.name + ".tokenizer")
         tokenizer = build_tokenizer(miniworld.caption_words(), tok_dir, cfg.max_length)
         shutil.rmtree(tok_dir, ignore_errors=True)

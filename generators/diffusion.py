@@ -1,0 +1,147 @@
+"""Loading text-to-image bases and sampling them with reproducible, self-describing outputs.
+
+A base is any diffusers StableDiffusionPipeline: the embedded studio-mini (default), a
+local pipeline folder, or a hub id resolved through the normal from_pretrained cache
+(HF_HUB_OFFLINE is honoured). All of Studio goes through `load_base`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, PngImagePlugin
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+DEFAULT_BASE = ASSETS / "studio-mini"
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """auto -> the device accelerate picks for this process (cuda when there is one)."""
+    if device == "auto":
+        from accelerate import PartialState
+
+        return PartialState().device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but torch sees no CUDA device; use --device cpu or auto")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"--device must be auto, cpu or cuda, got {device!r}")
+    return torch.device(device)
+
+
+def base_name(base: str | Path | None) -> str:
+    """A stable name for a base: 'studio-mini' for the embedded one, else the path or hub id."""
+    if base is None or Path(base).resolve() == DEFAULT_BASE.resolve():
+        return "studio-mini"
+    return str(base)
+
+
+def load_base(base: str | Path | None = None, device: str = "auto", precision: str = "fp32"):
+    """A StableDiffusionPipeline from the embedded default, a local folder or a hub id."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.disable_progress_bar()
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    dev = resolve_device(device)
+    dtype = PRECISIONS[precision]
+    if dev.type == "cpu" and dtype == torch.float16:
+        raise ValueError("--precision fp16 needs a GPU; use fp32 or bf16 on the CPU")
+    source = DEFAULT_BASE if base is None else base
+    path = Path(source)
+    kwargs = dict(dtype=dtype, safety_checker=None, requires_safety_checker=False)
+    if path.exists():
+        if not (path / "model_index.json").is_file():
+            raise FileNotFoundError(
+                f"{path} is not a diffusers pipeline folder (no model_index.json); "
+                "pass a StableDiffusionPipeline folder saved with save_pretrained, or a hub id"
+            )
+        pipe = StableDiffusionPipeline.from_pretrained(path, local_files_only=True, **kwargs)
+    elif _HUB_ID.match(str(source)):
+        try:
+            pipe = StableDiffusionPipeline.from_pretrained(
+                str(source), local_files_only=os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""), **kwargs
+            )
+        except (OSError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise FileNotFoundError(f"could not load base {source!r} from the hub or its cache: {first}") from None
+    else:
+        raise FileNotFoundError(f"base {source!r} is neither an existing pipeline folder nor a hub id (owner/name)")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(dev)
+
+
+def base_resolution(pipe) -> int:
+    return int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
+
+
+@dataclass
+class GenerationSettings:
+    prompt: str
+    negative_prompt: str = ""
+    seed: int = 0
+    steps: int = 25
+    guidance: float = 5.0
+    width: int = 64
+    height: int = 64
+    base: str = "studio-mini"
+    scheduler: str = ""
+    styles: tuple[str, ...] = ()
+
+
+@torch.no_grad()
+def generate(pipe, settings: list[GenerationSettings], batch_size: int = 8, callback=None) -> list[Image.Image]:
+    """Images for a list of settings (same steps/guidance/size in a batch); each its own seed.
+
+    Every image's noise comes from its own torch.Generator(seed) on the CPU, so an image
+    depends on its seed and settings only, not on the batch it was drawn in (up to float
+    rounding) nor on the device.
+    """
+    out: list[Image.Image] = []
+    for start in range(0, len(settings), batch_size):
+        chunk = settings[start : start + batch_size]
+        first = chunk[0]
+        images = pipe(
+            prompt=[s.prompt for s in chunk],
+            negative_prompt=[s.negative_prompt for s in chunk],
+            num_inference_steps=first.steps,
+            guidance_scale=first.guidance,
+            height=first.height,
+            width=first.width,
+            generator=[torch.Generator("cpu").manual_seed(s.seed) for s in chunk],
+        ).images
+        out.extend(images)
+        if callback:
+            callback(len(out), len(settings))
+    return out
+
+
+def save_with_settings(image: Image.Image, settings: GenerationSettings, path: Path) -> None:
+    """PNG whose text chunks hold the settings, plus the same settings as a JSON sidecar."""
+    meta = asdict(settings)
+    meta["styles"] = list(settings.styles)
+    info = PngImagePlugin.PngInfo()
+    for key, value in meta.items():
+        info.add_text(key, json.dumps(value) if not isinstance(value, str) else value)
+    info.add_text("studio", json.dumps(meta, sort_keys=True))
+    path = Path(path)
+    image.save(path, format="PNG", pnginfo=info)
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def read_settings(path: Path) -> GenerationSettings:
+    """The settings embedded in a PNG written by `save_with_settings` ('reuse settings')."""
+    with Image.open(path) as im:
+        text = im.text.get("studio") if hasattr(im, "text") else None
+    if not text:
+        raise ValueError(f"{path} carries no Studio settings (not written by studio generate)")
+    meta = json.loads(text)
+    meta["styles"] = tuple(meta.get("styles", ()))
+    return GenerationSettings(**meta)

@@ -1,0 +1,52 @@
+"""`studio generate`: text-to-image with settings embedded in every PNG and a JSON sidecar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from studio.commands.common import add_base_arguments
+from studio.progress import TqdmProgress
+
+
+def register(sub) -> None:
+    p = sub.add_parser("generate", help="generate images from a prompt (PNG + JSON sidecar with every setting)")
+    p.add_argument("--prompt", required=True, help="what to draw")
+    p.add_argument("--negative", default="", help="negative prompt")
+    p.add_argument("--n", type=int, default=4, help="number of images; image i uses seed S+i")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first image")
+    p.add_argument("--steps", type=int, default=25, help="sampling steps")
+    p.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale")
+    p.add_argument("--size", type=int, default=None, help="image side in pixels (default: the base's resolution)")
+    p.add_argument("--out", type=Path, required=True, help="folder to write into (created if missing)")
+    add_base_arguments(p)
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from generators import diffusion
+
+    if args.n < 1 or args.steps < 1:
+        raise ValueError("--n and --steps must be at least 1")
+    pipe = diffusion.load_base(args.base, args.device, args.precision)
+    size = args.size or diffusion.base_resolution(pipe)
+    if size % 8:
+        raise ValueError(f"--size must be a multiple of 8, got {size}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    settings = [
+        diffusion.GenerationSettings(
+            prompt=args.prompt, negative_prompt=args.negative, seed=args.seed + i, steps=args.steps,
+            guidance=args.guidance, width=size, height=size, base=diffusion.base_name(args.base),
+            scheduler=type(pipe.scheduler).__name__,
+        )
+        for i in range(args.n)
+    ]
+    paths = [args.out / f"seed{s.seed}.png" for s in settings]
+    taken = [p for p in paths if p.exists()]
+    if taken:
+        raise FileExistsError(f"{taken[0]} already exists; choose another --out or --seed")
+    with TqdmProgress("generate") as progress:
+        images = diffusion.generate(pipe, settings, callback=progress)
+    for image, s, path in zip(images, settings, paths):
+        diffusion.save_with_settings(image, s, path)
+    print(f"wrote {len(paths)} images to {args.out}")
+    return 0

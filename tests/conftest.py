@@ -1,0 +1,26 @@
+"""Shared fixtures: tiny models built from configs (never downloaded)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_dir(tmp_path_factory):
+    """A StableDiffusionPipeline folder with random tiny weights, built from configs like studio-mini."""
+    from dataclasses import replace
+
+    from generators import miniworld
+    from generators.sd_mini.pretrain import MiniBaseConfig, build_text_encoder, build_unet, build_vae, save_pipeline
+    from generators.sd_mini.tokenizer import build_tokenizer
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("tiny")
+    cfg = replace(MiniBaseConfig(), resolution=32, vae_channels=(16, 16), unet_channels=(32, 32, 32),
+                  text_width=32, text_layers=1, text_heads=2, unet_heads=2)
+    tok = build_tokenizer(miniworld.caption_words(), root / "tok", cfg.max_length)
+    vae, unet, te = build_vae(cfg), build_unet(cfg), build_text_encoder(cfg, tok)
+    out = root / "pipe"
+    save_pipeline(out, vae, te, tok, unet).rename(out)
+    return out

@@ -1,0 +1,70 @@
+"""Loading bases (embedded, local tiny, bad paths) and reproducible generation."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from generators import diffusion
+from studio.cli import main
+
+
+def test_tiny_pipeline_loads_in_stock_diffusers(tiny_pipeline_dir):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_pipeline_dir, local_files_only=True, safety_checker=None)
+    assert pipe.tokenizer("a red star", add_special_tokens=False).input_ids.__len__() == 3
+    pipe2 = diffusion.load_base(str(tiny_pipeline_dir), device="cpu")
+    assert diffusion.base_resolution(pipe2) == 32
+
+
+@pytest.mark.parametrize("base, message", [("/nonexistent/folder", "neither an existing pipeline folder"),
+                                          ("{tmp}", "no model_index.json"),
+                                          ("not a hub id!", "neither an existing pipeline folder")])
+def test_bad_base_gives_one_line_error(tmp_path, base, message):
+    proc = subprocess.run([sys.executable, "-m", "studio", "generate", "--prompt", "x", "--out", str(tmp_path / "o"),
+                           "--base", base.format(tmp=tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_hub_id_offline_without_cache_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(FileNotFoundError, match="could not load base 'someone/some-model'"):
+        diffusion.load_base("someone/some-model", device="cpu")
+
+
+def test_generate_is_deterministic_and_self_describing(tiny_pipeline_dir, tmp_path):
+    args = ["generate", "--prompt", "a blue fish on the sea background", "--n", "2", "--seed", "5", "--steps", "3",
+            "--base", str(tiny_pipeline_dir), "--device", "cpu"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 0
+    assert main(args + ["--out", str(tmp_path / "b")]) == 0
+    for name in ("seed5.png", "seed6.png"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert (tmp_path / "a" / "seed5.png").read_bytes() != (tmp_path / "a" / "seed6.png").read_bytes()
+    meta = json.loads((tmp_path / "a" / "seed6.json").read_text())
+    need = {"prompt", "negative_prompt", "seed", "steps", "guidance", "width", "height", "base"}
+    assert need <= set(meta) and meta["seed"] == 6 and meta["width"] == 32
+    with Image.open(tmp_path / "a" / "seed6.png") as im:
+        assert im.text["prompt"] == "a blue fish on the sea background" and im.text["seed"] == "6"
+    # One image regenerated alone equals the same image drawn in a batch (its own seed).
+    assert main(["generate", "--prompt", "a blue fish on the sea background", "--n", "1", "--seed", "6", "--steps", "3",
+                 "--base", str(tiny_pipeline_dir), "--device", "cpu", "--out", str(tmp_path / "c")]) == 0
+    a = np.asarray(Image.open(tmp_path / "a" / "seed6.png"), np.float32)
+    c = np.asarray(Image.open(tmp_path / "c" / "seed6.png"), np.float32)
+    assert np.abs(a - c).mean() < 1.0
+    s = diffusion.read_settings(tmp_path / "a" / "seed6.png")
+    assert s.seed == 6 and s.steps == 3
+
+
+def test_generate_refuses_to_overwrite(tiny_pipeline_dir, tmp_path):
+    args = ["generate", "--prompt", "x", "--n", "1", "--steps", "1", "--base", str(tiny_pipeline_dir),
+            "--device", "cpu", "--out", str(tmp_path)]
+    assert main(args) == 0
+    before = (tmp_path / "seed0.png").read_bytes()
+    assert main(args) == 2
+    assert (tmp_path / "seed0.png").read_bytes() == before
