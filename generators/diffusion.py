@@ -82,6 +82,16 @@ def base_resolution(pipe) -> int:
     return int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
 
 
+def resolution_of(base: str | Path | None) -> int:
+    """The native resolution of a base, from its configs (no weights loaded for local folders)."""
+    path = DEFAULT_BASE if base is None else Path(base)
+    if (path / "unet" / "config.json").is_file() and (path / "vae" / "config.json").is_file():
+        unet = json.loads((path / "unet" / "config.json").read_text())
+        vae = json.loads((path / "vae" / "config.json").read_text())
+        return int(unet["sample_size"] * 2 ** (len(vae["block_out_channels"]) - 1))
+    return base_resolution(load_base(base, "cpu"))
+
+
 @dataclass
 class GenerationSettings:
     prompt: str

@@ -38,11 +38,12 @@ class MiniBaseConfig:
     resolution: int = 64
     max_length: int = 40
     # Autoencoder: 64 px -> 16x16x4 latents.
-    vae_channels: tuple[int, ...] = (32, 64, 128)
+    vae_channels: tuple[int, ...] = (16, 32, 64)
     vae_layers_per_block: int = 1
     latent_channels: int = 4
     # UNet on 16x16 latents, cross-attention at 16 and 8.
-    unet_channels: tuple[int, ...] = (64, 128, 128)
+    unet_channels: tuple[int, ...] = (32, 64, 128)
+    unet_norm_groups: int = 16
     unet_layers_per_block: int = 1
     unet_heads: int = 4
     # Text encoder.
@@ -51,10 +52,12 @@ class MiniBaseConfig:
     text_heads: int = 4
     # Training.
     n_images: int = 60_000
-    vae_batch: int = 64
-    vae_lr: float = 1e-3
-    unet_batch: int = 128
-    unet_lr: float = 4e-4
+    vae_batch: int = 32
+    vae_lr: float = 2e-3
+    unet_batch: int = 32
+    unet_lr: float = 5e-4
+    min_snr_gamma: float = 5.0  # Min-SNR loss weighting (Hang et al. 2023): faster convergence
+    save_every_seconds: float = 600.0
     warmup_steps: int = 300
     caption_dropout: float = 0.1
     ema_decay: float = 0.999
@@ -74,7 +77,7 @@ def build_vae(cfg: MiniBaseConfig):
         block_out_channels=tuple(cfg.vae_channels),
         layers_per_block=cfg.vae_layers_per_block,
         latent_channels=cfg.latent_channels,
-        norm_num_groups=16,
+        norm_num_groups=8,
         sample_size=cfg.resolution,
     )
 
@@ -92,7 +95,7 @@ def build_unet(cfg: MiniBaseConfig):
         layers_per_block=cfg.unet_layers_per_block,
         cross_attention_dim=cfg.text_width,
         attention_head_dim=cfg.unet_heads,
-        norm_num_groups=32,
+        norm_num_groups=cfg.unet_norm_groups,
     )
 
 
@@ -164,7 +167,7 @@ def generic_textures(x: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     b, _, h, w = x.shape
     dev = x.device
     r = lambda *s: torch.rand(*s, generator=generator, device=dev)  # noqa: E731
-    choice = (r(b) * 8).long()
+    choice = (r(b) * 12).long()  # 0, 1 and 8-11: unchanged (half the batch)
     out = x.clone()
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, h, device=dev), torch.linspace(-1, 1, w, device=dev), indexing="ij")
     theta = r(b) * math.pi
@@ -265,8 +268,12 @@ def encode_dataset(vae, images: torch.Tensor, device, batch: int = 512):
     return torch.cat(means), torch.cat(stds)
 
 
-def train_unet(unet, text_encoder, tokenizer, means, stds, captions, cfg, seconds, device, precision, log, should_stop, scaling):
-    """Stage 2: joint UNet + text encoder training on cached latents; returns steps and EMAs."""
+def train_unet(unet, text_encoder, tokenizer, means, stds, captions, cfg, seconds, device, precision, log, should_stop, scaling,
+               on_checkpoint=None):
+    """Stage 2: joint UNet + text encoder training on cached latents; returns steps and EMAs.
+
+    Loss: epsilon MSE weighted by min(SNR, γ)/SNR (Min-SNR-γ). on_checkpoint(step, ema_unet,
+    ema_text) is called every cfg.save_every_seconds so that a kill loses little."""
     unet.train().to(device)
     text_encoder.train().to(device)
     params = list(unet.parameters()) + list(text_encoder.parameters())
@@ -278,6 +285,7 @@ def train_unet(unet, text_encoder, tokenizer, means, stds, captions, cfg, second
     ema_unet, ema_text = EMA(unet, cfg.ema_decay), EMA(text_encoder, cfg.ema_decay)
     gen = torch.Generator(device).manual_seed(cfg.data_seed + 1)
     start, step = time.time(), 0
+    last_save = start
     while time.time() - start < seconds and not should_stop():
         idx = torch.randint(0, means.shape[0], (cfg.unet_batch,), generator=gen, device=device)
         eps0 = torch.randn(means[idx].shape, generator=gen, device=device)
@@ -293,7 +301,9 @@ def train_unet(unet, text_encoder, tokenizer, means, stds, captions, cfg, second
         with _autocast(device, precision):
             cond = text_encoder(tok)[0]
             pred = unet(noisy, t, encoder_hidden_states=cond).sample
-        loss = F.mse_loss(pred.float(), noise)
+        snr = alphas[t] / (1 - alphas[t])
+        weight = torch.clamp(snr, max=cfg.min_snr_gamma) / snr
+        loss = (F.mse_loss(pred.float(), noise, reduction="none").mean((1, 2, 3)) * weight).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -304,6 +314,9 @@ def train_unet(unet, text_encoder, tokenizer, means, stds, captions, cfg, second
         step += 1
         if step % 100 == 0:
             log(stage="unet", step=step, loss=float(loss), seconds=round(time.time() - start, 1))
+        if on_checkpoint and time.time() - last_save > cfg.save_every_seconds:
+            on_checkpoint(step, ema_unet, ema_text)
+            last_save = time.time()
     return step, ema_unet, ema_text
 
 
@@ -408,41 +421,47 @@ def pretrain_base(
         vae.register_to_config(scaling_factor=scaling)
     del images
 
-    unet_steps, ema_unet, ema_text = train_unet(
-        unet, text_encoder, tokenizer, means, stds, captions, cfg, unet_seconds, dev, precision, log, should_stop, scaling
-    )
-    ema_unet.copy_to(unet)
-    ema_text.copy_to(text_encoder)
-    unet.eval()
-    text_encoder.eval()
+    def write_base(unet_steps: int, ema_unet: EMA, ema_text: EMA, final: bool) -> dict:
+        """Save the EMA weights as the pipeline in out_dir (swapped in whole: a kill keeps the old one)."""
+        import copy
 
-    tmp = save_pipeline(out_dir, vae, text_encoder, tokenizer, unet)
-    options = {
-        "command": "studio " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("studio") else " ".join(sys.argv),
-        "config": asdict(cfg),
-        "vae_seconds": vae_seconds,
-        "unet_seconds": unet_seconds,
-        "vae_steps": vae_steps,
-        "unet_steps": unet_steps,
-        "unet_images_seen": unet_steps * cfg.unet_batch,
-        "latent_scaling_factor": scaling,
-        "wall_seconds": round(time.time() - t0, 1),
-        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
-        "precision": precision,
-        "seed": seed,
-        "torch": torch.__version__,
-        "resumed": resume,
-        "final_losses": [line for line in log_lines if line.get("stage") in ("vae", "unet")][-2:],
-        "history": history,
-    }
-    (tmp / "training_options.json").write_text(json.dumps(options, indent=2))
-    # Swap in the finished folder last, so a kill leaves the previous base intact.
-    if out_dir.exists():
-        old = out_dir.with_name(out_dir.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        out_dir.rename(old)
-        tmp.rename(out_dir)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(out_dir)
+        unet_out, text_out = copy.deepcopy(unet).to("cpu"), copy.deepcopy(text_encoder).to("cpu")
+        ema_unet.copy_to(unet_out)
+        ema_text.copy_to(text_out)
+        tmp = save_pipeline(out_dir, copy.deepcopy(vae), text_out.eval(), tokenizer, unet_out.eval())
+        options = {
+            "command": "studio " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("studio") else " ".join(sys.argv),
+            "config": asdict(cfg),
+            "vae_seconds": vae_seconds,
+            "unet_seconds": unet_seconds,
+            "vae_steps": vae_steps,
+            "unet_steps": unet_steps,
+            "unet_images_seen": unet_steps * cfg.unet_batch,
+            "latent_scaling_factor": scaling,
+            "wall_seconds": round(time.time() - t0, 1),
+            "finished": final,
+            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({platform.machine()}, {os.cpu_count()} cores)",
+            "precision": precision,
+            "seed": seed,
+            "torch": torch.__version__,
+            "resumed": resume,
+            "final_losses": [line for line in log_lines if line.get("stage") in ("vae", "unet")][-2:],
+            "history": history,
+        }
+        (tmp / "training_options.json").write_text(json.dumps(options, indent=2))
+        if out_dir.exists():
+            old = out_dir.with_name(out_dir.name + ".old")
+            shutil.rmtree(old, ignore_errors=True)
+            out_dir.rename(old)
+            tmp.rename(out_dir)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out_dir)
+        return options
+
+    unet_steps, ema_unet, ema_text = train_unet(
+        unet, text_encoder, tokenizer, means, stds, captions, cfg, unet_seconds, dev, precision, log, should_stop, scaling,
+        on_checkpoint=lambda step, eu, et: write_base(step, eu, et, final=False),
+    )
+    options = write_base(unet_steps, ema_unet, ema_text, final=True)
     return options

@@ -18,6 +18,10 @@ def register(sub) -> None:
     p.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale")
     p.add_argument("--size", type=int, default=None, help="image side in pixels (default: the base's resolution)")
     p.add_argument("--out", type=Path, required=True, help="folder to write into (created if missing)")
+    p.add_argument("--style", action="append", default=[],
+                   help="museum style to draw in (repeatable); its token is added to the prompt unless written there as <name>")
+    p.add_argument("--museum", type=Path, default=None,
+                   help="museum folder whose styles and shared LoRA to use (default with --style: $STUDIO_HOME/museum)")
     add_base_arguments(p)
     p.set_defaults(run=run)
 
@@ -27,16 +31,26 @@ def run(args) -> int:
 
     if args.n < 1 or args.steps < 1:
         raise ValueError("--n and --steps must be at least 1")
-    pipe = diffusion.load_base(args.base, args.device, args.precision)
+    prompt = args.prompt
+    if args.style or args.museum:
+        from generators.museum.engine import load_museum_pipeline, museum_prompt
+        from studio.commands.museum import museum_dir
+        from styles.museum import Museum
+
+        museum = Museum.open(museum_dir(args), base=diffusion.base_name(args.base))
+        prompt = museum_prompt(museum, args.prompt, args.style)
+        pipe = load_museum_pipeline(museum, args.base, args.device, args.precision)
+    else:
+        pipe = diffusion.load_base(args.base, args.device, args.precision)
     size = args.size or diffusion.base_resolution(pipe)
     if size % 8:
         raise ValueError(f"--size must be a multiple of 8, got {size}")
     args.out.mkdir(parents=True, exist_ok=True)
     settings = [
         diffusion.GenerationSettings(
-            prompt=args.prompt, negative_prompt=args.negative, seed=args.seed + i, steps=args.steps,
+            prompt=prompt, negative_prompt=args.negative, seed=args.seed + i, steps=args.steps,
             guidance=args.guidance, width=size, height=size, base=diffusion.base_name(args.base),
-            scheduler=type(pipe.scheduler).__name__,
+            scheduler=type(pipe.scheduler).__name__, styles=tuple(args.style),
         )
         for i in range(args.n)
     ]

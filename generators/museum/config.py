@@ -1,0 +1,55 @@
+"""One config object per museum task; saved in every manifest and checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass
+class MuseumConfig:
+    # Shared LoRA (peft) on the UNet attention projections.
+    rank: int = 8
+    alpha: float = 8.0
+    target_modules: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+    # Optimisation.
+    steps: int = 300
+    batch_size: int = 8
+    lora_lr: float = 1e-3
+    token_lr: float = 5e-3
+    token_max_norm_ratio: float = 2.0  # cap the learnt token's norm at this × the mean vocabulary norm
+    checkpoint_every: int = 50
+    seed: int = 0
+    # Loss terms (each switchable for ablations; the default is the full method).
+    use_sdl: bool = True
+    lambda_sdl: float = 0.05
+    sdl_tau: float = 1.0
+    use_weight_reg: bool = True
+    lambda_w: float = 1.0
+    use_feature_reg: bool = True
+    lambda_f: float = 1.0
+    replay_pool: int = 32  # cached (noisy latent, t, earlier-style prompt, teacher output) samples
+    replay_batch: int = 4
+    train_token: bool = True
+    # Sampling defaults for previews and scores.
+    sample_steps: int = 20
+    guidance: float = 5.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["target_modules"] = list(self.target_modules)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MuseumConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown museum config keys {sorted(unknown)}")
+        d = dict(d)
+        if "target_modules" in d:
+            d["target_modules"] = tuple(d["target_modules"])
+        return cls(**d)
+
+    def naive(self) -> "MuseumConfig":
+        """Naive sequential shared LoRA: no regularizers, no distillation (the forgetting baseline)."""
+        return MuseumConfig.from_dict({**self.to_dict(), "use_sdl": False, "use_weight_reg": False, "use_feature_reg": False})

@@ -1,0 +1,120 @@
+"""The museum's operations: learn a style into a museum, sample from it, score it.
+
+`learn` is the unit of work behind `studio ingest` and the web app: it loads the base,
+the earlier tokens and the shared LoRA, runs one task (resumable from its checkpoint),
+scores the result and commits it to the museum in one atomic index write.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from generators import diffusion
+from generators.museum.config import MuseumConfig
+from generators.museum.train import learn_style, load_style_tokens, style_prompt
+from styles.folder import StyleFolder
+from styles.museum import Museum
+
+SCORE_PROMPTS = (
+    "a red star on the grass background, medium, facing right, in the center",
+    "a blue fish on the sea background, large, facing left, in the center",
+    "a yellow house on the snow background, medium, facing right, in the center",
+    "a green car on the desert background, large, facing right, in the center",
+)
+
+
+def earlier_tokens(museum: Museum) -> dict[str, torch.Tensor]:
+    out = {}
+    for s in museum.styles:
+        out.update(museum.embedding(s.name))
+    return out
+
+
+def load_museum_pipeline(museum: Museum, base=None, device: str = "auto", precision: str = "fp32",
+                         task: int | None = None, fuse: bool = True):
+    """The base with the museum's shared LoRA (after `task`, default latest) and every token,
+    loaded exactly as stock diffusers loads an export (load_lora_weights, load_textual_inversion)."""
+    pipe = diffusion.load_base(base, device, precision)
+    state = museum.lora_state(task)
+    if state is not None:
+        pipe.load_lora_weights({k: v.to(pipe.unet.dtype) for k, v in state.items()}, adapter_name="museum")
+        if fuse:
+            pipe.fuse_lora(adapter_names=["museum"])  # free at inference: the LoRA is in the weights
+    for s in museum.styles:
+        emb = museum.embedding(s.name)
+        pipe.load_textual_inversion({k: v.to(pipe.text_encoder.dtype) for k, v in emb.items()}, token=list(emb)[0])
+    return pipe
+
+
+def museum_prompt(museum: Museum, prompt: str, style_names: list[str]) -> str:
+    tokens = [museum.style(n).token for n in style_names]
+    return style_prompt(prompt, tokens)
+
+
+def score_style(pipe, token: str, style_images, name: str, cfg: MuseumConfig, evaluator=None, seed: int = 0):
+    """Sample the style on fixed content prompts; return (metrics, thumbnail).
+
+    style_accuracy: the style evaluator's verdict (reference styles only). style_similarity:
+    cosine between the evaluator features' mean of the samples and of the style images."""
+    size = diffusion.base_resolution(pipe)
+    settings = [diffusion.GenerationSettings(prompt=style_prompt(p, [token]), seed=seed + i, steps=cfg.sample_steps,
+                                             guidance=cfg.guidance, width=size, height=size)
+                for i, p in enumerate(SCORE_PROMPTS)]
+    images = diffusion.generate(pipe, settings)
+    metrics = {}
+    if evaluator is not None:
+        predicted = evaluator.predict(images)
+        metrics["style_accuracy"] = float(np.mean([p == name for p in predicted["style"]])) if name in evaluator.labels["style"] else None
+        fa = evaluator.features(images).mean(0)
+        fb = evaluator.features(list(style_images)).mean(0)
+        metrics["style_similarity"] = float(torch.nn.functional.cosine_similarity(fa, fb, dim=0))
+        metrics["style_score"] = metrics["style_accuracy"] if metrics["style_accuracy"] is not None else metrics["style_similarity"]
+    return metrics, images[0]
+
+
+def learn(museum: Museum, style: StyleFolder, cfg: MuseumConfig, base=None, device: str = "auto",
+          progress=None, should_stop=None, evaluator=None) -> dict:
+    """Learn `style` as the museum's next task. Returns the manifest (with 'stopped' if interrupted)."""
+    if museum.has(style.name):
+        raise FileExistsError(f"style {style.name!r} is already in museum {museum.root}")
+    taken = {s.token for s in museum.styles}
+    if style.token in taken:
+        raise ValueError(f"token {style.token!r} is already used by another style in {museum.root}; set another token in style.toml")
+    start = time.time()
+    pipe = diffusion.load_base(base, device, "fp32")
+    load_style_tokens(pipe.tokenizer, pipe.text_encoder, earlier_tokens(museum))
+    earlier_states = [None] + [museum.lora_state(k) for k in range(1, museum.n_tasks + 1)]
+    earlier_styles = [{"token": s.token, "captions": museum.manifest(s.name).get("captions", [])} for s in museum.styles]
+    work = museum.work_dir(style.name)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "hashes.txt").write_text("\n".join(style.hashes))
+    lora, vector, result = learn_style(
+        pipe, style.token, [im.image for im in style.images], [im.caption for im in style.images], cfg,
+        earlier_states[-1], earlier_states, earlier_styles, checkpoint_dir=work, progress=progress, should_stop=should_stop,
+    )
+    manifest = {
+        "name": style.name,
+        "token": style.token,
+        "description": style.description,
+        "source": str(style.folder),
+        "images": [{"file": im.path.name, "sha256": im.sha256, "caption": im.caption} for im in style.images],
+        "captions": [c for c in (im.caption for im in style.images) if c],
+        "rejected": [{"file": f, "reason": r} for f, r in style.rejected],
+        "config": cfg.to_dict(),
+        "base": museum.base,
+        "result": asdict(result),
+    }
+    if result.stopped:
+        manifest["stopped"] = True
+        return manifest
+    metrics, thumb = score_style(pipe, style.token, [im.image for im in style.images], style.name, cfg, evaluator)
+    manifest["metrics"] = metrics
+    manifest["timings"] = {"train_seconds": result.seconds, "total_seconds": round(time.time() - start, 1)}
+    museum.commit_task(style.name, style.token, lora, {"rank": cfg.rank, "alpha": cfg.alpha, "base": museum.base},
+                       {style.token: vector}, manifest, thumb)
+    return manifest

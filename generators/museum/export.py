@@ -1,0 +1,112 @@
+"""Exports of a museum style that load elsewhere.
+
+diffusers: `pytorch_lora_weights.safetensors` (the shared LoRA, diffusers/peft keys, loadable
+by `pipe.load_lora_weights`) and `<name>.safetensors` ({token: vector}, loadable by
+`pipe.load_textual_inversion`).
+
+kohya (A1111, ComfyUI, Forge): `<name>.safetensors` with `lora_unet_*` keys, `lora_down` /
+`lora_up` weights, `.alpha` = the lora_alpha used in training (so alpha/rank gives our scale
+for any alpha), the token bundled as `bundle_emb.<name>.string_to_param.*`, and `ss_*` /
+`modelspec.*` metadata with the token as trigger phrase; plus `<name>.embedding.safetensors`
+beside it for tools that do not read bundled embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from styles.museum import Museum
+
+FORMATS = ("diffusers", "kohya")
+
+
+def _check_out(out: Path) -> Path:
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} exists and is not an empty folder; choose a new --out")
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _finish(staging: Path, out: Path) -> Path:
+    if out.exists():
+        out.rmdir()
+    staging.rename(out)
+    return out
+
+
+def export_diffusers(museum: Museum, name: str, out: Path) -> Path:
+    entry = museum.style(name)
+    staging = _check_out(out)
+    config = museum.manifest(name)["config"]
+    save_file(museum.lora_state(), staging / "pytorch_lora_weights.safetensors",
+              metadata={"format": "pt", "studio.rank": str(config["rank"]), "studio.alpha": str(config["alpha"]),
+                        "studio.base": museum.base, "studio.styles": json.dumps([s.name for s in museum.styles])})
+    save_file({entry.token: museum.embedding(name)[entry.token].reshape(1, -1)}, staging / f"{name}.safetensors")
+    (staging / "README.md").write_text(
+        f"# {name}\n\nShared LoRA of the Studio museum (base `{museum.base}`, {museum.n_tasks} styles) and the token "
+        f"`{entry.token}`.\n\n```python\npipe.load_lora_weights('{out}', weight_name='pytorch_lora_weights.safetensors')\n"
+        f"pipe.load_textual_inversion('{out}/{name}.safetensors')\nimage = pipe('a house on the grass background, {entry.token}').images[0]\n```\n"
+    )
+    return _finish(staging, Path(out))
+
+
+def kohya_state_dict(state: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
+    """diffusers/peft keys 'unet.<module>.lora_A.weight' -> kohya 'lora_unet_<module_>.lora_down.weight'."""
+    out = {}
+    for key, value in state.items():
+        if not key.startswith("unet.") or ".lora_" not in key:
+            raise ValueError(f"unexpected LoRA key {key!r}")
+        module, _, rest = key.removeprefix("unet.").rpartition(".lora_")
+        kohya = "lora_unet_" + module.replace(".", "_")
+        kind = {"A.weight": "lora_down.weight", "B.weight": "lora_up.weight"}[rest]
+        out[f"{kohya}.{kind}"] = value.contiguous()
+        out[f"{kohya}.alpha"] = torch.tensor(float(alpha))
+    return out
+
+
+def export_kohya(museum: Museum, name: str, out: Path) -> Path:
+    entry = museum.style(name)
+    manifest = museum.manifest(name)
+    config = manifest["config"]
+    staging = _check_out(out)
+    tensors = kohya_state_dict(museum.lora_state(), config["alpha"])
+    vector = museum.embedding(name)[entry.token].reshape(1, -1)
+    tensors[f"bundle_emb.{name}.string_to_param.*"] = vector
+    metadata = {
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(config["rank"]),
+        "ss_network_alpha": str(config["alpha"]),
+        "ss_output_name": name,
+        "ss_base_model_version": "sd_v1",
+        "ss_sd_model_name": museum.base,
+        "ss_num_train_images": str(len(manifest["images"])),
+        "ss_max_train_steps": str(config["steps"]),
+        "ss_learning_rate": str(config["lora_lr"]),
+        "ss_training_comment": f"Studio museum shared LoRA ({museum.n_tasks} styles); trigger {entry.token}",
+        "modelspec.sai_model_spec": "1.0.0",
+        "modelspec.architecture": "stable-diffusion-v1/lora",
+        "modelspec.implementation": "https://github.com/Stability-AI/generative-models",
+        "modelspec.title": name,
+        "modelspec.trigger_phrase": entry.token,
+        "modelspec.description": manifest.get("description", ""),
+        "modelspec.date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "modelspec.resolution": "",
+    }
+    save_file(tensors, staging / f"{name}.safetensors", metadata=metadata)
+    save_file({entry.token: vector}, staging / f"{name}.embedding.safetensors")
+    return _finish(staging, Path(out))
+
+
+def export_style(museum: Museum, name: str, fmt: str, out: Path) -> Path:
+    if fmt not in FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    return (export_diffusers if fmt == "diffusers" else export_kohya)(museum, name, out)

@@ -1,0 +1,91 @@
+"""Batch ingestion: every sub-folder of a folder is a style, learnt in order.
+
+Semantics that protect the user's work:
+- a style whose name is in the museum with the same image hashes is skipped (already learnt);
+- the same name with different images is refused, unless `new_version=True`, which learns it
+  as `<name>-v2` (then -v3, ...) beside the original: nothing learnt is ever replaced;
+- an interrupted style (its checkpoint under museum/work/<name>) resumes where it stopped,
+  if its images are unchanged; otherwise its stale checkpoint is discarded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from styles.folder import StyleFolder, check_style_name, read_style_folder
+from styles.museum import Museum
+
+
+@dataclass
+class PlanItem:
+    folder: Path
+    name: str
+    action: str  # learn | resume | skip | refuse | invalid
+    reason: str = ""
+    style: StyleFolder | None = None
+    rejected: list = field(default_factory=list)
+
+
+def style_order(root: Path) -> list[Path]:
+    """Sub-folders in sorted order, or in the order of root/order.txt (one name per line)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root} is not a folder of style folders")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    order_file = root / "order.txt"
+    if order_file.exists():
+        names = [line.strip() for line in order_file.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        missing = [n for n in names if not (root / n).is_dir()]
+        if missing:
+            raise ValueError(f"{order_file} names folders that do not exist: {', '.join(missing)}")
+        folders = [root / n for n in names]
+    if not folders:
+        raise ValueError(f"{root} holds no style folders (one sub-folder of images per style)")
+    return folders
+
+
+def _next_version(museum: Museum, name: str) -> str:
+    k = 2
+    while museum.has(f"{name}-v{k}"):
+        k += 1
+    return f"{name}-v{k}"
+
+
+def plan(root: Path, museum: Museum, resolution: int, new_version: bool = False) -> list[PlanItem]:
+    items, names = [], set()
+    for folder in style_order(root):
+        try:
+            style = read_style_folder(folder, resolution)
+        except (ValueError, NotADirectoryError) as err:
+            items.append(PlanItem(folder, folder.name, "invalid", str(err)))
+            continue
+        if style.name in names:
+            items.append(PlanItem(folder, style.name, "invalid", f"another folder in {root} is also named {style.name!r}"))
+            continue
+        names.add(style.name)
+        item = PlanItem(folder, style.name, "learn", style=style, rejected=style.rejected)
+        if museum.has(style.name):
+            stored = sorted(i["sha256"] for i in museum.manifest(style.name)["images"])
+            if stored == style.hashes:
+                item.action, item.reason = "skip", "already in the museum with the same images"
+            elif new_version:
+                style.name = _next_version(museum, style.name)
+                style.token = f"<{style.name}>"
+                check_style_name(style.name)
+                item.name, item.reason = style.name, f"new version of {folder.name} (different images)"
+            else:
+                item.action = "refuse"
+                item.reason = (f"the museum already has {style.name!r} with different images; "
+                               "pass --new-version to learn it as a new version beside the original")
+        work = museum.work_dir(item.name)
+        if item.action == "learn" and (work / "checkpoint.safetensors").exists():
+            hashes = (work / "hashes.txt").read_text().split() if (work / "hashes.txt").exists() else []
+            if hashes == style.hashes:
+                item.action, item.reason = "resume", "continues its interrupted training"
+            else:
+                import shutil
+
+                shutil.rmtree(work)
+        items.append(item)
+    return items

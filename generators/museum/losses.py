@@ -1,0 +1,68 @@
+"""The loss terms of a museum task, each a pure function (tensors in, scalar out).
+
+Notation: z_t noisy latents, eps the noise, eps_hat the UNet's prediction, x0_hat the
+clean latent implied by eps_hat (DDPM: x0 = (z_t - sqrt(1 - a_t) eps) / sqrt(a_t)).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def latent_statistics(z: torch.Tensor) -> torch.Tensor:
+    """Content-agnostic statistics of latents B×C×H×W: per-channel mean, std and the
+    channel Gram matrix (upper triangle), i.e. what stays when the layout is shuffled."""
+    b, c = z.shape[:2]
+    flat = z.flatten(2)
+    mean, std = flat.mean(-1), flat.std(-1)
+    centred = flat - mean[..., None]
+    gram = centred @ centred.transpose(1, 2) / flat.shape[-1]
+    iu = torch.triu_indices(c, c, device=z.device)
+    return torch.cat([mean, std, gram[:, iu[0], iu[1]]], dim=1)
+
+
+def style_distillation_loss(x0_hat: torch.Tensor, set_statistics: torch.Tensor, tau: float, weight: torch.Tensor) -> torch.Tensor:
+    """MuseumMaker's style distillation loss (methods.md §1):
+    L_SDL = (1/B) Σ_i KL( softmax(F(x_i)/τ) || softmax(z̄/τ) ), z̄ = mean_i F(x_i) over the style set.
+
+    The public text leaves F, τ and the timestep handling open. We take F = the latent
+    statistics above (what a style shares across its images, not their layout), apply it to
+    the model's own x0 prediction so the term has gradients, and weight each sample by
+    `weight` (alpha_t, so that nearly pure-noise steps, whose x0 is a guess, count little).
+    """
+    log_p = F.log_softmax(latent_statistics(x0_hat.float()) / tau, dim=1)
+    log_q = F.log_softmax(set_statistics.float()[None] / tau, dim=1).expand_as(log_p)
+    kl = (log_p.exp() * (log_p - log_q)).sum(1)
+    return (kl * weight).mean()
+
+
+def lora_delta(lora_a: torch.Tensor, lora_b: torch.Tensor, scale: float) -> torch.Tensor:
+    """ΔW = scale · B A for one peft LoRA layer (A: r×in, B: out×r)."""
+    return scale * (lora_b @ lora_a)
+
+
+def weight_direction_loss(current: list[torch.Tensor], before: list[torch.Tensor], earlier_updates: list[list[torch.Tensor]]) -> torch.Tensor:
+    """Weight aspect of the dual regularization (methods.md §1; cf. CIDM's R1, C-LoRA):
+    the squared cosine similarity between this task's update ΔW_t = W_now − W_before and
+    each earlier task's update ΔW_j, per layer, averaged. Penalizes moving the shared LoRA
+    along directions earlier styles were written in; orthogonal updates cost nothing.
+    """
+    if not earlier_updates:
+        return current[0].new_zeros(())
+    total, count = current[0].new_zeros(()), 0
+    for layer, (now, prev) in enumerate(zip(current, before)):
+        update = (now - prev).flatten()
+        norm = update.norm() + 1e-8
+        for past in earlier_updates:
+            old = past[layer].flatten()
+            total = total + (update @ old / (norm * (old.norm() + 1e-8))) ** 2
+            count += 1
+    return total / count
+
+
+def feature_distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Feature aspect (methods.md §1, LwF-style): the UNet's predictions for earlier styles'
+    prompts stay where the frozen pre-task model put them. Teacher outputs are computed once
+    per task on a cached replay pool, so this costs one student pass on a small batch."""
+    return F.mse_loss(student.float(), teacher.float())

@@ -1,0 +1,356 @@
+"""Learning one style: a museum task (MuseumMaker, methods.md §1).
+
+    loss = L_diff(style images, prompts carrying <token>)
+         + λ_sdl · L_SDL   (style distillation: against the content bias of the few images)
+         + λ_w   · L_w     (weight aspect: this task's LoRA update vs earlier tasks' updates)
+         + λ_f   · L_f     (feature aspect: earlier styles' predictions vs the pre-task model)
+
+Trained: the shared LoRA (continued from the previous task's state) and the new token's
+embedding row; everything else, earlier tokens included, is frozen. One UNet pass per step
+serves both the style batch and the replay batch of the feature term (concatenated); the
+replay pool's teacher outputs are computed once, before the first update, because the
+teacher is exactly the model at the start of the task.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from generators.museum import losses
+from generators.museum.config import MuseumConfig
+
+ADAPTER = "museum"
+
+
+def style_prompt(content: str, tokens: list[str]) -> str:
+    """The prompt for `content` in the given styles: tokens already present are not repeated."""
+    missing = [t for t in tokens if t not in content]
+    return ", ".join([content] + missing) if missing else content
+
+
+# --- LoRA and token plumbing ----------------------------------------------------------------
+
+
+def lora_layers(unet) -> dict[str, torch.nn.Module]:
+    return {name: m for name, m in unet.named_modules() if hasattr(m, "lora_A") and ADAPTER in m.lora_A}
+
+
+def attach_lora(unet, cfg: MuseumConfig, state: dict[str, torch.Tensor] | None) -> None:
+    """Add the shared adapter to `unet` (peft), loaded from a stored state if there is one."""
+    from peft import LoraConfig
+    from peft.utils import set_peft_model_state_dict
+
+    unet.add_adapter(LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=list(cfg.target_modules),
+                                init_lora_weights=True), adapter_name=ADAPTER)
+    if state is not None:
+        peft_state = {k.removeprefix("unet."): v for k, v in state.items()}
+        result = set_peft_model_state_dict(unet, peft_state, adapter_name=ADAPTER)
+        if getattr(result, "unexpected_keys", None):
+            raise ValueError(f"stored LoRA state does not fit this base's UNet: {result.unexpected_keys[:3]}")
+
+
+def lora_state(unet) -> dict[str, torch.Tensor]:
+    """The shared LoRA in the key format of diffusers' save_lora_weights (peft keys, 'unet.' prefix)."""
+    from peft.utils import get_peft_model_state_dict
+
+    return {f"unet.{k}": v.detach().float().cpu().clone() for k, v in get_peft_model_state_dict(unet, adapter_name=ADAPTER).items()}
+
+
+def deltas_from_state(state: dict[str, torch.Tensor] | None, names: list[str], scale: float, like: dict) -> list[torch.Tensor]:
+    """ΔW = scale · B A for each named layer (zeros before the first task)."""
+    out = []
+    for name in names:
+        if state is None:
+            w = like[name].base_layer.weight
+            out.append(torch.zeros(w.shape[0], w.shape[1], device=w.device))
+        else:
+            a, b = state[f"unet.{name}.lora_A.weight"], state[f"unet.{name}.lora_B.weight"]
+            out.append(losses.lora_delta(a.float(), b.float(), scale).to(like[name].base_layer.weight.device))
+    return out
+
+
+def add_style_token(tokenizer, text_encoder, token: str) -> int:
+    """Add `token` to the vocabulary, initialised at the mean embedding; returns its id."""
+    if tokenizer.add_tokens(token) != 1:
+        raise ValueError(f"token {token!r} already exists in the base's vocabulary; choose another token")
+    text_encoder.resize_token_embeddings(len(tokenizer))
+    emb = text_encoder.get_input_embeddings().weight
+    with torch.no_grad():
+        emb[-1] = emb[:-1].mean(0)
+    return len(tokenizer) - 1
+
+
+def load_style_tokens(tokenizer, text_encoder, embeddings: dict[str, torch.Tensor]) -> None:
+    """Earlier styles' learnt tokens, as load_textual_inversion would add them."""
+    for token, vector in embeddings.items():
+        token_id = add_style_token(tokenizer, text_encoder, token)
+        with torch.no_grad():
+            text_encoder.get_input_embeddings().weight[token_id] = vector.reshape(-1).to(text_encoder.dtype)
+
+
+# --- data -------------------------------------------------------------------------------
+
+
+@dataclass
+class TaskData:
+    means: torch.Tensor  # N×C×h×w posterior means (cached once)
+    stds: torch.Tensor
+    prompts: list[str]
+    set_statistics: torch.Tensor  # z̄: mean latent statistics of the style set
+
+
+@torch.no_grad()
+def encode_images(vae, images, device) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.stack([torch.from_numpy(np.asarray(im, np.float32)).permute(2, 0, 1) for im in images]) / 127.5 - 1
+    dist = vae.encode(x.to(device, vae.dtype)).latent_dist
+    scale = vae.config.scaling_factor
+    return (dist.mean.float() * scale), (dist.std.float() * scale)
+
+
+def default_caption(image_caption: str | None) -> str:
+    return image_caption or "a picture"
+
+
+# --- the task -----------------------------------------------------------------------------
+
+
+@dataclass
+class TaskResult:
+    steps: int
+    final_loss: float
+    loss_terms: dict
+    seconds: float
+    stopped: bool
+    resumed_from: int
+
+
+def _noisy(latents, noise, t, alphas):
+    a = alphas[t].sqrt()[:, None, None, None]
+    s = (1 - alphas[t]).sqrt()[:, None, None, None]
+    return a * latents + s * noise
+
+
+def learn_style(
+    pipe,
+    token: str,
+    images: list,
+    captions: list[str | None],
+    cfg: MuseumConfig,
+    previous_state: dict[str, torch.Tensor] | None,
+    earlier_states: list[dict[str, torch.Tensor] | None],
+    earlier_styles: list[dict],
+    checkpoint_dir: Path | None = None,
+    progress=None,
+    should_stop=None,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, TaskResult]:
+    """Train one style into `pipe` (already holding earlier styles' tokens, frozen).
+
+    previous_state: the shared LoRA after the last task (None for the first).
+    earlier_states: the LoRA state after each earlier task, [None, s1, s2, ...], for ΔW_j.
+    earlier_styles: [{"token": ..., "captions": [...]}] for the feature term's replay prompts.
+    Returns (LoRA state after this task, the token's vector, result). If should_stop() turns
+    true, returns early with result.stopped = True (the checkpoint keeps the progress).
+    """
+    should_stop = should_stop or (lambda: False)
+    device = pipe.unet.device
+    start = time.time()
+    unet, text_encoder, tokenizer, vae = pipe.unet, pipe.text_encoder, pipe.tokenizer, pipe.vae
+    from diffusers import DDPMScheduler
+
+    alphas = DDPMScheduler.from_config(pipe.scheduler.config).alphas_cumprod.to(device)
+    n_train_t = len(alphas)
+
+    # Data: cached latents, prompts carrying the token, and the set's statistics (z̄).
+    means, stds = encode_images(vae, images, device)
+    prompts = [style_prompt(default_caption(c), [token]) for c in captions]
+    set_stats = losses.latent_statistics(means).mean(0)
+
+    # The shared LoRA continues from the previous task; the new token joins the vocabulary.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)  # the LoRA's initial A (first task) is reproducible
+        attach_lora(unet, cfg, previous_state)
+    token_id = add_style_token(tokenizer, text_encoder, token)
+    unet.requires_grad_(False)
+    text_encoder.requires_grad_(False)
+    layers = lora_layers(unet)
+    names = sorted(layers)
+    lora_params = [p for m in layers.values() for p in (m.lora_A[ADAPTER].weight, m.lora_B[ADAPTER].weight)]
+    for p in lora_params:
+        p.requires_grad_(True)
+    embedding = text_encoder.get_input_embeddings().weight
+    embedding.requires_grad_(cfg.train_token)
+    mean_norm = embedding[:token_id].detach().norm(dim=1).mean()
+
+    scale = cfg.alpha / cfg.rank
+    before = deltas_from_state(previous_state, names, scale, layers)
+    earlier_updates = []
+    if cfg.use_weight_reg:
+        for prev, now in zip(earlier_states[:-1], earlier_states[1:]):
+            d_prev = deltas_from_state(prev, names, scale, layers)
+            d_now = deltas_from_state(now, names, scale, layers)
+            earlier_updates.append([a - b for a, b in zip(d_now, d_prev)])
+
+    gen = torch.Generator("cpu").manual_seed(cfg.seed)
+
+    # Replay pool for the feature term: earlier styles' prompts on noised style latents,
+    # teacher outputs from the model as it is now, before any update.
+    replay = None
+    if cfg.use_feature_reg and earlier_styles:
+        k = cfg.replay_pool
+        choice = torch.randint(len(earlier_styles), (k,), generator=gen).tolist()
+        texts = []
+        for i, c in enumerate(choice):
+            caps = earlier_styles[c]["captions"] or ["a picture"]
+            texts.append(style_prompt(caps[i % len(caps)], [earlier_styles[c]["token"]]))
+        idx = torch.randint(len(images), (k,), generator=gen)
+        z0 = means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen).to(device)
+        t = torch.randint(0, n_train_t, (k,), generator=gen).to(device)
+        zt = _noisy(z0, torch.randn(z0.shape, generator=gen).to(device), t, alphas)
+        with torch.no_grad():
+            ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                            return_tensors="pt").input_ids.to(device)
+            cond = text_encoder(ids)[0]
+            teacher = unet(zt, t, encoder_hidden_states=cond).sample
+        replay = (zt, t, cond, teacher)
+
+    groups = [{"params": lora_params, "lr": cfg.lora_lr}]
+    if cfg.train_token:
+        groups.append({"params": [embedding], "lr": cfg.token_lr, "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, weight_decay=0.0)
+
+    step, resumed_from = 0, 0
+    ckpt = Path(checkpoint_dir) / "checkpoint.safetensors" if checkpoint_dir else None
+    if ckpt is not None and ckpt.exists():
+        step = _load_checkpoint(ckpt, layers, embedding, token_id, opt, gen, cfg)
+        resumed_from = step
+
+    ids_all = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                        return_tensors="pt").input_ids.to(device)
+    terms = {}
+    loss = torch.zeros(())
+    stopped = False
+    unet.train()
+    while step < cfg.steps:
+        if should_stop():
+            stopped = True
+            break
+        idx = torch.randint(len(images), (cfg.batch_size,), generator=gen)
+        z0 = means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen).to(device)
+        noise = torch.randn(z0.shape, generator=gen).to(device)
+        t = torch.randint(0, n_train_t, (cfg.batch_size,), generator=gen).to(device)
+        zt = _noisy(z0, noise, t, alphas)
+        cond = text_encoder(ids_all[idx.to(device)])[0]
+        b = cfg.batch_size
+        if replay is not None:
+            r = torch.randint(replay[0].shape[0], (cfg.replay_batch,), generator=gen).to(device)
+            pred_all = unet(torch.cat([zt, replay[0][r]]), torch.cat([t, replay[1][r]]),
+                            encoder_hidden_states=torch.cat([cond, replay[2][r]])).sample
+            pred, pred_replay = pred_all[:b], pred_all[b:]
+        else:
+            pred = unet(zt, t, encoder_hidden_states=cond).sample
+        loss = F.mse_loss(pred.float(), noise.float())
+        terms = {"diff": loss.item()}
+        if cfg.use_sdl:
+            a_t = alphas[t][:, None, None, None]
+            x0_hat = (zt - (1 - a_t).sqrt() * pred) / a_t.sqrt()
+            sdl = losses.style_distillation_loss(x0_hat, set_stats, cfg.sdl_tau, alphas[t])
+            loss = loss + cfg.lambda_sdl * sdl
+            terms["sdl"] = sdl.item()
+        if cfg.use_weight_reg and earlier_updates:
+            current = [losses.lora_delta(layers[n].lora_A[ADAPTER].weight, layers[n].lora_B[ADAPTER].weight, scale) for n in names]
+            lw = losses.weight_direction_loss(current, before, earlier_updates)
+            loss = loss + cfg.lambda_w * lw
+            terms["weight"] = lw.item()
+        if replay is not None:
+            lf = losses.feature_distillation_loss(pred_replay, replay[3][r])
+            loss = loss + cfg.lambda_f * lf
+            terms["feature"] = lf.item()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.train_token and embedding.grad is not None:
+            keep = torch.zeros_like(embedding.grad[:, :1])
+            keep[token_id] = 1
+            embedding.grad.mul_(keep)  # only the new token learns; earlier tokens stay frozen
+        torch.nn.utils.clip_grad_norm_(lora_params, 1.0)
+        opt.step()
+        if cfg.train_token:
+            with torch.no_grad():
+                norm = embedding[token_id].norm()
+                cap = cfg.token_max_norm_ratio * mean_norm
+                if norm > cap:
+                    embedding[token_id].mul_(cap / norm)
+        step += 1
+        if progress:
+            progress(step, cfg.steps, loss=loss.item())
+        if ckpt is not None and (step % cfg.checkpoint_every == 0) and step < cfg.steps:
+            _save_checkpoint(ckpt, layers, embedding, token_id, opt, gen, step, cfg)
+    unet.eval()
+    unet.requires_grad_(False)
+    embedding.requires_grad_(False)
+    vector = embedding[token_id].detach().float().cpu().clone()
+    result = TaskResult(step, float(loss), terms, round(time.time() - start, 1), stopped, resumed_from)
+    if stopped and ckpt is not None:
+        _save_checkpoint(ckpt, layers, embedding, token_id, opt, gen, step, cfg)
+    return lora_state(unet), vector, result
+
+
+def _save_checkpoint(path: Path, layers, embedding, token_id, opt, gen, step, cfg: MuseumConfig) -> None:
+    """LoRA weights, the token, Adam moments, the data RNG and the step: an exact resume point."""
+    tensors = {}
+    for name, m in layers.items():
+        tensors[f"lora.{name}.A"] = m.lora_A[ADAPTER].weight
+        tensors[f"lora.{name}.B"] = m.lora_B[ADAPTER].weight
+    tensors["token"] = embedding[token_id]
+    for gi, group in enumerate(opt.param_groups):
+        for pi, p in enumerate(group["params"]):
+            state = opt.state.get(p, {})
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in state:
+                    value = state[key][token_id] if p is embedding else state[key]
+                    tensors[f"opt.{gi}.{pi}.{key}"] = value
+            if "step" in state:
+                tensors[f"opt.{gi}.{pi}.step"] = torch.as_tensor(state["step"], dtype=torch.float32).reshape(1)
+    tensors["rng"] = gen.get_state()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp,
+              metadata={"step": str(step), "config": json.dumps(cfg.to_dict())})
+    tmp.replace(path)
+
+
+def _load_checkpoint(path: Path, layers, embedding, token_id, opt, gen, cfg: MuseumConfig) -> int:
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as fh:
+        meta = fh.metadata()
+    if json.loads(meta["config"]) != cfg.to_dict():
+        raise ValueError(f"{path} was written with another training config; delete {path.parent} to start the style over")
+    tensors = load_file(path)
+    with torch.no_grad():
+        for name, m in layers.items():
+            m.lora_A[ADAPTER].weight.copy_(tensors[f"lora.{name}.A"])
+            m.lora_B[ADAPTER].weight.copy_(tensors[f"lora.{name}.B"])
+        embedding[token_id].copy_(tensors["token"])
+    for gi, group in enumerate(opt.param_groups):
+        for pi, p in enumerate(group["params"]):
+            if f"opt.{gi}.{pi}.step" not in tensors:
+                continue
+            state = opt.state[p]
+            state["step"] = tensors[f"opt.{gi}.{pi}.step"].reshape(())
+            for key in ("exp_avg", "exp_avg_sq"):
+                value = tensors[f"opt.{gi}.{pi}.{key}"].to(p.device)
+                if p is embedding:
+                    full = torch.zeros_like(p)
+                    full[token_id] = value
+                    value = full
+                state[key] = value
+    gen.set_state(tensors["rng"])
+    return int(meta["step"])

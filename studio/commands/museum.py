@@ -1,0 +1,153 @@
+"""`studio ingest`, `studio styles`, `studio export`: the museum of styles."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from studio.commands.common import add_base_arguments
+from studio.progress import TqdmProgress
+
+
+def add_museum_argument(parser) -> None:
+    parser.add_argument("--museum", type=Path, default=None,
+                        help="museum folder (default: $STUDIO_HOME/museum, STUDIO_HOME defaulting to ~/.studio)")
+
+
+def museum_dir(args) -> Path:
+    from styles.museum import default_museum_dir
+
+    return args.museum or default_museum_dir()
+
+
+def register(sub) -> None:
+    p = sub.add_parser("ingest", help="learn every style folder under DIR into the museum, in order")
+    p.add_argument("dir", type=Path, help="folder of style folders (order: sorted, or DIR/order.txt)")
+    add_museum_argument(p)
+    p.add_argument("--steps", type=int, default=None, help="training steps per style (default 300, or style.toml's)")
+    p.add_argument("--rank", type=int, default=None, help="shared LoRA rank (fixed by the museum's first style)")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="steps between resumable checkpoints (default 50)")
+    p.add_argument("--new-version", action="store_true",
+                   help="learn a style whose name exists with different images as <name>-v2 beside the original")
+    p.add_argument("--no-sdl", action="store_true", help="switch off the style distillation loss (ablation)")
+    p.add_argument("--no-weight-reg", action="store_true", help="switch off the weight regularizer (ablation)")
+    p.add_argument("--no-feature-reg", action="store_true", help="switch off the feature regularizer (ablation)")
+    add_base_arguments(p)
+    p.set_defaults(run=run_ingest)
+
+    s = sub.add_parser("styles", help="list the museum's styles")
+    add_museum_argument(s)
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(run=run_styles)
+
+    e = sub.add_parser("export", help="export a style (shared LoRA + its token) for diffusers or kohya tools")
+    e.add_argument("name", help="style name")
+    add_museum_argument(e)
+    e.add_argument("--format", required=True, choices=["diffusers", "kohya"])
+    e.add_argument("--out", type=Path, required=True, help="new folder to write")
+    e.set_defaults(run=run_export)
+
+
+def _config(args, style):
+    from generators.museum.config import MuseumConfig
+
+    cfg = MuseumConfig()
+    cfg.steps = args.steps or style.steps or cfg.steps
+    if args.rank:
+        cfg.rank = args.rank
+        cfg.alpha = float(args.rank)
+    cfg.checkpoint_every = args.checkpoint_every or cfg.checkpoint_every
+    cfg.use_sdl = not args.no_sdl
+    cfg.use_weight_reg = not args.no_weight_reg
+    cfg.use_feature_reg = not args.no_feature_reg
+    return cfg
+
+
+def run_ingest(args) -> int:
+    from generators import diffusion
+    from generators.museum import engine
+    from generators.museum.ingest import plan
+    from styles.museum import Museum
+
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {args.steps}")
+    root = museum_dir(args)
+    base = diffusion.base_name(args.base)
+    museum = Museum.open(root, base=base, create=True)
+    if museum.n_tasks:
+        first = museum.manifest(museum.styles[0].name)["config"]
+        if args.rank and args.rank != first["rank"]:
+            raise ValueError(f"museum {root} uses LoRA rank {first['rank']}; --rank cannot change it")
+        args.rank = first["rank"]
+    items = plan(args.dir, museum, diffusion.resolution_of(args.base), args.new_version)
+
+    print(f"plan for {args.dir} -> museum {root} (base {base}):")
+    for it in items:
+        usable = len(it.style.images) if it.style else 0
+        steps = _config(args, it.style).steps if it.style else 0
+        what = f"{it.action:7s} {it.name:24s} {usable:3d} images"
+        if it.action in ("learn", "resume"):
+            what += f", {steps} steps"
+        if it.rejected:
+            what += f", {len(it.rejected)} files rejected"
+        print("  " + what + (f"  ({it.reason})" if it.reason else ""))
+    todo = [it for it in items if it.action in ("learn", "resume")]
+
+    evaluator = None
+    try:
+        from generators.evaluators import load_evaluator
+
+        evaluator = load_evaluator(device="cpu")
+    except FileNotFoundError:
+        print("(no evaluators under assets/: style scores are skipped)", file=sys.stderr)
+
+    reports = []
+    for k, it in enumerate(todo, 1):
+        cfg = _config(args, it.style)
+        with TqdmProgress(f"[{k}/{len(todo)}] {it.name}") as progress:
+            manifest = engine.learn(museum, it.style, cfg, args.base, args.device, progress=progress, evaluator=evaluator)
+        reports.append((it, manifest))
+
+    print("report:")
+    failed = False
+    for it in items:
+        if it.action in ("skip", "refuse", "invalid"):
+            print(f"  {it.name}: {it.action} - {it.reason}")
+            failed |= it.action in ("refuse", "invalid")
+    for it, m in reports:
+        r = m["result"]
+        score = m.get("metrics", {}).get("style_score")
+        print(f"  {it.name}: learnt as {m['token']}; {len(m['images'])} images used, {len(m['rejected'])} rejected, "
+              f"{r['steps']} steps" + (f" (resumed at {r['resumed_from']})" if r["resumed_from"] else "")
+              + f", {m['timings']['total_seconds']:.0f} s, final loss {r['final_loss']:.4f}"
+              + (f", style score {score:.2f}" if score is not None else ""))
+        for f in m["rejected"]:
+            print(f"    rejected {f['file']}: {f['reason']}")
+    return 1 if failed else 0
+
+
+def run_styles(args) -> int:
+    from styles.museum import Museum
+
+    museum = Museum.open(museum_dir(args))
+    rows = [s.__dict__ for s in museum.styles]
+    if args.json:
+        print(json.dumps({"museum": str(museum.root), "base": museum.base, "styles": rows}, indent=2))
+        return 0
+    print(f"museum {museum.root} on base {museum.base}: {len(rows)} styles")
+    for s in rows:
+        score = "-" if s["score"] is None else f"{s['score']:.2f}"
+        print(f"  {s['name']:24s} {s['token']:26s} task {s['task']:3d}  {s['images']:3d} images  score {score}  {s['created']}")
+    return 0
+
+
+def run_export(args) -> int:
+    from generators.museum.export import export_style
+    from styles.museum import Museum
+
+    museum = Museum.open(museum_dir(args))
+    museum.style(args.name)
+    out = export_style(museum, args.name, args.format, args.out)
+    print(f"wrote {out}")
+    return 0

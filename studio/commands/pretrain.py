@@ -1,0 +1,46 @@
+"""`studio pretrain base|gan|evaluators`: train the embedded default bases on the mini world."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from studio.commands import pretrain_evaluators, pretrain_gan
+from studio.progress import TqdmProgress
+
+
+def register(sub) -> None:
+    p = sub.add_parser("pretrain", help="train the embedded bases (studio-mini, gan-mini, evaluators) on the mini world")
+    psub = p.add_subparsers(dest="pretrain_command", metavar="WHAT", required=True)
+
+    base = psub.add_parser("base", help="train studio-mini, a diffusers StableDiffusionPipeline (autoencoder, text encoder, UNet)")
+    base.add_argument("--out", type=Path, default=Path("assets/studio-mini"), help="pipeline folder to write")
+    base.add_argument("--vae-seconds", type=float, default=1200, help="time budget of the autoencoder stage")
+    base.add_argument("--unet-seconds", type=float, default=10800, help="time budget of the UNet + text encoder stage")
+    base.add_argument("--n-images", type=int, default=None, help="plain training images to render (default 60,000)")
+    base.add_argument("--unet-batch", type=int, default=None, help="UNet batch size (default 128)")
+    base.add_argument("--unet-lr", type=float, default=None, help="UNet/text encoder learning rate (default 4e-4)")
+    base.add_argument("--vae-batch", type=int, default=None, help="autoencoder batch size (default 64)")
+    base.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    base.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast precision")
+    base.add_argument("--seed", type=int, default=0)
+    base.add_argument("--workers", type=int, default=None, help="processes that render the training set")
+    base.add_argument("--resume", action="store_true",
+                      help="train the pipeline in --out further (UNet and text encoder; the autoencoder stays)")
+    base.add_argument("--log", type=Path, default=None, help="append JSON lines of losses to this file")
+    base.set_defaults(run=run_base)
+
+    pretrain_gan.add_parser(psub)
+    pretrain_evaluators.add_parser(psub)
+
+
+def run_base(args) -> int:
+    from generators.sd_mini.pretrain import pretrain_base
+
+    overrides = {k: v for k, v in dict(n_images=args.n_images, unet_batch=args.unet_batch, unet_lr=args.unet_lr,
+                                         vae_batch=args.vae_batch).items() if v is not None}
+    with TqdmProgress("pretrain base") as progress:
+        opts = pretrain_base(args.out, overrides, args.vae_seconds, args.unet_seconds, args.device, args.precision,
+                             args.seed, args.resume, args.workers, progress, log_file=args.log)
+    print(f"wrote {args.out}: {opts['vae_steps']} autoencoder steps, {opts['unet_steps']} UNet steps, "
+          f"{opts['wall_seconds']:.0f} s on {opts['device']}")
+    return 0

@@ -1,0 +1,56 @@
+"""`studio pretrain evaluators`: train the small attribute/style classifiers used for scoring.
+
+Wired into `studio pretrain` by `add_parser(pretrain_subparsers)`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from studio.progress import TqdmProgress
+
+DEFAULT_OUT = Path(__file__).resolve().parents[2] / "assets" / "evaluators"
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16")
+
+
+def add_parser(pretrain_subparsers) -> None:
+    parser = pretrain_subparsers.add_parser(
+        "evaluators",
+        help="train the mini-world evaluators (attribute + style classifiers, features for mini FID)",
+        description="Render mini-world images (half plain, half in a reference style), train the multi-head "
+        "evaluator CNN for a time budget, measure per-head accuracy on fresh renderings and write "
+        "evaluator.safetensors, config.json, accuracy.json and training_options.json.",
+    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
+    parser.add_argument("--seconds", type=float, default=240.0,
+                        help="wall-time budget in seconds: rendering, training and the accuracy pass (default: 240)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    parser.add_argument("--precision", default="fp32", help="fp32 or bf16 (bf16 autocast; for GPUs) (default: fp32)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the training data and initialisation (default: 0)")
+    parser.add_argument("--n-train", type=int, default=100_000,
+                        help="training images to pre-render (cut short if rendering takes 40%% of the budget) (default: 100000)")
+    parser.set_defaults(run=run_evaluators)
+
+
+def run_evaluators(args) -> int:
+    if args.seconds <= 0:
+        raise ValueError(f"--seconds must be positive, got {args.seconds}")
+    if args.n_train < 1:
+        raise ValueError(f"--n-train must be at least 1, got {args.n_train}")
+    if args.precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {args.precision!r}")
+    if args.device not in DEVICES and not str(args.device).startswith("cuda:"):
+        raise ValueError(f"--device must be auto, cpu or cuda[:N], got {args.device!r}")
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} exists and is not a folder")
+
+    from generators.evaluators import train_evaluators
+
+    with TqdmProgress("evaluators") as progress:
+        accuracy = train_evaluators(args.out, args.seconds, device=args.device, precision=args.precision,
+                                    seed=args.seed, n_train=args.n_train, progress=progress)
+    heads = ("kind", "subclass", "color", "background", "position", "scale", "tilt", "facing", "style", "kind_styled")
+    print("accuracy: " + ", ".join(f"{h} {accuracy[h]:.3f}" for h in heads if accuracy.get(h) is not None))
+    print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,49 @@
+"""`studio pretrain gan`: pretrain the embedded GAN base gan-mini on the plain mini world.
+
+Wire it in with `pretrain_gan.add_parser(pretrain_subparsers)` from `studio pretrain`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from studio.progress import TqdmProgress
+
+
+def add_parser(pretrain_subparsers) -> None:
+    parser = pretrain_subparsers.add_parser(
+        "gan", help="pretrain the GAN base gan-mini (a small StyleGAN2) on the plain mini world",
+        description="Train gan-mini for a wall-clock budget; writes generator.safetensors (G EMA), config.json, "
+                    "discriminator.safetensors, training_options.json, samples.png and a resumable checkpoint.",
+    )
+    parser.add_argument("--out", type=Path, default=Path("assets/gan-mini"), help="output folder (default assets/gan-mini)")
+    parser.add_argument("--seconds", type=float, default=3600, help="wall-clock budget in seconds (default 3600)")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default 32 on CPU, 128 on CUDA)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to train (default auto)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                        help="fp32, or bf16/fp16 autocast on CUDA (default fp32)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of initialization and training noise (default 0)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out (checkpoint or final weights)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="image-rendering worker processes (default 0 on CPU: a pre-rendered cache; up to 6 on CUDA)")
+    parser.set_defaults(run=run_pretrain_gan)
+
+
+def run_pretrain_gan(args) -> int:
+    from generators.gan.pretrain import pretrain_gan
+
+    if args.seconds <= 0:
+        raise ValueError(f"--seconds must be positive, got {args.seconds}")
+    if args.batch is not None and args.batch < 1:
+        raise ValueError(f"--batch must be at least 1, got {args.batch}")
+    if args.workers is not None and args.workers < 0:
+        raise ValueError(f"--workers must be 0 or more, got {args.workers}")
+    with TqdmProgress("pretrain gan (s)") as progress:
+        summary = pretrain_gan(
+            args.out, None, seconds=args.seconds, device=args.device, precision=args.precision, seed=args.seed,
+            resume=args.resume, progress=progress, batch_size=args.batch, num_workers=args.workers,
+        )
+    losses = ", ".join(f"{k} {v:.3f}" for k, v in summary["final_losses"].items())
+    print(f"wrote {args.out}: {summary['steps']} steps ({summary['images_seen']} images) on "
+          f"{summary['device_name']}, {summary['s_per_step']:.4f} s/step; {losses}")
+    return 0

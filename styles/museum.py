@@ -1,0 +1,185 @@
+"""The museum folder: a style library built on one base, safe against kills at any moment.
+
+Layout::
+
+    museum.json                       the index (written atomically: the commit point)
+    lora/task-001.safetensors         shared LoRA state after task 1 (diffusers keys), ...
+    styles/<name>/embedding.safetensors   {token: vector}, loadable by load_textual_inversion
+    styles/<name>/manifest.json       name, token, image hashes, captions, config, timings, metrics
+    styles/<name>/thumb.png           one sample
+    work/<name>/                      an interrupted task's checkpoint (resumable)
+
+A task's files are written first, then museum.json is replaced in one `os.replace`; files
+that no index entry names (left by a kill) are ignored and swept on the next write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+INDEX = "museum.json"
+FORMAT_VERSION = 1
+
+
+def default_museum_dir() -> Path:
+    return Path(os.environ.get("STUDIO_HOME", Path.home() / ".studio")) / "museum"
+
+
+def write_json_atomic(path: Path, data) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def save_tensors_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+    os.replace(tmp, path)
+
+
+@dataclass
+class StyleEntry:
+    name: str
+    token: str
+    task: int  # 1-based: the shared LoRA state lora/task-<task>.safetensors first holds it
+    images: int
+    created: str
+    score: float | None = None
+
+
+class Museum:
+    def __init__(self, root: Path, index: dict):
+        self.root = Path(root)
+        self.index = index
+
+    # --- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, root: Path, base: str | None = None, create: bool = False) -> "Museum":
+        """Open (or with create=True, start) the museum at `root`, checking it was built on `base`."""
+        root = Path(root)
+        path = root / INDEX
+        if path.exists():
+            try:
+                index = json.loads(path.read_text())
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path} is not valid JSON ({err}); restore it from a backup") from None
+            if base is not None and index["base"] != base:
+                raise ValueError(
+                    f"museum {root} was built on base {index['base']!r}, not {base!r}; "
+                    f"pass --base {index['base']} or use another --museum"
+                )
+            return cls(root, index)
+        if not create:
+            raise FileNotFoundError(f"no museum at {root} (no {INDEX}); learn a style first with `studio ingest`")
+        if root.exists() and any(p.name not in ("work",) for p in root.iterdir()):
+            raise FileExistsError(f"{root} exists and is not a museum; choose an empty or new --museum folder")
+        if base is None:
+            raise ValueError("a new museum needs the base it is built on")
+        root.mkdir(parents=True, exist_ok=True)
+        museum = cls(root, {"format": FORMAT_VERSION, "base": base, "styles": [], "created": time.strftime("%Y-%m-%d %H:%M:%S")})
+        write_json_atomic(path, museum.index)
+        return museum
+
+    # --- reading -------------------------------------------------------------------------
+
+    @property
+    def base(self) -> str:
+        return self.index["base"]
+
+    @property
+    def styles(self) -> list[StyleEntry]:
+        return [StyleEntry(**s) for s in self.index["styles"]]
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.index["styles"])
+
+    def style(self, name: str) -> StyleEntry:
+        for s in self.styles:
+            if s.name == name:
+                return s
+        known = ", ".join(s.name for s in self.styles) or "none yet"
+        raise ValueError(f"no style {name!r} in museum {self.root} (styles: {known})")
+
+    def has(self, name: str) -> bool:
+        return any(s["name"] == name for s in self.index["styles"])
+
+    def lora_path(self, task: int) -> Path:
+        return self.root / "lora" / f"task-{task:03d}.safetensors"
+
+    def lora_state(self, task: int | None = None) -> dict[str, torch.Tensor] | None:
+        """The shared LoRA after `task` (default: the latest); None before the first task."""
+        task = self.n_tasks if task is None else task
+        return load_file(self.lora_path(task)) if task > 0 else None
+
+    def style_dir(self, name: str) -> Path:
+        return self.root / "styles" / name
+
+    def embedding(self, name: str) -> dict[str, torch.Tensor]:
+        return load_file(self.style_dir(name) / "embedding.safetensors")
+
+    def manifest(self, name: str) -> dict:
+        return json.loads((self.style_dir(name) / "manifest.json").read_text())
+
+    def work_dir(self, name: str) -> Path:
+        return self.root / "work" / name
+
+    # --- writing -------------------------------------------------------------------------
+
+    def commit_task(self, name: str, token: str, lora: dict[str, torch.Tensor], lora_metadata: dict,
+                    embedding: dict[str, torch.Tensor], manifest: dict, thumbnail=None) -> StyleEntry:
+        """Store a finished task. Everything is written before museum.json, which names it."""
+        if self.has(name):
+            raise FileExistsError(f"style {name!r} is already in museum {self.root}")
+        task = self.n_tasks + 1
+        (self.root / "lora").mkdir(exist_ok=True)
+        save_tensors_atomic(lora, self.lora_path(task), metadata={k: str(v) for k, v in lora_metadata.items()})
+        final = self.style_dir(name)
+        staging = final.with_name(name + ".staging")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        save_file({k: v.detach().contiguous().cpu() for k, v in embedding.items()}, staging / "embedding.safetensors")
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        if thumbnail is not None:
+            thumbnail.save(staging / "thumb.png")
+        shutil.rmtree(final, ignore_errors=True)  # an orphan of an earlier kill, never an indexed style
+        staging.rename(final)
+        entry = StyleEntry(name=name, token=token, task=task, images=len(manifest.get("images", [])),
+                           created=time.strftime("%Y-%m-%d %H:%M:%S"), score=manifest.get("metrics", {}).get("style_score"))
+        self.index["styles"].append(entry.__dict__)
+        write_json_atomic(self.root / INDEX, self.index)
+        shutil.rmtree(self.work_dir(name), ignore_errors=True)
+        self.sweep()
+        return entry
+
+    def set_score(self, name: str, score: float) -> None:
+        for s in self.index["styles"]:
+            if s["name"] == name:
+                s["score"] = score
+        write_json_atomic(self.root / INDEX, self.index)
+
+    def sweep(self) -> None:
+        """Remove files no index entry names (left by a kill between writes)."""
+        names = {s["name"] for s in self.index["styles"]}
+        styles_root = self.root / "styles"
+        if styles_root.exists():
+            for d in styles_root.iterdir():
+                if d.name not in names:
+                    shutil.rmtree(d, ignore_errors=True)
+        lora_root = self.root / "lora"
+        if lora_root.exists():
+            for f in lora_root.iterdir():
+                if f.name.endswith(".tmp") or (f.name.startswith("task-") and int(f.stem.split("-")[1]) > self.n_tasks):
+                    f.unlink()

@@ -1,0 +1,153 @@
+"""gan-mini: the StyleGAN2 networks, safetensors round trip, and a 3-second pretraining run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from generators.gan.pretrain import pretrain_gan
+from generators.gan.stylegan2 import (
+    Discriminator,
+    GANConfig,
+    Generator,
+    HookedLayer,
+    ModulatedConv2d,
+    load_discriminator,
+    load_generator,
+    modulatable_layers,
+    save_discriminator,
+    save_generator,
+)
+
+TINY = GANConfig(resolution=16, z_dim=16, w_dim=16, mapping_layers=2, channels=(16, 16, 8))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # The test machine's cores are shared: OpenMP threads fighting other processes are far slower than one.
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+def tiny_g(seed=0) -> Generator:
+    torch.manual_seed(seed)
+    G = Generator(TINY).eval()
+    with torch.no_grad():  # non-zero noise strengths and biases, so noise and bias paths matter
+        for name, p in G.named_parameters():
+            if name.endswith("noise_strength") or name.endswith(".bias"):
+                p.normal_(0, 0.1)
+    return G
+
+
+def test_shapes_range_and_layers():
+    G = tiny_g()
+    z = torch.randn(5, TINY.z_dim)
+    with torch.no_grad():
+        img = G(z)
+        logits = Discriminator(TINY)(img)
+    assert img.shape == (5, 3, 16, 16) and img.dtype == torch.float32
+    assert img.min() >= -1 and img.max() <= 1
+    assert logits.shape == (5,) and torch.isfinite(logits).all()
+    assert G.num_ws == 6
+    # the LeFT hook: every conv/FC is reachable and holds an nn.Parameter weight
+    layers = modulatable_layers(G)
+    kinds = {type(m).__name__ for _, m in layers}
+    assert kinds == {"EqualLinear", "ModulatedConv2d"}
+    assert all(isinstance(m.weight, torch.nn.Parameter) for _, m in layers)
+    assert len([1 for _, m in layers if isinstance(m, ModulatedConv2d)]) == 5 + 3  # 5 convs + 3 toRGB
+
+
+def test_const_noise_is_deterministic_and_random_is_not():
+    G = tiny_g()
+    z = torch.randn(3, TINY.z_dim)
+    with torch.no_grad():
+        a, b = G(z, noise_mode="const"), G(z, noise_mode="const")
+        c = G(z, noise_mode="random")
+        # the grouped-conv path and the activation-scaling path agree
+        d = G(z, noise_mode="const", fused_modconv=False)
+        t = G(z, truncation_psi=0.5)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+    assert torch.allclose(a, d, atol=1e-5)
+    assert not torch.allclose(a, t)
+
+
+def test_demodulation_normalizes_each_output_channel():
+    G = tiny_g()
+    conv = G.synthesis.blocks[1].conv0
+    styles = conv.styles(torch.randn(4, TINY.w_dim) * 3)
+    wm = conv.modulated_weight(styles)  # [N, out, in, k, k]
+    norms = wm.square().sum(dim=(2, 3, 4)).sqrt()
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-4)
+    # toRGB is modulated but not demodulated
+    rgb = G.synthesis.blocks[1].torgb
+    assert not rgb.demodulate
+
+
+def test_weight_modulator_hook_changes_output():
+    G = tiny_g()
+    z = torch.randn(2, TINY.z_dim)
+    with torch.no_grad():
+        base = G(z)
+        layer = G.synthesis.blocks[2].conv1
+        assert isinstance(layer, HookedLayer)
+        layer.weight_modulator = lambda w: w * 0.5 + 0.1
+        changed = G(z)
+        layer.weight_modulator = None
+        again = G(z)
+    assert not torch.allclose(base, changed)
+    assert torch.equal(base, again)
+
+
+def test_save_load_round_trip(tmp_path):
+    G, D = tiny_g(), Discriminator(TINY)
+    save_generator(G, TINY, tmp_path)
+    save_discriminator(D, None, tmp_path)
+    assert (tmp_path / "generator.safetensors").is_file() and (tmp_path / "config.json").is_file()
+    G2, D2 = load_generator(tmp_path, "cpu"), load_discriminator(tmp_path, "cpu")
+    assert G2.config == TINY
+    z = torch.randn(4, TINY.z_dim)
+    with torch.no_grad():
+        assert torch.equal(G(z, truncation_psi=0.7), G2(z, truncation_psi=0.7))
+        img = G(z)
+        assert torch.equal(D.eval()(img), D2(img))
+    with pytest.raises(FileNotFoundError):
+        load_generator(tmp_path / "missing", "cpu")
+
+
+def test_pretrain_writes_files_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    seen = []
+    first = pretrain_gan(out, TINY, seconds=3, device="cpu", batch_size=4, pool_images=64,
+                         progress=lambda step, total, **info: seen.append(info))
+    for name in ("generator.safetensors", "config.json", "discriminator.safetensors", "training_options.json",
+                 "checkpoint.safetensors", "checkpoint.json", "samples.png"):
+        assert (out / name).is_file(), name
+    opts = json.loads((out / "training_options.json").read_text())
+    assert opts["steps"] == first["steps"] >= 1
+    assert opts["images_seen"] == 4 * opts["steps"] and opts["options"]["batch_size"] == 4
+    assert opts["device_name"] and "command_line" in opts and opts["config"]["resolution"] == 16
+    assert seen and all(torch.isfinite(torch.tensor(v["loss_D"])) for v in seen)
+    assert json.loads((out / "checkpoint.json").read_text())["step"] == first["steps"]
+    G = load_generator(out, "cpu")
+    with torch.no_grad():
+        assert torch.isfinite(G(torch.randn(2, TINY.z_dim))).all()
+
+    with pytest.raises(FileExistsError):
+        pretrain_gan(out, TINY, seconds=1, device="cpu")
+    second = pretrain_gan(out, None, seconds=1, device="cpu", batch_size=4, pool_images=64, resume=True)
+    assert second["steps"] == first["steps"] + second["steps_this_run"] > first["steps"]
+    assert json.loads((out / "checkpoint.json").read_text())["runs"] == 2
+
+
+def test_pretrain_user_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        pretrain_gan(tmp_path / "none", None, seconds=1, device="cpu", resume=True)
+    with pytest.raises(ValueError):
+        pretrain_gan(tmp_path / "x", TINY, seconds=1, device="cpu", precision="bf16")
+    with pytest.raises(ValueError):
+        GANConfig(resolution=48)

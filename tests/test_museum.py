@@ -1,0 +1,269 @@
+"""The museum on a tiny pipeline: a task end to end, exports in stock diffusers, resume, bad input."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from generators import diffusion, miniworld
+from generators.museum import losses
+from generators.museum.config import MuseumConfig
+from generators.museum.engine import learn, load_museum_pipeline
+from generators.museum.export import export_style
+from studio.cli import main
+from styles.folder import read_style_folder
+from styles.museum import Museum
+from styles.reference import apply_style
+
+
+def make_style_folder(root, style, n=4, seed=0, captions=True):
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        s = miniworld.generate(seed, i)
+        apply_style(style, s.image, seed=i).save(root / f"{i:03d}.png")
+        if captions:
+            (root / f"{i:03d}.txt").write_text(s.attributes.caption)
+    return root
+
+
+def tiny_cfg(**kw):
+    return MuseumConfig(steps=6, batch_size=2, replay_pool=4, replay_batch=2, sample_steps=2, checkpoint_every=2, **kw)
+
+
+@pytest.fixture
+def museum_two_styles(tiny_pipeline_dir, tmp_path):
+    museum = Museum.open(tmp_path / "m", base=str(tiny_pipeline_dir), create=True)
+    for k, style in enumerate(["sepia", "pixel_art"]):
+        folder = make_style_folder(tmp_path / "in" / style, style, seed=k)
+        learn(museum, read_style_folder(folder, 32), tiny_cfg(), str(tiny_pipeline_dir), "cpu")
+    return museum
+
+
+def test_task_end_to_end_and_museum_layout(museum_two_styles):
+    m = museum_two_styles
+    assert [s.name for s in m.styles] == ["sepia", "pixel_art"]
+    assert [s.task for s in m.styles] == [1, 2]
+    assert m.lora_path(1).exists() and m.lora_path(2).exists()
+    # The shared LoRA moved in task 2, and task 1's state is kept for comparison.
+    a, b = m.lora_state(1), m.lora_state(2)
+    assert set(a) == set(b) and any(not torch.equal(a[k], b[k]) for k in a)
+    man = m.manifest("pixel_art")
+    assert man["token"] == "<pixel_art>" and len(man["images"]) == 4 and man["config"]["steps"] == 6
+    assert set(man["result"]["loss_terms"]) == {"diff", "sdl", "weight", "feature"}
+    assert list(m.embedding("sepia")) == ["<sepia>"]
+    index = json.loads((m.root / "museum.json").read_text())
+    assert index["base"] == m.base
+
+
+def test_museum_refuses_another_base(museum_two_styles, tmp_path):
+    with pytest.raises(ValueError, match="was built on base"):
+        Museum.open(museum_two_styles.root, base="studio-mini")
+
+
+@pytest.mark.parametrize("switch, term", [("use_sdl", "sdl"), ("use_weight_reg", "weight"), ("use_feature_reg", "feature")])
+def test_each_loss_term_switches_off(museum_two_styles, tiny_pipeline_dir, tmp_path, switch, term):
+    folder = make_style_folder(tmp_path / "in3" / "halftone", "halftone", seed=5)
+    cfg = tiny_cfg(**{switch: False})
+    manifest = learn(museum_two_styles, read_style_folder(folder, 32), cfg, str(tiny_pipeline_dir), "cpu")
+    assert term not in manifest["result"]["loss_terms"]
+    assert {"diff", "sdl", "weight", "feature"} - {term} == set(manifest["result"]["loss_terms"])
+
+
+def test_weight_direction_loss_is_squared_cosine():
+    w = torch.randn(6, 5)
+    orth = torch.zeros(6, 5)
+    orth[0, 0] = 1.0
+    w[0, 0] = 0.0
+    zero = torch.zeros(6, 5)
+    assert losses.weight_direction_loss([w], [zero], [[w]]).item() == pytest.approx(1.0, abs=1e-5)
+    assert losses.weight_direction_loss([w], [zero], [[-2 * w]]).item() == pytest.approx(1.0, abs=1e-5)
+    assert losses.weight_direction_loss([w], [zero], [[orth]]).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_sdl_is_zero_when_statistics_match_and_positive_otherwise():
+    z = torch.randn(3, 4, 8, 8)
+    stats = losses.latent_statistics(z[:1]).mean(0)
+    ones = torch.ones(1)
+    assert losses.style_distillation_loss(z[:1], stats, 1.0, ones).item() == pytest.approx(0.0, abs=1e-6)
+    assert losses.style_distillation_loss(z[1:2] * 3 + 1, stats, 1.0, ones).item() > 1e-3
+
+
+def test_exports_load_in_stock_diffusers_and_match_studio(museum_two_styles, tiny_pipeline_dir, tmp_path):
+    from diffusers import StableDiffusionPipeline
+    from safetensors import safe_open
+
+    m = museum_two_styles
+    out_d, out_k = export_style(m, "sepia", "diffusers", tmp_path / "d"), export_style(m, "sepia", "kohya", tmp_path / "k")
+    prompt = "a red star on the grass background, <sepia>"
+    studio_pipe = load_museum_pipeline(m, str(tiny_pipeline_dir), "cpu")
+    s = diffusion.GenerationSettings(prompt=prompt, seed=3, steps=4, width=32, height=32)
+    ours = np.asarray(diffusion.generate(studio_pipe, [s])[0], np.float32)
+
+    stock = StableDiffusionPipeline.from_pretrained(tiny_pipeline_dir, local_files_only=True, safety_checker=None)
+    stock.set_progress_bar_config(disable=True)
+    plain = np.asarray(stock(prompt, num_inference_steps=4, guidance_scale=5.0, height=32, width=32,
+                             generator=torch.Generator().manual_seed(3)).images[0], np.float32)
+    stock.load_lora_weights(out_d, weight_name="pytorch_lora_weights.safetensors")
+    stock.load_textual_inversion(str(out_d / "sepia.safetensors"))
+    theirs = np.asarray(stock(prompt, num_inference_steps=4, guidance_scale=5.0, height=32, width=32,
+                              generator=torch.Generator().manual_seed(3)).images[0], np.float32)
+    assert np.abs(ours - theirs).mean() <= 2.0
+    assert np.abs(plain - theirs).mean() > np.abs(ours - theirs).mean()  # the export is no silent no-op
+
+    with safe_open(out_k / "sepia.safetensors", "pt") as fh:
+        keys, meta = list(fh.keys()), fh.metadata()
+        alphas = [fh.get_tensor(k).item() for k in keys if k.endswith(".alpha")]
+    assert any(k.startswith("lora_unet_") and k.endswith(".lora_down.weight") for k in keys)
+    assert alphas and set(alphas) == {8.0}
+    assert meta["modelspec.trigger_phrase"] == "<sepia>" and meta["ss_network_dim"] == "8" and meta["ss_network_alpha"] == "8.0"
+    assert "bundle_emb.sepia.string_to_param.*" in keys
+
+
+def test_interrupted_task_resumes_to_the_same_result(tiny_pipeline_dir, tmp_path):
+    folder = make_style_folder(tmp_path / "in" / "mosaic", "mosaic")
+    style = read_style_folder(folder, 32)
+    straight = Museum.open(tmp_path / "a", base=str(tiny_pipeline_dir), create=True)
+    learn(straight, style, tiny_cfg(), str(tiny_pipeline_dir), "cpu")
+
+    resumed = Museum.open(tmp_path / "b", base=str(tiny_pipeline_dir), create=True)
+    calls = {"n": 0}
+
+    def stop_after_three():
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    manifest = learn(resumed, style, tiny_cfg(), str(tiny_pipeline_dir), "cpu", should_stop=stop_after_three)
+    assert manifest.get("stopped") and resumed.n_tasks == 0
+    assert (resumed.work_dir("mosaic") / "checkpoint.safetensors").exists()
+    manifest = learn(resumed, style, tiny_cfg(), str(tiny_pipeline_dir), "cpu")
+    assert manifest["result"]["resumed_from"] == 3
+    a, b = straight.lora_state(1), resumed.lora_state(1)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert torch.allclose(straight.embedding("mosaic")["<mosaic>"], resumed.embedding("mosaic")["<mosaic>"], atol=1e-6)
+    assert not resumed.work_dir("mosaic").exists()
+
+
+def _bad_files(folder):
+    folder.mkdir(parents=True)
+    (folder / "notes.pdf").write_bytes(b"%PDF-1.4 not an image")
+    (folder / "fake.png").write_bytes(b"this is text, not a png")
+    good = miniworld.generate(0, 1).image
+    good.save(folder / "trunc.png")
+    data = (folder / "trunc.png").read_bytes()
+    (folder / "trunc.png").write_bytes(data[: len(data) // 2])
+    Image.new("RGB", (1, 1), (255, 0, 0)).save(folder / "dot.png")
+
+
+def test_bad_files_are_rejected_each_with_a_reason(tmp_path):
+    folder = tmp_path / "mixed"
+    _bad_files(folder)
+    img = miniworld.generate(0, 2).image
+    img.convert("CMYK").save(folder / "cmyk.jpg")
+    rgba = img.convert("RGBA")
+    rgba.putalpha(128)
+    rgba.save(folder / "alpha.png")
+    Image.fromarray((np.asarray(img.convert("L"), np.uint16) * 257)).save(folder / "deep16.png")
+    img.save(folder / "ok.webp")
+    style = read_style_folder(folder, 32)
+    rejected = dict(style.rejected)
+    assert set(rejected) == {"notes.pdf", "fake.png", "trunc.png", "dot.png"}
+    assert "not an image file type" in rejected["notes.pdf"] and "too small" in rejected["dot.png"]
+    assert "not a readable image" in rejected["fake.png"] and "not a readable image" in rejected["trunc.png"]
+    assert sorted(im.path.name for im in style.images) == ["alpha.png", "cmyk.jpg", "deep16.png", "ok.webp"]
+    for im in style.images:
+        assert im.image.mode == "RGB" and im.image.size == (32, 32)
+
+
+def test_exif_orientation_is_honoured(tmp_path):
+    folder = tmp_path / "exif"
+    folder.mkdir()
+    img = Image.new("RGB", (64, 32), (255, 0, 0))
+    img.paste((0, 0, 255), (0, 0, 32, 32))  # left half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    for i in range(3):
+        img.putpixel((63, 31), (i * 40, 0, 0))  # distinct files (duplicates are rejected)
+        img.save(folder / f"{i}.jpg", exif=exif.tobytes())
+    style = read_style_folder(folder, 32)
+    arr = np.asarray(style.images[0].image, np.float32)
+    assert arr[2, 16, 2] > 150 and arr[-3, 16, 0] > 150  # blue on top after transposing, red below
+
+
+@pytest.mark.parametrize("case, message", [
+    ("empty", "has 0 usable images"),
+    ("junk", "has 0 usable images"),
+    ("bad name", "style name"),
+])
+def test_unusable_styles_are_refused(tmp_path, case, message):
+    folder = tmp_path / ("my style" if case == "bad name" else case)
+    if case == "junk":
+        _bad_files(folder)
+    else:
+        folder.mkdir()
+        for i in range(3):
+            miniworld.generate(0, i).image.save(folder / f"{i}.png")
+        if case == "empty":
+            for p in folder.iterdir():
+                p.unlink()
+    with pytest.raises(ValueError, match=message):
+        read_style_folder(folder, 32)
+
+
+def test_ingest_cli_skips_refuses_and_never_learns_junk(tiny_pipeline_dir, tmp_path, capsys):
+    src = tmp_path / "src"
+    make_style_folder(src / "sepia", "sepia")
+    _bad_files(src / "junk")
+    args = ["ingest", str(src), "--museum", str(tmp_path / "m"), "--steps", "2", "--base", str(tiny_pipeline_dir), "--device", "cpu"]
+    assert main(args) == 1  # the junk style is reported as invalid
+    out = capsys.readouterr().out
+    assert "invalid junk" in out.replace("  ", " ") or "junk: invalid" in out
+    m = Museum.open(tmp_path / "m")
+    assert [s.name for s in m.styles] == ["sepia"]
+    # Same name, same images: skipped. Same name, other images: refused; --new-version keeps both.
+    import shutil
+
+    shutil.rmtree(src / "junk")
+    assert main(args) == 0 and "already in the museum" in capsys.readouterr().out
+    make_style_folder(src / "sepia", "sepia", n=5, seed=9)
+    assert main(args) == 1 and "--new-version" in capsys.readouterr().out
+    assert main(args + ["--new-version"]) == 0
+    assert [s.name for s in Museum.open(tmp_path / "m").styles] == ["sepia", "sepia-v2"]
+    capsys.readouterr()
+    assert main(["styles", "--museum", str(tmp_path / "m"), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [s["name"] for s in listed["styles"]] == ["sepia", "sepia-v2"]
+
+
+def test_kill_9_mid_ingest_leaves_museum_intact_and_resumes(tiny_pipeline_dir, tmp_path):
+    src = tmp_path / "src"
+    make_style_folder(src / "a_first", "sepia")
+    make_style_folder(src / "b_second", "halftone", seed=3)
+    museum = tmp_path / "m"
+    cmd = [sys.executable, "-m", "studio", "ingest", str(src), "--museum", str(museum), "--steps", "60",
+           "--checkpoint-every", "5", "--base", str(tiny_pipeline_dir), "--device", "cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = museum / "work" / "a_first" / "checkpoint.safetensors"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists()
+    index = json.loads((museum / "museum.json").read_text())
+    assert index["styles"] == []  # nothing half-learnt is in the museum
+    from safetensors import safe_open
+
+    with safe_open(ckpt, "pt") as fh:
+        done = int(fh.metadata()["step"])
+    assert 0 < done < 60
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"resumed at {done}" in proc.stdout
+    assert [s.name for s in Museum.open(museum).styles] == ["a_first", "b_second"]
