@@ -47,7 +47,10 @@ def load_base(base: str | Path | None = None, device: str = "auto", precision: s
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import logging as diffusers_logging
 
+    from transformers.utils import logging as transformers_logging
+
     diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
     if precision not in PRECISIONS:
         raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     dev = resolve_device(device)

@@ -1,0 +1,183 @@
+"""Forgetting benchmark of the museum (issue 4): a sequence of reference styles, scored after each task.
+
+For each method, styles are learnt one after another into a fresh museum; after task i every
+style j <= i is sampled on fixed content prompts and seeds, and the style evaluator's accuracy
+fills M[i, j]. Metrics (methods.md §1): Average = mean_i mean_{j<=i} M[i, j];
+Forgetting = mean_{j<T} max_{i>j} (M[j, j] - M[i, j]); content accuracy = the kind evaluator
+agreeing with the object asked for, on the final model's styled samples.
+
+Methods: full (default MuseumConfig), naive (no SDL, no regularizers), separate (one LoRA per
+style, fresh each time: the no-forgetting reference at T x storage), and each term switched off.
+
+    python bench/forgetting.py --json docs/forgetting.json --heatmap docs/forgetting.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+for _var in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
+    os.environ.setdefault(_var, "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+from generators import diffusion, miniworld  # noqa: E402
+from generators.evaluators import load_evaluator  # noqa: E402
+from generators.museum.config import MuseumConfig  # noqa: E402
+from generators.museum.engine import learn, load_museum_pipeline, museum_prompt  # noqa: E402
+from styles.folder import read_style_folder  # noqa: E402
+from styles.museum import Museum  # noqa: E402
+from styles.reference import apply_style  # noqa: E402
+
+DEFAULT_STYLES = ("pixel_art", "sepia", "neon_glow", "halftone", "crosshatch")
+METHODS = {
+    "full": {},
+    "naive": {"use_sdl": False, "use_weight_reg": False, "use_feature_reg": False},
+    "separate": {"use_sdl": True, "use_weight_reg": False, "use_feature_reg": False},
+    "no_sdl": {"use_sdl": False},
+    "no_weight_reg": {"use_weight_reg": False},
+    "no_feature_reg": {"use_feature_reg": False},
+}
+
+
+def style_folders(root: Path, styles, n: int, seed: int, size: int) -> dict[str, Path]:
+    """n varied-content images per style with caption sidecars (content differs across styles)."""
+    out = {}
+    for s, style in enumerate(styles):
+        folder = root / style
+        folder.mkdir(parents=True)
+        for i in range(n):
+            sample = miniworld.generate(seed, 1000 * s + i, size=size)
+            apply_style(style, sample.image, seed=i).save(folder / f"{i:03d}.png")
+            (folder / f"{i:03d}.txt").write_text(sample.attributes.caption)
+        out[style] = folder
+    return out
+
+
+def content_prompts(n: int, seed: int) -> list[miniworld.Attributes]:
+    rng = np.random.default_rng([seed, 4242])
+    return [miniworld.sample_attributes(rng) for _ in range(n)]
+
+
+def score(museum: Museum, base, styles_so_far, prompts, evaluator, steps, guidance, seed, device, task=None):
+    """Style accuracy per style and content accuracy, sampling each style on the same prompts/seeds."""
+    pipe = load_museum_pipeline(museum, base, device, task=task)
+    size = diffusion.base_resolution(pipe)
+    style_acc, content_acc = {}, {}
+    for name in styles_so_far:
+        settings = [diffusion.GenerationSettings(prompt=museum_prompt(museum, a.caption, [name]), seed=seed + k,
+                                                 steps=steps, guidance=guidance, width=size, height=size)
+                    for k, a in enumerate(prompts)]
+        images = diffusion.generate(pipe, settings, batch_size=16)
+        pred = evaluator.predict(images)
+        style_acc[name] = float(np.mean([p == name for p in pred["style"]]))
+        content_acc[name] = float(np.mean([p == a.kind for p, a in zip(pred["kind"], prompts)]))
+    return style_acc, content_acc
+
+
+def run_method(method, overrides, folders, args, evaluator, prompts, work: Path) -> dict:
+    styles = list(folders)
+    cfg = MuseumConfig.from_dict({**MuseumConfig().to_dict(), "steps": args.steps, **overrides})
+    T = len(styles)
+    M = np.full((T, T), np.nan)
+    content = np.full((T, T), np.nan)
+    start = time.time()
+    if method == "separate":
+        for j, name in enumerate(styles):
+            museum = Museum.open(work / f"{method}-{name}", base=diffusion.base_name(args.base), create=True)
+            learn(museum, read_style_folder(folders[name], args.size), cfg, args.base, args.device)
+            s, c = score(museum, args.base, [name], prompts, evaluator, args.sample_steps, args.guidance, args.seed, args.device)
+            M[j:, j], content[j:, j] = s[name], c[name]
+            print(f"  {method}: {name} style {s[name]:.2f} content {c[name]:.2f}", flush=True)
+    else:
+        museum = Museum.open(work / method, base=diffusion.base_name(args.base), create=True)
+        for i, name in enumerate(styles):
+            learn(museum, read_style_folder(folders[name], args.size), cfg, args.base, args.device)
+            s, c = score(museum, args.base, styles[: i + 1], prompts, evaluator, args.sample_steps, args.guidance, args.seed, args.device)
+            for j, other in enumerate(styles[: i + 1]):
+                M[i, j], content[i, j] = s[other], c[other]
+            print(f"  {method}: after {name}: " + " ".join(f"{k} {v:.2f}" for k, v in s.items()), flush=True)
+    average = float(np.mean([np.mean(M[i, : i + 1]) for i in range(T)]))
+    forgetting = float(np.mean([max(M[j, j] - M[i, j] for i in range(j + 1, T)) for j in range(T - 1)])) if T > 1 else 0.0
+    return {
+        "matrix": M.tolist(),
+        "content_matrix": content.tolist(),
+        "average": average,
+        "forgetting": forgetting,
+        "final_style_accuracy": float(np.mean(M[-1])),
+        "content_accuracy": float(np.mean(content[-1])),
+        "seconds": round(time.time() - start, 1),
+        "config": cfg.to_dict(),
+    }
+
+
+def heatmap(results: dict, styles, path: Path) -> None:
+    """One accuracy matrix per method, side by side (PIL only: no plotting dependency)."""
+    from PIL import Image, ImageDraw
+
+    cell, pad = 28, 16
+    T = len(styles)
+    width = len(results) * (T * cell + pad) + pad
+    img = Image.new("RGB", (width, T * cell + 3 * pad + 14), "white")
+    draw = ImageDraw.Draw(img)
+    for m, (method, r) in enumerate(results.items()):
+        x0 = pad + m * (T * cell + pad)
+        draw.text((x0, 4), f"{method} A{r['average']:.2f} F{r['forgetting']:.2f}", fill="black")
+        for i in range(T):
+            for j in range(T):
+                v = r["matrix"][i][j]
+                if v != v:  # nan: not learnt yet
+                    continue
+                shade = (int(255 * (1 - v)), int(200 * v + 55), 60)
+                draw.rectangle([x0 + j * cell, 2 * pad + i * cell, x0 + (j + 1) * cell - 1, 2 * pad + (i + 1) * cell - 1], fill=shade)
+    img.save(path)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--styles", default=",".join(DEFAULT_STYLES))
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--images", type=int, default=10, help="images per style")
+    p.add_argument("--steps", type=int, default=MuseumConfig().steps)
+    p.add_argument("--prompts", type=int, default=12, help="content prompts scored per style")
+    p.add_argument("--sample-steps", type=int, default=20)
+    p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--base", default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", type=Path, required=True)
+    p.add_argument("--heatmap", type=Path, default=None)
+    args = p.parse_args()
+    torch.manual_seed(args.seed)
+    args.size = diffusion.resolution_of(args.base)
+    styles = args.styles.split(",")
+    evaluator = load_evaluator(device="cpu")
+    prompts = content_prompts(args.prompts, args.seed)
+    work = Path(tempfile.mkdtemp(prefix="forgetting-"))
+    try:
+        folders = style_folders(work / "data", styles, args.images, args.seed, args.size)
+        results = {}
+        for method in args.methods.split(","):
+            print(f"{method}:", flush=True)
+            results[method] = run_method(method, METHODS[method], folders, args, evaluator, prompts, work)
+            summary = {k: v for k, v in results[method].items() if k in ("average", "forgetting", "content_accuracy", "seconds")}
+            print(f"  {method}: {summary}", flush=True)
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"styles": styles, "command": " ".join(__import__("sys").argv),
+                                             "base": diffusion.base_name(args.base), "results": results}, indent=2))
+            if args.heatmap:
+                heatmap(results, styles, args.heatmap)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
