@@ -296,7 +296,7 @@ def learn_style(
     unet.requires_grad_(False)
     embedding.requires_grad_(False)
     vector = embedding[token_id].detach().float().cpu().clone()
-    result = TaskResult(step, float(loss), terms, round(time.time() - start, 1), stopped, resumed_from)
+    result = TaskResult(step, loss.item(), terms, round(time.time() - start, 1), stopped, resumed_from)
     if stopped and ckpt is not None:
         _save_checkpoint(ckpt, layers, embedding, token_id, opt, gen, step, cfg)
     return lora_state(unet), vector, result

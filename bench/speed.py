@@ -1,0 +1,264 @@
+"""Speed and memory of Studio against plain references, measured side by side (issue 8).
+
+Each pair runs alternately after a warm-up; the figure is the median over repeats, and every
+`*_ratio` key is Studio / reference. Peak memory: CUDA's max_memory_allocated, or on the CPU
+the peak resident set of a fresh child process per measurement.
+
+    python bench/speed.py --shape mini --json docs/speed-cpu.json
+    python bench/speed.py --shape sd15 --resolution 256 --json docs/speed-sd15-cpu.json
+    python bench/speed.py --shape sd15 --resolution 512 --device cuda --precision bf16 --json gpu.json
+
+Shapes: `mini` is the embedded studio-mini; `sd15` is Stable Diffusion 1.5's architecture (UNet,
+VAE and CLIP text encoder configs as published) with random weights: speed does not depend on
+weight values, so nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+for _var in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
+    os.environ.setdefault(_var, "error")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from generators import diffusion, miniworld  # noqa: E402
+from generators.museum.config import MuseumConfig  # noqa: E402
+from generators.museum.train import attach_lora, learn_style, load_style_tokens, lora_layers  # noqa: E402
+from styles.reference import apply_style  # noqa: E402
+
+
+def sd15_pipeline(folder: Path, resolution: int) -> Path:
+    """SD 1.5's published architecture with random weights, saved as a pipeline folder."""
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from generators.sd_mini.tokenizer import build_tokenizer
+
+    unet = UNet2DConditionModel(sample_size=resolution // 8, cross_attention_dim=768, attention_head_dim=8,
+                                block_out_channels=(320, 640, 1280, 1280), layers_per_block=2)
+    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                        sample_size=resolution)
+    tok = build_tokenizer(miniworld.caption_words(), folder / "tok", 77)
+    te = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                      num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
+                                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=tok, unet=unet, scheduler=PNDMScheduler(skip_prk_steps=True),
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(folder / "pipe")
+    return folder / "pipe"
+
+
+def style_images(n: int, size: int, style: str, seed: int):
+    return [apply_style(style, miniworld.generate(seed, i, size=size).image, seed=i) for i in range(n)]
+
+
+def _peak_memory(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux: KiB)
+
+
+def _child(job, args_dict, queue):
+    """One measurement in a fresh process, so its peak memory is its own."""
+    torch.set_num_threads(args_dict["threads"])
+    try:
+        queue.put(JOBS[job](argparse.Namespace(**args_dict)))
+    except Exception as err:  # report, do not hang the parent
+        queue.put({"error": f"{type(err).__name__}: {err}"})
+
+
+def isolated(job: str, args) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(job, vars(args), queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    if "error" in result:
+        raise RuntimeError(f"{job}: {result['error']}")
+    return result
+
+
+def _load(args):
+    device = diffusion.resolve_device(args.device)
+    pipe = diffusion.load_base(args.base_path, args.device, "fp32")
+    return pipe, device
+
+
+def museum_step(args) -> dict:
+    """Per-step time of a museum task with every term on (a second task: replay and weight terms live)."""
+    pipe, device = _load(args)
+    size = diffusion.base_resolution(pipe)
+    cfg = MuseumConfig(steps=2, batch_size=args.batch, checkpoint_every=10**9)
+    first_lora, first_vec, _ = learn_style(pipe, "<first>", style_images(6, size, "sepia", 1), [None] * 6, cfg, None, [None], [])
+    pipe2, _ = _load(args)
+    load_style_tokens(pipe2.tokenizer, pipe2.text_encoder, {"<first>": first_vec})
+    times = []
+    last = [time.perf_counter()]
+
+    def progress(step, total, **info):
+        now = time.perf_counter()
+        times.append(now - last[0])
+        last[0] = now
+
+    cfg = MuseumConfig(steps=args.warmup + args.steps, batch_size=args.batch, checkpoint_every=10**9)
+    autocast = _autocast(device, args.precision)
+    with autocast:
+        learn_style(pipe2, "<second>", style_images(6, size, "pixel_art", 2), [None] * 6, cfg, first_lora,
+                    [None, first_lora], [{"token": "<first>", "captions": ["a picture"]}], progress=progress)
+    return {"step_s": statistics.median(times[args.warmup:]), "peak_mib": _peak_memory(device)}
+
+
+def reference_step(args) -> dict:
+    """The diffusers text-to-image LoRA recipe: encode (VAE), noise, predict, MSE; same LoRA, batch, resolution."""
+    pipe, device = _load(args)
+    size = diffusion.base_resolution(pipe)
+    cfg = MuseumConfig()
+    attach_lora(pipe.unet, cfg, None)
+    pipe.unet.requires_grad_(False)
+    params = [p for m in lora_layers(pipe.unet).values() for p in (m.lora_A["museum"].weight, m.lora_B["museum"].weight)]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler.from_config(pipe.scheduler.config)
+    images = style_images(6, size, "pixel_art", 2)
+    x_all = torch.stack([torch.from_numpy(np.asarray(im, np.float32)).permute(2, 0, 1) for im in images]) / 127.5 - 1
+    ids_all = pipe.tokenizer(["a picture, <second>"] * 6, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").input_ids
+    times = []
+    autocast = _autocast(device, args.precision)
+    for step in range(args.warmup + args.steps):
+        t0 = time.perf_counter()
+        idx = torch.randint(6, (args.batch,))
+        with autocast:
+            with torch.no_grad():
+                latents = pipe.vae.encode(x_all[idx].to(device)).latent_dist.sample() * pipe.vae.config.scaling_factor
+                cond = pipe.text_encoder(ids_all[idx].to(device))[0]
+            noise = torch.randn_like(latents)
+            t = torch.randint(0, sched.config.num_train_timesteps, (args.batch,), device=device)
+            noisy = sched.add_noise(latents, noise, t)
+            pred = pipe.unet(noisy, t, encoder_hidden_states=cond).sample
+        loss = F.mse_loss(pred.float(), noise.float())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return {"step_s": statistics.median(times[args.warmup:]), "peak_mib": _peak_memory(device)}
+
+
+def _autocast(device, precision):
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(device.type, dtype=dtype) if dtype else torch.autocast(device.type, enabled=False)
+
+
+def sampling(args) -> dict:
+    """Time per image: base pipeline vs base + a museum style (shared LoRA fused + token), alternating."""
+    from generators.museum.engine import load_museum_pipeline
+    from styles.museum import Museum
+
+    pipe, device = _load(args)
+    size = diffusion.base_resolution(pipe)
+    with tempfile.TemporaryDirectory() as tmp:
+        museum = Museum.open(Path(tmp) / "m", base=diffusion.base_name(args.base_path), create=True)
+        cfg = MuseumConfig(steps=2, batch_size=2, sample_steps=2)
+        from generators.museum.engine import learn
+        from styles.folder import read_style_folder
+
+        for style in ("sepia", "pixel_art"):
+            folder = Path(tmp) / style
+            folder.mkdir()
+            for i, im in enumerate(style_images(4, size, style, 3)):
+                im.save(folder / f"{i}.png")
+            learn(museum, read_style_folder(folder, size), cfg, args.base_path, args.device)
+        styled = load_museum_pipeline(museum, args.base_path, args.device, "fp32")
+        settings = lambda prompt: [diffusion.GenerationSettings(prompt=prompt, seed=k, steps=args.sample_steps,  # noqa: E731
+                                                                width=size, height=size) for k in range(args.images)]
+        base_t, styled_t = [], []
+        diffusion.generate(pipe, settings("a red star"), batch_size=args.images)
+        diffusion.generate(styled, settings("a red star, <sepia>"), batch_size=args.images)
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            diffusion.generate(pipe, settings("a red star on the grass background"), batch_size=args.images)
+            base_t.append((time.perf_counter() - t0) / args.images)
+            t0 = time.perf_counter()
+            diffusion.generate(styled, settings("a red star on the grass background, <sepia>"), batch_size=args.images)
+            styled_t.append((time.perf_counter() - t0) / args.images)
+        # Switching the active style: every style's token is loaded and the LoRA is shared and
+        # fused, so a switch is a new prompt; measured as encoding the new style's prompt.
+        switch = []
+        for k in range(args.repeats * 4):
+            t0 = time.perf_counter()
+            styled.encode_prompt(f"a red star on the grass background, {'<sepia>' if k % 2 else '<pixel_art>'}",
+                                 styled.device, 1, True, "")
+            switch.append(time.perf_counter() - t0)
+    return {"base_s_per_image": statistics.median(base_t), "styled_s_per_image": statistics.median(styled_t),
+            "style_switch_s": statistics.median(switch)}
+
+
+JOBS = {"museum_step": museum_step, "reference_step": reference_step, "sampling": sampling}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shape", choices=["mini", "sd15"], default="mini")
+    p.add_argument("--base", default=None, help="mini shape: another pipeline folder than the embedded studio-mini")
+    p.add_argument("--resolution", type=int, default=None, help="sd15 only (default 512)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=10, help="timed steps per repeat")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--images", type=int, default=8)
+    p.add_argument("--sample-steps", type=int, default=20)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--json", type=Path, required=True)
+    args = p.parse_args()
+    tmp = None
+    if args.shape == "sd15":
+        tmp = tempfile.TemporaryDirectory()
+        args.resolution = args.resolution or 512
+        args.base_path = str(sd15_pipeline(Path(tmp.name), args.resolution))
+    else:
+        args.base_path = args.base
+    out = {"shape": args.shape, "resolution": args.resolution or diffusion.resolution_of(args.base_path), "device": args.device,
+           "precision": args.precision, "batch": args.batch, "command": " ".join(sys.argv), "threads": args.threads,
+           "machine": torch.cuda.get_device_name(0) if args.device == "cuda" else f"cpu, {os.cpu_count()} cores"}
+    museum, reference = [], []
+    for _ in range(args.repeats):  # alternate the two sides
+        reference.append(isolated("reference_step", args))
+        museum.append(isolated("museum_step", args))
+    med = lambda rows, k: statistics.median(r[k] for r in rows)  # noqa: E731
+    out.update(museum_step_s=med(museum, "step_s"), reference_step_s=med(reference, "step_s"),
+               museum_peak_mib=med(museum, "peak_mib"), reference_peak_mib=med(reference, "peak_mib"))
+    out["museum_step_time_ratio"] = out["museum_step_s"] / out["reference_step_s"]
+    out["museum_step_memory_ratio"] = out["museum_peak_mib"] / out["reference_peak_mib"]
+    s = isolated("sampling", args)
+    out.update(s)
+    out["styled_sampling_ratio"] = s["styled_s_per_image"] / s["base_s_per_image"]
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(out, indent=2))
+    print(json.dumps(out, indent=2))
+    if tmp:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
