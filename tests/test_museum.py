@@ -267,3 +267,22 @@ def test_kill_9_mid_ingest_leaves_museum_intact_and_resumes(tiny_pipeline_dir, t
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"resumed at {done}" in proc.stdout
     assert [s.name for s in Museum.open(museum).styles] == ["a_first", "b_second"]
+
+
+def test_sigterm_stops_cleanly_with_a_checkpoint(tiny_pipeline_dir, tmp_path):
+    src = tmp_path / "src"
+    make_style_folder(src / "only", "sepia")
+    museum = tmp_path / "m"
+    cmd = [sys.executable, "-m", "studio", "ingest", str(src), "--museum", str(museum), "--steps", "100000",
+           "--checkpoint-every", "100000", "--base", str(tiny_pipeline_dir), "--device", "cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    hashes = museum / "work" / "only" / "hashes.txt"
+    deadline = time.time() + 120
+    while not hashes.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "run the same command again to resume" in err
+    assert (museum / "work" / "only" / "checkpoint.safetensors").exists()
+    assert json.loads((museum / "museum.json").read_text())["styles"] == []

@@ -49,6 +49,23 @@ def register(sub) -> None:
     e.set_defaults(run=run_export)
 
 
+class StopFlag:
+    """should_stop() for the engines: true after Ctrl-C or SIGTERM, so the task checkpoints and stops cleanly."""
+
+    def __init__(self):
+        import signal
+
+        self.stopped = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.stopped = True
+
+    def __call__(self) -> bool:
+        return self.stopped
+
+
 def _config(args, style):
     from generators.museum.config import MuseumConfig
 
@@ -102,11 +119,17 @@ def run_ingest(args) -> int:
     except FileNotFoundError:
         print("(no evaluators under assets/: style scores are skipped)", file=sys.stderr)
 
+    stop = StopFlag()
     reports = []
     for k, it in enumerate(todo, 1):
         cfg = _config(args, it.style)
         with TqdmProgress(f"[{k}/{len(todo)}] {it.name}") as progress:
-            manifest = engine.learn(museum, it.style, cfg, args.base, args.device, progress=progress, evaluator=evaluator)
+            manifest = engine.learn(museum, it.style, cfg, args.base, args.device, progress=progress,
+                                    should_stop=stop, evaluator=evaluator)
+        if manifest.get("stopped"):
+            print(f"stopped during {it.name} at step {manifest['result']['steps']}: the museum holds the styles "
+                  "learnt before it; run the same command again to resume", file=sys.stderr)
+            return 130
         reports.append((it, manifest))
 
     print("report:")
