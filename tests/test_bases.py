@@ -68,3 +68,25 @@ def test_generate_refuses_to_overwrite(tiny_pipeline_dir, tmp_path):
     before = (tmp_path / "seed0.png").read_bytes()
     assert main(args) == 2
     assert (tmp_path / "seed0.png").read_bytes() == before
+
+
+def test_eval_base_writes_named_accuracies(tiny_pipeline_dir, tmp_path):
+    out = tmp_path / "e.json"
+    assert main(["eval", "base", "--n", "4", "--steps", "2", "--base", str(tiny_pipeline_dir), "--device", "cpu",
+                 "--json", str(out), "--samples", str(tmp_path / "s")]) == 0
+    result = json.loads(out.read_text())
+    for key in ("kind_accuracy", "color_accuracy", "background_accuracy"):
+        assert 0.0 <= result[key] <= 1.0
+    assert result["n"] == 4 and len(list((tmp_path / "s").glob("*.png"))) == 4
+    # The prompts are held-out triples: never in pretraining data.
+    from generators import miniworld
+    from generators.sd_mini.evaluate import held_out_prompts
+
+    assert all(miniworld.is_held_out(a.kind, a.color, a.background) for a in held_out_prompts(50, 0))
+
+
+def test_pretraining_data_excludes_held_out_triples():
+    from generators import miniworld
+
+    attrs = [miniworld.generate(1000, i, held_out=False).attributes for i in range(300)]
+    assert not any(miniworld.is_held_out(a.kind, a.color, a.background) for a in attrs)
