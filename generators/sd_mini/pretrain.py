@@ -226,10 +226,17 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def train_vae(vae, images: torch.Tensor, cfg: MiniBaseConfig, seconds: float, device, precision, log, should_stop):
-    """Stage 1. images: uint8 N×3×H×W on `device`."""
+def train_vae(vae, images: torch.Tensor, cfg: MiniBaseConfig, seconds: float, device, precision, log, should_stop,
+              decoder_only: bool = False):
+    """Stage 1. images: uint8 N×3×H×W on `device`.
+
+    decoder_only: fine-tune the decoder with the encoder frozen. The latents do not move, so a
+    UNet trained on them stays valid; this sharpens reconstructions (colours) of a trained base."""
     vae.train().to(device)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    vae.encoder.requires_grad_(not decoder_only)
+    vae.quant_conv.requires_grad_(not decoder_only)
+    params = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.vae_lr, weight_decay=0.0)
     gen = torch.Generator(device).manual_seed(cfg.data_seed)
     start, step = time.time(), 0
     while time.time() - start < seconds and not should_stop():
@@ -237,21 +244,23 @@ def train_vae(vae, images: torch.Tensor, cfg: MiniBaseConfig, seconds: float, de
         x = images[idx].float() / 127.5 - 1
         x = generic_textures(x, gen)
         with _autocast(device, precision):
-            posterior = vae.encode(x).latent_dist
-            z = posterior.sample()
+            with torch.set_grad_enabled(not decoder_only):
+                posterior = vae.encode(x).latent_dist
+                z = posterior.sample()
             rec = vae.decode(z).sample
         rec = rec.float()
         loss_rec = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
         kl = posterior.kl().mean() / (x.shape[1] * x.shape[2] * x.shape[3])
-        loss = loss_rec + 1e-6 * kl
+        loss = loss_rec + (0.0 if decoder_only else 1e-6) * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         _set_lr(opt, cfg.vae_lr, lr_factor(step, 200, (time.time() - start) / seconds))
         opt.step()
         step += 1
         if step % 100 == 0:
-            log(stage="vae", step=step, loss=float(loss_rec), seconds=round(time.time() - start, 1))
+            log(stage="decoder" if decoder_only else "vae", step=step, loss=loss_rec.item(), seconds=round(time.time() - start, 1))
+    vae.requires_grad_(False)
     vae.eval()
     return step
 
@@ -355,6 +364,7 @@ def pretrain_base(
     progress=None,
     should_stop=None,
     log_file=None,
+    decoder_seconds: float = 0,
 ) -> dict:
     """Train studio-mini into `out_dir` (a StableDiffusionPipeline folder). Returns the options.
 
@@ -363,6 +373,8 @@ def pretrain_base(
     With resume=True the pipeline already in `out_dir` is loaded and its UNet and text
     encoder trained further (the autoencoder stays as it is, since the UNet depends on its
     latents); the new options are appended to training_options.json's history.
+    decoder_seconds > 0 then fine-tunes the autoencoder's decoder alone (encoder frozen, so the
+    latents and the UNet stay valid); unet_seconds = 0 skips the UNet stage.
     """
     import shutil
 
@@ -409,11 +421,14 @@ def pretrain_base(
     images = to_tensor(images_np).to(dev)
     log(stage="data", step=0, images=len(captions), seconds=round(time.time() - t0, 1))
 
-    vae_steps = 0
+    vae_steps = decoder_steps = 0
     if vae_seconds > 0:
         vae_steps = train_vae(vae, images, cfg, vae_seconds, dev, precision, log, should_stop)
+    if decoder_seconds > 0:
+        decoder_steps = train_vae(vae, images, cfg, decoder_seconds, dev, precision, log, should_stop, decoder_only=True)
     vae.to(dev).eval()
-    means, stds = encode_dataset(vae, images, dev)
+    if unet_seconds > 0 or not resume:
+        means, stds = encode_dataset(vae, images, dev)
     if resume:
         scaling = float(vae.config.scaling_factor)
     else:
@@ -435,6 +450,8 @@ def pretrain_base(
             "vae_seconds": vae_seconds,
             "unet_seconds": unet_seconds,
             "vae_steps": vae_steps,
+            "decoder_seconds": decoder_seconds,
+            "decoder_steps": decoder_steps,
             "unet_steps": unet_steps,
             "unet_images_seen": unet_steps * cfg.unet_batch,
             "latent_scaling_factor": scaling,
@@ -459,9 +476,12 @@ def pretrain_base(
             tmp.rename(out_dir)
         return options
 
-    unet_steps, ema_unet, ema_text = train_unet(
-        unet, text_encoder, tokenizer, means, stds, captions, cfg, unet_seconds, dev, precision, log, should_stop, scaling,
-        on_checkpoint=lambda step, eu, et: write_base(step, eu, et, final=False),
-    )
+    if unet_seconds > 0:
+        unet_steps, ema_unet, ema_text = train_unet(
+            unet, text_encoder, tokenizer, means, stds, captions, cfg, unet_seconds, dev, precision, log, should_stop,
+            scaling, on_checkpoint=lambda step, eu, et: write_base(step, eu, et, final=False),
+        )
+    else:
+        unet_steps, ema_unet, ema_text = 0, EMA(unet, 0.0), EMA(text_encoder, 0.0)
     options = write_base(unet_steps, ema_unet, ema_text, final=True)
     return options

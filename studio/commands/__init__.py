@@ -1,5 +1,5 @@
 """Each module here adds one top-level command with `register(subparsers)`."""
 
-from studio.commands import evaluate, generate, miniworld, museum, pretrain
+from studio.commands import evaluate, gan, generate, miniworld, museum, pretrain
 
-COMMANDS = (miniworld, generate, museum, pretrain, evaluate)
+COMMANDS = (miniworld, generate, museum, gan, pretrain, evaluate)

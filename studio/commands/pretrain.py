@@ -16,6 +16,8 @@ def register(sub) -> None:
     base.add_argument("--out", type=Path, default=Path("assets/studio-mini"), help="pipeline folder to write")
     base.add_argument("--vae-seconds", type=float, default=1200, help="time budget of the autoencoder stage")
     base.add_argument("--unet-seconds", type=float, default=10800, help="time budget of the UNet + text encoder stage")
+    base.add_argument("--decoder-seconds", type=float, default=0,
+                      help="with --resume: fine-tune the autoencoder's decoder alone (encoder frozen: the UNet stays valid)")
     base.add_argument("--n-images", type=int, default=None, help="plain training images to render (default 60,000)")
     base.add_argument("--unet-batch", type=int, default=None, help="UNet batch size (default 128)")
     base.add_argument("--unet-lr", type=float, default=None, help="UNet/text encoder learning rate (default 4e-4)")
@@ -40,7 +42,8 @@ def run_base(args) -> int:
                                          vae_batch=args.vae_batch).items() if v is not None}
     with TqdmProgress("pretrain base") as progress:
         opts = pretrain_base(args.out, overrides, args.vae_seconds, args.unet_seconds, args.device, args.precision,
-                             args.seed, args.resume, args.workers, progress, log_file=args.log)
+                             args.seed, args.resume, args.workers, progress, log_file=args.log,
+                             decoder_seconds=args.decoder_seconds)
     print(f"wrote {args.out}: {opts['vae_steps']} autoencoder steps, {opts['unet_steps']} UNet steps, "
           f"{opts['wall_seconds']:.0f} s on {opts['device']}")
     return 0
