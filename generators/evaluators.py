@@ -52,6 +52,7 @@ from PIL import Image
 from torch import nn
 
 from generators import miniworld
+from generators.diffusion import resolve_device
 
 IMAGE_SIZE = 64
 DEFAULT_FOLDER = Path(__file__).resolve().parents[1] / "assets" / "evaluators"
@@ -171,18 +172,6 @@ def count_parameters(net: nn.Module) -> int:
 # --- the evaluator (inference API) ------------------------------------------------------------
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda") or device == "mps"):
-        raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device cuda was requested but torch sees no CUDA GPU; use --device cpu")
-    return torch.device(device)
-
-
 def _pil_batch(images: Sequence[Image.Image], size: int) -> torch.Tensor:
     arrays = []
     for im in images:
@@ -203,7 +192,7 @@ class Evaluator:
     """
 
     def __init__(self, net: EvaluatorNet, config: EvaluatorConfig, device: str | torch.device = "cpu", batch_size: int = 256):
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.net = net.to(self.device).eval()
         self.config = config
         self.labels = config.labels
@@ -605,7 +594,7 @@ def train_evaluators(
         raise ValueError(f"n_train must be at least 1, got {n_train}")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"{out_dir} exists and is not a folder")

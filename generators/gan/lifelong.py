@@ -47,6 +47,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from generators.diffusion import resolve_device
 from generators.gan.left import (
     LeFTConfig,
     attach_left,
@@ -144,18 +145,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _resolve_device(device) -> torch.device:
-    if isinstance(device, torch.device):
-        return device
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device != "cpu" and not str(device).startswith("cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device cuda was asked for but no CUDA device is available; use --device cpu or auto")
-    return torch.device(device)
 
 
 def check_task_name(name: str) -> str:
@@ -552,7 +541,7 @@ def learn_task(store, name: str, images_dir, base=None, left: LeFTConfig | None 
     ms = mode_seeking or ModeSeekingConfig()
     check_task_name(name)
     st = TaskStore(store)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     if st.exists() and base is None:
         base_path, _ = st.base_path()
     else:
@@ -683,7 +672,7 @@ def load_task_generator(store, name: str, base=None, device="cpu", baked: bool =
     st.info()
     meta = st.task_meta(name)
     base_path, _ = st.base_path(base)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     G = load_generator(base_path, device=dev)
     path = st.task_dir(name) / MODULATORS_FILE
     try:

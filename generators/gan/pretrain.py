@@ -54,6 +54,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from generators.diffusion import resolve_device
 from generators.gan.stylegan2 import (
     CONFIG_FILE,
     DISCRIMINATOR_FILE,
@@ -234,16 +235,6 @@ class _State:
     runs: int = 0
 
 
-def _resolve_device(device: str) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device cuda was asked for but no CUDA device is available; use --device cpu or auto")
-    return torch.device(device)
-
-
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -330,7 +321,7 @@ def pretrain_gan(
     t_start = time.monotonic()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     out = Path(out_dir)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     if precision not in ("fp32", "bf16", "fp16"):
         raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
     if precision != "fp32" and dev.type != "cuda":
