@@ -1,5 +1,5 @@
 """Each module here adds one top-level command with `register(subparsers)`."""
 
-from studio.commands import evaluate, gan, generate, miniworld, museum, pretrain
+from studio.commands import evaluate, gan, generate, miniworld, museum, pretrain, synth
 
-COMMANDS = (miniworld, generate, museum, gan, pretrain, evaluate)
+COMMANDS = (miniworld, generate, museum, gan, synth, pretrain, evaluate)

@@ -1,0 +1,310 @@
+"""Benchmark: do synthetic images from a few real ones help a classifier? (issue 6, methods.md §3)
+
+Task: the mini world's fine-grained bird subclasses (12 by default; same silhouette, they
+differ only in beak, tail, crest and wing stripes), plain style, medium and large birds (the
+parts are a pixel wide on small ones). For each number of shots (5, 10) and each seed:
+
+1. render the real training set (k per class, random background and pose), a held-out real
+   validation set (model selection) and use one fixed fresh real test set;
+2. fit the BOB LoRA (prompts with background and pose from the mini-world extractor) and a
+   DataDream LoRA (one fixed prompt per class, "a {class} bird", no context) on the base;
+3. export N images per class: DataDream (no context), BOB with the bank context
+   (marginalized over all classes), and the ablations BOB same-class and BOB no context;
+4. train a small CNN from scratch (the evaluator architecture, narrower; never the committed
+   evaluator, which already knows the subclasses) on real only and on real + each synthetic
+   set: real shots repeated to 1:1 with synthetic in every batch, loss
+   λ·CE_real + (1−λ)·CE_syn with λ ∈ {0.5, 0.8}; λ and the checkpoint are chosen on the
+   held-out real validation images; accuracy on the real test set, mean ± std over seeds.
+
+    python bench/synthetic.py --json runs/bench/synthetic.json            # the full run (GPU advised)
+    python bench/synthetic.py --quick --json /tmp/synthetic-quick.json    # minutes on a CPU, tiny random base
+
+--quick builds a tiny random pipeline (unless --base is given) and shrinks everything: it
+checks that the benchmark runs end to end; its accuracies mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from generators import miniworld  # noqa: E402
+from generators.evaluators import EvaluatorConfig, EvaluatorNet  # noqa: E402
+from generators.synthetic import export as exp  # noqa: E402
+from generators.synthetic import fit as ft  # noqa: E402
+
+TRAIN_STREAM, VAL_STREAM, TEST_STREAM = 71, 72, 73
+METHODS = ("real_only", "datadream", "bob", "bob_same_class", "bob_no_context")
+SYNTH_SOURCES = {  # method -> (fit, export context)
+    "datadream": ("datadream", "none"),
+    "bob": ("bob", "bank"),
+    "bob_same_class": ("bob", "same-class"),
+    "bob_no_context": ("bob", "none"),
+}
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+def render_real(classes: list[str], n: int, stream: int, seed: int, size: int = 64):
+    """n plain medium/large birds per class, random background and pose: (uint8 N×H×W×3, labels)."""
+    images, labels = [], []
+    for label, c in enumerate(classes):
+        for i in range(n):
+            rng = np.random.default_rng([stream, seed, label, i])
+            attrs = miniworld.sample_attributes(rng, kinds=("bird",), subclasses=(c,), scales=("medium", "large"))
+            images.append(np.asarray(miniworld.render(attrs, size, seed=int(rng.integers(2**31))), dtype=np.uint8))
+            labels.append(label)
+    return np.stack(images), np.asarray(labels)
+
+
+def write_class_folders(root: Path, classes: list[str], images: np.ndarray, labels: np.ndarray) -> Path:
+    for label, c in enumerate(classes):
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i, im in enumerate(images[labels == label]):
+            Image.fromarray(im).save(root / c / f"{i:03d}.png")
+    return root
+
+
+def read_export(out: Path, classes: list[str], size: int = 64):
+    rows = [json.loads(line) for line in (out / "train" / "metadata.jsonl").read_text().splitlines()]
+    images, labels = [], []
+    for r in rows:
+        with Image.open(out / "train" / r["file_name"]) as im:
+            im = im.convert("RGB")
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.BICUBIC)
+            images.append(np.asarray(im, dtype=np.uint8))
+        labels.append(classes.index(r["class_name"]))
+    return np.stack(images), np.asarray(labels)
+
+
+# --- the classifier --------------------------------------------------------------------------
+
+
+def to_tensor(images: np.ndarray, device) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)
+
+
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random horizontal flip and ±4 px shift (reflect padding)."""
+    flip = torch.rand(x.shape[0], generator=gen) < 0.5
+    x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(3), x)
+    pad = 4
+    xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    dx, dy = torch.randint(0, 2 * pad + 1, (2,), generator=gen).tolist()
+    return xp[:, :, dy:dy + x.shape[2], dx:dx + x.shape[3]]
+
+
+@torch.no_grad()
+def accuracy(net, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> float:
+    net.eval()
+    correct = 0
+    for i in range(0, len(x), batch):
+        correct += (net(x[i:i + batch])["subclass"].argmax(-1) == y[i:i + batch]).sum().item()
+    net.train()
+    return correct / max(1, len(x))
+
+
+def train_classifier(classes, real, synth, val, test, lam: float, args, seed: int, device) -> dict:
+    """Real (+ synthetic) training; returns val/test accuracy of the best-on-validation checkpoint."""
+    torch.manual_seed(seed)
+    cfg = EvaluatorConfig(labels={"subclass": list(classes)}, widths=tuple(args.widths), spatial_channels=16, feature_dim=128)
+    net = EvaluatorNet(cfg).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=args.clf_lr, weight_decay=5e-4)
+    gen = torch.Generator("cpu").manual_seed(seed)
+    xr, yr = to_tensor(real[0], device), torch.as_tensor(real[1], device=device)
+    xs = ys = None
+    if synth is not None:
+        xs, ys = to_tensor(synth[0], device), torch.as_tensor(synth[1], device=device)
+    xv, yv = to_tensor(val[0], device), torch.as_tensor(val[1], device=device)
+    xt, yt = to_tensor(test[0], device), torch.as_tensor(test[1], device=device)
+    b = args.clf_batch
+    best = {"val": -1.0, "test": 0.0, "step": 0}
+    for step in range(1, args.clf_steps + 1):
+        lr = args.clf_lr * 0.5 * (1 + math.cos(math.pi * step / args.clf_steps))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        ir = torch.randint(len(xr), (b,), generator=gen).to(device)  # real shots repeated to 1:1 with synthetic
+        loss = F.cross_entropy(net(augment(xr[ir], gen))["subclass"], yr[ir])
+        if xs is not None:
+            is_ = torch.randint(len(xs), (b,), generator=gen).to(device)
+            loss_syn = F.cross_entropy(net(augment(xs[is_], gen))["subclass"], ys[is_])
+            loss = lam * loss + (1 - lam) * loss_syn
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % args.eval_every == 0 or step == args.clf_steps:
+            v = accuracy(net, xv, yv)
+            if v > best["val"]:
+                best = {"val": v, "test": accuracy(net, xt, yt), "step": step}
+    best["lambda"] = lam
+    return best
+
+
+def select(runs: list[dict]) -> dict:
+    """Model selection on held-out real images: the best validation accuracy (ties: the earlier λ)."""
+    return max(runs, key=lambda r: r["val"])
+
+
+# --- the benchmark ---------------------------------------------------------------------------
+
+
+def tiny_base(folder: Path) -> Path:
+    """A tiny random StableDiffusionPipeline (32 px), as the test suite builds it."""
+    from generators.sd_mini.pretrain import MiniBaseConfig, build_text_encoder, build_unet, build_vae, save_pipeline
+    from generators.sd_mini.tokenizer import build_tokenizer
+
+    torch.manual_seed(0)
+    cfg = replace(MiniBaseConfig(), resolution=32, vae_channels=(16, 16), unet_channels=(32, 32, 32),
+                  text_width=32, text_layers=1, text_heads=2, unet_heads=2)
+    tok = build_tokenizer(miniworld.caption_words(), folder / "tok", cfg.max_length)
+    out = folder / "pipe"
+    save_pipeline(out, build_vae(cfg), build_text_encoder(cfg, tok), tok, build_unet(cfg)).rename(out)
+    return out
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--base", default=None, help="pipeline folder or hub id (default: the embedded studio-mini; --quick: a tiny random one)")
+    p.add_argument("--json", type=Path, default=Path("runs/bench/synthetic.json"), help="where to write the results")
+    p.add_argument("--work", type=Path, default=None, help="keep fits and exports here (default: a temporary folder)")
+    p.add_argument("--quick", action="store_true", help="a few minutes end to end: tiny base, 3 classes, few steps")
+    p.add_argument("--classes", type=int, default=12, help="number of bird subclasses (at most 12)")
+    p.add_argument("--shots", default="5,10")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--per-class", type=int, default=100, help="synthetic images per class")
+    p.add_argument("--fit-steps", type=int, default=None, help="LoRA steps (default: FitConfig's)")
+    p.add_argument("--sample-steps", type=int, default=25)
+    p.add_argument("--guidance", type=float, default=2.0)
+    p.add_argument("--export-batch", type=int, default=32)
+    p.add_argument("--n-val", type=int, default=5, help="held-out real validation images per class")
+    p.add_argument("--n-test", type=int, default=50, help="real test images per class")
+    p.add_argument("--clf-steps", type=int, default=1500)
+    p.add_argument("--clf-batch", type=int, default=64)
+    p.add_argument("--clf-lr", type=float, default=2e-3)
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--lambdas", default="0.5,0.8")
+    p.add_argument("--widths", default="24,32,64,96,128", help="classifier widths (stem + four stages)")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    args = p.parse_args(argv)
+    if args.quick:
+        args.classes, args.shots, args.seeds = 3, "5", "0,1"
+        args.per_class, args.fit_steps, args.sample_steps, args.export_batch = 4, args.fit_steps or 4, 2, 4
+        args.n_val, args.n_test, args.clf_steps, args.clf_batch, args.eval_every = 2, 6, 20, 8, 10
+    args.shots = [int(s) for s in args.shots.split(",")]
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.lambdas = [float(s) for s in args.lambdas.split(",")]
+    args.widths = [int(s) for s in args.widths.split(",")]
+    args.methods = [m for m in args.methods.split(",") if m]
+    unknown = set(args.methods) - set(METHODS)
+    if unknown or not 1 <= args.classes <= len(miniworld.BIRD_SUBCLASSES):
+        p.error(f"unknown methods {sorted(unknown)} or --classes outside 1..{len(miniworld.BIRD_SUBCLASSES)}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    start = time.time()
+    device = torch.device("cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    dev_name = device.type
+    classes = sorted(list(miniworld.BIRD_SUBCLASSES)[:args.classes])
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-synthetic-"))
+    work.mkdir(parents=True, exist_ok=True)
+    base = args.base
+    if base is None and args.quick:
+        base = str(tiny_base(work / "tiny-base")) if not (work / "tiny-base" / "pipe").exists() else str(work / "tiny-base" / "pipe")
+    log = lambda msg: print(f"[{time.time() - start:7.1f}s] {msg}", flush=True)
+    test = render_real(classes, args.n_test, TEST_STREAM, 0)
+    results: dict = {str(k): {m: {"per_seed": [], "selected": []} for m in args.methods} for k in args.shots}
+    timings: dict = {"fit": 0.0, "export": 0.0, "classifier": 0.0}
+    need_fits = {SYNTH_SOURCES[m][0] for m in args.methods if m in SYNTH_SOURCES}
+    for k in args.shots:
+        for seed in args.seeds:
+            real = render_real(classes, k, TRAIN_STREAM, seed)
+            val = render_real(classes, args.n_val, VAL_STREAM, seed)
+            data = write_class_folders(work / f"real-k{k}-s{seed}", classes, *real)
+            works = {}
+            for name in sorted(need_fits):
+                t0 = time.time()
+                cfg = ft.FitConfig(category="bird", base=ft.resolve_base(base), seed=seed, extractor="miniworld",
+                                   use_context=(name == "bob"))
+                if args.fit_steps:
+                    cfg.steps = args.fit_steps
+                    cfg.warmup_steps = min(cfg.warmup_steps, max(1, args.fit_steps // 10))
+                works[name] = work / f"{name}-k{k}-s{seed}"
+                r = ft.fit(data, works[name], cfg, device=args.device, log=lambda m: None)
+                timings["fit"] += time.time() - t0
+                log(f"k={k} seed={seed}: fit {name} {r.steps} steps, loss {r.final_loss:.4f}")
+            synth = {}
+            for method in args.methods:
+                if method == "real_only":
+                    continue
+                fit_name, context = SYNTH_SOURCES[method]
+                t0 = time.time()
+                out = work / f"export-{method}-k{k}-s{seed}"
+                ecfg = exp.ExportConfig(per_class=args.per_class, seed=seed, context=context, steps=args.sample_steps,
+                                        guidance=args.guidance, batch_size=args.export_batch)
+                exp.export(works[fit_name], out, ecfg, device=args.device, log=lambda m: None)
+                synth[method] = read_export(out, classes)
+                timings["export"] += time.time() - t0
+                log(f"k={k} seed={seed}: exported {method} ({len(synth[method][1])} images)")
+            for method in args.methods:
+                t0 = time.time()
+                if method == "real_only":
+                    runs = [train_classifier(classes, real, None, val, test, 1.0, args, seed, device)]
+                else:
+                    runs = [train_classifier(classes, real, synth[method], val, test, lam, args, seed, device)
+                            for lam in args.lambdas]
+                best = select(runs)
+                timings["classifier"] += time.time() - t0
+                results[str(k)][method]["per_seed"].append(best["test"])
+                results[str(k)][method]["selected"].append(best)
+                log(f"k={k} seed={seed}: {method:15s} test {best['test']:.3f} (val {best['val']:.3f}, λ {best['lambda']}, step {best['step']})")
+    for k in results:
+        for m, r in results[k].items():
+            accs = np.asarray(r["per_seed"], dtype=np.float64)
+            r["mean"] = float(accs.mean()) if len(accs) else None
+            r["std"] = float(accs.std(ddof=1)) if len(accs) > 1 else 0.0
+    report = {
+        "benchmark": "synthetic (BOB vs DataDream vs real only), mini-world bird subclasses",
+        "quick": args.quick, "device": dev_name, "base": base or "studio-mini", "classes": classes,
+        "shots": args.shots, "seeds": args.seeds, "per_class": args.per_class, "fit_steps": args.fit_steps,
+        "sample_steps": args.sample_steps, "guidance": args.guidance, "lambdas": args.lambdas,
+        "classifier": {"arch": "EvaluatorNet (subclass head only), trained from scratch", "widths": args.widths,
+                       "steps": args.clf_steps, "batch": args.clf_batch, "lr": args.clf_lr},
+        "n_val": args.n_val, "n_test": args.n_test,
+        "results": results,
+        "accuracy_summary": {f"{m}_{k}shot": results[k][m]["mean"] for k in results for m in results[k]},
+        "seconds": {**{key: round(v, 1) for key, v in timings.items()}, "total": round(time.time() - start, 1)},
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print("\n| shots | " + " | ".join(args.methods) + " |")
+    print("|---|" + "---|" * len(args.methods))
+    for k in results:
+        cells = [f"{results[k][m]['mean']:.3f} ± {results[k][m]['std']:.3f}" for m in args.methods]
+        print(f"| {k} | " + " | ".join(cells) + " |")
+    print(f"\nwrote {args.json} ({report['seconds']['total']} s)")
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

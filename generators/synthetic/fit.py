@@ -1,0 +1,420 @@
+"""One LoRA for all classes, conditioned on class, background and pose (BOB, methods.md §3).
+
+Every real image is trained with the prompt ``template(class words, category, background,
+pose)`` built from its bank entry; with probability ``context_dropout`` the context-free
+``plain_template`` is used instead, so that the model also answers ``--context none``.
+``use_context=False`` trains the plain template only (the DataDream baseline).
+
+Class names enter the prompt as **plain words** (the class folder name, '_' '-' '.' '+'
+read as spaces): any base tokenizes them, nothing needs to be added to a vocabulary, and the
+exported LoRA loads into stock diffusers with ``pipe.load_lora_weights``. The class
+distinction is learnt by the LoRA on the UNet attention (to_q, to_k, to_v, to_out.0) and,
+by default, on the text encoder attention (q_proj, k_proj, v_proj, out_proj) as in BOB.
+
+Work folder::
+
+    W/fit_config.json                 FitConfig (what was asked; a rerun must match)
+    W/bank.jsonl                      the caption bank (editable; edited => used)
+    W/checkpoint.safetensors          resume point while training (removed at the end)
+    W/pytorch_lora_weights.safetensors   the LoRA, diffusers keys ("unet.", "text_encoder.")
+    W/fit.json                        result: steps, loss, lora_sha256, bank_sha256, classes
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from generators.synthetic import extract as ex
+
+ADAPTER = "synth"
+CONFIG_FILE = "fit_config.json"
+RESULT_FILE = "fit.json"
+LORA_FILE = "pytorch_lora_weights.safetensors"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+TEMPLATE = "a {class} {category} on the {background} background, {pose}"
+PLAIN_TEMPLATE = "a {class} {category}"
+
+
+@dataclass
+class FitConfig:
+    category: str = "object"
+    base: str | None = None  # None: the embedded studio-mini; else a resolved folder path or a hub id
+    # LoRA (peft): rank = alpha as in BOB; UNet attention, optionally the text encoder attention.
+    rank: int = 16
+    alpha: float = 16.0
+    target_modules: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+    text_encoder_lora: bool = True
+    text_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj")
+    # Prompts.
+    template: str = TEMPLATE
+    plain_template: str = PLAIN_TEMPLATE
+    use_context: bool = True  # False: DataDream (plain template only)
+    context_dropout: float = 0.1
+    # Optimisation: AdamW, linear warmup then cosine decay.
+    steps: int = 400
+    batch_size: int = 8
+    lr: float = 5e-4
+    warmup_steps: int = 40
+    checkpoint_every: int = 50
+    seed: int = 0
+    extractor: str = "auto"
+    captioner: str | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["target_modules"] = list(self.target_modules)
+        d["text_target_modules"] = list(self.text_target_modules)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FitConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown fit config keys {sorted(unknown)}")
+        d = dict(d)
+        for key in ("target_modules", "text_target_modules"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+    def validate(self) -> None:
+        if not self.category.strip():
+            raise ValueError("--category must be a word, e.g. bird or aircraft")
+        if self.steps < 1 or self.batch_size < 1 or self.rank < 1:
+            raise ValueError("--steps, --batch-size and --rank must be at least 1")
+        if not 0.0 <= self.context_dropout <= 1.0:
+            raise ValueError(f"context dropout must be in [0, 1], got {self.context_dropout}")
+        for name, text, keys in (("template", self.template, ("{class}",)), ("plain template", self.plain_template, ("{class}",))):
+            for key in keys:
+                if key not in text:
+                    raise ValueError(f"the {name} {text!r} lacks {key}")
+
+
+def fill(template: str, class_name: str, category: str, background: str = "", pose: str = "") -> str:
+    out = (template.replace("{class}", ex.class_words(class_name)).replace("{category}", category)
+           .replace("{background}", background).replace("{pose}", pose))
+    return " ".join(out.split()).strip(" ,")
+
+
+def prompt_for(cfg: FitConfig, class_name: str, context: ex.Context | None) -> str:
+    """The prompt for a class with a context (None: the context-free prompt)."""
+    if context is None or not cfg.use_context:
+        return fill(cfg.plain_template, class_name, cfg.category)
+    return fill(cfg.template, class_name, cfg.category, context.background, context.pose)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_base(base: str | Path | None) -> str | None:
+    """None for the embedded default, an absolute path for a local folder, else the hub id."""
+    from generators import diffusion
+
+    if base is None or diffusion.base_name(base) == "studio-mini":
+        return None
+    path = Path(base)
+    return str(path.resolve()) if path.exists() else str(base)
+
+
+# --- LoRA plumbing ---------------------------------------------------------------------------
+
+
+def attach(pipe, cfg: FitConfig) -> list[tuple[str, torch.nn.Parameter]]:
+    """Add the LoRA to the UNet (and text encoder); returns the trainable (name, parameter) pairs."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        pipe.unet.add_adapter(LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=list(cfg.target_modules),
+                                         init_lora_weights=True), adapter_name=ADAPTER)
+        if cfg.text_encoder_lora:
+            inject_adapter_in_model(LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=list(cfg.text_target_modules),
+                                               init_lora_weights=True), pipe.text_encoder, adapter_name=ADAPTER)
+    params = []
+    for prefix, model in (("unet", pipe.unet), ("text_encoder", pipe.text_encoder)):
+        model.requires_grad_(False)
+        for name, p in model.named_parameters():
+            if f".{ADAPTER}." in name or name.endswith(f".{ADAPTER}.weight"):
+                p.requires_grad_(True)
+                params.append((f"{prefix}.{name}", p))
+    if not params:
+        raise ValueError("the LoRA found no target modules in this base; check the base is a Stable Diffusion pipeline")
+    return sorted(params, key=lambda kv: kv[0])
+
+
+def lora_state(pipe, cfg: FitConfig) -> dict[str, torch.Tensor]:
+    """diffusers' LoRA format: peft keys with 'unet.' / 'text_encoder.' prefixes (pipe.load_lora_weights)."""
+    from peft.utils import get_peft_model_state_dict
+
+    state = {f"unet.{k}": v for k, v in get_peft_model_state_dict(pipe.unet, adapter_name=ADAPTER).items()}
+    if cfg.text_encoder_lora:
+        state.update({f"text_encoder.{k}": v for k, v in get_peft_model_state_dict(pipe.text_encoder, adapter_name=ADAPTER).items()})
+    return {k: v.detach().float().cpu().contiguous().clone() for k, v in state.items()}
+
+
+def load_lora_into(pipe, lora_path: Path, fuse: bool = True):
+    """Load a fitted LoRA exactly as stock diffusers would, and fuse it (free at sampling time)."""
+    state = load_file(str(lora_path))
+    pipe.load_lora_weights({k: v.to(pipe.unet.dtype) for k, v in state.items()}, adapter_name=ADAPTER)
+    if fuse:
+        pipe.fuse_lora(adapter_names=[ADAPTER])
+    return pipe
+
+
+# --- the work folder -----------------------------------------------------------------------
+
+
+@dataclass
+class FitResult:
+    steps: int
+    final_loss: float
+    seconds: float
+    stopped: bool
+    resumed_from: int
+    lora_sha256: str = ""
+    bank_sha256: str = ""
+    bank_edited: bool = False
+    classes: list[str] = field(default_factory=list)
+    n_real: int = 0
+    rejected: list = field(default_factory=list)
+
+
+def load_fit(work: Path) -> dict:
+    """fit.json of a finished fit (with 'config' as a FitConfig); FileNotFoundError if none."""
+    work = Path(work)
+    result = work / RESULT_FILE
+    if not result.is_file() or not (work / LORA_FILE).is_file():
+        raise FileNotFoundError(f"{work} holds no finished fit (no {RESULT_FILE}); run `studio synth fit DIR --work {work}` first")
+    info = json.loads(result.read_text())
+    info["config"] = FitConfig.from_dict(info["config"])
+    return info
+
+
+def _check_config(work: Path, cfg: FitConfig) -> None:
+    path = work / CONFIG_FILE
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old != cfg.to_dict():
+            diff = sorted(k for k in set(old) | set(cfg.to_dict()) if old.get(k) != cfg.to_dict().get(k))
+            raise ValueError(f"{work} holds a fit with other settings ({', '.join(diff)}); use a new --work folder "
+                             "or the same settings")
+
+
+def prepare_bank(work: Path, data_dir: Path, cfg: FitConfig, classes, items, device: str = "cpu", log=print):
+    """The bank for these images: reloaded from W/bank.jsonl if there (hand edits win), else extracted."""
+    path = work / ex.BANK_FILE
+    if path.is_file():
+        entries = ex.load_bank(path, classes)
+        edited = ex.bank_was_edited(path)
+        by_file = {e.file for e in entries}
+        missing = [it.file for it in items if it.file not in by_file]
+        if missing:
+            raise ValueError(f"{path} has no line for {missing[0]} ({len(missing)} real images lack one); add lines or delete "
+                             f"{path} to extract the bank again")
+        if edited:
+            log(f"using the edited caption bank {path}")
+        return entries, edited
+    extractors = ex.make_extractors(cfg.extractor, data_dir, cfg.captioner, device)
+    entries = ex.build_bank(items, cfg.category, extractors)
+    ex.save_bank(path, entries)
+    return entries, False
+
+
+def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progress=None, should_stop=None,
+        extract_only: bool = False, log=print) -> FitResult:
+    """Extract the bank (or reuse it) and train the LoRA; resumable from W/checkpoint.safetensors.
+
+    A finished fit with the same settings and bank returns at once; if the bank was edited
+    since, the LoRA is trained again on the edited prompts.
+    """
+    from generators import diffusion
+
+    cfg.validate()
+    should_stop = should_stop or (lambda: False)
+    data_dir, work = Path(data_dir), Path(work)
+    if work.exists() and not work.is_dir():
+        raise FileExistsError(f"--work {work} is a file; give a folder")
+    _check_config(work, cfg)
+    start = time.time()
+    resolution = diffusion.resolution_of(cfg.base)
+    classes, items, rejected = ex.read_class_folders(data_dir, resolution)
+    for name, reason in rejected:
+        log(f"skipped {name}: {reason}")
+    work.mkdir(parents=True, exist_ok=True)
+    (work / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    entries, edited = prepare_bank(work, data_dir, cfg, classes, items, device, log)
+    bank_hash = ex.bank_sha256(work / ex.BANK_FILE)
+    result = FitResult(0, float("nan"), 0.0, False, 0, bank_sha256=bank_hash, bank_edited=edited, classes=classes,
+                       n_real=len(items), rejected=rejected)
+    if extract_only:
+        return result
+    done = work / RESULT_FILE
+    if done.is_file() and (work / LORA_FILE).is_file():
+        info = json.loads(done.read_text())
+        if info.get("bank_sha256") == bank_hash and info.get("classes") == classes and info.get("files") == [i.file for i in items]:
+            result.steps, result.final_loss = info["steps"], info["final_loss"]
+            result.lora_sha256 = info["lora_sha256"]
+            log(f"{work} already holds this fit (LoRA sha256 {info['lora_sha256'][:12]}); nothing to do")
+            return result
+        log("the bank or the images changed since the last fit; training the LoRA again")
+        done.unlink()
+        (work / CHECKPOINT_FILE).unlink(missing_ok=True)
+
+    by_file = {e.file: e for e in entries}
+    pipe = diffusion.load_base(cfg.base, device, "fp32")
+    dev = pipe.unet.device
+    contexts = [by_file[it.file].context for it in items]
+    prompts_ctx = [prompt_for(cfg, it.class_name, c) for it, c in zip(items, contexts)]
+    prompts_plain = [prompt_for(cfg, it.class_name, None) for it in items]
+
+    from generators.museum.train import encode_images
+
+    means, stds = encode_images(pipe.vae, [it.image for it in items], dev)
+    tok = pipe.tokenizer
+
+    def ids(texts):
+        return tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                   return_tensors="pt").input_ids.to(dev)
+
+    ids_ctx, ids_plain = ids(prompts_ctx), ids(prompts_plain)
+    named = attach(pipe, cfg)
+    params = [p for _, p in named]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
+    from diffusers import DDPMScheduler
+
+    noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
+    alphas = noise_sched.alphas_cumprod.to(dev)
+    prediction = pipe.scheduler.config.get("prediction_type", "epsilon")
+    gen = torch.Generator("cpu").manual_seed(cfg.seed)
+
+    step = 0
+    ckpt = work / CHECKPOINT_FILE
+    if ckpt.is_file():
+        step = _load_checkpoint(ckpt, named, opt, gen, cfg, bank_hash)
+    result.resumed_from = step
+    loss_value = float("nan")
+    p_ctx = (1.0 - cfg.context_dropout) if cfg.use_context else 0.0
+    pipe.unet.train()
+    pipe.text_encoder.train(cfg.text_encoder_lora)
+    while step < cfg.steps:
+        if should_stop():
+            result.stopped = True
+            break
+        b = cfg.batch_size
+        idx = torch.randint(len(items), (b,), generator=gen)
+        z0 = means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen).to(dev)
+        noise = torch.randn(z0.shape, generator=gen).to(dev)
+        t = torch.randint(0, len(alphas), (b,), generator=gen).to(dev)
+        use_ctx = (torch.rand(b, generator=gen) < p_ctx).to(dev)
+        input_ids = torch.where(use_ctx[:, None], ids_ctx[idx.to(dev)], ids_plain[idx.to(dev)])
+        a = alphas[t].sqrt()[:, None, None, None]
+        s = (1 - alphas[t]).sqrt()[:, None, None, None]
+        zt = a * z0 + s * noise
+        target = a * noise - s * z0 if prediction == "v_prediction" else noise
+        lr = _lr(cfg, step)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        cond = pipe.text_encoder(input_ids)[0]
+        pred = pipe.unet(zt, t, encoder_hidden_states=cond).sample
+        loss = F.mse_loss(pred.float(), target.float())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        loss_value = float(loss.item())
+        if progress:
+            progress(step, cfg.steps, loss=loss_value, lr=lr)
+        if step % cfg.checkpoint_every == 0 and step < cfg.steps:
+            _save_checkpoint(ckpt, named, opt, gen, step, cfg, bank_hash)
+    pipe.unet.eval()
+    pipe.text_encoder.eval()
+    result.steps, result.final_loss = step, loss_value
+    result.seconds = round(time.time() - start, 1)
+    if result.stopped:
+        _save_checkpoint(ckpt, named, opt, gen, step, cfg, bank_hash)
+        return result
+    state = lora_state(pipe, cfg)
+    lora_path = work / LORA_FILE
+    tmp = work / (LORA_FILE + ".tmp")
+    # One metadata key only: safetensors writes metadata in hash order, and the file's sha256 must be
+    # a function of the weights (what the LoRA is for lives in fit.json).
+    save_file(state, str(tmp), metadata={"format": "pt"})
+    tmp.replace(lora_path)
+    result.lora_sha256 = sha256_file(lora_path)
+    info = {"steps": step, "final_loss": loss_value, "seconds": result.seconds, "lora_file": LORA_FILE,
+            "lora_sha256": result.lora_sha256, "bank_sha256": bank_hash, "bank_edited": edited, "classes": classes,
+            "files": [it.file for it in items], "n_real": len(items), "data_dir": str(data_dir.resolve()),
+            "resolution": resolution, "base": diffusion.base_name(cfg.base), "config": cfg.to_dict()}
+    tmp = work / (RESULT_FILE + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    tmp.replace(done)
+    ckpt.unlink(missing_ok=True)
+    return result
+
+
+def _lr(cfg: FitConfig, step: int) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - cfg.warmup_steps) / span)))
+
+
+def _save_checkpoint(path: Path, named, opt, gen, step: int, cfg: FitConfig, bank_hash: str) -> None:
+    """LoRA weights, Adam moments, the data RNG and the step: an exact resume point."""
+    tensors = {f"w.{name}": p for name, p in named}
+    for name, p in named:
+        state = opt.state.get(p, {})
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in state:
+                tensors[f"m.{key}.{name}"] = state[key]
+        if "step" in state:
+            tensors[f"m.step.{name}"] = torch.as_tensor(state["step"], dtype=torch.float32).reshape(1)
+    tensors["rng"] = gen.get_state()
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
+              metadata={"step": str(step), "config": json.dumps(cfg.to_dict()), "bank_sha256": bank_hash})
+    tmp.replace(path)
+
+
+def _load_checkpoint(path: Path, named, opt, gen, cfg: FitConfig, bank_hash: str) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as fh:
+        meta = fh.metadata()
+    if json.loads(meta["config"]) != cfg.to_dict() or meta.get("bank_sha256") != bank_hash:
+        raise ValueError(f"{path} was written with other settings or another bank; delete it to train from the start")
+    tensors = load_file(str(path))
+    with torch.no_grad():
+        for name, p in named:
+            p.copy_(tensors[f"w.{name}"])
+    for name, p in named:
+        if f"m.step.{name}" not in tensors:
+            continue
+        state = opt.state[p]
+        state["step"] = tensors[f"m.step.{name}"].reshape(())
+        for key in ("exp_avg", "exp_avg_sq"):
+            state[key] = tensors[f"m.{key}.{name}"].to(p.device)
+    gen.set_state(tensors["rng"])
+    return int(meta["step"])
+
+
+def class_prompts(cfg: FitConfig, classes: list[str]) -> dict[str, str]:
+    """The context-free prompt of every class (for the dataset card)."""
+    return {c: prompt_for(cfg, c, None) for c in classes}
+
