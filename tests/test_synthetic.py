@@ -325,23 +325,23 @@ def test_two_processes_write_the_same_files_as_one(work, exported, tmp_path):
 
 
 def test_cli_fit_export_and_errors(tiny_pipeline_dir, data_dir, tmp_path, capsys):
-    from studio.commands import synth
+    from studio.cli import main
 
     w = tmp_path / "w"
-    rc = synth.main(["fit", str(data_dir), "--category", "bird", "--work", str(w), "--base", str(tiny_pipeline_dir),
+    rc = main(["synth", "fit", str(data_dir), "--category", "bird", "--work", str(w), "--base", str(tiny_pipeline_dir),
                      "--steps", "2", "--batch-size", "2", "--rank", "2", "--device", "cpu", "--no-text-encoder-lora"])
     assert rc == 0 and (w / "bank.jsonl").is_file() and (w / ft.LORA_FILE).is_file()
-    rc = synth.main(["export", "--work", str(w), "--out", str(tmp_path / "o"), "--per-class", "2", "--steps", "1",
+    rc = main(["synth", "export", "--work", str(w), "--out", str(tmp_path / "o"), "--per-class", "2", "--steps", "1",
                      "--device", "cpu", "--context", "none"])
     assert rc == 0 and len(list((tmp_path / "o" / "train").glob("*/*.png"))) == 6
     capsys.readouterr()
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "x.txt").write_text("x")
-    assert synth.main(["export", "--work", str(w), "--out", str(tmp_path / "junk"), "--per-class", "1", "--device", "cpu"]) == 2
+    assert main(["synth", "export", "--work", str(w), "--out", str(tmp_path / "junk"), "--per-class", "1", "--device", "cpu"]) == 2
     assert "not an empty folder" in capsys.readouterr().err
-    assert synth.main(["export", "--work", str(tmp_path / "nope"), "--out", str(tmp_path / "o3"), "--per-class", "1"]) == 2
+    assert main(["synth", "export", "--work", str(tmp_path / "nope"), "--out", str(tmp_path / "o3"), "--per-class", "1"]) == 2
     assert "no finished fit" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert synth.main(["fit", str(tmp_path / "empty"), "--category", "bird", "--work", str(tmp_path / "w2"),
+    assert main(["synth", "fit", str(tmp_path / "empty"), "--category", "bird", "--work", str(tmp_path / "w2"),
                        "--base", str(tiny_pipeline_dir)]) == 2
     assert "no class folders" in capsys.readouterr().err
