@@ -526,7 +526,7 @@ def _resume_key(left: LeFTConfig, ms: ModeSeekingConfig, train: TrainConfig, ima
 
 def learn_task(store, name: str, images_dir, base=None, left: LeFTConfig | None = None,
                train: TrainConfig | None = None, mode_seeking: ModeSeekingConfig | None = None,
-               device="cpu", progress=None, should_stop=None, evaluator=None) -> dict:
+               device="cpu", progress=None, should_stop=None, evaluator=None, preview=None) -> dict:
     """Learn task `name` from the images in `images_dir` into `store`; returns its task.json (or, when
     stopped early, {"stopped": True, "step": ..., "iters": ..., "work": ...}).
 
@@ -534,6 +534,7 @@ def learn_task(store, name: str, images_dir, base=None, left: LeFTConfig | None 
     to one base (sha256 of generator.safetensors). An unfinished run of the same task in
     work/<name>/ is resumed; it must have the same images and options (only iters may change).
     Nothing is written to the store before the images and base are validated.
+    preview(step, G=...) is called after every iteration with the generator being trained.
     """
     t_start = time.monotonic()
     left = left or LeFTConfig()
@@ -606,6 +607,8 @@ def learn_task(store, name: str, images_dir, base=None, left: LeFTConfig | None 
                 last_report = now
                 progress(s, train.iters, loss_G=info["loss_G"], loss_D=info["loss_D"],
                          **({"loss_ms": info["loss_ms"]} if "loss_ms" in info else {}))
+            if preview is not None:
+                preview(s, G=adapter.G)
             if s % train.checkpoint_every == 0 and s < train.iters:
                 save_checkpoint(prev_train_s + now - t_loop)
         train_s = time.monotonic() - t_loop

@@ -78,7 +78,7 @@ def score_style(pipe, token: str, style_images, name: str, cfg: MuseumConfig, ev
 
 
 def learn(museum: Museum, style: StyleFolder, cfg: MuseumConfig, base=None, device: str = "auto",
-          progress=None, should_stop=None, evaluator=None) -> dict:
+          progress=None, should_stop=None, evaluator=None, preview=None) -> dict:
     """Learn `style` as the museum's next task. Returns the manifest (with 'stopped' if interrupted)."""
     if museum.has(style.name):
         raise FileExistsError(f"style {style.name!r} is already in museum {museum.root}")
@@ -96,6 +96,7 @@ def learn(museum: Museum, style: StyleFolder, cfg: MuseumConfig, base=None, devi
     lora, vector, result = learn_style(
         pipe, style.token, [im.image for im in style.images], [im.caption for im in style.images], cfg,
         earlier_states[-1], earlier_states, earlier_styles, checkpoint_dir=work, progress=progress, should_stop=should_stop,
+        preview=preview,
     )
     manifest = {
         "name": style.name,

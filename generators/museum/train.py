@@ -150,6 +150,7 @@ def learn_style(
     checkpoint_dir: Path | None = None,
     progress=None,
     should_stop=None,
+    preview=None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, TaskResult]:
     """Train one style into `pipe` (already holding earlier styles' tokens, frozen).
 
@@ -158,6 +159,8 @@ def learn_style(
     earlier_styles: [{"token": ..., "captions": [...]}] for the feature term's replay prompts.
     Returns (LoRA state after this task, the token's vector, result). If should_stop() turns
     true, returns early with result.stopped = True (the checkpoint keeps the progress).
+    preview(step, pipe=..., token=...) is called after every step with the model being trained
+    (the web app samples live previews from it; it must not consume the training RNG).
     """
     should_stop = should_stop or (lambda: False)
     device = pipe.unet.device
@@ -290,6 +293,10 @@ def learn_style(
         step += 1
         if progress:
             progress(step, cfg.steps, loss=loss.item())
+        if preview:
+            unet.eval()
+            preview(step, pipe=pipe, token=token)
+            unet.train()
         if ckpt is not None and (step % cfg.checkpoint_every == 0) and step < cfg.steps:
             _save_checkpoint(ckpt, layers, embedding, token_id, opt, gen, step, cfg)
     unet.eval()

@@ -236,11 +236,12 @@ def prepare_bank(work: Path, data_dir: Path, cfg: FitConfig, classes, items, dev
 
 
 def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progress=None, should_stop=None,
-        extract_only: bool = False, log=print) -> FitResult:
+        extract_only: bool = False, log=print, preview=None) -> FitResult:
     """Extract the bank (or reuse it) and train the LoRA; resumable from W/checkpoint.safetensors.
 
     A finished fit with the same settings and bank returns at once; if the bank was edited
-    since, the LoRA is trained again on the edited prompts.
+    since, the LoRA is trained again on the edited prompts. preview(step, pipe=..., items=...)
+    is called after every step with the pipeline being trained.
     """
     from generators import diffusion
 
@@ -340,6 +341,8 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progre
         loss_value = float(loss.item())
         if progress:
             progress(step, cfg.steps, loss=loss_value, lr=lr)
+        if preview:
+            preview(step, pipe=pipe, items=items)
         if step % cfg.checkpoint_every == 0 and step < cfg.steps:
             _save_checkpoint(ckpt, named, opt, gen, step, cfg, bank_hash)
     pipe.unet.eval()

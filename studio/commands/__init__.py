@@ -1,5 +1,5 @@
 """Each module here adds one top-level command with `register(subparsers)`."""
 
-from studio.commands import evaluate, gan, generate, miniworld, museum, pretrain, synth
+from studio.commands import evaluate, gan, generate, miniworld, museum, pretrain, serve, synth
 
-COMMANDS = (miniworld, generate, museum, gan, synth, pretrain, evaluate)
+COMMANDS = (serve, miniworld, generate, museum, gan, synth, pretrain, evaluate)

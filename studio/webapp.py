@@ -1,0 +1,1325 @@
+"""`studio serve`'s web app: one gr.Blocks with a tab per engine and a jobs panel.
+
+    demo = create_app(museum_dir, base, studio_home, device="cpu")
+    launch(demo, host="127.0.0.1", port=7860, auth=("user", "pass"))
+
+Tabs: Museum (styles, learn with live progress and Stop, forgetting heatmap, export),
+Generate (prompt -> PNGs with their settings embedded, reuse settings), Lifelong GAN,
+Synthetic data, and Jobs (every heavy job: queued, running, finished, stopped, failed, and
+its log). Every event has an explicit api_name, so gradio_client can drive all of it.
+
+How long jobs run (the Gradio conventions of Studio): `demo.queue(default_concurrency_limit=1)`
+and every heavy event shares `concurrency_id="heavy"` with limit 1, so a second user's
+training or generation waits in Gradio's queue instead of failing. A click first registers a
+*queued* job (a cheap private event), then the heavy event claims it and streams its progress
+by yielding (studio.jobs.JobBoard.run); Stop sets the job's flag, which the engines check
+between steps (their `should_stop` seam), so a stop lands within one step and leaves every
+store consistent (an interrupted museum task keeps its checkpoint and resumes next time).
+
+Safety: `launch` binds 127.0.0.1 unless told otherwise, never shares, and serves files from
+STUDIO_HOME/outputs and STUDIO_HOME/exports only (plus Gradio's own cache, which is put
+under STUDIO_HOME/tmp). Uploads are checked for type, size and count and copied under
+STUDIO_HOME/uploads with sanitized names; nothing the browser sends is used as a server path.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import re
+import shutil
+import time
+import zipfile
+from pathlib import Path
+
+import gradio as gr
+
+from studio.jobs import Job, JobBoard
+
+# --- limits on what the browser may send --------------------------------------------------
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+CAPTION_SUFFIXES = (".txt",)
+MAX_FILE_BYTES = 20 * 2**20  # per uploaded file
+MAX_UPLOAD_BYTES = 200 * 2**20  # per request
+MAX_STYLE_FILES = 100  # 50 images + their captions
+MAX_ZIP_MEMBERS = 2000
+MAX_ZIP_BYTES = 500 * 2**20  # uncompressed
+MAX_BATCH = 16
+MAX_PROMPT = 1000
+LAUNCH_MAX_FILE_SIZE = "25mb"
+HEAVY = dict(concurrency_id="heavy", concurrency_limit=1)
+LIGHT = dict(concurrency_limit=None)
+SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
+PREVIEW_PROMPTS = (
+    "a red star on the grass background, medium, facing right, in the center",
+    "a yellow house on the snow background, medium, facing right, in the center",
+)
+CSS = """
+.studio-table table {border-collapse: collapse; width: 100%;}
+.studio-table th, .studio-table td {padding: 4px 8px; border-bottom: 1px solid #8884; text-align: left;}
+.studio-table img {width: 48px; height: 48px; image-rendering: pixelated; border-radius: 4px;}
+.studio-heat td {text-align: center; min-width: 3.5em;}
+"""
+
+
+class UserError(ValueError):
+    """A problem the user can fix; shown as is."""
+
+
+def studio_home_dir(studio_home=None) -> Path:
+    return Path(studio_home or os.environ.get("STUDIO_HOME") or Path.home() / ".studio").expanduser().resolve()
+
+
+def safe_file_name(name: str) -> str:
+    """A plain file name (no folders, no leading dots) for an uploaded file."""
+    stem = SAFE_NAME.sub("_", Path(str(name)).name).lstrip("._")
+    return stem[:120] or "file"
+
+
+def check_uploads(files, suffixes: tuple[str, ...], max_count: int, what: str = "files") -> list[tuple[Path, str]]:
+    """[(uploaded path, safe name)] after checking type, size and count; raises UserError."""
+    if not files:
+        return []
+    files = files if isinstance(files, (list, tuple)) else [files]
+    if len(files) > max_count:
+        raise UserError(f"too many {what}: {len(files)} uploaded, at most {max_count}")
+    out, total, names = [], 0, set()
+    for f in files:
+        path = Path(f if isinstance(f, (str, Path)) else getattr(f, "name", f))
+        name = safe_file_name(path.name)
+        if path.suffix.lower() not in suffixes:
+            raise UserError(f"{path.name}: not an accepted file type ({', '.join(suffixes)})")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise UserError(f"{path.name}: {size / 2**20:.1f} MB, larger than {MAX_FILE_BYTES // 2**20} MB")
+        total += size
+        if total > MAX_UPLOAD_BYTES:
+            raise UserError(f"uploads larger than {MAX_UPLOAD_BYTES // 2**20} MB in total")
+        while name in names:
+            name = "_" + name
+        names.add(name)
+        out.append((path, name))
+    return out
+
+
+def safe_extract_zip(zip_path: Path, dest: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """Extract the members of a zip whose suffix is accepted, refusing absolute or '..' paths,
+    links, and bombs (member count and uncompressed size are capped). Returns the files."""
+    out = []
+    try:
+        zf = zipfile.ZipFile(zip_path)
+    except zipfile.BadZipFile:
+        raise UserError(f"{Path(zip_path).name} is not a readable zip file") from None
+    with zf:
+        infos = [i for i in zf.infolist() if not i.is_dir()]
+        if len(infos) > MAX_ZIP_MEMBERS:
+            raise UserError(f"the zip holds {len(infos)} files; at most {MAX_ZIP_MEMBERS}")
+        if sum(i.file_size for i in infos) > MAX_ZIP_BYTES:
+            raise UserError(f"the zip unpacks to more than {MAX_ZIP_BYTES // 2**20} MB")
+        for info in infos:
+            parts = Path(info.filename.replace("\\", "/")).parts
+            if info.filename.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
+                raise UserError(f"the zip member {info.filename!r} points outside its folder")
+            if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                raise UserError(f"the zip member {info.filename!r} is a link")
+            if any(p.startswith(".") or p == "__MACOSX" for p in parts) or Path(info.filename).suffix.lower() not in suffixes:
+                continue
+            if info.file_size > MAX_FILE_BYTES:
+                raise UserError(f"the zip member {info.filename!r} is larger than {MAX_FILE_BYTES // 2**20} MB")
+            target = dest.joinpath(*[safe_file_name(p) for p in parts])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            out.append(target)
+    return out
+
+
+def zip_folder(folder: Path, out_zip: Path) -> Path:
+    tmp = out_zip.with_name(out_zip.name + ".partial")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(Path(folder).rglob("*")):
+            if path.is_file():
+                zf.write(path, Path(folder.name) / path.relative_to(folder))
+    os.replace(tmp, out_zip)
+    return out_zip
+
+
+def _owner(request: gr.Request | None) -> str:
+    if request is None:
+        return "local"
+    return getattr(request, "username", None) or getattr(request, "session_hash", None) or "local"
+
+
+def _bar(step: int, total: int, width: int = 24) -> str:
+    if not total:
+        return ""
+    filled = int(round(width * min(step, total) / total))
+    return "█" * filled + "░" * (width - filled)
+
+
+def _status_md(job: Job) -> str:
+    lines = [f"**{html.escape(job.summary().splitlines()[0])}**"]
+    if job.total:
+        lines.append(f"`{_bar(job.step, job.total)}` {html.escape(job.progress_text())}")
+    if job.error:
+        lines.append(html.escape(job.error))
+    recent = job.lines[-3:]
+    if recent:
+        lines.append("<small>" + "<br>".join(html.escape(x) for x in recent) + "</small>")
+    return "\n\n".join(lines)
+
+
+def _user_error(err: BaseException) -> gr.Error:
+    if isinstance(err, gr.Error):
+        return err
+    if isinstance(err, (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)):
+        return gr.Error(str(err))
+    return gr.Error(f"{type(err).__name__}: {err} (the job's log in the Jobs tab has the details)")
+
+
+def _img_data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def _to_pil(images) -> list:
+    from PIL import Image
+
+    from generators.gan.stylegan2 import to_uint8
+
+    return [Image.fromarray(a) for a in to_uint8(images)]
+
+
+def _gan_samples(G, n: int, seed: int) -> list:
+    """n images from a generator as it is (training or not): constant noise, no gradients, no RNG used."""
+    import torch
+
+    from generators.gan.stylegan2 import seeded_z
+
+    with torch.no_grad():
+        dev = next(G.parameters()).device
+        return _to_pil(G(seeded_z(n, G.z_dim, seed, dev), noise_mode="const", clamp=True))
+
+
+def _labelled_grid(rows: list[tuple[str, list]], min_side: int = 64):
+    """One row of tiles per (label, images), the label in a left margin."""
+    from PIL import Image, ImageDraw
+
+    side = max(min_side, max(im.size[0] for _, ims in rows for im in ims))
+    margin, pad = 96, 2
+    cols = max(len(ims) for _, ims in rows)
+    grid = Image.new("RGB", (margin + cols * (side + pad), len(rows) * (side + pad)), (255, 255, 255))
+    draw = ImageDraw.Draw(grid)
+    for r, (label, ims) in enumerate(rows):
+        y = r * (side + pad)
+        draw.text((4, y + side // 2 - 6), label[:14], fill=(0, 0, 0))
+        for c, im in enumerate(ims):
+            grid.paste(im.resize((side, side), Image.NEAREST), (margin + c * (side + pad), y))
+    return grid
+
+
+class Studio:
+    """The app's state and the functions behind its events (usable without a browser)."""
+
+    def __init__(self, museum_dir=None, base=None, studio_home=None, device: str = "cpu", gan_base=None):
+        self.home = studio_home_dir(studio_home)
+        self.gan_base = str(gan_base) if gan_base else None
+        self.museum_dir = Path(museum_dir).expanduser().resolve() if museum_dir else self.home / "museum"
+        self.base = str(base) if base else None
+        self.device = device
+        for sub in ("uploads", "outputs", "exports", "logs", "tmp", "gan", "synthetic"):
+            (self.home / sub).mkdir(parents=True, exist_ok=True)
+        self.board = JobBoard(self.home / "logs")
+        self._pipe = (None, None)  # (key, pipeline) for generation
+        self._evaluator = None
+
+    # --- shared -----------------------------------------------------------------------------
+    @property
+    def allowed_paths(self) -> list[str]:
+        return [str(self.home / "outputs"), str(self.home / "exports")]
+
+    def run_job(self, job: Job, fn, render):
+        """Stream render(job) while fn(job) runs; turn failures into messages for the page."""
+        try:
+            for j in self.board.run(job, fn):
+                yield render(j)
+        except Exception as err:  # noqa: BLE001
+            raise _user_error(err) from None
+
+    def register(self, kind: str, title: str, request: gr.Request | None = None) -> int:
+        return self.board.submit(kind, title, _owner(request)).id
+
+    def stop(self, kind: str, request: gr.Request | None = None) -> str:
+        hit = self.board.stop(_owner(request), kind)
+        if not hit:
+            return "nothing of yours is running or queued here"
+        return "stop requested for " + ", ".join(f"job {j.id} ({j.title})" for j in hit) + "; it stops after the current step"
+
+    def evaluator(self):
+        if self._evaluator is None:
+            try:
+                from generators.evaluators import load_evaluator
+
+                self._evaluator = load_evaluator(device="cpu")
+            except FileNotFoundError:
+                self._evaluator = False
+        return self._evaluator or None
+
+    # --- museum -----------------------------------------------------------------------------
+    def base_name(self) -> str:
+        from generators.diffusion import base_name
+
+        return base_name(self.base)
+
+    def open_museum(self, create: bool = False):
+        from styles.museum import Museum
+
+        if not create and not (self.museum_dir / "museum.json").exists():
+            return None
+        return Museum.open(self.museum_dir, base=self.base_name(), create=create)
+
+    def style_names(self) -> list[str]:
+        try:
+            museum = self.open_museum()
+        except ValueError:
+            return []
+        return [s.name for s in museum.styles] if museum else []
+
+    def interrupted(self) -> list[dict]:
+        """Tasks stopped mid-way whose checkpoint and uploaded images are still here."""
+        out = []
+        work = self.museum_dir / "work"
+        if not work.is_dir():
+            return out
+        from safetensors import safe_open
+
+        for d in sorted(work.iterdir()):
+            ckpt = d / "checkpoint.safetensors"
+            if not ckpt.is_file():
+                continue
+            try:
+                with safe_open(str(ckpt), "pt") as fh:
+                    meta = fh.metadata() or {}
+                steps = json.loads(meta.get("config", "{}")).get("steps")
+                out.append({"name": d.name, "step": int(meta.get("step", 0)), "steps": steps,
+                            "images_kept": (self.home / "uploads" / "museum" / d.name).is_dir()})
+            except Exception:  # noqa: BLE001 - a half-written checkpoint is simply not offered
+                continue
+        return out
+
+    def styles_html(self) -> str:
+        try:
+            museum = self.open_museum()
+        except ValueError as err:
+            return f"<p>{html.escape(str(err))}</p>"
+        head = f"<p>Museum <code>{html.escape(str(self.museum_dir))}</code> on base <code>{html.escape(self.base_name())}</code>"
+        if museum is None or not museum.styles:
+            rows = "<p>No styles learnt yet: upload 3-50 images below and press <b>Learn style</b>.</p>"
+        else:
+            body = []
+            for s in museum.styles:
+                thumb = museum.style_dir(s.name) / "thumb.png"
+                img = f'<img src="{_img_data_uri(thumb)}" alt="{html.escape(s.name)}">' if thumb.is_file() else ""
+                score = "-" if s.score is None else f"{s.score:.2f}"
+                body.append(f"<tr><td>{img}</td><td>{html.escape(s.name)}</td><td><code>{html.escape(s.token)}</code></td>"
+                            f"<td>{s.images}</td><td>{html.escape(s.created)}</td><td>{score}</td></tr>")
+            rows = ("<table><thead><tr><th></th><th>name</th><th>token</th><th>images</th><th>date</th><th>score</th></tr>"
+                    "</thead><tbody>" + "".join(body) + "</tbody></table>")
+        head += f": {len(museum.styles) if museum else 0} styles.</p>"
+        stopped = self.interrupted()
+        if stopped:
+            items = "".join(
+                f"<li>{html.escape(t['name'])}: stopped at step {t['step']}/{t['steps']}"
+                + (" - press <b>Learn style</b> with this name and no files to resume</li>" if t["images_kept"]
+                   else " - upload the same images with this name to resume</li>")
+                for t in stopped)
+            rows += f"<p>Interrupted tasks (their checkpoints are kept):</p><ul>{items}</ul>"
+        return f'<div class="studio-table">{head}{rows}</div>'
+
+    def forgetting_html(self) -> str:
+        """The museum's forgetting matrix as a heatmap: forgetting*.json in the museum folder,
+        {"styles": [names], "matrix": [[score of style j after learning task i]]}."""
+        files = sorted(self.museum_dir.glob("forgetting*.json")) if self.museum_dir.is_dir() else []
+        if not files:
+            return ("<p>No forgetting matrix in this museum yet (a benchmark run writes "
+                    "<code>forgetting.json</code> into the museum: how well each style is drawn after each later task).</p>")
+        try:
+            data = json.loads(files[0].read_text())
+            names = [str(x) for x in (data.get("styles") or data.get("labels"))]
+            matrix = [[None if v is None else float(v) for v in row] for row in (data.get("matrix") or data.get("M"))]
+        except (ValueError, TypeError, AttributeError) as err:
+            return f"<p>{html.escape(files[0].name)} is not a readable forgetting matrix ({html.escape(str(err))}).</p>"
+        values = [v for row in matrix for v in row if v is not None]
+        lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+        head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+        body = []
+        for i, row in enumerate(matrix):
+            cells = []
+            for v in row:
+                if v is None:
+                    cells.append("<td></td>")
+                    continue
+                x = 0.5 if hi == lo else (v - lo) / (hi - lo)
+                color = f"hsl({int(120 * x)}, 70%, {75 - 20 * x:.0f}%)"
+                cells.append(f'<td style="background:{color};color:#000">{v:.2f}</td>')
+            label = html.escape(names[i]) if i < len(names) else str(i + 1)
+            body.append(f"<tr><th>after {label}</th>{''.join(cells)}</tr>")
+        return (f'<div class="studio-table studio-heat"><p>{html.escape(files[0].name)}: rows = after learning task i, '
+                f"columns = style j (higher is better; red = forgotten).</p><table><thead><tr><th></th>{head}</tr></thead>"
+                f"<tbody>{''.join(body)}</tbody></table></div>")
+
+    def museum_refresh(self):
+        names = self.style_names()
+        return (self.styles_html(), self.forgetting_html(),
+                gr.update(choices=names, value=names[-1] if names else None),
+                gr.update(choices=names))
+
+    def _stage_style(self, files, name: str, token: str, description: str) -> tuple[Path, bool]:
+        """The style's upload folder (new files replace old ones); (folder, resuming)."""
+        from styles.folder import MAX_IMAGES, check_style_name
+
+        name = check_style_name((name or "").strip())
+        token = (token or "").strip()
+        if token and (len(token) > 48 or not re.fullmatch(r"<?[A-Za-z0-9_-]+>?", token)):
+            raise UserError("a token is 1-48 letters, digits, '_' or '-', optionally in <angle brackets>")
+        if len(description or "") > 500:
+            raise UserError("the description is limited to 500 characters")
+        folder = self.home / "uploads" / "museum" / name
+        uploads = check_uploads(files, IMAGE_SUFFIXES + CAPTION_SUFFIXES, 2 * MAX_IMAGES, "style files")
+        if not uploads:
+            if (folder.is_dir() and (self.museum_dir / "work" / name / "checkpoint.safetensors").is_file()):
+                return folder, True
+            raise UserError("upload 3-50 images of the style (png, jpg, webp; optional .txt captions beside them)")
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        for src, safe in uploads:
+            shutil.copyfile(src, folder / safe)
+        settings = {"name": name}
+        if token:
+            settings["token"] = token if token.startswith("<") else f"<{token}>"
+        if description:
+            settings["description"] = description
+        (folder / "style.toml").write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items()))
+        return folder, False
+
+    def museum_learn(self, files, name, token, description, steps, batch_size, preview_every, job_id=None,
+                     request: gr.Request | None = None):
+        """Learn a style from uploaded images into the museum; streams (status, previews)."""
+        job = self.board.claim(job_id, "museum", f"learn style {name}", _owner(request))
+        try:
+            folder, resuming = self._stage_style(files, name, token, description)
+            steps, batch_size, preview_every = int(steps), int(batch_size), int(preview_every or 0)
+            if not 1 <= steps <= 100_000 or not 1 <= batch_size <= 64:
+                raise UserError("steps must be 1-100000 and batch size 1-64")
+        except Exception as err:  # noqa: BLE001
+            self.board.fail(job, str(err))
+            raise _user_error(err) from None
+
+        def work(job: Job):
+            from generators import diffusion
+            from generators.museum import engine
+            from generators.museum.config import MuseumConfig
+            from generators.museum.train import style_prompt
+            from styles.folder import read_style_folder
+
+            museum = self.open_museum(create=True)
+            style = read_style_folder(folder, diffusion.resolution_of(self.base), name=name)
+            cfg = MuseumConfig(steps=steps, batch_size=batch_size, checkpoint_every=max(1, min(50, steps // 4 or 1)))
+            ckpt = museum.work_dir(style.name) / "checkpoint.safetensors"
+            hashes = museum.work_dir(style.name) / "hashes.txt"
+            if ckpt.is_file() and (not hashes.is_file() or hashes.read_text().split() != style.hashes):
+                job.log(f"the interrupted run of {style.name} used other images: starting over")
+                shutil.rmtree(museum.work_dir(style.name))
+            if ckpt.is_file():  # resume with the config the task was started with
+                from safetensors import safe_open
+
+                with safe_open(str(ckpt), "pt") as fh:
+                    cfg = MuseumConfig.from_dict(json.loads(fh.metadata()["config"]))
+                job.log(f"resuming {style.name} from its checkpoint ({cfg.steps} steps in all)")
+            elif resuming:
+                raise UserError(f"no checkpoint left for {style.name}; upload its images again")
+            if museum.n_tasks:
+                first = museum.manifest(museum.styles[0].name)["config"]
+                cfg.rank, cfg.alpha = first["rank"], first["alpha"]
+            job.log(f"{len(style.images)} images ({len(style.rejected)} rejected) -> token {style.token}; "
+                    f"{cfg.steps} steps of batch {cfg.batch_size} (images x repeats = {cfg.steps * cfg.batch_size} samples)")
+            for f, why in style.rejected:
+                job.log(f"rejected {f}: {why}")
+
+            def progress(step, total, **info):
+                job.progress(step, total, **info)
+                if preview_every and step % preview_every == 0 and step < total:
+                    job.log(f"step {step}/{total}: loss {info.get('loss', float('nan')):.4f}")
+
+            def preview(step, pipe, token):
+                if preview_every and step % preview_every == 0 and step < cfg.steps:
+                    token_now = token
+                    size = diffusion.base_resolution(pipe)
+                    settings = [diffusion.GenerationSettings(prompt=style_prompt(p, [token_now]), seed=i,
+                                                             steps=min(cfg.sample_steps, 20), guidance=cfg.guidance,
+                                                             width=size, height=size)
+                                for i, p in enumerate(PREVIEW_PROMPTS)]
+                    images = diffusion.generate(pipe, settings)
+                    job.set_previews([(im, f"step {step}") for im in images])
+
+            manifest = engine.learn(museum, style, cfg, self.base, self.device, progress=progress,
+                                    should_stop=job.should_stop, evaluator=self.evaluator(), preview=preview)
+            if manifest.get("stopped"):
+                job.log(f"stopped at step {manifest['result']['steps']}/{cfg.steps}; the checkpoint is kept: "
+                        "press Learn style again with the same name (no files needed) to resume")
+            else:
+                thumb = museum.style_dir(style.name) / "thumb.png"
+                if thumb.is_file():
+                    job.set_previews([(str(thumb), f"{style.name}: learnt")])
+                score = manifest.get("metrics", {}).get("style_score")
+                job.log(f"learnt {style.name} as {style.token} in {manifest['timings']['total_seconds']:.0f} s, "
+                        f"final loss {manifest['result']['final_loss']:.4f}"
+                        + (f", style score {score:.2f}" if score is not None else ""))
+            return manifest
+
+        yield from self.run_job(job, work, lambda j: (_status_md(j), list(j.previews)))
+
+    def museum_export(self, name, fmt):
+        from generators.museum.export import export_style
+
+        if fmt not in ("diffusers", "kohya"):
+            raise gr.Error("format must be diffusers or kohya")
+        try:
+            museum = self.open_museum()
+            if museum is None:
+                raise UserError("the museum is empty: learn a style first")
+            museum.style(name or "")
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            out = self.home / "exports" / f"{name}-{fmt}-{stamp}"
+            export_style(museum, name, fmt, out)
+            path = zip_folder(out, out.with_suffix(".zip"))
+            shutil.rmtree(out, ignore_errors=True)
+            return str(path)
+        except Exception as err:  # noqa: BLE001
+            raise _user_error(err) from None
+
+    # --- generate ---------------------------------------------------------------------------
+    def pipeline(self, with_museum: bool):
+        """The generation pipeline, cached until the museum changes."""
+        from generators import diffusion
+
+        index = self.museum_dir / "museum.json"
+        stamp = index.stat().st_mtime_ns if with_museum and index.exists() else None
+        key = (self.base, self.device, stamp)
+        if self._pipe[0] != key:
+            self._pipe = (None, None)
+            if stamp is not None:
+                from generators.museum.engine import load_museum_pipeline
+
+                pipe = load_museum_pipeline(self.open_museum(), self.base, self.device, "fp32")
+            else:
+                pipe = diffusion.load_base(self.base, self.device, "fp32")
+            self._pipe = (key, pipe)
+        return self._pipe[1]
+
+    def generate(self, prompt, negative, styles, seed, steps, guidance, batch, job_id=None,
+                 request: gr.Request | None = None):
+        """Draw `batch` images (seeds seed, seed+1, ...); streams (gallery, files, status, paths)."""
+        job = self.board.claim(job_id, "generate", f"generate: {str(prompt)[:40]}", _owner(request))
+        try:
+            prompt, negative = str(prompt or "").strip(), str(negative or "")
+            styles = [styles] if isinstance(styles, str) else list(styles or [])
+            seed, steps, batch, guidance = int(seed), int(steps), int(batch), float(guidance)
+            if not prompt:
+                raise UserError("write a prompt")
+            if len(prompt) > MAX_PROMPT or len(negative) > MAX_PROMPT:
+                raise UserError(f"prompts are limited to {MAX_PROMPT} characters")
+            if not (0 <= seed < 2**32 and 1 <= steps <= 200 and 1 <= batch <= MAX_BATCH and 0 <= guidance <= 30):
+                raise UserError(f"seed 0..2^32-1, steps 1-200, batch 1-{MAX_BATCH}, guidance 0-30")
+            known = self.style_names()
+            unknown = [s for s in styles if s not in known]
+            if unknown:
+                raise UserError(f"no style {unknown[0]!r} in the museum (styles: {', '.join(known) or 'none yet'})")
+        except Exception as err:  # noqa: BLE001
+            self.board.fail(job, str(err))
+            raise _user_error(err) from None
+
+        def work(job: Job):
+            from generators import diffusion
+
+            with_museum = bool(known)
+            pipe = self.pipeline(with_museum)
+            full = prompt
+            if styles:
+                from generators.museum.engine import museum_prompt
+
+                full = museum_prompt(self.open_museum(), prompt, styles)
+            size = diffusion.base_resolution(pipe)
+            out_dir = self.home / "outputs" / time.strftime("%Y-%m-%d")
+            out_dir.mkdir(parents=True, exist_ok=True)
+            stamp = time.strftime("%H%M%S")
+            job.log(f"prompt: {full}")
+            for i in range(batch):
+                if job.should_stop():
+                    break
+                s = diffusion.GenerationSettings(prompt=full, negative_prompt=negative, seed=seed + i, steps=steps,
+                                                 guidance=guidance, width=size, height=size, base=self.base_name(),
+                                                 scheduler=type(pipe.scheduler).__name__, styles=tuple(styles))
+                image = diffusion.generate(pipe, [s])[0]
+                path = out_dir / f"{stamp}-job{job.id}-seed{s.seed}.png"
+                diffusion.save_with_settings(image, s, path)
+                job.add_output(str(path))
+                job.progress(i + 1, batch)
+            job.log(f"wrote {len(job.outputs)} images to $STUDIO_HOME/{out_dir.relative_to(self.home)}")
+            return list(job.outputs)
+
+        def render(j: Job):
+            paths = list(j.outputs)
+            gallery = [(p, f"seed {seed + k}") for k, p in enumerate(paths)]
+            return gallery, paths, _status_md(j), paths
+
+        yield from self.run_job(job, work, render)
+
+    def settings_values(self, path):
+        from generators.diffusion import read_settings
+
+        try:
+            s = read_settings(path)
+        except Exception as err:  # noqa: BLE001
+            raise _user_error(err if isinstance(err, ValueError) else UserError(f"not a PNG with Studio settings ({err})")) from None
+        prompt = s.prompt
+        names = self.style_names()
+        styles = [n for n in s.styles if n in names]
+        if s.styles:  # the stored prompt carries the style tokens: show the prompt as typed
+            try:
+                museum = self.open_museum()
+                for n in styles:
+                    prompt = prompt.replace(f", {museum.style(n).token}", "").replace(museum.style(n).token, "").strip()
+            except Exception:  # noqa: BLE001
+                pass
+        return prompt, s.negative_prompt, styles, s.seed, s.steps, s.guidance
+
+    def reuse_settings(self, file):
+        """Fill the form from a PNG written by Studio (its embedded settings)."""
+        if not file:
+            raise gr.Error("upload a PNG made by Studio")
+        check_uploads([file], (".png",), 1, "images")
+        return self.settings_values(file)
+
+    def reuse_selected(self, paths, index):
+        """Fill the form from the picked gallery image (by index into this session's outputs)."""
+        if index is None or not paths or not 0 <= int(index) < len(paths):
+            raise gr.Error("pick an image in the gallery first")
+        path = Path(paths[int(index)]).resolve()
+        if not path.is_relative_to(self.home / "outputs"):
+            raise gr.Error("that image is not one of Studio's outputs")
+        return self.settings_values(path)
+
+    # --- lifelong GAN -----------------------------------------------------------------------
+    @property
+    def gan_store(self) -> Path:
+        return self.home / "gan" / "store"
+
+    def gan_refresh(self):
+        """(tasks table, note on unfinished tasks, task dropdown update)."""
+        from generators.gan.lifelong import TaskStore, list_tasks, unfinished_tasks
+
+        rows, names, note = [], [], ""
+        try:
+            if TaskStore(self.gan_store).exists():
+                for t in list_tasks(self.gan_store):
+                    rows.append([t["name"], t["index"], t["images"], t["iters"], t["rank"],
+                                 round(t["storage_percent_of_G"], 3), round(t["train_s"]), t["created_at"]])
+                    names.append(t["name"])
+            else:
+                note = "No tasks yet: upload about 10 images of a new domain and press **Learn task**."
+            stopped = unfinished_tasks(self.gan_store)
+            if stopped:
+                note += "\n\nInterrupted (checkpoint kept; press Learn task with the same name and no files to resume): " + \
+                        ", ".join(f"{html.escape(t['name'])} at {t['step']}/{t['iters']}" for t in stopped)
+        except (ValueError, FileNotFoundError) as err:
+            note = html.escape(str(err))
+        return rows, note, gr.update(choices=names, value=names[-1] if names else None)
+
+    def gan_learn(self, files, name, iters, mode_seeking, preview_every, job_id=None, request: gr.Request | None = None):
+        """Learn a GAN task from uploaded images; streams (status, previews)."""
+        from generators.gan.lifelong import check_task_name
+
+        job = self.board.claim(job_id, "gan", f"learn GAN task {name}", _owner(request))
+        try:
+            name = check_task_name(str(name or "").strip())
+            iters, preview_every = int(iters), int(preview_every or 0)
+            if not 1 <= iters <= 100_000:
+                raise UserError("iterations must be 1-100000")
+            if mode_seeking not in ("perceptual", "pixel", "off"):
+                raise UserError("mode seeking is perceptual, pixel or off")
+            folder = self.home / "uploads" / "gan" / name
+            uploads = check_uploads(files, IMAGE_SUFFIXES, 50, "task images")
+            if uploads:
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir(parents=True)
+                for src, safe in uploads:
+                    shutil.copyfile(src, folder / safe)
+            elif not (folder.is_dir() and (self.gan_store / "work" / name).is_dir()):
+                raise UserError("upload the task's images (about 10; png, jpg, webp)")
+        except Exception as err:  # noqa: BLE001
+            self.board.fail(job, str(err))
+            raise _user_error(err) from None
+
+        def work(job: Job):
+            from generators.gan.lifelong import ModeSeekingConfig, TrainConfig, learn_task
+
+            train = TrainConfig(iters=iters, checkpoint_every=max(1, min(100, iters // 4 or 1)))
+            ms = ModeSeekingConfig(enabled=mode_seeking != "off", distance="pixel" if mode_seeking == "pixel" else "perceptual")
+            last = [0]
+
+            def preview(step, G):
+                if preview_every and step - last[0] >= preview_every and step < iters:
+                    last[0] = step
+                    job.set_previews([(im, f"iteration {step}") for im in _gan_samples(G, 8, 0)])
+
+            job.log(f"learning {name} from {folder.name}: {iters} iterations, mode seeking {mode_seeking}")
+            meta = learn_task(self.gan_store, name, folder, base=self.gan_base, train=train, mode_seeking=ms,
+                              device=self.device, progress=job.progress, should_stop=job.should_stop, preview=preview)
+            if meta.get("stopped"):
+                job.log(f"stopped at iteration {meta['step']}/{meta['iters']}; the checkpoint is kept: press Learn task "
+                        "again with the same name (no files needed) to resume")
+            else:
+                from generators.gan.lifelong import load_task_generator
+
+                G, _ = load_task_generator(self.gan_store, name, base=self.gan_base, device=self.device)
+                job.set_previews([(im, f"{name}: seed 0 #{i}") for i, im in enumerate(_gan_samples(G, 8, 0))])
+                job.log(f"learnt {name}: {len(meta['images'])} images, {meta['storage']['params']} stored parameters "
+                        f"({meta['storage']['percent_of_G']:.2f} % of G), {meta['timings']['train_s']:.0f} s")
+            return meta
+
+        yield from self.run_job(job, work, lambda j: (_status_md(j), list(j.previews)))
+
+    def run_sync(self, kind: str, title: str, request, fn):
+        """A short heavy job (sampling, previews): registered, run under the heavy lock, its result returned."""
+        job = self.board.submit(kind, title, _owner(request))
+        for _ in self.run_job(job, fn, lambda j: None):
+            pass
+        return job.result
+
+    def gan_sample(self, name, seed, n, truncation, request: gr.Request | None = None):
+        """n samples of a task from `seed` (the same seed gives the same images)."""
+        seed, n, truncation = int(seed), int(n), float(truncation)
+        if not (0 <= seed < 2**32 and 1 <= n <= 64 and 0 <= truncation <= 2):
+            raise gr.Error("seed 0..2^32-1, 1-64 images, truncation 0-2")
+
+        def work(job: Job):
+            from generators.gan.lifelong import check_task_name, generate, load_task_generator
+
+            G, _ = load_task_generator(self.gan_store, check_task_name(str(name or "")), base=self.gan_base,
+                                       device=self.device)
+            return [(im, f"{name} seed {seed} #{i}") for i, im in enumerate(_to_pil(generate(G, n, seed, truncation)))]
+
+        return self.run_sync("gan", f"sample GAN task {name}", request, work)
+
+    def gan_grid(self, seed, n, truncation, include_base, request: gr.Request | None = None):
+        """One row per task (and the base), the same latents in every column."""
+        seed, n, truncation = int(seed), int(n), float(truncation)
+        if not (0 <= seed < 2**32 and 1 <= n <= 16 and 0 <= truncation <= 2):
+            raise gr.Error("seed 0..2^32-1, 1-16 columns, truncation 0-2")
+
+        def work(job: Job):
+            from generators.gan.lifelong import TaskStore, generate, load_task_generator
+            from generators.gan.stylegan2 import load_generator
+
+            st = TaskStore(self.gan_store)
+            names = st.task_names() if st.exists() else []
+            if not names:
+                raise UserError("no GAN tasks yet: learn one first")
+            rows = []
+            if include_base:
+                base_path, _ = st.base_path(self.gan_base)
+                rows.append(("base", _to_pil(generate(load_generator(base_path, device=self.device), n, seed, truncation))))
+            for k, task in enumerate(names, 1):
+                G, _ = load_task_generator(self.gan_store, task, base=self.gan_base, device=self.device)
+                rows.append((task, _to_pil(generate(G, n, seed, truncation))))
+                job.progress(k, len(names))
+            return _labelled_grid(rows)
+
+        return self.run_sync("gan", "GAN grid across tasks", request, work)
+
+    # --- synthetic data ---------------------------------------------------------------------
+    def synth_dirs(self, set_name: str) -> tuple[Path, Path]:
+        name = str(set_name or "").strip()
+        if not NAME.match(name):
+            raise UserError(f"data set name {name!r}: 1-48 lowercase letters, digits, '_' or '-'")
+        root = self.home / "synthetic" / name
+        return root / "data", root / "work"
+
+    def _synth_reset(self, work: Path, keep_bank: bool) -> None:
+        """Forget the fit (and the bank unless kept) when the data or the settings changed."""
+        from generators.synthetic import extract as ex
+        from generators.synthetic import fit as ft
+
+        names = [ft.RESULT_FILE, ft.LORA_FILE, ft.CHECKPOINT_FILE, ft.CONFIG_FILE]
+        if not keep_bank:
+            names += [ex.BANK_FILE, ex.BANK_STAMP]
+        for n in names:
+            (work / n).unlink(missing_ok=True)
+
+    def synth_classes_md(self, set_name) -> str:
+        try:
+            data, work = self.synth_dirs(set_name)
+        except UserError as err:
+            return str(err)
+        if not data.is_dir() or not any(data.iterdir()):
+            return "No classes yet: upload a zip of class folders, or add classes one by one."
+        parts = []
+        for d in sorted(p for p in data.iterdir() if p.is_dir()):
+            n = sum(1 for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            parts.append(f"{html.escape(d.name)} ({n})")
+        state = "fitted" if (work / "fit.json").is_file() else "attributes extracted" if (work / "bank.jsonl").is_file() else "new"
+        return f"**{len(parts)} classes** ({state}): " + ", ".join(parts)
+
+    def synth_upload(self, set_name, zip_file, class_name, class_files):
+        """Add class folders from a zip and/or one class from uploaded images (+ .txt sidecars)."""
+        from generators.synthetic import extract as ex
+
+        try:
+            data, work = self.synth_dirs(set_name)
+            added = []
+            if zip_file:
+                check_uploads([zip_file], (".zip",), 1, "zip files")
+                staging = data.parent / "unpack"
+                shutil.rmtree(staging, ignore_errors=True)
+                staging.mkdir(parents=True)
+                safe_extract_zip(Path(zip_file), staging, IMAGE_SUFFIXES + CAPTION_SUFFIXES)
+                root = staging
+                subdirs = [p for p in root.iterdir() if p.is_dir()]
+                if len(subdirs) == 1 and not any(p.is_file() for p in root.iterdir()) and \
+                        all(p.is_dir() for p in subdirs[0].iterdir()):
+                    root = subdirs[0]  # the zip of one folder holding the class folders
+                classes = [p for p in root.iterdir() if p.is_dir()]
+                if not classes:
+                    raise UserError("the zip holds no class folders (zip DIR with DIR/<class>/<image> inside)")
+                for c in classes:
+                    if not ex.CLASS_NAME.match(c.name):
+                        raise UserError(f"class folder name {c.name!r}: letters, digits, space, '_', '-', '.', '+'")
+                    data.mkdir(parents=True, exist_ok=True)
+                    shutil.rmtree(data / c.name, ignore_errors=True)
+                    shutil.move(str(c), str(data / c.name))
+                    added.append(c.name)
+                shutil.rmtree(staging, ignore_errors=True)
+            if class_files:
+                cname = str(class_name or "").strip()
+                if not ex.CLASS_NAME.match(cname):
+                    raise UserError("name the class (letters, digits, space, '_', '-', '.', '+'; at most 64 characters)")
+                uploads = check_uploads(class_files, IMAGE_SUFFIXES + CAPTION_SUFFIXES, 200, "class files")
+                target = data / cname
+                shutil.rmtree(target, ignore_errors=True)
+                target.mkdir(parents=True)
+                for src, safe in uploads:
+                    shutil.copyfile(src, target / safe)
+                added.append(cname)
+            if not added:
+                raise UserError("upload a zip of class folders, or name a class and upload its images")
+            self._synth_reset(work, keep_bank=False)
+        except Exception as err:  # noqa: BLE001
+            raise _user_error(err) from None
+        return self.synth_classes_md(set_name)
+
+    def _fit_config(self, category, steps=400, batch_size=8):
+        from generators.synthetic.fit import FitConfig, resolve_base
+
+        category = str(category or "").strip()
+        if not re.fullmatch(r"[A-Za-z][A-Za-z -]{0,31}", category):
+            raise UserError("the category is a word or two (letters), e.g. bird, aircraft, picture")
+        steps, batch_size = int(steps), int(batch_size)
+        if not (1 <= steps <= 100_000 and 1 <= batch_size <= 64):
+            raise UserError("steps must be 1-100000 and batch size 1-64")
+        return FitConfig(category=category, base=resolve_base(self.base), steps=steps, batch_size=batch_size,
+                         checkpoint_every=max(1, min(50, steps // 4 or 1)))
+
+    def _synth_settle(self, work: Path, cfg):
+        """The config to run with: a stopped fit resumes with its own; changed settings start the fit over."""
+        from generators.synthetic import fit as ft
+
+        saved = work / ft.CONFIG_FILE
+        if not saved.is_file():
+            return cfg
+        old = ft.FitConfig.from_dict(json.loads(saved.read_text()))
+        same_bank = (old.category, old.extractor, old.captioner, old.base) == (cfg.category, cfg.extractor, cfg.captioner, cfg.base)
+        if (work / ft.CHECKPOINT_FILE).is_file() and same_bank and old.batch_size == cfg.batch_size:
+            return old
+        if old.to_dict() != cfg.to_dict():
+            self._synth_reset(work, keep_bank=same_bank)
+        return cfg
+
+    def bank_rows(self, work: Path) -> list[list]:
+        from generators.synthetic import extract as ex
+
+        if not (work / ex.BANK_FILE).is_file():
+            return []
+        return [[e.file, e.class_name, e.background, e.pose, e.source] for e in ex.load_bank(work / ex.BANK_FILE)]
+
+    def synth_extract(self, set_name, category, request: gr.Request | None = None):
+        """Extract (background, pose) per real image: the editable caption bank."""
+        try:
+            data, work = self.synth_dirs(set_name)
+            if not data.is_dir():
+                raise UserError("upload the class images first")
+            cfg = self._fit_config(category)
+        except Exception as err:  # noqa: BLE001
+            raise _user_error(err) from None
+
+        def run(job: Job):
+            from generators.synthetic.fit import fit
+
+            use = self._synth_settle(work, cfg)
+            result = fit(data, work, use, self.device, extract_only=True, log=job.log)
+            job.log(f"{result.n_real} images in {len(result.classes)} classes; {len(result.rejected)} rejected")
+            return self.bank_rows(work)
+
+        rows = self.run_sync("synthetic", f"extract attributes of {set_name}", request, run)
+        return rows, self.synth_classes_md(set_name)
+
+    def synth_save_bank(self, set_name, rows):
+        """Write the edited table back as bank.jsonl (an edited bank is what the fit uses)."""
+        from generators.synthetic import extract as ex
+
+        try:
+            data, work = self.synth_dirs(set_name)
+            path = work / ex.BANK_FILE
+            if not path.is_file():
+                raise UserError("extract the attributes first")
+            old = {e.file: e for e in ex.load_bank(path)}
+            if hasattr(rows, "values"):
+                rows = rows.values.tolist()
+            elif isinstance(rows, dict):
+                rows = rows.get("data", [])
+            entries = []
+            for row in rows or []:
+                file, cls, background, pose = (str(x) for x in list(row)[:4])
+                if file not in old or old[file].class_name != cls:
+                    raise UserError(f"row {file!r}: the file and class columns cannot be changed")
+                if not background.strip() or not pose.strip():
+                    raise UserError(f"row {file!r}: background and pose cannot be empty")
+                changed = (background, pose) != (old[file].background, old[file].pose)
+                entries.append(ex.BankEntry(file, cls, background, pose, "edited" if changed else old[file].source))
+            if sorted(e.file for e in entries) != sorted(old):
+                raise UserError("keep one row per real image")
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(ex.bank_text(entries))
+            tmp.replace(path)
+            ex.load_bank(path)  # validates (phrase cleaning, duplicates)
+        except Exception as err:  # noqa: BLE001
+            raise _user_error(err) from None
+        n = sum(1 for e in entries if e.source == "edited")
+        return f"saved the caption bank ({len(entries)} rows, {n} edited); the next fit uses it"
+
+    def synth_fit(self, set_name, category, steps, batch_size, preview_every, job_id=None,
+                  request: gr.Request | None = None):
+        """Fine-tune the one LoRA for all classes; streams (status, previews)."""
+        job = self.board.claim(job_id, "synthetic", f"fit synthetic set {set_name}", _owner(request))
+        try:
+            data, work = self.synth_dirs(set_name)
+            if not data.is_dir():
+                raise UserError("upload the class images first")
+            cfg = self._fit_config(category, steps, batch_size)
+            preview_every = int(preview_every or 0)
+        except Exception as err:  # noqa: BLE001
+            self.board.fail(job, str(err))
+            raise _user_error(err) from None
+
+        def work_fn(job: Job):
+            from generators import diffusion
+            from generators.synthetic.fit import fit, prompt_for
+
+            use = self._synth_settle(work, cfg)
+            if use is not cfg:
+                job.log(f"resuming the stopped fit ({use.steps} steps in all)")
+
+            def preview(step, pipe, items):
+                if preview_every and step % preview_every == 0 and step < use.steps:
+                    classes = items
+                    names = sorted({it.class_name for it in classes})[:4]
+                    size = diffusion.base_resolution(pipe)
+                    settings = [diffusion.GenerationSettings(prompt=prompt_for(use, c, None), seed=0, steps=20,
+                                                             guidance=2.0, width=size, height=size) for c in names]
+                    job.set_previews([(im, f"{c}, step {step}") for im, c in zip(diffusion.generate(pipe, settings), names)])
+
+            result = fit(data, work, use, self.device, progress=job.progress, should_stop=job.should_stop, log=job.log,
+                         preview=preview)
+            if result.stopped:
+                job.log(f"stopped at step {result.steps}/{use.steps}; the checkpoint is kept: press Fine-tune again to resume")
+            else:
+                job.log(f"fitted {len(result.classes)} classes on {result.n_real} images: {result.steps} steps, "
+                        f"final loss {result.final_loss:.4f}" + (" (edited caption bank)" if result.bank_edited else ""))
+            return result
+
+        yield from self.run_job(job, work_fn, lambda j: (_status_md(j), list(j.previews)))
+
+    def _synth_plan(self, set_name, per_class, seed, context, steps=25, guidance=2.0):
+        from generators.synthetic.export import CONTEXTS, ExportConfig, plan_export
+
+        data, work = self.synth_dirs(set_name)
+        per_class, seed, steps, guidance = int(per_class), int(seed), int(steps), float(guidance)
+        if context not in CONTEXTS:
+            raise UserError(f"context is one of {', '.join(CONTEXTS)}")
+        if not (1 <= per_class <= 1000 and 0 <= seed < 2**32 and 1 <= steps <= 200 and 0 <= guidance <= 30):
+            raise UserError("1-1000 images per class, seed 0..2^32-1, steps 1-200, guidance 0-30")
+        cfg = ExportConfig(per_class=per_class, seed=seed, context=context, steps=steps, guidance=guidance)
+        return work, cfg, plan_export(work, cfg)
+
+    def synth_preview(self, set_name, per_class, seed, context, steps, guidance, request: gr.Request | None = None):
+        """A few images per class exactly as the export would draw them (same seeds, same prompts)."""
+        try:
+            work, cfg, plan = self._synth_plan(set_name, min(int(per_class), 8), seed, context, steps, guidance)
+        except Exception as err:  # noqa: BLE001
+            raise _user_error(err) from None
+
+        def run(job: Job):
+            from generators import diffusion
+            from generators.synthetic.export import load_pipeline
+
+            pipe = load_pipeline(plan, self.device)
+            out = []
+            for k, j in enumerate(plan.jobs):
+                if job.should_stop():
+                    break
+                s = diffusion.GenerationSettings(prompt=j.prompt, negative_prompt=cfg.negative_prompt, seed=j.seed,
+                                                 steps=cfg.steps, guidance=cfg.guidance, width=plan.width, height=plan.height)
+                out.append((diffusion.generate(pipe, [s])[0], f"{j.class_name}: {j.background} / {j.pose}"))
+                job.progress(k + 1, len(plan.jobs))
+            return out
+
+        return self.run_sync("synthetic", f"preview synthetic set {set_name}", request, run)
+
+    def synth_export(self, set_name, per_class, seed, context, steps, guidance, job_id=None,
+                     request: gr.Request | None = None):
+        """Write the data set (class folders, metadata.jsonl, card) and zip it; streams (status, zip, card)."""
+        job = self.board.claim(job_id, "synthetic", f"export synthetic set {set_name}", _owner(request))
+        try:
+            work, cfg, plan = self._synth_plan(set_name, per_class, seed, context, steps, guidance)
+        except Exception as err:  # noqa: BLE001
+            self.board.fail(job, str(err))
+            raise _user_error(err) from None
+
+        def run(job: Job):
+            from generators.synthetic.export import export
+
+            import hashlib
+
+            key = json.dumps([plan.fit_info["lora_sha256"], plan.bank_sha256, cfg.per_class, cfg.seed, cfg.context,
+                              cfg.steps, cfg.guidance])  # the same settings continue (or reuse) the same export
+            tag = hashlib.sha256(key.encode()).hexdigest()[:10]
+            out = self.home / "exports" / f"synthetic-{set_name}-{cfg.per_class}x{len(plan.classes)}-seed{cfg.seed}-{tag}"
+            result = export(work, out, cfg, self.device, progress=job.progress, should_stop=job.should_stop,
+                            zip_archive=True, log=job.log)
+            if result.stopped or not result.complete:
+                job.log(f"stopped with {len(result.missing)} images to go; export again with the same settings to finish")
+                return None
+            job.log(f"wrote {result.written} images ({result.skipped} already there) and {result.zip_path.name}")
+            return str(result.zip_path), (out / "README.md").read_text()
+
+        def render(j: Job):
+            done = j.result if j.done and j.result else (None, "")
+            return _status_md(j), done[0], done[1]
+
+        yield from self.run_job(job, run, render)
+
+    # --- jobs -------------------------------------------------------------------------------
+    def jobs_view(self, job_id):
+        rows = self.board.rows()
+        if (job_id in (None, "", 0)) and rows:
+            job_id = rows[0][0]
+        return rows, self.board.log_text(job_id)
+
+
+JOB_COLUMNS = ["id", "kind", "what", "status", "progress", "user", "queued", "took"]
+
+
+def create_app(museum_dir=None, base=None, studio_home=None, device: str = "cpu", gan_base=None) -> gr.Blocks:
+    """The Studio web app (not launched: use `launch(demo, ...)`).
+
+    museum_dir: the museum (default STUDIO_HOME/museum); base: the text-to-image base (default
+    the embedded studio-mini); studio_home: where everything else goes (default $STUDIO_HOME,
+    else ~/.studio); gan_base: the GAN base for a new task store (default assets/gan-mini)."""
+    studio = Studio(museum_dir, base, studio_home, device, gan_base)
+    # Gradio's upload and cache folder lives under STUDIO_HOME: nothing is written elsewhere.
+    os.environ["GRADIO_TEMP_DIR"] = str(studio.home / "tmp")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+    with gr.Blocks(title="Studio", analytics_enabled=False, delete_cache=(3600, 24 * 3600)) as demo:
+        demo.studio = studio
+        gr.Markdown("# Studio\nTeach a text-to-image model new styles one after another, adapt a GAN to new domains, "
+                    "and turn a few photos per class into a synthetic data set. Heavy jobs run one at a time; "
+                    "the **Jobs** tab shows the queue and every log.")
+        with gr.Tabs():
+            with gr.Tab("Museum", id="museum"):
+                museum_ui = _museum_tab(studio)
+            with gr.Tab("Generate", id="generate"):
+                gen_ui = _generate_tab(studio)
+            with gr.Tab("Lifelong GAN", id="gan"):
+                gan_outputs = _gan_tab(studio)
+            with gr.Tab("Synthetic data", id="synthetic"):
+                _synthetic_tab(studio)
+            with gr.Tab("Jobs", id="jobs"):
+                _jobs_tab(studio)
+        refresh_outputs = [museum_ui["styles"], museum_ui["heatmap"], museum_ui["export_name"], gen_ui["styles"]]
+        demo.load(studio.museum_refresh, None, refresh_outputs, api_visibility="private", **LIGHT)
+        demo.load(studio.gan_refresh, None, gan_outputs, api_visibility="private", **LIGHT)
+        museum_ui["learn_event"].then(studio.museum_refresh, None, refresh_outputs, api_visibility="private", **LIGHT)
+        museum_ui["refresh"].click(studio.museum_refresh, None, refresh_outputs, api_name="museum_styles", **LIGHT)
+    demo.queue(default_concurrency_limit=1)
+    return demo
+
+
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, auth: tuple[str, str] | None = None,
+           **kwargs):
+    """Launch with Studio's safe defaults: loopback, no share link, outputs/exports servable only."""
+    studio: Studio = demo.studio
+    return demo.launch(server_name=host, server_port=port, auth=auth, share=False, allowed_paths=studio.allowed_paths,
+                       max_file_size=LAUNCH_MAX_FILE_SIZE, show_error=True, css=CSS, **kwargs)
+
+
+# --- the tabs ---------------------------------------------------------------------------------
+
+
+def _registrar(studio: Studio, kind: str, title: str):
+    """A cheap private event that shows the job as queued before the heavy slot reaches it."""
+
+    def register(label, request: gr.Request):
+        return studio.register(kind, title.format(label), request)
+
+    return register
+
+
+def _bind_stop(studio: Studio, btn, kind: str, status, api_name: str):
+    def stop(request: gr.Request):
+        return studio.stop(kind, request)
+
+    btn.click(stop, None, status, api_name=api_name, queue=False, **LIGHT)
+
+
+def _museum_tab(studio: Studio) -> dict:
+    from styles.folder import MAX_IMAGES
+
+    ui = {}
+    ui["styles"] = gr.HTML(studio.styles_html())
+    ui["refresh"] = gr.Button("Refresh", size="sm")
+    with gr.Accordion("Add a style", open=True):
+        with gr.Row():
+            with gr.Column(scale=2):
+                files = gr.File(label=f"Style images (3-{MAX_IMAGES}; png, jpg, webp; optional .txt captions)",
+                                file_count="multiple", file_types=list(IMAGE_SUFFIXES + CAPTION_SUFFIXES))
+                with gr.Row():
+                    name = gr.Textbox(label="Name", placeholder="lowercase letters, digits, _ or -", max_length=48)
+                    token = gr.Textbox(label="Token (default <name>)", max_length=50)
+                description = gr.Textbox(label="Description", max_length=500)
+                with gr.Row():
+                    steps = gr.Number(label="Steps", value=300, precision=0, minimum=1, maximum=100_000)
+                    batch = gr.Number(label="Batch size", value=8, precision=0, minimum=1, maximum=64)
+                    preview_every = gr.Number(label="Preview every (steps, 0 = never)", value=50, precision=0, minimum=0)
+                with gr.Row():
+                    learn = gr.Button("Learn style", variant="primary")
+                    stop = gr.Button("Stop", variant="stop")
+            with gr.Column(scale=1):
+                status = gr.Markdown("")
+                previews = gr.Gallery(label="Previews", columns=2, height=260)
+    job_id = gr.State(None)
+    reg = learn.click(_registrar(studio, "museum", "learn style {}"), name, job_id, api_visibility="private", queue=False)
+    ui["learn_event"] = reg.then(studio.museum_learn, [files, name, token, description, steps, batch, preview_every, job_id],
+                                 [status, previews], api_name="museum_learn", **HEAVY)
+    _bind_stop(studio, stop, "museum", status, "museum_stop")
+    with gr.Accordion("Forgetting", open=False):
+        ui["heatmap"] = gr.HTML(studio.forgetting_html())
+    with gr.Accordion("Export a style", open=False):
+        with gr.Row():
+            ui["export_name"] = gr.Dropdown(label="Style", choices=studio.style_names(), allow_custom_value=True)
+            fmt = gr.Radio(["diffusers", "kohya"], value="diffusers", label="Format")
+            export = gr.Button("Export (zip)")
+        out = gr.File(label="Download", interactive=False, height=90)
+        export.click(studio.museum_export, [ui["export_name"], fmt], out, api_name="museum_export")
+    return ui
+
+
+def _generate_tab(studio: Studio) -> dict:
+    ui = {}
+    with gr.Row():
+        with gr.Column(scale=2):
+            prompt = gr.Textbox(label="Prompt", lines=2, max_length=MAX_PROMPT,
+                                value="a red fish on the sea background, large, facing left, in the center")
+            negative = gr.Textbox(label="Negative prompt", max_length=MAX_PROMPT)
+            ui["styles"] = gr.Dropdown(label="Styles (from the museum)", choices=studio.style_names(), multiselect=True,
+                                         allow_custom_value=True)  # checked against the museum on the server
+            with gr.Row():
+                seed = gr.Number(label="Seed", value=0, precision=0, minimum=0)
+                steps = gr.Slider(1, 200, value=25, step=1, label="Steps")
+                guidance = gr.Slider(0, 30, value=5.0, step=0.5, label="Guidance")
+                batch = gr.Slider(1, MAX_BATCH, value=4, step=1, label="Batch (image i uses seed + i)")
+            with gr.Row():
+                go = gr.Button("Generate", variant="primary")
+                stop = gr.Button("Stop", variant="stop")
+            status = gr.Markdown("")
+        with gr.Column(scale=3):
+            gallery = gr.Gallery(label="Images (settings are embedded in every PNG)", columns=4, height=360,
+                                 format="png", interactive=False)
+            files = gr.File(label="Downloads", file_count="multiple", interactive=False)
+            with gr.Row():
+                reuse = gr.Button("Reuse settings of the picked image", size="sm", scale=0, min_width=260)
+                reuse_file = gr.File(label="...or of a Studio PNG (drop it here)", file_types=[".png"], height=140)
+    paths = gr.State([])
+    picked = gr.State(None)
+    job_id = gr.State(None)
+    reg = go.click(_registrar(studio, "generate", "generate: {:.40}"), prompt, job_id, api_visibility="private", queue=False)
+    reg.then(studio.generate, [prompt, negative, ui["styles"], seed, steps, guidance, batch, job_id],
+             [gallery, files, status, paths], api_name="generate", **HEAVY)
+    _bind_stop(studio, stop, "generate", status, "generate_stop")
+
+    def pick(evt: gr.SelectData):
+        return evt.index
+
+    gallery.select(pick, None, picked, api_visibility="private", queue=False)
+    form = [prompt, negative, ui["styles"], seed, steps, guidance]
+    reuse.click(studio.reuse_selected, [paths, picked], form, api_visibility="private", **LIGHT)
+    reuse_file.upload(studio.reuse_settings, reuse_file, form, api_name="reuse_settings", **LIGHT)
+    return ui
+
+
+def _jobs_tab(studio: Studio) -> None:
+    gr.Markdown("Every heavy job, newest first. One runs at a time; the others wait their turn. "
+                "Pick a row to read its log.")
+    table = gr.Dataframe(headers=JOB_COLUMNS, value=studio.board.rows(), interactive=False, wrap=True)
+    job = gr.Number(label="Job", precision=0, value=None)
+    log = gr.Textbox(label="Log", lines=14, max_lines=30, autoscroll=True)
+
+    def pick(evt: gr.SelectData):
+        rows = studio.board.rows()
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        return rows[row][0] if 0 <= row < len(rows) else None
+
+    table.select(pick, None, job, api_visibility="private", queue=False)
+    timer = gr.Timer(2.0)
+    timer.tick(studio.jobs_view, job, [table, log], api_name="jobs", show_progress="hidden", **LIGHT)
+    job.change(studio.jobs_view, job, [table, log], api_visibility="private", show_progress="hidden", **LIGHT)
+
+
+
+
+GAN_COLUMNS = ["task", "#", "images", "iterations", "rank", "% of G stored", "train s", "created"]
+BANK_COLUMNS = ["file", "class", "background", "pose", "source"]
+
+
+def _gan_tab(studio: Studio) -> list:
+    gr.Markdown("A frozen GAN base learns one new domain per task from about 10 images (LeFT modulators, "
+                "about 1 % of the generator each); earlier tasks never change.")
+    tasks = gr.Dataframe(headers=GAN_COLUMNS, interactive=False, label="Tasks")
+    note = gr.Markdown("")
+    refresh = gr.Button("Refresh", size="sm")
+    with gr.Accordion("Learn a task", open=True):
+        with gr.Row():
+            with gr.Column(scale=2):
+                files = gr.File(label="Task images (2-50, about 10 is typical; png, jpg, webp)", file_count="multiple",
+                                file_types=list(IMAGE_SUFFIXES))
+                with gr.Row():
+                    name = gr.Textbox(label="Task name", placeholder="lowercase letters, digits, _ or -", max_length=48)
+                    iters = gr.Number(label="Iterations", value=400, precision=0, minimum=1, maximum=100_000)
+                    mode = gr.Radio(["perceptual", "pixel", "off"], value="perceptual", label="Mode seeking")
+                    preview_every = gr.Number(label="Preview every (iterations, 0 = never)", value=50, precision=0, minimum=0)
+                with gr.Row():
+                    learn = gr.Button("Learn task", variant="primary")
+                    stop = gr.Button("Stop", variant="stop")
+            with gr.Column(scale=1):
+                status = gr.Markdown("")
+                previews = gr.Gallery(label="Samples", columns=4, height=260)
+    job_id = gr.State(None)
+    reg = learn.click(_registrar(studio, "gan", "learn GAN task {}"), name, job_id, api_visibility="private", queue=False)
+    learned = reg.then(studio.gan_learn, [files, name, iters, mode, preview_every, job_id], [status, previews],
+                       api_name="gan_learn", **HEAVY)
+    _bind_stop(studio, stop, "gan", status, "gan_stop")
+    with gr.Accordion("Sample", open=True):
+        with gr.Row():
+            task = gr.Dropdown(label="Task", choices=[], allow_custom_value=True)
+            seed = gr.Number(label="Seed", value=0, precision=0, minimum=0)
+            n = gr.Slider(1, 64, value=8, step=1, label="Images")
+            psi = gr.Slider(0, 1.5, value=1.0, step=0.05, label="Truncation ψ")
+            sample = gr.Button("Sample")
+        samples = gr.Gallery(label="Samples", columns=8, height=200)
+        sample.click(studio.gan_sample, [task, seed, n, psi], samples, api_name="gan_sample", **HEAVY)
+    with gr.Accordion("Every task side by side (the same seeds)", open=False):
+        with gr.Row():
+            gseed = gr.Number(label="Seed", value=0, precision=0, minimum=0)
+            gn = gr.Slider(1, 16, value=8, step=1, label="Columns")
+            gpsi = gr.Slider(0, 1.5, value=1.0, step=0.05, label="Truncation ψ")
+            with_base = gr.Checkbox(value=True, label="Base as the first row")
+            grid_btn = gr.Button("Draw the grid")
+        grid = gr.Image(label="Rows: tasks; columns: the same latents", type="pil", format="png", interactive=False)
+        grid_btn.click(studio.gan_grid, [gseed, gn, gpsi, with_base], grid, api_name="gan_grid", **HEAVY)
+    outs = [tasks, note, task]
+    refresh.click(studio.gan_refresh, None, outs, api_name="gan_tasks", **LIGHT)
+    learned.then(studio.gan_refresh, None, outs, api_visibility="private", **LIGHT)
+    return outs
+
+
+def _synthetic_tab(studio: Studio) -> None:
+    gr.Markdown("Turn a few real photos per class into a large synthetic training set: extract each image's background "
+                "and pose (edit them if you like), fine-tune one LoRA for all classes, then export images that draw "
+                "their context from every class's photos.")
+    with gr.Row():
+        set_name = gr.Textbox(label="Data set name", value="my-set", max_length=48)
+        category = gr.Textbox(label="Category (what every class is, e.g. bird)", value="picture", max_length=32)
+    classes = gr.Markdown(studio.synth_classes_md("my-set"))
+    with gr.Accordion("1. Upload", open=True):
+        with gr.Row():
+            zip_file = gr.File(label="A zip of class folders (DIR/<class>/<image>)", file_types=[".zip"])
+            with gr.Column():
+                class_name = gr.Textbox(label="...or one class at a time: class name", max_length=64)
+                class_files = gr.File(label="its images (+ optional .txt sidecars)", file_count="multiple",
+                                      file_types=list(IMAGE_SUFFIXES + CAPTION_SUFFIXES))
+        upload = gr.Button("Add to the data set")
+        upload.click(studio.synth_upload, [set_name, zip_file, class_name, class_files], classes,
+                     api_name="synth_upload", **LIGHT)
+    with gr.Accordion("2. Attributes (editable)", open=True):
+        extract = gr.Button("Extract attributes")
+        bank = gr.Dataframe(headers=BANK_COLUMNS, interactive=True, label="Caption bank: edit background and pose",
+                            wrap=True)
+        save = gr.Button("Save edits", size="sm")
+        saved = gr.Markdown("")
+        extract.click(studio.synth_extract, [set_name, category], [bank, classes], api_name="synth_extract", **HEAVY)
+        save.click(studio.synth_save_bank, [set_name, bank], saved, api_name="synth_save_bank", **LIGHT)
+    with gr.Accordion("3. Fine-tune", open=True):
+        with gr.Row():
+            with gr.Column(scale=2):
+                with gr.Row():
+                    steps = gr.Number(label="Steps", value=400, precision=0, minimum=1, maximum=100_000)
+                    batch = gr.Number(label="Batch size", value=8, precision=0, minimum=1, maximum=64)
+                    preview_every = gr.Number(label="Preview every (steps, 0 = never)", value=100, precision=0, minimum=0)
+                with gr.Row():
+                    fit = gr.Button("Fine-tune", variant="primary")
+                    stop = gr.Button("Stop", variant="stop")
+            with gr.Column(scale=1):
+                status = gr.Markdown("")
+                previews = gr.Gallery(label="Previews", columns=4, height=200)
+        job_id = gr.State(None)
+        reg = fit.click(_registrar(studio, "synthetic", "fit synthetic set {}"), set_name, job_id,
+                        api_visibility="private", queue=False)
+        fitted = reg.then(studio.synth_fit, [set_name, category, steps, batch, preview_every, job_id], [status, previews],
+                          api_name="synth_fit", **HEAVY)
+        fitted.then(studio.synth_classes_md, set_name, classes, api_visibility="private", **LIGHT)
+        _bind_stop(studio, stop, "synthetic", status, "synth_stop")
+    with gr.Accordion("4. Preview and export", open=True):
+        with gr.Row():
+            per_class = gr.Number(label="Images per class", value=100, precision=0, minimum=1, maximum=1000)
+            seed = gr.Number(label="Seed", value=0, precision=0, minimum=0)
+            context = gr.Radio(["bank", "same-class", "none"], value="bank", label="Context")
+            esteps = gr.Slider(1, 200, value=25, step=1, label="Sampling steps")
+            guidance = gr.Slider(0, 30, value=2.0, step=0.5, label="Guidance")
+        with gr.Row():
+            preview = gr.Button("Preview (up to 8 per class)")
+            export = gr.Button("Export (zip)", variant="primary")
+        gallery = gr.Gallery(label="Preview", columns=8, height=220)
+        estatus = gr.Markdown("")
+        download = gr.File(label="Download", interactive=False, height=90)
+        with gr.Accordion("Dataset card", open=False):
+            card = gr.Markdown("")
+        inputs = [set_name, per_class, seed, context, esteps, guidance]
+        preview.click(studio.synth_preview, inputs, gallery, api_name="synth_preview", **HEAVY)
+        ejob = gr.State(None)
+        ereg = export.click(_registrar(studio, "synthetic", "export synthetic set {}"), set_name, ejob,
+                            api_visibility="private", queue=False)
+        ereg.then(studio.synth_export, inputs + [ejob], [estatus, download, card], api_name="synth_export", **HEAVY)
+    set_name.change(studio.synth_classes_md, set_name, classes, api_visibility="private", **LIGHT)

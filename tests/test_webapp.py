@@ -1,0 +1,319 @@
+"""The web app end to end through gradio_client, against a launched app on the tiny base."""
+
+from __future__ import annotations
+
+import json
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+gr = pytest.importorskip("gradio")
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+
+from generators import miniworld  # noqa: E402
+from styles.reference import apply_style  # noqa: E402
+
+
+def style_images(root: Path, style: str, n: int = 4, seed: int = 0) -> list[str]:
+    root.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        s = miniworld.generate(seed, i)
+        p = root / f"{i:03d}.png"
+        apply_style(style, s.image, seed=i).save(p)
+        (root / f"{i:03d}.txt").write_text(s.attributes.caption)
+        paths += [str(p), str(root / f"{i:03d}.txt")]
+    return paths
+
+
+def tiny_gan_base(folder: Path) -> Path:
+    import torch
+
+    from generators.gan.stylegan2 import GANConfig, Generator, save_generator
+
+    torch.manual_seed(0)
+    cfg = GANConfig(resolution=16, z_dim=16, w_dim=16, mapping_layers=2, channels=(16, 16, 8))
+    save_generator(Generator(cfg).eval(), cfg, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def app(tiny_pipeline_dir, tmp_path_factory):
+    from studio.webapp import create_app, launch
+
+    root = tmp_path_factory.mktemp("studio")
+    gan_base = tiny_gan_base(root / "gan-base")
+    demo = create_app(root / "museum", str(tiny_pipeline_dir), root / "home", device="cpu", gan_base=gan_base)
+    launch(demo, host="127.0.0.1", port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        yield demo, root
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    demo, _ = app
+    return Client(demo.local_url, verbose=False)
+
+
+def test_named_endpoints_and_loopback(app, client):
+    demo, _ = app
+    assert demo.local_url.startswith("http://127.0.0.1:")
+    named = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    for name in ["/museum_learn", "/museum_stop", "/museum_export", "/museum_styles", "/generate", "/reuse_settings", "/jobs"]:
+        assert name in named, name
+    assert len(named) >= 4
+
+
+def test_learn_generate_export_reuse(app, client, tmp_path):
+    demo, root = app
+    files = [handle_file(p) for p in style_images(tmp_path / "sepia", "sepia")]
+    t0 = time.time()
+    status, previews = client.predict(files, "sepia", "", "brownish", 4, 2, 2, api_name="/museum_learn")
+    took = time.time() - t0
+    assert "finished" in status, status
+    assert previews  # step-2 previews, then the learnt thumbnail
+    museum = json.loads((root / "museum" / "museum.json").read_text())
+    assert [s["name"] for s in museum["styles"]] == ["sepia"]
+    # Uploads were copied under STUDIO_HOME with their names, captions beside them.
+    assert (root / "home" / "uploads" / "museum" / "sepia" / "000.txt").is_file()
+
+    table, heat, export_choices, gen_choices = client.predict(api_name="/museum_styles")
+    assert "sepia" in table and "&lt;sepia&gt;" in table and "data:image/png;base64" in table
+    assert "No forgetting matrix" in heat
+
+    gallery, downloads, gstatus = client.predict("a red fish on the sea background", "", ["sepia"], 7, 3, 4.0, 2,
+                                                 api_name="/generate")
+    assert "finished" in gstatus, gstatus
+    assert len(gallery) == 2 and len(downloads) == 2
+    png = Path(downloads[0])
+    with Image.open(png) as im:
+        meta = json.loads(im.text["studio"])
+    assert meta["seed"] == 7 and meta["steps"] == 3 and meta["styles"] == ["sepia"] and "<sepia>" in meta["prompt"]
+    outputs = list((root / "home" / "outputs").rglob("*.png"))
+    assert len(outputs) == 2 and all(p.with_suffix(".json").is_file() for p in outputs)
+
+    prompt, negative, styles, seed, steps, guidance = client.predict(handle_file(str(png)), api_name="/reuse_settings")
+    assert prompt == "a red fish on the sea background" and styles == ["sepia"] and (seed, steps, guidance) == (7, 3, 4.0)
+
+    for fmt in ("diffusers", "kohya"):
+        z = client.predict("sepia", fmt, api_name="/museum_export")
+        names = zipfile.ZipFile(z).namelist()
+        assert any(n.endswith(".safetensors") for n in names), names
+        if fmt == "diffusers":
+            assert any(n.endswith("pytorch_lora_weights.safetensors") for n in names)
+    assert not any(p.is_dir() for p in (root / "home" / "exports").iterdir())  # only zips are kept
+
+    rows, log = client.predict(None, api_name="/jobs")
+    statuses = {r[1]: r[3] for r in rows["data"]} if isinstance(rows, dict) else {r[1]: r[3] for r in rows}
+    assert statuses.get("museum") == "finished" and statuses.get("generate") == "finished"
+    print(f"\nlearn 4 steps + score on the tiny base: {took:.1f} s")
+
+
+def test_stop_keeps_the_museum_consistent(app, client, tmp_path):
+    demo, root = app
+    files = [handle_file(p) for p in style_images(tmp_path / "halftone", "halftone", seed=3)]
+    job = client.submit(files, "halftone", "", "", 16, 2, 0, api_name="/museum_learn")
+    board = demo.studio.board
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        running = [j for j in board.jobs() if j.title == "learn style halftone" and j.status == "running" and j.step >= 2]
+        if running:
+            break
+        time.sleep(0.2)
+    assert running, "training never started"
+    t0 = time.time()
+    msg = client.predict(api_name="/museum_stop")
+    assert "stop requested" in msg
+    status, _ = job.result(timeout=60)
+    assert time.time() - t0 < 10
+    assert "stopped" in status
+    museum = json.loads((root / "museum" / "museum.json").read_text())
+    assert "halftone" not in [s["name"] for s in museum["styles"]]
+    assert (root / "museum" / "work" / "halftone" / "checkpoint.safetensors").is_file()
+    table = client.predict(api_name="/museum_styles")[0]
+    assert "halftone: stopped at step" in table
+    # Learn again with the same name and no files: it resumes from the checkpoint and finishes.
+    status, _ = client.predict(None, "halftone", "", "", 16, 2, 0, api_name="/museum_learn")
+    assert "finished" in status, status
+    resumed = [j for j in board.jobs() if j.title == "learn style halftone"][-1]
+    assert any("resuming halftone from its checkpoint" in line for line in resumed.lines)
+    museum = json.loads((root / "museum" / "museum.json").read_text())
+    assert "halftone" in [s["name"] for s in museum["styles"]]
+    assert not (root / "museum" / "work" / "halftone").exists()
+
+
+def test_gan_learn_sample_grid(app, client, tmp_path):
+    demo, root = app
+    folder = tmp_path / "gan"
+    folder.mkdir()
+    for i in range(4):
+        apply_style("pop_art", miniworld.generate(11, i).image, seed=i).save(folder / f"{i}.png")
+    files = [handle_file(str(p)) for p in sorted(folder.glob("*.png"))]
+    status, previews = client.predict(files, "pop", 4, "pixel", 2, api_name="/gan_learn")
+    assert "finished" in status, status
+    assert len(previews) == 8
+    rows, note, task = client.predict(api_name="/gan_tasks")
+    data = rows["data"] if isinstance(rows, dict) else rows
+    assert [r[0] for r in data] == ["pop"]
+    a = client.predict("pop", 5, 3, 1.0, api_name="/gan_sample")
+    b = client.predict("pop", 5, 3, 1.0, api_name="/gan_sample")
+    assert len(a) == 3
+    same = [Image.open(x["image"]).tobytes() == Image.open(y["image"]).tobytes() for x, y in zip(a, b)]
+    assert all(same)  # the same seed gives the same images
+    grid = client.predict(3, 4, 1.0, True, api_name="/gan_grid")
+    with Image.open(grid) as im:
+        assert im.size[1] == 2 * (64 + 2)  # base + one task, 64 px tiles
+
+
+def test_synthetic_upload_extract_fit_export(app, client, tmp_path):
+    demo, root = app
+    z = tmp_path / "classes.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for c, style in (("sepia", "sepia"), ("pixel_art", "pixel_art")):
+            for i in range(3):
+                s = miniworld.generate(21, i)
+                p = tmp_path / f"{c}{i}.png"
+                apply_style(style, s.image, seed=i).save(p)
+                zf.write(p, f"data/{c}/{i}.png")
+                zf.writestr(f"data/{c}/{i}.txt", s.attributes.caption)
+    summary = client.predict("tinyset", handle_file(str(z)), "", None, api_name="/synth_upload")
+    assert "2 classes" in summary
+    bank, summary = client.predict("tinyset", "picture", api_name="/synth_extract")
+    rows = bank["data"]
+    assert len(rows) == 6 and rows[0][4] == "sidecar"
+    rows[0][2] = "snow"
+    msg = client.predict("tinyset", {"headers": bank["headers"], "data": rows, "metadata": None}, api_name="/synth_save_bank")
+    assert "1 edited" in msg
+    status, previews = client.predict("tinyset", "picture", 3, 2, 0, api_name="/synth_fit")
+    assert "finished" in status, status
+    work = root / "home" / "synthetic" / "tinyset" / "work"
+    assert json.loads((work / "fit.json").read_text())["bank_edited"] is True
+    gallery = client.predict("tinyset", 1, 0, "bank", 2, 2.0, api_name="/synth_preview")
+    assert len(gallery) == 2
+    estatus, zpath, card = client.predict("tinyset", 2, 1, "bank", 2, 2.0, api_name="/synth_export")
+    assert "finished" in estatus, estatus
+    names = zipfile.ZipFile(zpath).namelist()
+    assert sum(n.endswith(".png") for n in names) == 4
+    assert any(n.endswith("train/metadata.jsonl") for n in names) and any(n.endswith("README.md") for n in names)
+    assert card.strip()
+
+
+def test_a_second_user_queues_instead_of_failing(app):
+    demo, _ = app
+    fresh = [Client(demo.local_url, verbose=False) for _ in range(2)]
+    jobs = [c.submit(f"a tree on the grass background {k}", "", [], k, 8, 4.0, 3, api_name="/generate")
+            for k, c in enumerate(fresh)]
+    results = [j.result(timeout=300) for j in jobs]
+    assert all("finished" in r[2] for r in results), [r[2] for r in results]
+    # A fresh client (no page loaded) can name a style directly.
+    assert fresh[0].predict("sepia", "kohya", api_name="/museum_export").endswith(".zip")
+    runs = sorted((j.started, j.ended) for j in demo.studio.board.jobs() if j.title.startswith("generate: a tree"))
+    assert len(runs) == 2 and runs[1][0] >= runs[0][1] - 0.05  # one after the other, never both at once
+
+
+def test_bad_uploads_are_refused(app, client, tmp_path):
+    evil = tmp_path / "evil.sh"
+    evil.write_text("rm -rf /")
+    with pytest.raises(Exception, match="file type"):
+        client.predict([handle_file(str(evil))], "evil", "", "", 2, 2, 0, api_name="/museum_learn")
+    with pytest.raises(Exception, match="style name"):
+        client.predict([handle_file(p) for p in style_images(tmp_path / "x", "sepia")], "../escape", "", "", 2, 2, 0,
+                       api_name="/museum_learn")
+    with pytest.raises(Exception, match="no style"):
+        client.predict("x", "", ["nope"], 0, 2, 4.0, 1, api_name="/generate")
+    demo, root = app
+    assert not (root / "escape").exists()
+
+
+def test_job_board_queue_stop_and_failure():
+    from studio.jobs import JobBoard
+
+    board = JobBoard()
+    a = board.submit("museum", "a", "ann")
+    b = board.submit("museum", "b", "bob")
+    assert [r[3] for r in board.rows()] == ["queued", "queued"]
+    board.stop("bob", "museum")
+    list(board.run(b, lambda job: 1 / 0))  # stopped while queued: never runs
+    assert b.status == "stopped"
+
+    def work(job):
+        for step in range(1, 1000):
+            if job.should_stop():
+                return "stopped early"
+            job.progress(step, 999, loss=0.5)
+            if step == 3:
+                board.stop("ann")
+        return "ran out"
+
+    assert [j.status for j in board.run(a, work)][-1] == "stopped" and a.result == "stopped early" and a.step == 3
+    c = board.submit("gan", "c", "ann")
+    with pytest.raises(ZeroDivisionError):
+        list(board.run(c, lambda job: 1 / 0))
+    assert c.status == "failed" and "ZeroDivisionError" in board.log_text(c.id)
+
+
+def test_auth_is_required_when_set(app):
+    import httpx
+
+    from studio.webapp import create_app, launch
+
+    _, root = app
+    demo = create_app(root / "museum", None, root / "home", device="cpu")  # same STUDIO_HOME as the module's app
+    launch(demo, port=None, auth=("ann", "s3cret"), prevent_thread_lock=True, quiet=True)
+    try:
+        assert httpx.get(demo.local_url + "config").status_code in (401, 403)
+        with pytest.raises(Exception):
+            Client(demo.local_url, verbose=False, auth=("ann", "wrong"))
+        client = Client(demo.local_url, verbose=False, auth=("ann", "s3cret"))
+        rows, _ = client.predict(None, api_name="/jobs")
+    finally:
+        demo.close()
+
+
+def test_forgetting_heatmap_reads_the_museum_file(tmp_path):
+    from studio.webapp import Studio
+
+    studio = Studio(tmp_path / "m", None, tmp_path / "home")
+    assert "No forgetting matrix" in studio.forgetting_html()
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "forgetting.json").write_text(json.dumps(
+        {"styles": ["sepia", "<b>x</b>"], "matrix": [[0.9, None], [0.7, 0.8]]}))
+    page = studio.forgetting_html()
+    assert page.count("<td style=") == 3 and "0.70" in page and "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x" not in page
+
+
+def test_safe_zip_extraction(tmp_path):
+    from studio.webapp import UserError, safe_extract_zip
+
+    z = tmp_path / "a.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("cats/1.png", b"x")
+        zf.writestr("cats/notes.exe", b"x")
+        zf.writestr("__MACOSX/cats/._1.png", b"x")
+    got = safe_extract_zip(z, tmp_path / "out", (".png",))
+    assert [p.relative_to(tmp_path / "out").as_posix() for p in got] == ["cats/1.png"]
+    bad = tmp_path / "b.zip"
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.writestr("../../etc/x.png", b"x")
+    with pytest.raises(UserError, match="outside"):
+        safe_extract_zip(bad, tmp_path / "out2", (".png",))
+
+
+def test_serve_command_parses():
+    import argparse
+
+    import studio.commands.serve as serve
+
+    assert serve.parse_auth("ann:secret:x") == ("ann", "secret:x")
+    with pytest.raises(ValueError):
+        serve.parse_auth("nopass")
+    parser = argparse.ArgumentParser()
+    serve.register(parser.add_subparsers())
+    args = parser.parse_args(["serve"])
+    assert args.host == "127.0.0.1" and args.port == 7860 and args.auth is None and args.museum is None
