@@ -16,10 +16,10 @@ class TqdmProgress:
         if self.bar is None:
             self.bar = tqdm(total=total, desc=self.desc, dynamic_ncols=True)
         self.bar.total = total
-        self.bar.n = step
         if info:
             self.bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in info.items()}, refresh=False)
-        self.bar.refresh()
+        # update() redraws at most every mininterval, so fast loops do not flood a log file
+        self.bar.update(step - self.bar.n)
 
     def __enter__(self):
         return self
