@@ -341,16 +341,20 @@ class Studio:
 
     def forgetting_html(self) -> str:
         """The museum's forgetting matrix as a heatmap: forgetting*.json in the museum folder,
-        {"styles": [names], "matrix": [[score of style j after learning task i]]}."""
+        {"styles": [names], "matrix": [[score of style j after learning task i]]}, or the file
+        bench/forgetting.py writes ({"styles", "results": {method: {"matrix"}}}: its "full" method)."""
         files = sorted(self.museum_dir.glob("forgetting*.json")) if self.museum_dir.is_dir() else []
         if not files:
             return ("<p>No forgetting matrix in this museum yet (a benchmark run writes "
                     "<code>forgetting.json</code> into the museum: how well each style is drawn after each later task).</p>")
         try:
             data = json.loads(files[0].read_text())
-            names = [str(x) for x in (data.get("styles") or data.get("labels"))]
-            matrix = [[None if v is None else float(v) for v in row] for row in (data.get("matrix") or data.get("M"))]
-        except (ValueError, TypeError, AttributeError) as err:
+            names = [str(x) for x in data["styles"]]
+            if "results" in data:
+                data = data["results"].get("full") or next(iter(data["results"].values()))
+            # None or NaN: style j not learnt yet after task i
+            matrix = [[None if v is None or v != v else float(v) for v in row] for row in data["matrix"]]
+        except (ValueError, TypeError, AttributeError, KeyError, StopIteration) as err:
             return f"<p>{html.escape(files[0].name)} is not a readable forgetting matrix ({html.escape(str(err))}).</p>"
         values = [v for row in matrix for v in row if v is not None]
         lo, hi = (min(values), max(values)) if values else (0.0, 1.0)

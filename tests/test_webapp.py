@@ -286,6 +286,12 @@ def test_forgetting_heatmap_reads_the_museum_file(tmp_path):
         {"styles": ["sepia", "<b>x</b>"], "matrix": [[0.9, None], [0.7, 0.8]]}))
     page = studio.forgetting_html()
     assert page.count("<td style=") == 3 and "0.70" in page and "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x" not in page
+    # the file bench/forgetting.py writes (NaN where a style is not learnt yet) shows its "full" method
+    (tmp_path / "m" / "forgetting.json").write_text(json.dumps(
+        {"styles": ["sepia", "halftone"], "results": {"naive": {"matrix": [[0.1, float("nan")], [0.2, 0.3]]},
+                                                      "full": {"matrix": [[0.9, float("nan")], [0.85, 0.95]]}}}))
+    page = studio.forgetting_html()
+    assert page.count("<td style=") == 3 and "0.85" in page and "0.20" not in page
 
 
 def test_safe_zip_extraction(tmp_path):
