@@ -1,6 +1,7 @@
 """The museum on a tiny pipeline: a task end to end, exports in stock diffusers, resume, bad input."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -73,6 +74,28 @@ def test_each_loss_term_switches_off(museum_two_styles, tiny_pipeline_dir, tmp_p
     manifest = learn(museum_two_styles, read_style_folder(folder, 32), cfg, str(tiny_pipeline_dir), "cpu")
     assert term not in manifest["result"]["loss_terms"]
     assert {"diff", "sdl", "weight", "feature"} - {term} == set(manifest["result"]["loss_terms"])
+
+
+@pytest.mark.parametrize("options, atol", [
+    ({"gradient_checkpointing": True}, 1e-5),  # recomputation changes memory, not the result
+    ({"precision": "bf16"}, 5e-2),  # autocast: the LoRA stays fp32 and lands near the fp32 run
+])
+def test_memory_options_train_the_same_style(museum_two_styles, tiny_pipeline_dir, tmp_path, options, atol):
+    folder = make_style_folder(tmp_path / "in3" / "halftone", "halftone", seed=5)
+    style = read_style_folder(folder, 32)
+    museums = []
+    for name, cfg in (("ref", tiny_cfg()), ("opt", tiny_cfg(**options))):
+        # the same two earlier tasks in both, so every loss term is live
+        shutil.copytree(museum_two_styles.root, tmp_path / name)
+        museum = Museum.open(tmp_path / name, base=str(tiny_pipeline_dir))
+        manifest = learn(museum, style, cfg, str(tiny_pipeline_dir), "cpu")
+        assert set(manifest["result"]["loss_terms"]) == {"diff", "sdl", "weight", "feature"}
+        assert np.isfinite(manifest["result"]["final_loss"])
+        museums.append(museum)
+    a, b = museums[0].lora_state(3), museums[1].lora_state(3)
+    assert all(v.dtype == torch.float32 for v in b.values())
+    assert all(torch.allclose(a[k], b[k], atol=atol) for k in a)
+    assert not all(torch.equal(a[k], b[k]) for k in a) or options.get("gradient_checkpointing")
 
 
 def test_weight_direction_loss_is_squared_cosine():

@@ -30,9 +30,17 @@ class MuseumConfig:
     replay_pool: int = 32  # cached (noisy latent, t, earlier-style prompt, teacher output) samples
     replay_batch: int = 4
     train_token: bool = True
+    # Memory and speed: autocast dtype of the forward passes ("fp32", "bf16", "fp16"; the LoRA and
+    # the token stay fp32, fp16 adds loss scaling) and activation recomputation in the UNet.
+    precision: str = "fp32"
+    gradient_checkpointing: bool = False
     # Sampling defaults for previews and scores.
     sample_steps: int = 20
     guidance: float = 5.0
+
+    def __post_init__(self):
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)

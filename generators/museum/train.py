@@ -202,6 +202,11 @@ def learn_style(
             earlier_updates.append([a - b for a, b in zip(d_now, d_prev)])
 
     gen = torch.Generator("cpu").manual_seed(cfg.seed)
+    amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
+    autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else torch.autocast(device.type, enabled=False))
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+    if cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
 
     # Replay pool for the feature term: earlier styles' prompts on noised style latents,
     # teacher outputs from the model as it is now, before any update.
@@ -217,11 +222,11 @@ def learn_style(
         z0 = means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen).to(device)
         t = torch.randint(0, n_train_t, (k,), generator=gen).to(device)
         zt = _noisy(z0, torch.randn(z0.shape, generator=gen).to(device), t, alphas)
-        with torch.no_grad():
+        with torch.no_grad(), autocast:
             ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                             return_tensors="pt").input_ids.to(device)
             cond = text_encoder(ids)[0]
-            teacher = unet(zt, t, encoder_hidden_states=cond).sample
+            teacher = unet(zt, t, encoder_hidden_states=cond).sample.float()
         replay = (zt, t, cond, teacher)
 
     groups = [{"params": lora_params, "lr": cfg.lora_lr}]
@@ -250,16 +255,17 @@ def learn_style(
         noise = torch.randn(z0.shape, generator=gen).to(device)
         t = torch.randint(0, n_train_t, (cfg.batch_size,), generator=gen).to(device)
         zt = _noisy(z0, noise, t, alphas)
-        cond = text_encoder(ids_all[idx.to(device)])[0]
         b = cfg.batch_size
-        if replay is not None:
-            r = torch.randint(replay[0].shape[0], (cfg.replay_batch,), generator=gen).to(device)
-            pred_all = unet(torch.cat([zt, replay[0][r]]), torch.cat([t, replay[1][r]]),
-                            encoder_hidden_states=torch.cat([cond, replay[2][r]])).sample
-            pred, pred_replay = pred_all[:b], pred_all[b:]
-        else:
-            pred = unet(zt, t, encoder_hidden_states=cond).sample
-        loss = F.mse_loss(pred.float(), noise.float())
+        with autocast:
+            cond = text_encoder(ids_all[idx.to(device)])[0]
+            if replay is not None:
+                r = torch.randint(replay[0].shape[0], (cfg.replay_batch,), generator=gen).to(device)
+                pred_all = unet(torch.cat([zt, replay[0][r]]), torch.cat([t, replay[1][r]]),
+                                encoder_hidden_states=torch.cat([cond, replay[2][r].to(cond.dtype)])).sample
+                pred, pred_replay = pred_all[:b].float(), pred_all[b:].float()
+            else:
+                pred = unet(zt, t, encoder_hidden_states=cond).sample.float()
+        loss = F.mse_loss(pred, noise.float())
         terms = {"diff": loss.item()}
         if cfg.use_sdl:
             a_t = alphas[t][:, None, None, None]
@@ -277,13 +283,15 @@ def learn_style(
             loss = loss + cfg.lambda_f * lf
             terms["feature"] = lf.item()
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
         if cfg.train_token and embedding.grad is not None:
             keep = torch.zeros_like(embedding.grad[:, :1])
             keep[token_id] = 1
             embedding.grad.mul_(keep)  # only the new token learns; earlier tokens stay frozen
         torch.nn.utils.clip_grad_norm_(lora_params, 1.0)
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
         if cfg.train_token:
             with torch.no_grad():
                 norm = embedding[token_id].norm()
@@ -300,6 +308,8 @@ def learn_style(
         if ckpt is not None and (step % cfg.checkpoint_every == 0) and step < cfg.steps:
             _save_checkpoint(ckpt, layers, embedding, token_id, opt, gen, step, cfg)
     unet.eval()
+    if cfg.gradient_checkpointing:
+        unet.disable_gradient_checkpointing()
     unet.requires_grad_(False)
     embedding.requires_grad_(False)
     vector = embedding[token_id].detach().float().cpu().clone()

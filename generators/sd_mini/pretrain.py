@@ -21,7 +21,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,39 +30,10 @@ import torch.nn.functional as F
 
 from generators import miniworld
 from generators.diffusion import resolve_device
+from generators.sd_mini.config import MiniBaseConfig
 from generators.sd_mini.tokenizer import build_tokenizer
 
 
-@dataclass
-class MiniBaseConfig:
-    resolution: int = 64
-    max_length: int = 40
-    # Autoencoder: 64 px -> 16x16x4 latents.
-    vae_channels: tuple[int, ...] = (16, 32, 64)
-    vae_layers_per_block: int = 1
-    latent_channels: int = 4
-    # UNet on 16x16 latents, cross-attention at 16 and 8.
-    unet_channels: tuple[int, ...] = (32, 64, 128)
-    unet_norm_groups: int = 16
-    unet_layers_per_block: int = 1
-    unet_heads: int = 4
-    # Text encoder.
-    text_width: int = 128
-    text_layers: int = 3
-    text_heads: int = 4
-    # Training.
-    n_images: int = 60_000
-    vae_batch: int = 32
-    vae_lr: float = 2e-3
-    unet_batch: int = 32
-    unet_lr: float = 5e-4
-    min_snr_gamma: float = 5.0  # Min-SNR loss weighting (Hang et al. 2023): faster convergence
-    save_every_seconds: float = 600.0
-    warmup_steps: int = 300
-    caption_dropout: float = 0.1
-    ema_decay: float = 0.999
-    data_seed: int = 1000
-    extra: dict = field(default_factory=dict)
 
 
 def build_vae(cfg: MiniBaseConfig):

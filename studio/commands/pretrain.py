@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from generators.sd_mini.config import MiniBaseConfig
 from studio.commands import pretrain_evaluators, pretrain_gan
 from studio.progress import TqdmProgress
 
@@ -12,16 +13,19 @@ def register(sub) -> None:
     p = sub.add_parser("pretrain", help="train the embedded bases (studio-mini, gan-mini, evaluators) on the mini world")
     psub = p.add_subparsers(dest="pretrain_command", metavar="WHAT", required=True)
 
+    D = MiniBaseConfig()
     base = psub.add_parser("base", help="train studio-mini, a diffusers StableDiffusionPipeline (autoencoder, text encoder, UNet)")
     base.add_argument("--out", type=Path, default=Path("assets/studio-mini"), help="pipeline folder to write")
     base.add_argument("--vae-seconds", type=float, default=1200, help="time budget of the autoencoder stage")
     base.add_argument("--unet-seconds", type=float, default=10800, help="time budget of the UNet + text encoder stage")
     base.add_argument("--decoder-seconds", type=float, default=0,
                       help="with --resume: fine-tune the autoencoder's decoder alone (encoder frozen: the UNet stays valid)")
-    base.add_argument("--n-images", type=int, default=None, help="plain training images to render (default 60,000)")
-    base.add_argument("--unet-batch", type=int, default=None, help="UNet batch size (default 128)")
-    base.add_argument("--unet-lr", type=float, default=None, help="UNet/text encoder learning rate (default 4e-4)")
-    base.add_argument("--vae-batch", type=int, default=None, help="autoencoder batch size (default 64)")
+    base.add_argument("--n-images", type=int, default=None, help=f"plain training images to render (default {D.n_images:,})")
+    base.add_argument("--unet-batch", type=int, default=None, help=f"UNet batch size (default {D.unet_batch})")
+    base.add_argument("--unet-lr", type=float, default=None, help=f"UNet/text encoder learning rate (default {D.unet_lr:g})")
+    base.add_argument("--vae-batch", type=int, default=None, help=f"autoencoder batch size (default {D.vae_batch})")
+    base.add_argument("--latent-channels", type=int, default=None,
+                      help=f"autoencoder latent channels of a new base (default {D.latent_channels})")
     base.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     base.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast precision")
     base.add_argument("--seed", type=int, default=0)
@@ -39,7 +43,7 @@ def run_base(args) -> int:
     from generators.sd_mini.pretrain import pretrain_base
 
     overrides = {k: v for k, v in dict(n_images=args.n_images, unet_batch=args.unet_batch, unet_lr=args.unet_lr,
-                                         vae_batch=args.vae_batch).items() if v is not None}
+                                         vae_batch=args.vae_batch, latent_channels=args.latent_channels).items() if v is not None}
     with TqdmProgress("pretrain base") as progress:
         opts = pretrain_base(args.out, overrides, args.vae_seconds, args.unet_seconds, args.device, args.precision,
                              args.seed, args.resume, args.workers, progress, log_file=args.log,
