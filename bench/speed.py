@@ -1,12 +1,19 @@
 """Speed and memory of Studio against plain references, measured side by side (issue 8).
 
 Each pair runs alternately after a warm-up; the figure is the median over repeats, and every
-`*_ratio` key is Studio / reference. Peak memory: CUDA's max_memory_allocated, or on the CPU
-the peak resident set of a fresh child process per measurement.
+`*_ratio` key is Studio / reference (`*_vs_default_*_ratio`: a memory option / Studio's default
+step). Peak memory: CUDA's max_memory_allocated, or on the CPU the peak resident set of a fresh
+child process per measurement. Parts (`--parts`, all by default):
+  museum    museum training step, every term on, vs the diffusers LoRA recipe's step
+  memory    the same step with gradient checkpointing, classic (non-SDPA) attention, bf16 autocast
+  sampling  an image with a museum style vs the base pipeline; switching the active style
+  style     one style learnt end to end at default settings (mini shape only)
+  gan       a lifelong-GAN task's training iteration; its baked generator's sampling vs the base
+  synth     synthetic export's images per second vs a plain diffusers loop (one image per call)
 
-    python bench/speed.py --shape mini --json docs/speed-cpu.json
-    python bench/speed.py --shape sd15 --resolution 256 --json docs/speed-sd15-cpu.json
-    python bench/speed.py --shape sd15 --resolution 512 --device cuda --precision bf16 --json gpu.json
+    python bench/speed.py --shape mini --images 32 --json docs/speed-cpu.json
+    python bench/speed.py --shape sd15 --resolution 256 --batch 1 --parts museum,memory,sampling --json docs/speed-sd15-cpu.json
+    bench/gpu_check.sh OUTDIR      # the GPU run: sd15 at 512 px in bf16, then the mini parts
 
 Shapes: `mini` is the embedded studio-mini; `sd15` is Stable Diffusion 1.5's architecture (UNet,
 VAE and CLIP text encoder configs as published) with random weights: speed does not depend on
@@ -99,26 +106,38 @@ def _load(args):
 
 
 def museum_step(args) -> dict:
-    """Per-step time of a museum task with every term on (a second task: replay and weight terms live)."""
+    """Per-step time of a museum task with every term on (a second task: replay and weight terms live).
+
+    args.variant picks the memory options: {"gradient_checkpointing": bool, "attention": "sdpa" | "classic",
+    "precision": ...}; the default is Studio's default (SDPA, no checkpointing, args.precision)."""
+    variant = getattr(args, "variant", None) or {}
     pipe, device = _load(args)
     size = diffusion.base_resolution(pipe)
     cfg = MuseumConfig(steps=2, batch_size=args.batch, checkpoint_every=10**9)
     first_lora, first_vec, _ = learn_style(pipe, "<first>", style_images(6, size, "sepia", 1), [None] * 6, cfg, None, [None], [])
     pipe2, _ = _load(args)
     load_style_tokens(pipe2.tokenizer, pipe2.text_encoder, {"<first>": first_vec})
+    if variant.get("attention") == "classic":
+        from diffusers.models.attention_processor import AttnProcessor
+
+        pipe2.unet.set_attn_processor(AttnProcessor())
     times = []
     last = [time.perf_counter()]
 
     def progress(step, total, **info):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         now = time.perf_counter()
         times.append(now - last[0])
         last[0] = now
 
-    cfg = MuseumConfig(steps=args.warmup + args.steps, batch_size=args.batch, checkpoint_every=10**9)
-    autocast = _autocast(device, args.precision)
-    with autocast:
-        learn_style(pipe2, "<second>", style_images(6, size, "pixel_art", 2), [None] * 6, cfg, first_lora,
-                    [None, first_lora], [{"token": "<first>", "captions": ["a picture"]}], progress=progress)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    cfg = MuseumConfig(steps=args.warmup + args.steps, batch_size=args.batch, checkpoint_every=10**9,
+                       precision=variant.get("precision", args.precision),
+                       gradient_checkpointing=variant.get("gradient_checkpointing", False))
+    learn_style(pipe2, "<second>", style_images(6, size, "pixel_art", 2), [None] * 6, cfg, first_lora,
+                [None, first_lora], [{"token": "<first>", "captions": ["a picture"]}], progress=progress)
     return {"step_s": statistics.median(times[args.warmup:]), "peak_mib": _peak_memory(device)}
 
 
@@ -212,7 +231,100 @@ def sampling(args) -> dict:
             "style_switch_s": statistics.median(switch)}
 
 
-JOBS = {"museum_step": museum_step, "reference_step": reference_step, "sampling": sampling}
+def style_learning(args) -> dict:
+    """One style learnt end to end at default settings (10 images, MuseumConfig()): wall time."""
+    from generators.museum.engine import learn
+    from styles.folder import read_style_folder
+    from styles.museum import Museum
+
+    size = diffusion.resolution_of(args.base_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "watercolor"
+        folder.mkdir()
+        for i, im in enumerate(style_images(10, size, "watercolor", 4)):
+            im.save(folder / f"{i}.png")
+        museum = Museum.open(Path(tmp) / "m", base=diffusion.base_name(args.base_path), create=True)
+        t0 = time.perf_counter()
+        manifest = learn(museum, read_style_folder(folder, size), MuseumConfig(precision=args.precision), args.base_path,
+                         args.device)
+        wall = time.perf_counter() - t0
+    return {"style_learning_s": wall, "style_learning_steps": manifest["result"]["steps"]}
+
+
+def gan(args) -> dict:
+    """Lifelong GAN on the default gan-mini architecture (random weights: speed does not depend on
+    them): a task's training iteration, and sampling its baked generator vs the base, alternating."""
+    from generators.gan.lifelong import TrainConfig, generate, learn_task, load_task_generator
+    from generators.gan.stylegan2 import Discriminator, GANConfig, Generator, load_generator, save_discriminator, save_generator
+
+    device = diffusion.resolve_device(args.device)
+    cfg = GANConfig()
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "base"
+        torch.manual_seed(0)
+        save_generator(Generator(cfg), cfg, base)
+        save_discriminator(Discriminator(cfg), cfg, base)
+        shots = Path(tmp) / "shots"
+        shots.mkdir()
+        for i, im in enumerate(style_images(10, cfg.resolution, "pixel_art", 5)):
+            im.save(shots / f"{i}.png")
+        meta = learn_task(Path(tmp) / "store", "speed", shots, base=base, device=args.device,
+                          train=TrainConfig(iters=args.gan_iters, w_avg_samples=512))
+        task_G, _ = load_task_generator(Path(tmp) / "store", "speed", device=args.device)
+        base_G = load_generator(base, device=device).eval()
+        n = args.images * 4
+
+        def timed(G):
+            t0 = time.perf_counter()
+            generate(G, n, 0, batch=n)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            return (time.perf_counter() - t0) / n
+
+        timed(base_G), timed(task_G)
+        base_t, task_t = [], []
+        for _ in range(args.repeats * 2):
+            base_t.append(timed(base_G))
+            task_t.append(timed(task_G))
+    return {"gan_iter_s": meta["timings"]["s_per_iter"], "gan_base_s_per_image": statistics.median(base_t),
+            "gan_task_s_per_image": statistics.median(task_t)}
+
+
+def synth_export(args) -> dict:
+    """Synthetic export (batched, LoRA fused, PNGs and metadata written) vs a plain diffusers loop, one
+    image per call, at the same steps, guidance and size: images per second, each timed end to end
+    from loading the pipeline. The fit is 2 steps: speed does not depend on it."""
+    from generators.synthetic.export import ExportConfig, export
+    from generators.synthetic.fit import FitConfig, fit
+
+    size = diffusion.resolution_of(args.base_path)
+    n_classes, per_class = 2, max(2, args.images // 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        for c, kind in enumerate(("fish", "car")):
+            (data / kind).mkdir(parents=True)
+            for i in range(3):
+                miniworld.generate(6, 100 * c + i, size=size, kinds=(kind,)).image.save(data / kind / f"{i}.png")
+        fit(data, Path(tmp) / "work", FitConfig(base=args.base_path, steps=2, batch_size=2), device=args.device, log=lambda *a: None)
+        ecfg = ExportConfig(per_class=per_class, steps=args.sample_steps, precision=args.precision)
+        t0 = time.perf_counter()
+        export(Path(tmp) / "work", Path(tmp) / "out", ecfg, device=args.device, log=lambda *a: None)
+        export_ips = n_classes * per_class / (time.perf_counter() - t0)
+        t0 = time.perf_counter()  # both sides timed end to end, loading the pipeline included
+        pipe = diffusion.load_base(args.base_path, args.device, args.precision)  # a stock StableDiffusionPipeline
+        pipe.set_progress_bar_config(disable=True)
+        for k in range(n_classes * per_class):
+            pipe(f"a {('fish', 'car')[k % 2]} object", num_inference_steps=args.sample_steps, guidance_scale=ecfg.guidance,
+                 width=size, height=size, generator=torch.Generator("cpu").manual_seed(k))
+        plain_ips = n_classes * per_class / (time.perf_counter() - t0)
+    return {"export_images_per_s": export_ips, "plain_loop_images_per_s": plain_ips}
+
+
+JOBS = {"museum_step": museum_step, "reference_step": reference_step, "sampling": sampling, "style_learning": style_learning,
+        "gan": gan, "synth_export": synth_export}
+MEMORY_VARIANTS = {"gradient_checkpointing": {"gradient_checkpointing": True}, "classic_attention": {"attention": "classic"},
+                   "bf16": {"precision": "bf16"}}
+PARTS = ("museum", "memory", "sampling", "style", "gan", "synth")
 
 
 def main() -> None:
@@ -229,8 +341,14 @@ def main() -> None:
     p.add_argument("--images", type=int, default=8)
     p.add_argument("--sample-steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--gan-iters", type=int, default=6, help="training iterations timed for the GAN task")
+    p.add_argument("--parts", default=",".join(PARTS), help=f"comma list from {','.join(PARTS)} (style: mini shape only)")
     p.add_argument("--json", type=Path, required=True)
     args = p.parse_args()
+    parts = args.parts.split(",")
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        p.error(f"unknown --parts {sorted(unknown)}; choose from {','.join(PARTS)}")
     tmp = None
     if args.shape == "sd15":
         tmp = tempfile.TemporaryDirectory()
@@ -241,18 +359,38 @@ def main() -> None:
     out = {"shape": args.shape, "resolution": args.resolution or diffusion.resolution_of(args.base_path), "device": args.device,
            "precision": args.precision, "batch": args.batch, "command": " ".join(sys.argv), "threads": args.threads,
            "machine": torch.cuda.get_device_name(0) if args.device == "cuda" else f"cpu, {os.cpu_count()} cores"}
-    museum, reference = [], []
-    for _ in range(args.repeats):  # alternate the two sides
-        reference.append(isolated("reference_step", args))
-        museum.append(isolated("museum_step", args))
     med = lambda rows, k: statistics.median(r[k] for r in rows)  # noqa: E731
-    out.update(museum_step_s=med(museum, "step_s"), reference_step_s=med(reference, "step_s"),
-               museum_peak_mib=med(museum, "peak_mib"), reference_peak_mib=med(reference, "peak_mib"))
-    out["museum_step_time_ratio"] = out["museum_step_s"] / out["reference_step_s"]
-    out["museum_step_memory_ratio"] = out["museum_peak_mib"] / out["reference_peak_mib"]
-    s = isolated("sampling", args)
-    out.update(s)
-    out["styled_sampling_ratio"] = s["styled_s_per_image"] / s["base_s_per_image"]
+    if "museum" in parts or "memory" in parts:
+        museum, reference = [], []
+        for _ in range(args.repeats):  # alternate the two sides
+            reference.append(isolated("reference_step", args))
+            museum.append(isolated("museum_step", args))
+        out.update(museum_step_s=med(museum, "step_s"), reference_step_s=med(reference, "step_s"),
+                   museum_peak_mib=med(museum, "peak_mib"), reference_peak_mib=med(reference, "peak_mib"))
+        out["museum_step_time_ratio"] = out["museum_step_s"] / out["reference_step_s"]
+        out["museum_step_memory_ratio"] = out["museum_peak_mib"] / out["reference_peak_mib"]
+    if "memory" in parts:  # each option against the default museum step, both measured in this run
+        for name, variant in MEMORY_VARIANTS.items():
+            if variant.get("precision") == args.precision:
+                continue
+            rows = [isolated("museum_step", argparse.Namespace(**{**vars(args), "variant": variant})) for _ in range(args.repeats)]
+            out[f"{name}_step_s"], out[f"{name}_peak_mib"] = med(rows, "step_s"), med(rows, "peak_mib")
+            out[f"{name}_vs_default_time_ratio"] = out[f"{name}_step_s"] / out["museum_step_s"]
+            out[f"{name}_vs_default_memory_ratio"] = out[f"{name}_peak_mib"] / out["museum_peak_mib"]
+    if "sampling" in parts:
+        s = isolated("sampling", args)
+        out.update(s)
+        out["styled_sampling_ratio"] = s["styled_s_per_image"] / s["base_s_per_image"]
+    if "style" in parts and args.shape == "mini":
+        out.update(isolated("style_learning", args))
+    if "gan" in parts:
+        g = isolated("gan", args)
+        out.update(g)
+        out["gan_task_sampling_ratio"] = g["gan_task_s_per_image"] / g["gan_base_s_per_image"]
+    if "synth" in parts:
+        e = isolated("synth_export", args)
+        out.update(e)
+        out["synth_export_speed_ratio"] = e["export_images_per_s"] / e["plain_loop_images_per_s"]
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))
