@@ -90,3 +90,33 @@ def test_pretraining_data_excludes_held_out_triples():
 
     attrs = [miniworld.generate(1000, i, held_out=False).attributes for i in range(300)]
     assert not any(miniworld.is_held_out(a.kind, a.color, a.background) for a in attrs)
+
+
+TINY_BASE = dict(resolution=32, vae_channels=(16, 16), unet_channels=(32, 32, 32), text_width=32, text_layers=1,
+                 text_heads=2, unet_heads=2, n_images=48, vae_batch=4, unet_batch=4, save_every_seconds=1e9)
+
+
+def test_pretrain_resume_and_warm_start(tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    from generators.sd_mini.pretrain import pretrain_base
+
+    first = tmp_path / "first"
+    opts = pretrain_base(first, TINY_BASE, vae_seconds=1, unet_seconds=1, device="cpu", workers=1)
+    assert opts["finished"] and opts["vae_steps"] > 0 and opts["unet_steps"] > 0
+    StableDiffusionPipeline.from_pretrained(first, local_files_only=True)  # stock diffusers loads it
+    with pytest.raises(FileExistsError, match="--resume"):
+        pretrain_base(first, TINY_BASE, vae_seconds=1, unet_seconds=1, device="cpu", workers=1)
+    vae_before = (first / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
+    resumed = pretrain_base(first, None, unet_seconds=1, device="cpu", workers=1, resume=True)
+    assert resumed["resumed"] and len(resumed["history"]) == 1 and resumed["history"][0]["unet_steps"] == opts["unet_steps"]
+    assert (first / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() == vae_before  # the autoencoder stays
+
+    # A new autoencoder with 8 latent channels, its UNet and text encoder started from `first`.
+    second = tmp_path / "second"
+    warm = pretrain_base(second, {**TINY_BASE, "latent_channels": 8}, vae_seconds=1, unet_seconds=0, device="cpu",
+                         workers=1, init_from=first)["warm_start"]
+    assert warm["text_encoder"]["fresh"] == []
+    assert set(warm["unet"]["fresh"]) == {"conv_in.weight", "conv_out.weight", "conv_out.bias"}
+    pipe = StableDiffusionPipeline.from_pretrained(second, local_files_only=True)
+    assert pipe.unet.config.in_channels == 8 and pipe.vae.config.latent_channels == 8

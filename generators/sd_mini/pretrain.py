@@ -237,6 +237,16 @@ def train_vae(vae, images: torch.Tensor, cfg: MiniBaseConfig, seconds: float, de
 
 
 @torch.no_grad()
+def copy_matching_weights(source: torch.nn.Module, target: torch.nn.Module) -> tuple[int, list[str]]:
+    """Copy every tensor of source's state dict into target where name and shape match.
+    Returns (number copied, names left as initialised)."""
+    src, dst = source.state_dict(), target.state_dict()
+    fresh = [k for k in dst if k not in src or src[k].shape != dst[k].shape]
+    target.load_state_dict({k: (dst[k] if k in fresh else src[k]) for k in dst})
+    return len(dst) - len(fresh), fresh
+
+
+@torch.no_grad()
 def encode_dataset(vae, images: torch.Tensor, device, batch: int = 512):
     """Posterior mean and std of every image (cached once; sampled per training step)."""
     means, stds = [], []
@@ -336,6 +346,7 @@ def pretrain_base(
     should_stop=None,
     log_file=None,
     decoder_seconds: float = 0,
+    init_from=None,
 ) -> dict:
     """Train studio-mini into `out_dir` (a StableDiffusionPipeline folder). Returns the options.
 
@@ -344,6 +355,9 @@ def pretrain_base(
     With resume=True the pipeline already in `out_dir` is loaded and its UNet and text
     encoder trained further (the autoencoder stays as it is, since the UNet depends on its
     latents); the new options are appended to training_options.json's history.
+    init_from: another studio-mini pipeline whose UNet and text encoder weights start this run
+    wherever the shapes match (a warm start after the autoencoder changed: only the UNet's
+    latent-facing convolutions then start fresh).
     decoder_seconds > 0 then fine-tunes the autoencoder's decoder alone (encoder frozen, so the
     latents and the UNet stay valid); unet_seconds = 0 skips the UNet stage.
     """
@@ -376,6 +390,13 @@ def pretrain_base(
         tokenizer = build_tokenizer(miniworld.caption_words(), tok_dir, cfg.max_length)
         shutil.rmtree(tok_dir, ignore_errors=True)
         vae, unet, text_encoder = build_vae(cfg), build_unet(cfg), build_text_encoder(cfg, tokenizer)
+
+    warm_start = None
+    if init_from is not None:
+        warm_start = {"from": str(init_from)}
+        for name, module, cls in (("unet", unet, UNet2DConditionModel), ("text_encoder", text_encoder, CLIPTextModel)):
+            copied, fresh = copy_matching_weights(cls.from_pretrained(Path(init_from) / name), module)
+            warm_start[name] = {"copied": copied, "fresh": fresh}
 
     log_lines = []
 
@@ -433,6 +454,7 @@ def pretrain_base(
             "seed": seed,
             "torch": torch.__version__,
             "resumed": resume,
+            "warm_start": warm_start,
             "final_losses": [line for line in log_lines if line.get("stage") in ("vae", "unet")][-2:],
             "history": history,
         }

@@ -32,6 +32,9 @@ def register(sub) -> None:
     base.add_argument("--workers", type=int, default=None, help="processes that render the training set")
     base.add_argument("--resume", action="store_true",
                       help="train the pipeline in --out further (UNet and text encoder; the autoencoder stays)")
+    base.add_argument("--init-from", type=Path, default=None,
+                      help="start the UNet and text encoder from this pipeline's weights where shapes match "
+                           "(after a new autoencoder: a warm start instead of from scratch)")
     base.add_argument("--log", type=Path, default=None, help="append JSON lines of losses to this file")
     base.set_defaults(run=run_base)
 
@@ -47,7 +50,7 @@ def run_base(args) -> int:
     with TqdmProgress("pretrain base") as progress:
         opts = pretrain_base(args.out, overrides, args.vae_seconds, args.unet_seconds, args.device, args.precision,
                              args.seed, args.resume, args.workers, progress, log_file=args.log,
-                             decoder_seconds=args.decoder_seconds)
+                             decoder_seconds=args.decoder_seconds, init_from=args.init_from)
     print(f"wrote {args.out}: {opts['vae_steps']} autoencoder steps, {opts['unet_steps']} UNet steps, "
           f"{opts['wall_seconds']:.0f} s on {opts['device']}")
     return 0
