@@ -2,19 +2,12 @@
 # Trains the three embedded defaults side by side on one GPU (how the committed assets were made):
 #   studio-mini (diffusers pipeline), gan-mini (StyleGAN2-style G), evaluators (classifiers).
 # Usage: assets/pretrain_gpu.sh OUTDIR [SCALE]  (SCALE multiplies every time budget; 1 = ~8 minutes)
-# On a machine without our dependencies, wheels in .whl/ are installed to /tmp/site first.
 set -u
 out=${1:?usage: assets/pretrain_gpu.sh OUTDIR [SCALE]}
 scale=${2:-1}
 work=runs/gpu
 mkdir -p "$work" "$out"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
-export PYTHONUNBUFFERED=1
+. assets/gpu_env.sh
 s() { python3 -c "print(int($1 * $scale))"; }
 dev=cuda; prec=bf16
 python3 -c "import torch; print('device:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')" | tee "$out/logs.txt"

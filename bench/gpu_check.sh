@@ -3,17 +3,10 @@
 # 512 px with random weights, bf16 autocast, then the mini shape for the GAN, style-learning and
 # export parts. Writes OUTDIR/speed-sd15-cuda.json, OUTDIR/speed-mini-cuda.json and a log.
 # Usage: bench/gpu_check.sh OUTDIR     (about 5 minutes on an H100; nothing is downloaded)
-# On a machine without our dependencies, wheels in .whl/ are installed to /tmp/site first.
 set -u
 out=${1:?usage: bench/gpu_check.sh OUTDIR}
 mkdir -p "$out"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
-export PYTHONUNBUFFERED=1
+. assets/gpu_env.sh
 python3 -c "import torch; print('device:', torch.cuda.get_device_name(0))" | tee "$out/log.txt" || exit 1
 python3 bench/speed.py --shape sd15 --resolution 512 --device cuda --precision bf16 --batch 4 --steps 10 --repeats 3 \
   --parts museum,memory,sampling --images 4 --sample-steps 25 --json "$out/speed-sd15-cuda.json" >> "$out/log.txt" 2>&1
