@@ -3,7 +3,7 @@
 # 512 px with random weights, bf16 autocast, then the mini shape for the GAN, style-learning and
 # export parts. Writes OUTDIR/speed-sd15-cuda.json, OUTDIR/speed-mini-cuda.json and a log.
 # Usage: bench/gpu_check.sh OUTDIR     (about 5 minutes on an H100; nothing is downloaded)
-set -u
+set -u -o pipefail
 out=${1:?usage: bench/gpu_check.sh OUTDIR}
 mkdir -p "$out"
 . assets/gpu_env.sh
