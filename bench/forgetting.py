@@ -10,6 +10,10 @@ Methods: full (default MuseumConfig), naive (no SDL, no regularizers), separate 
 style, fresh each time: the no-forgetting reference at T x storage), and each term switched off.
 
     python bench/forgetting.py --json docs/forgetting.json --heatmap docs/forgetting.png
+    # on two cores: split the methods over two processes, then merge
+    python bench/forgetting.py --methods full,naive,separate --json a.json &
+    python bench/forgetting.py --methods no_sdl,no_weight_reg,no_feature_reg --json b.json; wait
+    python bench/forgetting.py --merge a.json b.json --json docs/forgetting.json --heatmap docs/forgetting.png
 """
 
 from __future__ import annotations
@@ -155,7 +159,20 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", type=Path, required=True)
     p.add_argument("--heatmap", type=Path, default=None)
+    p.add_argument("--merge", type=Path, nargs="+", default=None,
+                   help="combine the JSONs of runs that split --methods (same styles) into --json and --heatmap")
     args = p.parse_args()
+    if args.merge:
+        runs = [json.loads(f.read_text()) for f in args.merge]
+        if any(r["styles"] != runs[0]["styles"] for r in runs):
+            p.error("--merge: the runs learnt different style sequences")
+        merged = {**runs[0], "command": [r["command"] for r in runs], "results": {}}
+        for r in runs:
+            merged["results"].update(r["results"])
+        args.json.write_text(json.dumps(merged, indent=2))
+        if args.heatmap:
+            heatmap(merged["results"], merged["styles"], args.heatmap)
+        return
     torch.manual_seed(args.seed)
     args.size = diffusion.resolution_of(args.base)
     styles = args.styles.split(",")
