@@ -26,6 +26,15 @@ from typing import Callable, Iterator
 STATUSES = ("queued", "running", "finished", "stopped", "failed")
 
 
+def _was_stopped(result) -> bool:
+    """Whether a job's result says its work was cut short: engines return a manifest dict that holds
+    "stopped" only when interrupted, or an object with .stopped; any other result is taken as
+    stopped, as asked."""
+    if isinstance(result, dict):
+        return bool(result.get("stopped", False))
+    return bool(getattr(result, "stopped", True))
+
+
 def _clock(t: float | None) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t)) if t else ""
 
@@ -206,7 +215,7 @@ class JobBoard:
                 try:
                     box["result"] = fn(job)
                     job.result = box["result"]
-                    job._set_status("stopped" if job.stop_requested else "finished")
+                    job._set_status("stopped" if job.stop_requested and _was_stopped(box["result"]) else "finished")
                 except BaseException as err:  # noqa: BLE001 - everything ends up in the job's log
                     box["error"] = err
                     job.log(traceback.format_exc())

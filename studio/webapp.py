@@ -75,9 +75,11 @@ def studio_home_dir(studio_home=None) -> Path:
 
 
 def safe_file_name(name: str) -> str:
-    """A plain file name (no folders, no leading dots) for an uploaded file."""
-    stem = SAFE_NAME.sub("_", Path(str(name)).name).lstrip("._")
-    return stem[:120] or "file"
+    """A plain file name (no folders, no leading dots) for an uploaded file; its suffix survives."""
+    path = Path(Path(str(name)).name)
+    suffix = SAFE_NAME.sub("_", path.suffix.lower()) if path.stem else ""
+    stem = SAFE_NAME.sub("_", path.stem if path.stem else path.name).lstrip("._")[:120]
+    return (stem or "file") + suffix
 
 
 def check_uploads(files, suffixes: tuple[str, ...], max_count: int, what: str = "files") -> list[tuple[Path, str]]:
@@ -391,8 +393,15 @@ class Studio:
             raise UserError("a token is 1-48 letters, digits, '_' or '-', optionally in <angle brackets>")
         if len(description or "") > 500:
             raise UserError("the description is limited to 500 characters")
+        museum = self.open_museum()
+        if museum is not None and museum.has(name):
+            raise UserError(f"the museum already holds a style named {name}; pick another name "
+                            f"(or `studio ingest --new-version` to learn a second version beside it)")
         folder = self.home / "uploads" / "museum" / name
         uploads = check_uploads(files, IMAGE_SUFFIXES + CAPTION_SUFFIXES, 2 * MAX_IMAGES, "style files")
+        n_images = sum(Path(safe).suffix in IMAGE_SUFFIXES for _, safe in uploads)
+        if n_images > MAX_IMAGES:
+            raise UserError(f"too many style images: {n_images} uploaded, at most {MAX_IMAGES}")
         if not uploads:
             if (folder.is_dir() and (self.museum_dir / "work" / name / "checkpoint.safetensors").is_file()):
                 return folder, True
@@ -416,8 +425,8 @@ class Studio:
         try:
             folder, resuming = self._stage_style(files, name, token, description)
             steps, batch_size, preview_every = int(steps), int(batch_size), int(preview_every or 0)
-            if not 1 <= steps <= 100_000 or not 1 <= batch_size <= 64:
-                raise UserError("steps must be 1-100000 and batch size 1-64")
+            if not 1 <= steps <= 100_000 or not 1 <= batch_size <= 64 or preview_every < 0:
+                raise UserError("steps must be 1-100000, batch size 1-64 and preview every at least 0")
         except Exception as err:  # noqa: BLE001
             self.board.fail(job, str(err))
             raise _user_error(err) from None
@@ -651,8 +660,8 @@ class Studio:
         try:
             name = check_task_name(str(name or "").strip())
             iters, preview_every = int(iters), int(preview_every or 0)
-            if not 1 <= iters <= 100_000:
-                raise UserError("iterations must be 1-100000")
+            if not 1 <= iters <= 100_000 or preview_every < 0:
+                raise UserError("iterations must be 1-100000 and preview every at least 0")
             if mode_seeking not in ("perceptual", "pixel", "off"):
                 raise UserError("mode seeking is perceptual, pixel or off")
             folder = self.home / "uploads" / "gan" / name
@@ -837,8 +846,9 @@ class Studio:
         return FitConfig(category=category, base=resolve_base(self.base), steps=steps, batch_size=batch_size,
                          checkpoint_every=max(1, min(50, steps // 4 or 1)))
 
-    def _synth_settle(self, work: Path, cfg):
-        """The config to run with: a stopped fit resumes with its own; changed settings start the fit over."""
+    def _synth_settle(self, work: Path, cfg, extract_only: bool = False):
+        """The config to run with: a stopped fit resumes with its own; changed settings start the fit
+        over. Extracting only keeps the fit (and its settings) whenever the bank's settings match."""
         from generators.synthetic import fit as ft
 
         saved = work / ft.CONFIG_FILE
@@ -846,7 +856,7 @@ class Studio:
             return cfg
         old = ft.FitConfig.from_dict(json.loads(saved.read_text()))
         same_bank = (old.category, old.extractor, old.captioner, old.base) == (cfg.category, cfg.extractor, cfg.captioner, cfg.base)
-        if (work / ft.CHECKPOINT_FILE).is_file() and same_bank and old.batch_size == cfg.batch_size:
+        if same_bank and (extract_only or ((work / ft.CHECKPOINT_FILE).is_file() and old.batch_size == cfg.batch_size)):
             return old
         if old.to_dict() != cfg.to_dict():
             self._synth_reset(work, keep_bank=same_bank)
@@ -872,7 +882,7 @@ class Studio:
         def run(job: Job):
             from generators.synthetic.fit import fit
 
-            use = self._synth_settle(work, cfg)
+            use = self._synth_settle(work, cfg, extract_only=True)
             result = fit(data, work, use, self.device, extract_only=True, log=job.log)
             job.log(f"{result.n_real} images in {len(result.classes)} classes; {len(result.rejected)} rejected")
             return self.bank_rows(work)
@@ -924,6 +934,8 @@ class Studio:
                 raise UserError("upload the class images first")
             cfg = self._fit_config(category, steps, batch_size)
             preview_every = int(preview_every or 0)
+            if preview_every < 0:
+                raise UserError("preview every is at least 0")
         except Exception as err:  # noqa: BLE001
             self.board.fail(job, str(err))
             raise _user_error(err) from None

@@ -194,6 +194,9 @@ def test_synthetic_upload_extract_fit_export(app, client, tmp_path):
     assert "finished" in status, status
     work = root / "home" / "synthetic" / "tinyset" / "work"
     assert json.loads((work / "fit.json").read_text())["bank_edited"] is True
+    lora = (work / "pytorch_lora_weights.safetensors").read_bytes()
+    client.predict("tinyset", "picture", api_name="/synth_extract")  # extracting again keeps the fit
+    assert (work / "pytorch_lora_weights.safetensors").read_bytes() == lora
     gallery = client.predict("tinyset", 1, 0, "bank", 2, 2.0, api_name="/synth_preview")
     assert len(gallery) == 2
     estatus, zpath, card = client.predict("tinyset", 2, 1, "bank", 2, 2.0, api_name="/synth_export")
@@ -292,6 +295,16 @@ def test_forgetting_heatmap_reads_the_museum_file(tmp_path):
                                                       "full": {"matrix": [[0.9, float("nan")], [0.85, 0.95]]}}}))
     page = studio.forgetting_html()
     assert page.count("<td style=") == 3 and "0.85" in page and "0.20" not in page
+
+
+@pytest.mark.parametrize("name, safe", [
+    ("cat.png", "cat.png"), ("кот.png", "file.png"), ("../../etc/passwd", "passwd"), (".hidden.jpg", "hidden.jpg"),
+    ("a b$c.JPG", "a_b_c.jpg"), ("x" * 300 + ".webp", "x" * 120 + ".webp"), ("...", "file"),
+])
+def test_safe_file_name_keeps_the_suffix(name, safe):
+    from studio.webapp import safe_file_name
+
+    assert safe_file_name(name) == safe
 
 
 def test_safe_zip_extraction(tmp_path):
