@@ -98,6 +98,48 @@ def test_memory_options_train_the_same_style(museum_two_styles, tiny_pipeline_di
     assert not all(torch.equal(a[k], b[k]) for k in a) or options.get("gradient_checkpointing")
 
 
+def test_a_long_caption_never_cuts_the_style_token_off(tiny_pipeline_dir):
+    from transformers import CLIPTokenizer
+
+    from generators.museum.train import fit_prompt
+
+    tok = CLIPTokenizer.from_pretrained(tiny_pipeline_dir / "tokenizer")
+    tok.add_tokens(["<ink>"])
+    long = " ".join(["a red fish on the sea background"] * 20)
+    prompt = fit_prompt(tok, long, ["<ink>"])
+    ids = tok(prompt).input_ids
+    assert len(ids) <= tok.model_max_length and tok.convert_tokens_to_ids("<ink>") in ids
+    assert prompt.startswith("a red fish") and fit_prompt(tok, "a star", ["<ink>"]) == "a star, <ink>"
+
+
+def test_resume_starts_over_when_the_museum_moved_on(tiny_pipeline_dir, tmp_path):
+    """A style stopped before another one was learnt must not restore the older shared LoRA."""
+    first = read_style_folder(make_style_folder(tmp_path / "in" / "mosaic", "mosaic"), 32)
+    second = read_style_folder(make_style_folder(tmp_path / "in" / "sepia", "sepia", seed=1), 32)
+    museum = Museum.open(tmp_path / "m", base=str(tiny_pipeline_dir), create=True)
+    calls = {"n": 0}
+
+    def stop_after_three():
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    assert learn(museum, first, tiny_cfg(), str(tiny_pipeline_dir), "cpu", should_stop=stop_after_three).get("stopped")
+    learn(museum, second, tiny_cfg(), str(tiny_pipeline_dir), "cpu")
+    manifest = learn(museum, first, tiny_cfg(), str(tiny_pipeline_dir), "cpu")
+    assert manifest["result"]["resumed_from"] == 0 and museum.n_tasks == 2
+
+
+def test_v_prediction_base_trains(tiny_pipeline_dir, tmp_path):
+    base = tmp_path / "vpred"
+    shutil.copytree(tiny_pipeline_dir, base)
+    sched = json.loads((base / "scheduler" / "scheduler_config.json").read_text())
+    (base / "scheduler" / "scheduler_config.json").write_text(json.dumps({**sched, "prediction_type": "v_prediction"}))
+    museum = Museum.open(tmp_path / "m", base=str(base), create=True)
+    folder = make_style_folder(tmp_path / "in" / "sepia", "sepia")
+    manifest = learn(museum, read_style_folder(folder, 32), tiny_cfg(), str(base), "cpu")
+    assert np.isfinite(manifest["result"]["final_loss"]) and museum.n_tasks == 1
+
+
 def test_weight_direction_loss_is_squared_cosine():
     w = torch.randn(6, 5)
     orth = torch.zeros(6, 5)

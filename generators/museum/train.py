@@ -36,6 +36,17 @@ def style_prompt(content: str, tokens: list[str]) -> str:
     return ", ".join([content] + missing) if missing else content
 
 
+def fit_prompt(tokenizer, content: str, tokens: list[str]) -> str:
+    """style_prompt, with the content shortened word by word until the style tokens fit in the
+    tokenizer's window (otherwise truncation would cut the tokens off, and they would learn nothing)."""
+    words = content.split()
+    prompt = style_prompt(content, tokens)
+    while words and len(tokenizer(prompt).input_ids) > tokenizer.model_max_length:
+        words.pop()
+        prompt = style_prompt(" ".join(words), tokens)
+    return prompt
+
+
 # --- LoRA and token plumbing ----------------------------------------------------------------
 
 
@@ -169,11 +180,11 @@ def learn_style(
     from diffusers import DDPMScheduler
 
     alphas = DDPMScheduler.from_config(pipe.scheduler.config).alphas_cumprod.to(device)
+    v_prediction = pipe.scheduler.config.get("prediction_type", "epsilon") == "v_prediction"  # SD 2.x at 768 px
     n_train_t = len(alphas)
 
     # Data: cached latents, prompts carrying the token, and the set's statistics (z̄).
     means, stds = encode_images(vae, images, device)
-    prompts = [style_prompt(default_caption(c), [token]) for c in captions]
     set_stats = losses.latent_statistics(means).mean(0)
 
     # The shared LoRA continues from the previous task; the new token joins the vocabulary.
@@ -181,6 +192,7 @@ def learn_style(
         torch.manual_seed(cfg.seed)  # the LoRA's initial A (first task) is reproducible
         attach_lora(unet, cfg, previous_state)
     token_id = add_style_token(tokenizer, text_encoder, token)
+    prompts = [fit_prompt(tokenizer, default_caption(c), [token]) for c in captions]
     unet.requires_grad_(False)
     text_encoder.requires_grad_(False)
     layers = lora_layers(unet)
@@ -217,7 +229,7 @@ def learn_style(
         texts = []
         for i, c in enumerate(choice):
             caps = earlier_styles[c]["captions"] or ["a picture"]
-            texts.append(style_prompt(caps[i % len(caps)], [earlier_styles[c]["token"]]))
+            texts.append(fit_prompt(tokenizer, caps[i % len(caps)], [earlier_styles[c]["token"]]))
         idx = torch.randint(len(images), (k,), generator=gen)
         z0 = means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen).to(device)
         t = torch.randint(0, n_train_t, (k,), generator=gen).to(device)
@@ -237,7 +249,7 @@ def learn_style(
     step, resumed_from = 0, 0
     ckpt = Path(checkpoint_dir) / "checkpoint.safetensors" if checkpoint_dir else None
     if ckpt is not None and ckpt.exists():
-        step = _load_checkpoint(ckpt, layers, embedding, token_id, opt, gen, cfg)
+        step = _load_checkpoint(ckpt, layers, embedding, token_id, opt, gen, cfg, len(earlier_states) - 1)
         resumed_from = step
 
     ids_all = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
@@ -265,11 +277,12 @@ def learn_style(
                 pred, pred_replay = pred_all[:b].float(), pred_all[b:].float()
             else:
                 pred = unet(zt, t, encoder_hidden_states=cond).sample.float()
-        loss = F.mse_loss(pred, noise.float())
+        a_t = alphas[t][:, None, None, None]
+        target = a_t.sqrt() * noise - (1 - a_t).sqrt() * z0 if v_prediction else noise
+        loss = F.mse_loss(pred, target.float())
         terms = {"diff": loss.item()}
         if cfg.use_sdl:
-            a_t = alphas[t][:, None, None, None]
-            x0_hat = (zt - (1 - a_t).sqrt() * pred) / a_t.sqrt()
+            x0_hat = a_t.sqrt() * zt - (1 - a_t).sqrt() * pred if v_prediction else (zt - (1 - a_t).sqrt() * pred) / a_t.sqrt()
             sdl = losses.style_distillation_loss(x0_hat, set_stats, cfg.sdl_tau, alphas[t])
             loss = loss + cfg.lambda_sdl * sdl
             terms["sdl"] = sdl.item()
@@ -306,7 +319,7 @@ def learn_style(
             preview(step, pipe=pipe, token=token)
             unet.train()
         if ckpt is not None and (step % cfg.checkpoint_every == 0) and step < cfg.steps:
-            _save_checkpoint(ckpt, layers, embedding, token_id, opt, gen, step, cfg)
+            _save_checkpoint(ckpt, layers, embedding, token_id, opt, gen, step, cfg, len(earlier_states) - 1)
     unet.eval()
     if cfg.gradient_checkpointing:
         unet.disable_gradient_checkpointing()
@@ -315,12 +328,13 @@ def learn_style(
     vector = embedding[token_id].detach().float().cpu().clone()
     result = TaskResult(step, loss.item(), terms, round(time.time() - start, 1), stopped, resumed_from)
     if stopped and ckpt is not None:
-        _save_checkpoint(ckpt, layers, embedding, token_id, opt, gen, step, cfg)
+        _save_checkpoint(ckpt, layers, embedding, token_id, opt, gen, step, cfg, len(earlier_states) - 1)
     return lora_state(unet), vector, result
 
 
-def _save_checkpoint(path: Path, layers, embedding, token_id, opt, gen, step, cfg: MuseumConfig) -> None:
-    """LoRA weights, the token, Adam moments, the data RNG and the step: an exact resume point."""
+def _save_checkpoint(path: Path, layers, embedding, token_id, opt, gen, step, cfg: MuseumConfig, after_tasks: int) -> None:
+    """LoRA weights, the token, Adam moments, the data RNG and the step: an exact resume point.
+    after_tasks: how many tasks the museum held when this task started (its starting point)."""
     tensors = {}
     for name, m in layers.items():
         tensors[f"lora.{name}.A"] = m.lora_A[ADAPTER].weight
@@ -339,15 +353,19 @@ def _save_checkpoint(path: Path, layers, embedding, token_id, opt, gen, step, cf
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp,
-              metadata={"step": str(step), "config": json.dumps(cfg.to_dict())})
+              metadata={"step": str(step), "config": json.dumps(cfg.to_dict()), "after_tasks": str(after_tasks)})
     tmp.replace(path)
 
 
-def _load_checkpoint(path: Path, layers, embedding, token_id, opt, gen, cfg: MuseumConfig) -> int:
+def _load_checkpoint(path: Path, layers, embedding, token_id, opt, gen, cfg: MuseumConfig, after_tasks: int) -> int:
+    """The step to continue from: 0 (start over) when the museum has learnt other styles since the
+    checkpoint was written, since its LoRA continued from a shared state that is no longer the last."""
     from safetensors import safe_open
 
     with safe_open(path, "pt") as fh:
         meta = fh.metadata()
+    if meta.get("after_tasks") != str(after_tasks):
+        return 0
     if json.loads(meta["config"]) != cfg.to_dict():
         raise ValueError(f"{path} was written with another training config; delete {path.parent} to start the style over")
     tensors = load_file(path)
