@@ -105,17 +105,31 @@ def _load(args):
     return pipe, device
 
 
+def first_task(args) -> dict:
+    """A first museum task (2 steps), saved for museum_step: the LoRA state and the token vector."""
+    from safetensors.torch import save_file
+
+    pipe, _ = _load(args)
+    size = diffusion.base_resolution(pipe)
+    cfg = MuseumConfig(steps=2, batch_size=args.batch, checkpoint_every=10**9)
+    lora, vec, _ = learn_style(pipe, "<first>", style_images(6, size, "sepia", 1), [None] * 6, cfg, None, [None], [])
+    save_file({**{k: v.contiguous() for k, v in lora.items()}, "<first>": vec}, args.first_task)
+    return {}
+
+
 def museum_step(args) -> dict:
     """Per-step time of a museum task with every term on (a second task: replay and weight terms live).
 
     args.variant picks the memory options: {"gradient_checkpointing": bool, "attention": "sdpa" | "classic",
     "precision": ...}; the default is Studio's default (SDPA, no checkpointing, args.precision)."""
+    from safetensors.torch import load_file
+
     variant = getattr(args, "variant", None) or {}
-    pipe, device = _load(args)
-    size = diffusion.base_resolution(pipe)
-    cfg = MuseumConfig(steps=2, batch_size=args.batch, checkpoint_every=10**9)
-    first_lora, first_vec, _ = learn_style(pipe, "<first>", style_images(6, size, "sepia", 1), [None] * 6, cfg, None, [None], [])
-    pipe2, _ = _load(args)
+    first = load_file(args.first_task)  # written by first_task() in another process: this one holds one pipeline
+    first_vec = first.pop("<first>")
+    first_lora = first
+    pipe2, device = _load(args)
+    size = diffusion.base_resolution(pipe2)
     load_style_tokens(pipe2.tokenizer, pipe2.text_encoder, {"<first>": first_vec})
     if variant.get("attention") == "classic":
         from diffusers.models.attention_processor import AttnProcessor
@@ -320,7 +334,7 @@ def synth_export(args) -> dict:
     return {"export_images_per_s": export_ips, "plain_loop_images_per_s": plain_ips}
 
 
-JOBS = {"museum_step": museum_step, "reference_step": reference_step, "sampling": sampling, "style_learning": style_learning,
+JOBS = {"first_task": first_task, "museum_step": museum_step, "reference_step": reference_step, "sampling": sampling, "style_learning": style_learning,
         "gan": gan, "synth_export": synth_export}
 MEMORY_VARIANTS = {"gradient_checkpointing": {"gradient_checkpointing": True}, "classic_attention": {"attention": "classic"},
                    "bf16": {"precision": "bf16"}}
@@ -361,6 +375,9 @@ def main() -> None:
            "machine": torch.cuda.get_device_name(0) if args.device == "cuda" else f"cpu, {os.cpu_count()} cores"}
     med = lambda rows, k: statistics.median(r[k] for r in rows)  # noqa: E731
     if "museum" in parts or "memory" in parts:
+        scratch = tempfile.TemporaryDirectory()
+        args.first_task = str(Path(scratch.name) / "first.safetensors")
+        isolated("first_task", args)
         museum, reference = [], []
         for _ in range(args.repeats):  # alternate the two sides
             reference.append(isolated("reference_step", args))
