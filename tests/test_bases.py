@@ -112,11 +112,11 @@ def test_pretrain_resume_and_warm_start(tmp_path):
     assert resumed["resumed"] and len(resumed["history"]) == 1 and resumed["history"][0]["unet_steps"] == opts["unet_steps"]
     assert (first / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() == vae_before  # the autoencoder stays
 
-    # A new autoencoder with 8 latent channels, its UNet and text encoder started from `first`.
+    # A new autoencoder with 4 latent channels (the default is 8), its UNet and text encoder started from `first`.
     second = tmp_path / "second"
-    warm = pretrain_base(second, {**TINY_BASE, "latent_channels": 8}, vae_seconds=1, unet_seconds=0, device="cpu",
+    warm = pretrain_base(second, {**TINY_BASE, "latent_channels": 4}, vae_seconds=1, unet_seconds=0, device="cpu",
                          workers=1, init_from=first)["warm_start"]
     assert warm["text_encoder"]["fresh"] == []
     assert set(warm["unet"]["fresh"]) == {"conv_in.weight", "conv_out.weight", "conv_out.bias"}
     pipe = StableDiffusionPipeline.from_pretrained(second, local_files_only=True)
-    assert pipe.unet.config.in_channels == 8 and pipe.vae.config.latent_channels == 8
+    assert pipe.unet.config.in_channels == 4 and pipe.vae.config.latent_channels == 4

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 class MiniBaseConfig:
     resolution: int = 64
     max_length: int = 40
-    # Autoencoder: 64 px -> 16x16x4 latents.
+    # Autoencoder: 64 px -> 16x16x8 latents (4 channels lost object colours; docs/design.md).
     vae_channels: tuple[int, ...] = (16, 32, 64)
     vae_layers_per_block: int = 1
-    latent_channels: int = 4
+    latent_channels: int = 8
     # UNet on 16x16 latents, cross-attention at 16 and 8.
     unet_channels: tuple[int, ...] = (32, 64, 128)
     unet_norm_groups: int = 16
