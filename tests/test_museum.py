@@ -98,6 +98,14 @@ def test_memory_options_train_the_same_style(museum_two_styles, tiny_pipeline_di
     assert not all(torch.equal(a[k], b[k]) for k in a) or options.get("gradient_checkpointing")
 
 
+@pytest.mark.parametrize("change", [{"rank": 4, "alpha": 4.0}, {"alpha": 16.0}, {"target_modules": ("to_q", "to_v")}])
+def test_the_shared_lora_shape_is_fixed_by_the_first_task(museum_two_styles, tiny_pipeline_dir, tmp_path, change):
+    folder = make_style_folder(tmp_path / "in3" / "halftone", "halftone", seed=5)
+    with pytest.raises(ValueError, match=next(iter(change))):
+        learn(museum_two_styles, read_style_folder(folder, 32), tiny_cfg(**change), str(tiny_pipeline_dir), "cpu")
+    assert museum_two_styles.n_tasks == 2
+
+
 def test_a_long_caption_never_cuts_the_style_token_off(tiny_pipeline_dir):
     from transformers import CLIPTokenizer
 

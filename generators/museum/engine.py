@@ -85,6 +85,12 @@ def learn(museum: Museum, style: StyleFolder, cfg: MuseumConfig, base=None, devi
     taken = {s.token for s in museum.styles}
     if style.token in taken:
         raise ValueError(f"token {style.token!r} is already used by another style in {museum.root}; set another token in style.toml")
+    if museum.n_tasks:  # the shared LoRA's shape and scale are fixed by the first task
+        first = MuseumConfig.from_dict(museum.manifest(museum.styles[0].name)["config"])
+        for key in ("rank", "alpha", "target_modules"):
+            if getattr(cfg, key) != getattr(first, key):
+                raise ValueError(f"museum {museum.root} shares a LoRA with {key} {getattr(first, key)!r}; "
+                                 f"this style asks for {getattr(cfg, key)!r} (a museum keeps one LoRA shape)")
     start = time.time()
     pipe = diffusion.load_base(base, device, "fp32")
     load_style_tokens(pipe.tokenizer, pipe.text_encoder, earlier_tokens(museum))
