@@ -161,6 +161,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", type=Path, required=True)
     p.add_argument("--heatmap", type=Path, default=None)
+    p.add_argument("--keep-museum", type=Path, default=None,
+                   help="keep the full method's museum here, with its forgetting.json (`studio serve --museum` shows both)")
     p.add_argument("--merge", type=Path, nargs="+", default=None,
                    help="combine the JSONs of runs that split --methods (same styles) into --json and --heatmap")
     args = p.parse_args()
@@ -194,6 +196,9 @@ def main() -> None:
                                              "base": diffusion.base_name(args.base), "results": results}, indent=2))
             if args.heatmap:
                 heatmap(results, styles, args.heatmap)
+            if args.keep_museum and method == "full":
+                shutil.copytree(work / method, args.keep_museum)
+                (args.keep_museum / "forgetting.json").write_text(json.dumps({"styles": styles, **results[method]}, indent=2))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
