@@ -149,14 +149,18 @@ def test_v_prediction_base_trains(tiny_pipeline_dir, tmp_path):
 
 
 def test_weight_direction_loss_is_squared_cosine():
-    w = torch.randn(6, 5)
-    orth = torch.zeros(6, 5)
-    orth[0, 0] = 1.0
-    w[0, 0] = 0.0
-    zero = torch.zeros(6, 5)
-    assert losses.weight_direction_loss([w], [zero], [[w]]).item() == pytest.approx(1.0, abs=1e-5)
-    assert losses.weight_direction_loss([w], [zero], [[-2 * w]]).item() == pytest.approx(1.0, abs=1e-5)
-    assert losses.weight_direction_loss([w], [zero], [[orth]]).item() == pytest.approx(0.0, abs=1e-6)
+    """The factored loss equals the squared cosine of the full out×in updates."""
+    g = torch.Generator().manual_seed(0)
+    lora = lambda: losses.lora_factors(torch.randn(2, 5, generator=g), torch.randn(6, 2, generator=g), 0.5)  # noqa: E731
+    full = lambda f: f[0] @ f[1]  # noqa: E731
+    now, before, past = lora(), lora(), losses.factor_difference(lora(), lora())
+    update = full(now) - full(before)
+    cosine = (update.flatten() @ full(past).flatten()) / (update.norm() * full(past).norm())
+    assert losses.weight_direction_loss([now], [before], [[past]]).item() == pytest.approx(cosine.item() ** 2, rel=1e-4)
+    assert losses.weight_direction_loss([now], [None], [[(-2 * now[0], now[1])]]).item() == pytest.approx(1.0, abs=1e-5)
+    orth = (torch.eye(6)[:, :1], torch.eye(5)[:1])  # ΔW = e0 e0ᵀ
+    w = (torch.eye(6)[:, 1:3], torch.randn(2, 5, generator=g))  # rows 1-2 only: orthogonal to it
+    assert losses.weight_direction_loss([w], [None], [[orth]]).item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_sdl_is_zero_when_statistics_match_and_positive_otherwise():

@@ -37,26 +37,48 @@ def style_distillation_loss(x0_hat: torch.Tensor, set_statistics: torch.Tensor, 
     return (kl * weight).mean()
 
 
-def lora_delta(lora_a: torch.Tensor, lora_b: torch.Tensor, scale: float) -> torch.Tensor:
-    """ΔW = scale · B A for one peft LoRA layer (A: r×in, B: out×r)."""
-    return scale * (lora_b @ lora_a)
+Factors = tuple[torch.Tensor, torch.Tensor] | None  # ΔW = U @ V (U: out×k, V: k×in); None: ΔW = 0
 
 
-def weight_direction_loss(current: list[torch.Tensor], before: list[torch.Tensor], earlier_updates: list[list[torch.Tensor]]) -> torch.Tensor:
+def lora_factors(lora_a: torch.Tensor, lora_b: torch.Tensor, scale: float) -> Factors:
+    """ΔW = scale · B A for one peft LoRA layer (A: r×in, B: out×r), kept as its two factors."""
+    return scale * lora_b, lora_a
+
+
+def factor_difference(now: Factors, before: Factors) -> Factors:
+    """now − before as factors: [U_now, −U_before] @ [V_now; V_before] (rank adds up, never out×in)."""
+    if before is None:
+        return now
+    if now is None:
+        return -before[0], before[1]
+    return torch.cat([now[0], -before[0]], 1), torch.cat([now[1], before[1]], 0)
+
+
+def factor_inner(x: Factors, y: Factors) -> torch.Tensor:
+    """Frobenius ⟨U1 V1, U2 V2⟩ = Σ (U1ᵀU2) ⊙ (V1 V2ᵀ): k×k products instead of out×in matrices."""
+    return ((x[0].T @ y[0]) * (x[1] @ y[1].T)).sum()
+
+
+def weight_direction_loss(current: list[Factors], before: list[Factors], earlier_updates: list[list[Factors]]) -> torch.Tensor:
     """Weight aspect of the dual regularization (methods.md §1; cf. CIDM's R1, C-LoRA):
     the squared cosine similarity between this task's update ΔW_t = W_now − W_before and
     each earlier task's update ΔW_j, per layer, averaged. Penalizes moving the shared LoRA
     along directions earlier styles were written in; orthogonal updates cost nothing.
+    Every update is a low-rank product, so the cosines are computed from the factors.
     """
     if not earlier_updates:
-        return current[0].new_zeros(())
-    total, count = current[0].new_zeros(()), 0
+        return current[0][0].new_zeros(())
+    total, count = current[0][0].new_zeros(()), 0
     for layer, (now, prev) in enumerate(zip(current, before)):
-        update = (now - prev).flatten()
-        norm = update.norm() + 1e-8
+        update = factor_difference(now, prev)
+        norm = (factor_inner(update, update).clamp_min(0) + 1e-16).sqrt()  # finite gradient at ΔW_t = 0
         for past in earlier_updates:
-            old = past[layer].flatten()
-            total = total + (update @ old / (norm * (old.norm() + 1e-8))) ** 2
+            old = past[layer]
+            if old is None:
+                count += 1
+                continue
+            old_norm = (factor_inner(old, old).clamp_min(0) + 1e-16).sqrt()
+            total = total + (factor_inner(update, old) / (norm * old_norm)) ** 2
             count += 1
     return total / count
 

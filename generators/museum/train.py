@@ -75,17 +75,12 @@ def lora_state(unet) -> dict[str, torch.Tensor]:
     return {f"unet.{k}": v.detach().float().cpu().clone() for k, v in get_peft_model_state_dict(unet, adapter_name=ADAPTER).items()}
 
 
-def deltas_from_state(state: dict[str, torch.Tensor] | None, names: list[str], scale: float, like: dict) -> list[torch.Tensor]:
-    """ΔW = scale · B A for each named layer (zeros before the first task)."""
-    out = []
-    for name in names:
-        if state is None:
-            w = like[name].base_layer.weight
-            out.append(torch.zeros(w.shape[0], w.shape[1], device=w.device))
-        else:
-            a, b = state[f"unet.{name}.lora_A.weight"], state[f"unet.{name}.lora_B.weight"]
-            out.append(losses.lora_delta(a.float(), b.float(), scale).to(like[name].base_layer.weight.device))
-    return out
+def factors_from_state(state: dict[str, torch.Tensor] | None, names: list[str], scale: float, device) -> list:
+    """ΔW = scale · B A of each named layer as factors (None before the first task)."""
+    if state is None:
+        return [None] * len(names)
+    return [losses.lora_factors(state[f"unet.{n}.lora_A.weight"].float().to(device),
+                                state[f"unet.{n}.lora_B.weight"].float().to(device), scale) for n in names]
 
 
 def add_style_token(tokenizer, text_encoder, token: str) -> int:
@@ -205,13 +200,13 @@ def learn_style(
     mean_norm = embedding[:token_id].detach().norm(dim=1).mean()
 
     scale = cfg.alpha / cfg.rank
-    before = deltas_from_state(previous_state, names, scale, layers)
+    before = factors_from_state(previous_state, names, scale, device)
     earlier_updates = []
     if cfg.use_weight_reg:
         for prev, now in zip(earlier_states[:-1], earlier_states[1:]):
-            d_prev = deltas_from_state(prev, names, scale, layers)
-            d_now = deltas_from_state(now, names, scale, layers)
-            earlier_updates.append([a - b for a, b in zip(d_now, d_prev)])
+            f_prev = factors_from_state(prev, names, scale, device)
+            f_now = factors_from_state(now, names, scale, device)
+            earlier_updates.append([losses.factor_difference(n, p) for n, p in zip(f_now, f_prev)])
 
     gen = torch.Generator("cpu").manual_seed(cfg.seed)
     amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
@@ -287,7 +282,7 @@ def learn_style(
             loss = loss + cfg.lambda_sdl * sdl
             terms["sdl"] = sdl.item()
         if cfg.use_weight_reg and earlier_updates:
-            current = [losses.lora_delta(layers[n].lora_A[ADAPTER].weight, layers[n].lora_B[ADAPTER].weight, scale) for n in names]
+            current = [losses.lora_factors(layers[n].lora_A[ADAPTER].weight, layers[n].lora_B[ADAPTER].weight, scale) for n in names]
             lw = losses.weight_direction_loss(current, before, earlier_updates)
             loss = loss + cfg.lambda_w * lw
             terms["weight"] = lw.item()
