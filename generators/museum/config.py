@@ -28,7 +28,8 @@ class MuseumConfig:
     use_feature_reg: bool = True
     lambda_f: float = 1.0
     replay_pool: int = 32  # cached (noisy latent, t, earlier-style prompt, teacher output) samples
-    replay_batch: int = 2  # replay samples per step, in the same UNet pass as the style batch
+    replay_batch: int = 2  # replay samples of a feature-term step (own forward and backward)
+    replay_share: float = 0.25  # replay samples per style sample, on average: sets how often the term runs
     train_token: bool = True
     # Memory and speed: autocast dtype of the forward passes ("fp32", "bf16", "fp16"; the LoRA and
     # the token stay fp32, fp16 adds loss scaling) and activation recomputation in the UNet.

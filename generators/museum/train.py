@@ -6,15 +6,17 @@
          + λ_f   · L_f     (feature aspect: earlier styles' predictions vs the pre-task model)
 
 Trained: the shared LoRA (continued from the previous task's state) and the new token's
-embedding row; everything else, earlier tokens included, is frozen. One UNet pass per step
-serves both the style batch and the replay batch of the feature term (concatenated); the
-replay pool's teacher outputs are computed once, before the first update, because the
-teacher is exactly the model at the start of the task.
+embedding row; everything else, earlier tokens included, is frozen. The feature term's replay
+batch gets its own forward and backward pass (so peak memory is the style batch's), every few
+steps so that it costs about a quarter of the style batch; the replay pool's teacher outputs
+are computed once, before the first update, because the teacher is exactly the model at the
+start of the task.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,8 +251,11 @@ def learn_style(
 
     ids_all = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                         return_tensors="pt").input_ids.to(device)
-    terms = {}
+    terms = {}  # the latest value of each loss term
     loss = torch.zeros(())
+    # The feature term every replay_every steps, so that replay samples average replay_share of
+    # the style batch (batch 8, 2 replay samples: every step; batch 1: every 8th step).
+    replay_every = max(1, math.ceil(cfg.replay_batch / (cfg.replay_share * cfg.batch_size)))
     stopped = False
     unet.train()
     while step < cfg.steps:
@@ -262,20 +267,16 @@ def learn_style(
         noise = torch.randn(z0.shape, generator=gen).to(device)
         t = torch.randint(0, n_train_t, (cfg.batch_size,), generator=gen).to(device)
         zt = _noisy(z0, noise, t, alphas)
-        b = cfg.batch_size
+        replay_step = replay is not None and step % replay_every == 0
+        if replay_step:
+            r = torch.randint(replay[0].shape[0], (cfg.replay_batch,), generator=gen).to(device)
         with autocast:
             cond = text_encoder(ids_all[idx.to(device)])[0]
-            if replay is not None:
-                r = torch.randint(replay[0].shape[0], (cfg.replay_batch,), generator=gen).to(device)
-                pred_all = unet(torch.cat([zt, replay[0][r]]), torch.cat([t, replay[1][r]]),
-                                encoder_hidden_states=torch.cat([cond, replay[2][r].to(cond.dtype)])).sample
-                pred, pred_replay = pred_all[:b].float(), pred_all[b:].float()
-            else:
-                pred = unet(zt, t, encoder_hidden_states=cond).sample.float()
+            pred = unet(zt, t, encoder_hidden_states=cond).sample.float()
         a_t = alphas[t][:, None, None, None]
         target = a_t.sqrt() * noise - (1 - a_t).sqrt() * z0 if v_prediction else noise
         loss = F.mse_loss(pred, target.float())
-        terms = {"diff": loss.item()}
+        terms["diff"] = loss.item()
         if cfg.use_sdl:
             x0_hat = a_t.sqrt() * zt - (1 - a_t).sqrt() * pred if v_prediction else (zt - (1 - a_t).sqrt() * pred) / a_t.sqrt()
             sdl = losses.style_distillation_loss(x0_hat, set_stats, cfg.sdl_tau, alphas[t])
@@ -286,12 +287,17 @@ def learn_style(
             lw = losses.weight_direction_loss(current, before, earlier_updates)
             loss = loss + cfg.lambda_w * lw
             terms["weight"] = lw.item()
-        if replay is not None:
-            lf = losses.feature_distillation_loss(pred_replay, replay[3][r])
-            loss = loss + cfg.lambda_f * lf
-            terms["feature"] = lf.item()
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        if replay_step:
+            # Its own forward and backward (gradients add up): peak activations stay those of
+            # the style batch; weighted by replay_every so the term keeps its average weight.
+            with autocast:
+                pred_replay = unet(replay[0][r], replay[1][r], encoder_hidden_states=replay[2][r]).sample.float()
+            lf = losses.feature_distillation_loss(pred_replay, replay[3][r])
+            scaler.scale(cfg.lambda_f * replay_every * lf).backward()
+            terms["feature"] = lf.item()
+            loss = loss.detach() + cfg.lambda_f * lf.detach()
         scaler.unscale_(opt)
         if cfg.train_token and embedding.grad is not None:
             keep = torch.zeros_like(embedding.grad[:, :1])
