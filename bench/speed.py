@@ -150,7 +150,8 @@ def museum_step(args) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     # The feature term runs every k-th step: time whole cycles (steps rounded up to k), warm-up first.
-    k = max(1, math.ceil(MuseumConfig().replay_batch / (MuseumConfig().replay_share * args.batch)))
+    default = MuseumConfig(batch_size=args.batch)
+    k = max(1, math.ceil((default.replay_batch or args.batch) / (default.replay_share * args.batch)))
     warmup, timed = math.ceil(args.warmup / k) * k, math.ceil(args.steps / k) * k
     cfg = MuseumConfig(steps=warmup + timed, batch_size=args.batch, checkpoint_every=10**9,
                        precision=variant.get("precision", args.precision),

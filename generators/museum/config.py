@@ -28,8 +28,11 @@ class MuseumConfig:
     use_feature_reg: bool = True
     lambda_f: float = 1.0
     replay_pool: int = 32  # cached (noisy latent, t, earlier-style prompt, teacher output) samples
-    replay_batch: int = 2  # replay samples of a feature-term step (own forward and backward)
-    replay_share: float = 0.25  # replay samples per style sample, on average: sets how often the term runs
+    # The feature term runs its own forward and backward on replay_batch samples (None: as many
+    # as the style batch, so peak memory stays the style batch's) every k-th step, k set so that
+    # replay samples average replay_share of the style samples (k = 4 by default).
+    replay_batch: int | None = None
+    replay_share: float = 0.25
     train_token: bool = True
     # Memory and speed: autocast dtype of the forward passes ("fp32", "bf16", "fp16"; the LoRA and
     # the token stay fp32, fp16 adds loss scaling) and activation recomputation in the UNet.

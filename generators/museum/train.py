@@ -253,9 +253,8 @@ def learn_style(
                         return_tensors="pt").input_ids.to(device)
     terms = {}  # the latest value of each loss term
     loss = torch.zeros(())
-    # The feature term every replay_every steps, so that replay samples average replay_share of
-    # the style batch (batch 8, 2 replay samples: every step; batch 1: every 8th step).
-    replay_every = max(1, math.ceil(cfg.replay_batch / (cfg.replay_share * cfg.batch_size)))
+    replay_batch = cfg.replay_batch or cfg.batch_size
+    replay_every = max(1, math.ceil(replay_batch / (cfg.replay_share * cfg.batch_size)))
     stopped = False
     unet.train()
     while step < cfg.steps:
@@ -269,7 +268,7 @@ def learn_style(
         zt = _noisy(z0, noise, t, alphas)
         replay_step = replay is not None and step % replay_every == 0
         if replay_step:
-            r = torch.randint(replay[0].shape[0], (cfg.replay_batch,), generator=gen).to(device)
+            r = torch.randint(replay[0].shape[0], (replay_batch,), generator=gen).to(device)
         with autocast:
             cond = text_encoder(ids_all[idx.to(device)])[0]
             pred = unet(zt, t, encoder_hidden_states=cond).sample.float()
