@@ -394,6 +394,8 @@ def pretrain_base(
     warm_start = None
     if init_from is not None:
         warm_start = {"from": str(init_from)}
+        if (Path(init_from) / "training_options.json").is_file():  # how the warm start itself was made
+            warm_start["from_training_options"] = json.loads((Path(init_from) / "training_options.json").read_text())
         for name, module, cls in (("unet", unet, UNet2DConditionModel), ("text_encoder", text_encoder, CLIPTextModel)):
             copied, fresh = copy_matching_weights(cls.from_pretrained(Path(init_from) / name), module)
             warm_start[name] = {"copied": copied, "fresh": fresh}
