@@ -202,11 +202,14 @@ def test_exports_load_in_stock_diffusers_and_match_studio(museum_two_styles, tin
     assert "bundle_emb.sepia.string_to_param.*" in keys
 
 
-def test_interrupted_task_resumes_to_the_same_result(tiny_pipeline_dir, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_interrupted_task_resumes_to_the_same_result(tiny_pipeline_dir, tmp_path, precision):
+    from safetensors import safe_open
+
     folder = make_style_folder(tmp_path / "in" / "mosaic", "mosaic")
     style = read_style_folder(folder, 32)
     straight = Museum.open(tmp_path / "a", base=str(tiny_pipeline_dir), create=True)
-    learn(straight, style, tiny_cfg(), str(tiny_pipeline_dir), "cpu")
+    learn(straight, style, tiny_cfg(precision=precision), str(tiny_pipeline_dir), "cpu")
 
     resumed = Museum.open(tmp_path / "b", base=str(tiny_pipeline_dir), create=True)
     calls = {"n": 0}
@@ -215,15 +218,42 @@ def test_interrupted_task_resumes_to_the_same_result(tiny_pipeline_dir, tmp_path
         calls["n"] += 1
         return calls["n"] > 3
 
-    manifest = learn(resumed, style, tiny_cfg(), str(tiny_pipeline_dir), "cpu", should_stop=stop_after_three)
+    manifest = learn(resumed, style, tiny_cfg(precision=precision), str(tiny_pipeline_dir), "cpu",
+                     should_stop=stop_after_three)
     assert manifest.get("stopped") and resumed.n_tasks == 0
-    assert (resumed.work_dir("mosaic") / "checkpoint.safetensors").exists()
-    manifest = learn(resumed, style, tiny_cfg(), str(tiny_pipeline_dir), "cpu")
+    with safe_open(resumed.work_dir("mosaic") / "checkpoint.safetensors", "pt") as fh:
+        # the fp16 loss scale is part of the resume point; the token's Adam state is one vector
+        assert ("scaler.scale" in fh.keys()) == (precision == "fp16")
+        assert fh.get_slice("opt.1.0.exp_avg").get_shape() == list(fh.get_slice("token").get_shape())
+    manifest = learn(resumed, style, tiny_cfg(precision=precision), str(tiny_pipeline_dir), "cpu")
     assert manifest["result"]["resumed_from"] == 3
     a, b = straight.lora_state(1), resumed.lora_state(1)
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     assert torch.allclose(straight.embedding("mosaic")["<mosaic>"], resumed.embedding("mosaic")["<mosaic>"], atol=1e-6)
     assert not resumed.work_dir("mosaic").exists()
+
+
+def test_only_the_new_token_learns_and_the_embedding_returns(tiny_pipeline_dir):
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from generators.museum.train import add_style_token, trainable_token
+
+    tok = CLIPTokenizer.from_pretrained(tiny_pipeline_dir / "tokenizer")
+    text_encoder = CLIPTextModel.from_pretrained(tiny_pipeline_dir / "text_encoder").requires_grad_(False)
+    token_id = add_style_token(tok, text_encoder, "<ink>")
+    embedding = text_encoder.get_input_embeddings()
+    before = embedding.weight.detach().clone()
+    ids = tok(["a red fish, <ink>", "a blue star"], padding="max_length", return_tensors="pt").input_ids
+    with pytest.raises(RuntimeError, match="interrupted"), trainable_token(text_encoder, token_id) as vector:
+        assert [p for p in text_encoder.parameters() if p.requires_grad] == [vector] and vector.shape == before[0].shape
+        text_encoder(ids)[0].square().mean().backward()
+        assert vector.grad.abs().sum() > 0
+        with torch.no_grad():
+            vector.add_(1.0)
+        raise RuntimeError("interrupted")  # an exception still puts the learnt vector back
+    assert text_encoder.get_input_embeddings() is embedding
+    assert torch.equal(embedding.weight[:token_id], before[:token_id])
+    assert torch.allclose(embedding.weight[token_id], before[token_id] + 1.0)
 
 
 def _bad_files(folder):

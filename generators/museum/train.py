@@ -6,7 +6,8 @@
          + λ_f   · L_f     (feature aspect: earlier styles' predictions vs the pre-task model)
 
 Trained: the shared LoRA (continued from the previous task's state) and the new token's
-embedding row; everything else, earlier tokens included, is frozen. The feature term's replay
+embedding (its own vector while training, written into its row after); everything else, earlier
+tokens included, is frozen. The feature term's replay
 batch gets its own forward and backward pass (so peak memory is the style batch's), every few
 steps so that it costs about a quarter of the style batch; the replay pool's teacher outputs
 are computed once, before the first update, because the teacher is exactly the model at the
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +98,40 @@ def add_style_token(tokenizer, text_encoder, token: str) -> int:
     return len(tokenizer) - 1
 
 
+class TrainableTokenEmbedding(torch.nn.Module):
+    """The text encoder's token embedding with one row served by its own trainable vector.
+
+    Only `vector` is a parameter, so the optimizer and the gradient hold one D-vector instead of
+    the whole vocabulary (49,408 × 768 for SD's CLIP-L); earlier tokens stay frozen by construction.
+    """
+
+    def __init__(self, embedding: torch.nn.Embedding, token_id: int):
+        super().__init__()
+        self.embedding = embedding
+        self.token_id = token_id
+        self.vector = torch.nn.Parameter(embedding.weight[token_id].detach().float().clone())
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        out = self.embedding(input_ids)
+        return torch.where((input_ids == self.token_id)[..., None], self.vector.to(out.dtype), out)
+
+
+@contextmanager
+def trainable_token(text_encoder, token_id: int, trainable: bool = True):
+    """Serve `token_id`'s row from its own vector while the block runs (yields the vector); on
+    exit, even by an exception, the vector is written into the plain embedding, which returns."""
+    embedding = text_encoder.get_input_embeddings()
+    module = TrainableTokenEmbedding(embedding, token_id)
+    module.vector.requires_grad_(trainable)
+    text_encoder.set_input_embeddings(module)
+    try:
+        yield module.vector
+    finally:
+        with torch.no_grad():
+            embedding.weight[token_id] = module.vector.to(embedding.weight.dtype)
+        text_encoder.set_input_embeddings(embedding)
+
+
 def load_style_tokens(tokenizer, text_encoder, embeddings: dict[str, torch.Tensor]) -> None:
     """Earlier styles' learnt tokens, as load_textual_inversion would add them."""
     for token, vector in embeddings.items():
@@ -116,11 +152,17 @@ class TaskData:
 
 
 @torch.no_grad()
-def encode_images(vae, images, device) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.stack([torch.from_numpy(np.asarray(im, np.float32)).permute(2, 0, 1) for im in images]) / 127.5 - 1
-    dist = vae.encode(x.to(device, vae.dtype)).latent_dist
+def encode_images(vae, images, device, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scaled posterior means and stds, encoded a batch at a time (peak memory of one batch)."""
+    means, stds = [], []
+    for i in range(0, len(images), batch_size):
+        x = torch.stack([torch.from_numpy(np.asarray(im, np.float32)).permute(2, 0, 1)
+                         for im in images[i : i + batch_size]]) / 127.5 - 1
+        dist = vae.encode(x.to(device, vae.dtype)).latent_dist
+        means.append(dist.mean.float())
+        stds.append(dist.std.float())
     scale = vae.config.scaling_factor
-    return (dist.mean.float() * scale), (dist.std.float() * scale)
+    return torch.cat(means) * scale, torch.cat(stds) * scale
 
 
 def default_caption(image_caption: str | None) -> str:
@@ -181,7 +223,7 @@ def learn_style(
     n_train_t = len(alphas)
 
     # Data: cached latents, prompts carrying the token, and the set's statistics (z̄).
-    means, stds = encode_images(vae, images, device)
+    means, stds = encode_images(vae, images, device, cfg.batch_size)
     set_stats = losses.latent_statistics(means).mean(0)
 
     # The shared LoRA continues from the previous task; the new token joins the vocabulary.
@@ -197,158 +239,157 @@ def learn_style(
     lora_params = [p for m in layers.values() for p in (m.lora_A[ADAPTER].weight, m.lora_B[ADAPTER].weight)]
     for p in lora_params:
         p.requires_grad_(True)
-    embedding = text_encoder.get_input_embeddings().weight
-    embedding.requires_grad_(cfg.train_token)
-    mean_norm = embedding[:token_id].detach().norm(dim=1).mean()
+    mean_norm = text_encoder.get_input_embeddings().weight[:token_id].detach().float().norm(dim=1).mean()
+    with trainable_token(text_encoder, token_id, cfg.train_token) as vector:
+        scale = cfg.alpha / cfg.rank
+        before = factors_from_state(previous_state, names, scale, device)
+        earlier_updates = []
+        if cfg.use_weight_reg:
+            for prev, now in zip(earlier_states[:-1], earlier_states[1:]):
+                f_prev = factors_from_state(prev, names, scale, device)
+                f_now = factors_from_state(now, names, scale, device)
+                earlier_updates.append([losses.factor_difference(n, p) for n, p in zip(f_now, f_prev)])
 
-    scale = cfg.alpha / cfg.rank
-    before = factors_from_state(previous_state, names, scale, device)
-    earlier_updates = []
-    if cfg.use_weight_reg:
-        for prev, now in zip(earlier_states[:-1], earlier_states[1:]):
-            f_prev = factors_from_state(prev, names, scale, device)
-            f_now = factors_from_state(now, names, scale, device)
-            earlier_updates.append([losses.factor_difference(n, p) for n, p in zip(f_now, f_prev)])
+        gen = torch.Generator("cpu").manual_seed(cfg.seed)
+        amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
+        autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else torch.autocast(device.type, enabled=False))
+        scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+        if cfg.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
 
-    gen = torch.Generator("cpu").manual_seed(cfg.seed)
-    amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
-    autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else torch.autocast(device.type, enabled=False))
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
-    if cfg.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-
-    # Replay pool for the feature term: earlier styles' prompts on noised style latents,
-    # teacher outputs from the model as it is now, before any update.
-    replay = None
-    if cfg.use_feature_reg and earlier_styles:
-        k = cfg.replay_pool
-        choice = torch.randint(len(earlier_styles), (k,), generator=gen).tolist()
-        texts = []
-        for i, c in enumerate(choice):
-            caps = earlier_styles[c]["captions"] or ["a picture"]
-            texts.append(fit_prompt(tokenizer, caps[i % len(caps)], [earlier_styles[c]["token"]]))
-        idx = torch.randint(len(images), (k,), generator=gen)
-        z0 = means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen).to(device)
-        t = torch.randint(0, n_train_t, (k,), generator=gen).to(device)
-        zt = _noisy(z0, torch.randn(z0.shape, generator=gen).to(device), t, alphas)
-        with torch.no_grad(), autocast:
+        # Replay pool for the feature term: earlier styles' prompts on noised style latents,
+        # teacher outputs from the model as it is now, before any update.
+        replay = None
+        if cfg.use_feature_reg and earlier_styles:
+            k = cfg.replay_pool
+            choice = torch.randint(len(earlier_styles), (k,), generator=gen).tolist()
+            texts = []
+            for i, c in enumerate(choice):
+                caps = earlier_styles[c]["captions"] or ["a picture"]
+                texts.append(fit_prompt(tokenizer, caps[i % len(caps)], [earlier_styles[c]["token"]]))
+            idx = torch.randint(len(images), (k,), generator=gen)
+            z0 = means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen).to(device)
+            t = torch.randint(0, n_train_t, (k,), generator=gen).to(device)
+            zt = _noisy(z0, torch.randn(z0.shape, generator=gen).to(device), t, alphas)
             ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                             return_tensors="pt").input_ids.to(device)
-            cond = text_encoder(ids)[0]
-            teacher = unet(zt, t, encoder_hidden_states=cond).sample.float()
-        replay = (zt, t, cond, teacher)
+            cond, teacher = [], []
+            with torch.no_grad(), autocast:  # a training batch at a time: the peak stays a step's
+                for i in range(0, k, cfg.batch_size):
+                    cond.append(text_encoder(ids[i : i + cfg.batch_size])[0])
+                    teacher.append(unet(zt[i : i + cfg.batch_size], t[i : i + cfg.batch_size],
+                                        encoder_hidden_states=cond[-1]).sample.float())
+            replay = (zt, t, torch.cat(cond), torch.cat(teacher))
 
-    groups = [{"params": lora_params, "lr": cfg.lora_lr}]
-    if cfg.train_token:
-        groups.append({"params": [embedding], "lr": cfg.token_lr, "weight_decay": 0.0})
-    opt = torch.optim.AdamW(groups, weight_decay=0.0)
-
-    step, resumed_from = 0, 0
-    ckpt = Path(checkpoint_dir) / "checkpoint.safetensors" if checkpoint_dir else None
-    if ckpt is not None and ckpt.exists():
-        step = _load_checkpoint(ckpt, layers, embedding, token_id, opt, gen, cfg, len(earlier_states) - 1)
-        resumed_from = step
-
-    ids_all = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                        return_tensors="pt").input_ids.to(device)
-    terms = {}  # the latest value of each loss term
-    loss = torch.zeros(())
-    replay_batch = cfg.replay_batch or cfg.batch_size
-    replay_every = max(1, math.ceil(replay_batch / (cfg.replay_share * cfg.batch_size)))
-    stopped = False
-    unet.train()
-    while step < cfg.steps:
-        if should_stop():
-            stopped = True
-            break
-        idx = torch.randint(len(images), (cfg.batch_size,), generator=gen)
-        z0 = means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen).to(device)
-        noise = torch.randn(z0.shape, generator=gen).to(device)
-        t = torch.randint(0, n_train_t, (cfg.batch_size,), generator=gen).to(device)
-        zt = _noisy(z0, noise, t, alphas)
-        replay_step = replay is not None and step % replay_every == 0
-        if replay_step:
-            r = torch.randint(replay[0].shape[0], (replay_batch,), generator=gen).to(device)
-        with autocast:
-            cond = text_encoder(ids_all[idx.to(device)])[0]
-            pred = unet(zt, t, encoder_hidden_states=cond).sample.float()
-        a_t = alphas[t][:, None, None, None]
-        target = a_t.sqrt() * noise - (1 - a_t).sqrt() * z0 if v_prediction else noise
-        loss = F.mse_loss(pred, target.float())
-        terms["diff"] = loss.item()
-        if cfg.use_sdl:
-            x0_hat = a_t.sqrt() * zt - (1 - a_t).sqrt() * pred if v_prediction else (zt - (1 - a_t).sqrt() * pred) / a_t.sqrt()
-            sdl = losses.style_distillation_loss(x0_hat, set_stats, cfg.sdl_tau, alphas[t])
-            loss = loss + cfg.lambda_sdl * sdl
-            terms["sdl"] = sdl.item()
-        if cfg.use_weight_reg and earlier_updates:
-            current = [losses.lora_factors(layers[n].lora_A[ADAPTER].weight, layers[n].lora_B[ADAPTER].weight, scale) for n in names]
-            lw = losses.weight_direction_loss(current, before, earlier_updates)
-            loss = loss + cfg.lambda_w * lw
-            terms["weight"] = lw.item()
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if replay_step:
-            # Its own forward and backward (gradients add up): peak activations stay those of
-            # the style batch; weighted by replay_every so the term keeps its average weight.
-            with autocast:
-                pred_replay = unet(replay[0][r], replay[1][r], encoder_hidden_states=replay[2][r]).sample.float()
-            lf = losses.feature_distillation_loss(pred_replay, replay[3][r])
-            scaler.scale(cfg.lambda_f * replay_every * lf).backward()
-            terms["feature"] = lf.item()
-            loss = loss.detach() + cfg.lambda_f * lf.detach()
-        scaler.unscale_(opt)
-        if cfg.train_token and embedding.grad is not None:
-            keep = torch.zeros_like(embedding.grad[:, :1])
-            keep[token_id] = 1
-            embedding.grad.mul_(keep)  # only the new token learns; earlier tokens stay frozen
-        torch.nn.utils.clip_grad_norm_(lora_params, 1.0)
-        scaler.step(opt)
-        scaler.update()
+        groups = [{"params": lora_params, "lr": cfg.lora_lr}]
         if cfg.train_token:
-            with torch.no_grad():
-                norm = embedding[token_id].norm()
-                cap = cfg.token_max_norm_ratio * mean_norm
-                if norm > cap:
-                    embedding[token_id].mul_(cap / norm)
-        step += 1
-        if progress:
-            progress(step, cfg.steps, loss=loss.item())
-        if preview:
-            unet.eval()
-            preview(step, pipe=pipe, token=token)
-            unet.train()
-        if ckpt is not None and (step % cfg.checkpoint_every == 0) and step < cfg.steps:
-            _save_checkpoint(ckpt, layers, embedding, token_id, opt, gen, step, cfg, len(earlier_states) - 1)
-    unet.eval()
-    if cfg.gradient_checkpointing:
-        unet.disable_gradient_checkpointing()
-    unet.requires_grad_(False)
-    embedding.requires_grad_(False)
-    vector = embedding[token_id].detach().float().cpu().clone()
-    result = TaskResult(step, loss.item(), terms, round(time.time() - start, 1), stopped, resumed_from)
-    if stopped and ckpt is not None:
-        _save_checkpoint(ckpt, layers, embedding, token_id, opt, gen, step, cfg, len(earlier_states) - 1)
-    return lora_state(unet), vector, result
+            groups.append({"params": [vector], "lr": cfg.token_lr, "weight_decay": 0.0})
+        opt = torch.optim.AdamW(groups, weight_decay=0.0)
+
+        step, resumed_from = 0, 0
+        ckpt = Path(checkpoint_dir) / "checkpoint.safetensors" if checkpoint_dir else None
+        if ckpt is not None and ckpt.exists():
+            step = _load_checkpoint(ckpt, layers, vector, opt, scaler, gen, cfg, len(earlier_states) - 1)
+            resumed_from = step
+
+        ids_all = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                            return_tensors="pt").input_ids.to(device)
+        terms = {}  # the latest value of each loss term
+        loss = torch.zeros(())
+        replay_batch = cfg.replay_batch or cfg.batch_size
+        replay_every = max(1, math.ceil(replay_batch / (cfg.replay_share * cfg.batch_size)))
+        stopped = False
+        unet.train()
+        while step < cfg.steps:
+            if should_stop():
+                stopped = True
+                break
+            idx = torch.randint(len(images), (cfg.batch_size,), generator=gen)
+            z0 = means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen).to(device)
+            noise = torch.randn(z0.shape, generator=gen).to(device)
+            t = torch.randint(0, n_train_t, (cfg.batch_size,), generator=gen).to(device)
+            zt = _noisy(z0, noise, t, alphas)
+            replay_step = replay is not None and step % replay_every == 0
+            if replay_step:
+                r = torch.randint(replay[0].shape[0], (replay_batch,), generator=gen).to(device)
+            with autocast:
+                cond = text_encoder(ids_all[idx.to(device)])[0]
+                pred = unet(zt, t, encoder_hidden_states=cond).sample.float()
+            a_t = alphas[t][:, None, None, None]
+            target = a_t.sqrt() * noise - (1 - a_t).sqrt() * z0 if v_prediction else noise
+            loss = F.mse_loss(pred, target.float())
+            terms["diff"] = loss.item()
+            if cfg.use_sdl:
+                x0_hat = a_t.sqrt() * zt - (1 - a_t).sqrt() * pred if v_prediction else (zt - (1 - a_t).sqrt() * pred) / a_t.sqrt()
+                sdl = losses.style_distillation_loss(x0_hat, set_stats, cfg.sdl_tau, alphas[t])
+                loss = loss + cfg.lambda_sdl * sdl
+                terms["sdl"] = sdl.item()
+            if cfg.use_weight_reg and earlier_updates:
+                current = [losses.lora_factors(layers[n].lora_A[ADAPTER].weight, layers[n].lora_B[ADAPTER].weight, scale) for n in names]
+                lw = losses.weight_direction_loss(current, before, earlier_updates)
+                loss = loss + cfg.lambda_w * lw
+                terms["weight"] = lw.item()
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if replay_step:
+                # Its own forward and backward (gradients add up): peak activations stay those of
+                # the style batch; weighted by replay_every so the term keeps its average weight.
+                with autocast:
+                    pred_replay = unet(replay[0][r], replay[1][r], encoder_hidden_states=replay[2][r]).sample.float()
+                lf = losses.feature_distillation_loss(pred_replay, replay[3][r])
+                scaler.scale(cfg.lambda_f * replay_every * lf).backward()
+                terms["feature"] = lf.item()
+                loss = loss.detach() + cfg.lambda_f * lf.detach()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(lora_params, 1.0)
+            scaler.step(opt)
+            scaler.update()
+            if cfg.train_token:
+                with torch.no_grad():
+                    norm = vector.norm()
+                    cap = cfg.token_max_norm_ratio * mean_norm
+                    if norm > cap:
+                        vector.mul_(cap / norm)
+            step += 1
+            if progress:
+                progress(step, cfg.steps, loss=loss.item())
+            if preview:
+                unet.eval()
+                preview(step, pipe=pipe, token=token)
+                unet.train()
+            if ckpt is not None and (step % cfg.checkpoint_every == 0) and step < cfg.steps:
+                _save_checkpoint(ckpt, layers, vector, opt, scaler, gen, step, cfg, len(earlier_states) - 1)
+        unet.eval()
+        if cfg.gradient_checkpointing:
+            unet.disable_gradient_checkpointing()
+        unet.requires_grad_(False)
+        vector.requires_grad_(False)
+        result = TaskResult(step, loss.item(), terms, round(time.time() - start, 1), stopped, resumed_from)
+        if stopped and ckpt is not None:
+            _save_checkpoint(ckpt, layers, vector, opt, scaler, gen, step, cfg, len(earlier_states) - 1)
+        return lora_state(unet), vector.detach().float().cpu().clone(), result
 
 
-def _save_checkpoint(path: Path, layers, embedding, token_id, opt, gen, step, cfg: MuseumConfig, after_tasks: int) -> None:
-    """LoRA weights, the token, Adam moments, the data RNG and the step: an exact resume point.
+def _save_checkpoint(path: Path, layers, vector, opt, scaler, gen, step, cfg: MuseumConfig, after_tasks: int) -> None:
+    """LoRA weights, the token, Adam moments, the fp16 loss scale, the data RNG and the step:
+    an exact resume point.
     after_tasks: how many tasks the museum held when this task started (its starting point)."""
     tensors = {}
     for name, m in layers.items():
         tensors[f"lora.{name}.A"] = m.lora_A[ADAPTER].weight
         tensors[f"lora.{name}.B"] = m.lora_B[ADAPTER].weight
-    tensors["token"] = embedding[token_id]
+    tensors["token"] = vector
     for gi, group in enumerate(opt.param_groups):
         for pi, p in enumerate(group["params"]):
             state = opt.state.get(p, {})
             for key in ("exp_avg", "exp_avg_sq"):
                 if key in state:
-                    value = state[key][token_id] if p is embedding else state[key]
-                    tensors[f"opt.{gi}.{pi}.{key}"] = value
+                    tensors[f"opt.{gi}.{pi}.{key}"] = state[key]
             if "step" in state:
                 tensors[f"opt.{gi}.{pi}.step"] = torch.as_tensor(state["step"], dtype=torch.float32).reshape(1)
+    if scaler.is_enabled():
+        tensors["scaler.scale"] = torch.tensor([scaler.get_scale()], dtype=torch.float64)
+        tensors["scaler.growth_tracker"] = torch.tensor([scaler.state_dict()["_growth_tracker"]])
     tensors["rng"] = gen.get_state()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -357,7 +398,7 @@ def _save_checkpoint(path: Path, layers, embedding, token_id, opt, gen, step, cf
     tmp.replace(path)
 
 
-def _load_checkpoint(path: Path, layers, embedding, token_id, opt, gen, cfg: MuseumConfig, after_tasks: int) -> int:
+def _load_checkpoint(path: Path, layers, vector, opt, scaler, gen, cfg: MuseumConfig, after_tasks: int) -> int:
     """The step to continue from: 0 (start over) when the museum has learnt other styles since the
     checkpoint was written, since its LoRA continued from a shared state that is no longer the last."""
     from safetensors import safe_open
@@ -373,7 +414,7 @@ def _load_checkpoint(path: Path, layers, embedding, token_id, opt, gen, cfg: Mus
         for name, m in layers.items():
             m.lora_A[ADAPTER].weight.copy_(tensors[f"lora.{name}.A"])
             m.lora_B[ADAPTER].weight.copy_(tensors[f"lora.{name}.B"])
-        embedding[token_id].copy_(tensors["token"])
+        vector.copy_(tensors["token"])
     for gi, group in enumerate(opt.param_groups):
         for pi, p in enumerate(group["params"]):
             if f"opt.{gi}.{pi}.step" not in tensors:
@@ -381,11 +422,9 @@ def _load_checkpoint(path: Path, layers, embedding, token_id, opt, gen, cfg: Mus
             state = opt.state[p]
             state["step"] = tensors[f"opt.{gi}.{pi}.step"].reshape(())
             for key in ("exp_avg", "exp_avg_sq"):
-                value = tensors[f"opt.{gi}.{pi}.{key}"].to(p.device)
-                if p is embedding:
-                    full = torch.zeros_like(p)
-                    full[token_id] = value
-                    value = full
-                state[key] = value
+                state[key] = tensors[f"opt.{gi}.{pi}.{key}"].to(p.device)
+    if scaler.is_enabled() and "scaler.scale" in tensors:
+        scaler.load_state_dict({**scaler.state_dict(), "scale": float(tensors["scaler.scale"]),
+                                "_growth_tracker": int(tensors["scaler.growth_tracker"])})
     gen.set_state(tensors["rng"])
     return int(meta["step"])
