@@ -92,6 +92,24 @@ def test_pretraining_data_excludes_held_out_triples():
     assert not any(miniworld.is_held_out(a.kind, a.color, a.background) for a in attrs)
 
 
+def test_autoencoder_augmentation_is_varied_bounded_and_seeded():
+    import torch
+
+    from generators import miniworld
+    from generators.sd_mini.pretrain import generic_textures
+
+    images = np.stack([np.asarray(miniworld.generate(3, i, size=32).image) for i in range(90)])
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    a = generic_textures(x, torch.Generator().manual_seed(0))
+    b = generic_textures(x, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and a.min() >= -1 and a.max() <= 1
+    changed = (a - x).abs().flatten(1).amax(1) > 1e-3
+    assert 0.5 < changed.float().mean() < 0.85  # a third stays plain
+    # gradient maps and dot screens reach hues and grey levels the plain world never has
+    assert len({tuple(v) for v in ((a[changed] + 1) * 4).round().permute(0, 2, 3, 1).reshape(-1, 3).tolist()}) > \
+        len({tuple(v) for v in ((x + 1) * 4).round().permute(0, 2, 3, 1).reshape(-1, 3).tolist()})
+
+
 TINY_BASE = dict(resolution=32, vae_channels=(16, 16), unet_channels=(32, 32, 32), text_width=32, text_layers=1,
                  text_heads=2, unet_heads=2, n_images=48, vae_batch=4, unet_batch=4, save_every_seconds=1e9)
 
