@@ -1,4 +1,4 @@
-"""A real browser (Debian's chromium, driven by Playwright) against the launched app on the tiny base:
+"""A real browser (Debian's chromium, driven by Playwright) against the launched app on studio-mini:
 load the page, visit every tab, generate an image, take a screenshot."""
 
 from __future__ import annotations
@@ -71,11 +71,12 @@ def drive(url: str, screenshot: Path, prompt: str = "a red fish on the sea backg
 
 
 @pytest.fixture(scope="module")
-def served(tiny_pipeline_dir, tmp_path_factory):
+def served(tmp_path_factory):
+    from generators.diffusion import DEFAULT_BASE
     from studio.webapp import create_app, launch
 
     root = tmp_path_factory.mktemp("browser")
-    demo = create_app(root / "museum", str(tiny_pipeline_dir), root / "home", device="cpu")
+    demo = create_app(root / "museum", str(DEFAULT_BASE), root / "home", device="cpu")
     launch(demo, port=None, prevent_thread_lock=True, quiet=True)
     try:
         yield demo, root

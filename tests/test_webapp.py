@@ -1,4 +1,5 @@
-"""The web app end to end through gradio_client, against a launched app on the tiny base."""
+"""The web app end to end through gradio_client, against a launched app on the embedded studio-mini
+(a tiny random GAN stands in for gan-mini, which is not trained yet)."""
 
 from __future__ import annotations
 
@@ -42,12 +43,13 @@ def tiny_gan_base(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def app(tiny_pipeline_dir, tmp_path_factory):
+def app(tmp_path_factory):
+    from generators.diffusion import DEFAULT_BASE
     from studio.webapp import create_app, launch
 
     root = tmp_path_factory.mktemp("studio")
     gan_base = tiny_gan_base(root / "gan-base")
-    demo = create_app(root / "museum", str(tiny_pipeline_dir), root / "home", device="cpu", gan_base=gan_base)
+    demo = create_app(root / "museum", str(DEFAULT_BASE), root / "home", device="cpu", gan_base=gan_base)
     launch(demo, host="127.0.0.1", port=None, prevent_thread_lock=True, quiet=True)
     try:
         yield demo, root
@@ -112,7 +114,7 @@ def test_learn_generate_export_reuse(app, client, tmp_path):
     rows, log = client.predict(None, api_name="/jobs")
     statuses = {r[1]: r[3] for r in rows["data"]} if isinstance(rows, dict) else {r[1]: r[3] for r in rows}
     assert statuses.get("museum") == "finished" and statuses.get("generate") == "finished"
-    print(f"\nlearn 4 steps + score on the tiny base: {took:.1f} s")
+    print(f"\nlearn 4 steps + score on studio-mini: {took:.1f} s")
 
 
 def test_stop_keeps_the_museum_consistent(app, client, tmp_path):
