@@ -105,9 +105,36 @@ def test_autoencoder_augmentation_is_varied_bounded_and_seeded():
     assert torch.equal(a, b) and a.min() >= -1 and a.max() <= 1
     changed = (a - x).abs().flatten(1).amax(1) > 1e-3
     assert 0.5 < changed.float().mean() < 0.85  # a third stays plain
-    # gradient maps and dot screens reach hues and grey levels the plain world never has
-    assert len({tuple(v) for v in ((a[changed] + 1) * 4).round().permute(0, 2, 3, 1).reshape(-1, 3).tolist()}) > \
-        len({tuple(v) for v in ((x + 1) * 4).round().permute(0, 2, 3, 1).reshape(-1, 3).tolist()})
+
+
+def test_gradient_map_is_a_monotone_ramp_of_random_palettes():
+    import torch
+
+    from generators.sd_mini.pretrain import gradient_map
+
+    luma = torch.linspace(0, 1, 32).expand(6, 1, 8, 32)  # dark on the left, light on the right
+    out = gradient_map(luma, torch.Generator().manual_seed(0))
+    assert out.shape == (6, 3, 8, 32) and out.min() >= -1 and out.max() <= 1
+    assert (out.diff(dim=3) >= -1e-6).all()  # each channel rises with luminance: a ramp, not noise
+    palettes = ((out[:, :, 0] + 1) * 4).round().permute(0, 2, 1).reshape(6, -1, 3)
+    for palette in palettes:  # each image passes through at least 3 distinct colours
+        assert len({tuple(c) for c in palette.tolist()}) >= 3
+    assert len({tuple(p[-1].tolist()) for p in palettes}) == 6  # a different palette per image
+
+
+def test_dot_screen_is_two_tone_with_ink_following_darkness():
+    import torch
+
+    from generators.sd_mini.pretrain import dot_screen
+
+    x = torch.zeros(8, 3, 24, 40)  # flat mid grey, not square: cells are in pixels, so any aspect works
+    coverage = {}
+    for level in (0.0, 0.5, 1.0):
+        out = dot_screen(x, torch.full((8, 1, 24, 40), level), torch.Generator().manual_seed(1))
+        assert out.min() >= -1 and out.max() <= 1
+        assert max(len(img.reshape(3, -1).unique(dim=1).T) for img in out) <= 2  # ink or paper, nothing between
+        coverage[level] = (out < 0).any(1).float().mean().item()  # ink is dark (< 0); paper is white or the grey
+    assert coverage[1.0] < 0.02 and 0.2 < coverage[0.5] < 0.8 and coverage[0.0] > 0.9
 
 
 TINY_BASE = dict(resolution=32, vae_channels=(16, 16), unet_channels=(32, 32, 32), text_width=32, text_layers=1,

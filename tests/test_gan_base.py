@@ -151,3 +151,17 @@ def test_pretrain_user_errors(tmp_path):
         pretrain_gan(tmp_path / "x", TINY, seconds=1, device="cpu", precision="bf16")
     with pytest.raises(ValueError):
         GANConfig(resolution=48)
+
+
+def test_pretrain_cli_sets_widths_and_pool(tmp_path, capsys):
+    from studio.cli import main
+
+    out = tmp_path / "gan"
+    assert main(["pretrain", "gan", "--out", str(out), "--seconds", "1", "--batch", "4", "--device", "cpu",
+                 "--channels", "8,8,8,8,4", "--pool-images", "48"]) == 0
+    assert json.loads((out / "config.json").read_text())["config"]["channels"] == [8, 8, 8, 8, 4]
+    assert json.loads((out / "training_options.json").read_text())["options"]["pool_images"] == 48
+    assert main(["pretrain", "gan", "--out", str(tmp_path / "b"), "--channels", "8;8"]) == 2
+    assert "comma-separated integers" in capsys.readouterr().err
+    assert main(["pretrain", "gan", "--out", str(out), "--resume", "--channels", "8,8,8,8,4"]) == 2
+    assert "keeps its own" in capsys.readouterr().err

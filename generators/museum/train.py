@@ -109,7 +109,13 @@ class TrainableTokenEmbedding(torch.nn.Module):
         super().__init__()
         self.embedding = embedding
         self.token_id = token_id
-        self.vector = torch.nn.Parameter(embedding.weight[token_id].detach().float().clone())
+        # A child after the embedding, not a direct parameter: the text encoder's first parameter
+        # (what its `.dtype` reports) stays the frozen table's, not this fp32 master copy.
+        self.trained = torch.nn.ParameterList([embedding.weight[token_id].detach().float().clone()])
+
+    @property
+    def vector(self) -> torch.nn.Parameter:
+        return self.trained[0]
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         out = self.embedding(input_ids)

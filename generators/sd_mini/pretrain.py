@@ -129,53 +129,71 @@ def to_tensor(images_uint8: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images_uint8).permute(0, 3, 1, 2).contiguous()
 
 
+def gradient_map(luma: torch.Tensor, generator: torch.Generator, colours: int = 4) -> torch.Tensor:
+    """Luminance through a random ramp of `colours` colours (tinted and false-colour palettes).
+
+    luma: B×1×H×W in [0, 1]; returns B×3×H×W in [-1, 1]. Sorting each channel of the random
+    colours keeps the ramp monotone, so darker input stays darker output."""
+    b, _, h, w = luma.shape
+    ramp = torch.rand(b, colours, 3, generator=generator, device=luma.device).sort(dim=1).values
+    pos = luma.clamp(0, 1) * (colours - 1)
+    lo = pos.floor().clamp(max=colours - 2).long()
+    frac = pos - lo
+    pick = lambda i: torch.gather(ramp, 1, i.flatten(1)[..., None].expand(-1, -1, 3)).view(b, h, w, 3).permute(0, 3, 1, 2)  # noqa: E731
+    return (pick(lo) * (1 - frac) + pick(lo + 1) * frac) * 2 - 1
+
+
+def dot_screen(x: torch.Tensor, luma: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A printed-dot screen: dots of a random dark ink on a rotated grid of random pitch (4-10 px),
+    larger where the image is darker (area ∝ 1 - luma), on white paper or on the image itself.
+
+    x: B×3×H×W in [-1, 1]; luma: B×1×H×W in [0, 1]; returns B×3×H×W in [-1, 1]."""
+    b, _, h, w = x.shape
+    r = lambda *s: torch.rand(*s, generator=generator, device=x.device)  # noqa: E731
+    py, px = torch.meshgrid(torch.arange(h, device=x.device, dtype=x.dtype), torch.arange(w, device=x.device, dtype=x.dtype),
+                            indexing="ij")  # pixel units, so the cells stay square on any aspect ratio
+    theta = r(b)[:, None, None] * math.pi
+    pitch = (4 + r(b) * 6)[:, None, None]
+    along = (px * torch.cos(theta) + py * torch.sin(theta)) / pitch
+    across = (-px * torch.sin(theta) + py * torch.cos(theta)) / pitch
+    cell = lambda u: torch.remainder(u, 1.0) - 0.5  # noqa: E731
+    dist = torch.sqrt(cell(along) ** 2 + cell(across) ** 2)[:, None]  # 0 at dot centres, at most 0.71
+    ink = (dist < 0.71 * (1 - luma).clamp(0, 1).sqrt()).to(x.dtype)
+    ink_colour = r(b, 3)[:, :, None, None] * 0.5
+    paper = torch.where(r(b)[:, None, None, None] < 0.5, torch.ones_like(x), (x + 1) / 2)
+    return ((1 - ink) * paper + ink * ink_colour) * 2 - 1
+
+
 def generic_textures(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Generic image statistics for the autoencoder, each at random parameters.
 
     x: B×3×H×W in [-1, 1]. A third of the batch is left as it is; the rest gets one of gratings,
-    grain, posterize, grey, blur, a gradient map (luminance through a random 2-4 colour ramp:
-    tinted and false-colour palettes) or a dot screen (luminance against a random rotated dot
-    grid: printed-dot patterns). They are deliberately not the reference styles' renderers: they
-    only widen what the autoencoder can reconstruct, so that the museum can teach styles later.
+    grain, posterize, grey, blur, a `gradient_map` or a `dot_screen`. They are deliberately not
+    the reference styles' renderers: they only widen what the autoencoder can reconstruct, so
+    that the museum can teach styles later.
     """
     b, _, h, w = x.shape
     dev = x.device
     r = lambda *s: torch.rand(*s, generator=generator, device=dev)  # noqa: E731
     choice = (r(b) * 15).long()  # 0-4: unchanged
-    out = x.clone()
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, h, device=dev), torch.linspace(-1, 1, w, device=dev), indexing="ij")
     theta = r(b) * math.pi
     along = xx[None] * torch.cos(theta)[:, None, None] + yy[None] * torch.sin(theta)[:, None, None]
-    across = -xx[None] * torch.sin(theta)[:, None, None] + yy[None] * torch.cos(theta)[:, None, None]
     freq = 4 + r(b) * 28
     grating = torch.sin(along * freq[:, None, None])[:, None] * (0.2 + 0.5 * r(b))[:, None, None, None]
-    luma = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3] + 1) / 2  # B×1×H×W in [0, 1]
+    luma = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3] + 1) / 2  # Rec. 601, in [0, 1]
     grey = (luma * 2 - 1).expand_as(x)
     levels = (2 + (r(b) * 4).long()).float()[:, None, None, None]
     posterized = torch.round((x + 1) / 2 * (levels - 1)) / (levels - 1) * 2 - 1
     noise = (torch.rand(x.shape, generator=generator, device=dev) - 0.5) * 0.6
     blurred = F.avg_pool2d(x, 3, 1, 1)
-    # gradient map: K random colours (sorted dark to light) interpolated along luminance
-    k = 4
-    ramp = r(b, k, 3).sort(dim=1).values  # B×K×3 in [0, 1]; sorting per channel keeps it monotone
-    pos = luma.clamp(0, 1) * (k - 1)
-    lo = pos.floor().clamp(max=k - 2).long()
-    frac = pos - lo
-    pick = lambda i: torch.gather(ramp, 1, i.flatten(1)[..., None].expand(-1, -1, 3)).view(b, h, w, 3).permute(0, 3, 1, 2)  # noqa: E731
-    gradient_map = (pick(lo) * (1 - frac) + pick(lo + 1) * frac) * 2 - 1
-    # dot screen: a dot grid of random pitch and angle; dots grow where the image is dark
-    pitch = 4 + r(b) * 6  # pixels per cell
-    cell = lambda u: torch.remainder(u * (w / 2) / pitch[:, None, None], 1.0) - 0.5  # noqa: E731
-    dist = torch.sqrt(cell(along) ** 2 + cell(across) ** 2)[:, None]  # 0 at dot centres, ≤ 0.71
-    ink = (dist < 0.71 * (1 - luma).sqrt()).float()
-    ink_colour = r(b, 3)[:, :, None, None] * 0.5  # dark ink
-    paper = torch.where(r(b)[:, None, None, None] < 0.5, torch.ones_like(x), (x + 1) / 2)  # white, or the image
-    dot_screen = ((1 - ink) * paper + ink * ink_colour) * 2 - 1
+    mapped = gradient_map(luma, generator)
+    screened = dot_screen(x, luma, generator)
     variants = {5: x + grating, 6: grey, 7: posterized, 8: grey + grating, 9: x + noise, 10: blurred,
-                11: gradient_map, 12: gradient_map, 13: dot_screen, 14: dot_screen}
+                11: mapped, 12: mapped, 13: screened, 14: screened}
+    out = x.clone()
     for key, v in variants.items():
-        m = (choice == key)[:, None, None, None]
-        out = torch.where(m, v, out)
+        out = torch.where((choice == key)[:, None, None, None], v, out)
     return out.clamp(-1, 1)
 
 

@@ -26,6 +26,12 @@ def add_parser(pretrain_subparsers) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out (checkpoint or final weights)")
     parser.add_argument("--workers", type=int, default=None,
                         help="image-rendering worker processes (default 0 on CPU: a pre-rendered cache; up to 6 on CUDA)")
+    parser.add_argument("--channels", default=None,
+                        help="generator widths at 4, 8, ..., 64 px, comma-separated (default "
+                             "256,256,128,64,32; a new run only, a resumed run keeps its own)")
+    parser.add_argument("--pool-images", type=int, default=None,
+                        help="images in the training pool (default 4096 on CPU, 32768 on CUDA with workers); "
+                             "more unique images keep the discriminator from memorizing them")
     parser.set_defaults(run=run_pretrain_gan)
 
 
@@ -38,10 +44,22 @@ def run_pretrain_gan(args) -> int:
         raise ValueError(f"--batch must be at least 1, got {args.batch}")
     if args.workers is not None and args.workers < 0:
         raise ValueError(f"--workers must be 0 or more, got {args.workers}")
+    config = None
+    if args.channels:
+        from generators.gan.stylegan2 import GANConfig
+
+        if args.resume:
+            raise ValueError("--channels sets a new run's architecture; a resumed run keeps its own (drop --channels)")
+        try:
+            widths = tuple(int(c) for c in args.channels.split(","))
+        except ValueError:
+            raise ValueError(f"--channels takes comma-separated integers such as 128,128,64,32,16, got {args.channels!r}") from None
+        config = GANConfig(channels=widths)
     with TqdmProgress("pretrain gan (s)") as progress:
         summary = pretrain_gan(
-            args.out, None, seconds=args.seconds, device=args.device, precision=args.precision, seed=args.seed,
+            args.out, config, seconds=args.seconds, device=args.device, precision=args.precision, seed=args.seed,
             resume=args.resume, progress=progress, batch_size=args.batch, num_workers=args.workers,
+            pool_images=args.pool_images,
         )
     losses = ", ".join(f"{k} {v:.3f}" for k, v in summary["final_losses"].items())
     print(f"wrote {args.out}: {summary['steps']} steps ({summary['images_seen']} images) on "
