@@ -64,7 +64,7 @@ from generators.gan.lifelong import (  # noqa: E402
     load_task_generator,
     resolve_base,
 )
-from generators.gan.mode_seeking import ModeSeekingConfig, PerceptualDistance, make_distance  # noqa: E402
+from generators.gan.mode_seeking import ModeSeekingConfig, PerceptualDistance  # noqa: E402
 from generators.gan.stylegan2 import (  # noqa: E402
     DISCRIMINATOR_FILE,
     Discriminator,

@@ -190,6 +190,18 @@ class JobBoard:
             j.request_stop()
         return hit
 
+    def stop_job(self, job_id, owner: str) -> str:
+        """Ask one job to stop (the jobs panel's Stop); only the session that asked for it may."""
+        job = self.get(job_id)
+        if job is None:
+            return f"no job {job_id}"
+        if job.done:
+            return f"job {job.id} ({job.title}) already {job.status}"
+        if job.owner != owner:
+            return f"job {job.id} ({job.title}) belongs to another session; only its owner can stop it"
+        job.request_stop()
+        return f"stop requested for job {job.id} ({job.title}); it stops after the current step"
+
     def fail(self, job: Job, message: str) -> None:
         job.error = message
         job._set_status("failed")

@@ -101,11 +101,25 @@ def check_uploads(files, suffixes: tuple[str, ...], max_count: int, what: str = 
         total += size
         if total > MAX_UPLOAD_BYTES:
             raise UserError(f"uploads larger than {MAX_UPLOAD_BYTES // 2**20} MB in total")
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            _check_decodes(path)
         while name in names:
             name = "_" + name
         names.add(name)
         out.append((path, name))
     return out
+
+
+def _check_decodes(path: Path) -> None:
+    """Refuse an upload whose bytes are not the image its name says (checked when it arrives, so
+    a bad file never reaches a training job)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.verify()  # reads the whole file: catches truncated data, not only the header
+    except Exception as err:  # noqa: BLE001 - PIL raises many kinds; all mean "not readable"
+        raise UserError(f"{path.name}: not a readable image ({type(err).__name__}); re-save it as PNG or JPEG") from None
 
 
 def safe_extract_zip(zip_path: Path, dest: Path, suffixes: tuple[str, ...]) -> list[Path]:
@@ -136,6 +150,11 @@ def safe_extract_zip(zip_path: Path, dest: Path, suffixes: tuple[str, ...]) -> l
             target.parent.mkdir(parents=True, exist_ok=True)
             with zf.open(info) as src, open(target, "wb") as dst:
                 shutil.copyfileobj(src, dst)
+            if target.suffix.lower() in IMAGE_SUFFIXES:
+                try:
+                    _check_decodes(target)
+                except UserError as err:
+                    raise UserError(f"the zip member {info.filename!r}: {str(err).split(': ', 1)[1]}") from None
             out.append(target)
     return out
 
@@ -253,6 +272,9 @@ class Studio:
 
     def register(self, kind: str, title: str, request: gr.Request | None = None) -> int:
         return self.board.submit(kind, title, _owner(request)).id
+
+    def stop_job(self, job_id, request: gr.Request | None = None) -> str:
+        return self.board.stop_job(job_id, _owner(request))
 
     def stop(self, kind: str, request: gr.Request | None = None) -> str:
         hit = self.board.stop(_owner(request), kind)
@@ -1198,10 +1220,18 @@ def _generate_tab(studio: Studio) -> dict:
 
 def _jobs_tab(studio: Studio) -> None:
     gr.Markdown("Every heavy job, newest first. One runs at a time; the others wait their turn. "
-                "Pick a row to read its log.")
+                "Pick a row to read its log; Stop ends that job (yours only) after its current step.")
     table = gr.Dataframe(headers=JOB_COLUMNS, value=studio.board.rows(), interactive=False, wrap=True)
-    job = gr.Number(label="Job", precision=0, value=None)
+    with gr.Row():
+        job = gr.Number(label="Job", precision=0, value=None)
+        stop = gr.Button("Stop this job", variant="stop")
+    stopped = gr.Markdown()
     log = gr.Textbox(label="Log", lines=14, max_lines=30, autoscroll=True)
+
+    def stop_job(job_id, request: gr.Request):
+        return studio.stop_job(job_id, request)
+
+    stop.click(stop_job, job, stopped, api_name="job_stop", queue=False, **LIGHT)
 
     def pick(evt: gr.SelectData):
         rows = studio.board.rows()

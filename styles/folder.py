@@ -130,7 +130,7 @@ def read_style_folder(folder: Path, resolution: int, name: str | None = None) ->
         caption = sidecar.read_text(errors="replace").strip() or None if sidecar.exists() else None
         images.append(StyleImage(path, image, caption, digest))
     if len(images) < MIN_IMAGES:
-        detail = f"; rejected: " + "; ".join(f"{f}: {r}" for f, r in rejected[:5]) if rejected else ""
+        detail = "; rejected: " + "; ".join(f"{f}: {r}" for f, r in rejected[:5]) if rejected else ""
         raise ValueError(f"style {style_name!r} ({folder}) has {len(images)} usable images, needs at least {MIN_IMAGES}{detail}")
     if len(images) > MAX_IMAGES:
         raise ValueError(f"style {style_name!r} ({folder}) has {len(images)} images; use at most {MAX_IMAGES}")

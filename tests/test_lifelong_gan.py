@@ -24,7 +24,6 @@ from generators.gan.left import (
     detach_left,
     left_modules,
     left_parameters,
-    left_state,
 )
 from generators.gan.lifelong import (
     MODULATORS_FILE,

@@ -67,7 +67,8 @@ def test_named_endpoints_and_loopback(app, client):
     demo, _ = app
     assert demo.local_url.startswith("http://127.0.0.1:")
     named = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    for name in ["/museum_learn", "/museum_stop", "/museum_export", "/museum_styles", "/generate", "/reuse_settings", "/jobs"]:
+    for name in ["/museum_learn", "/museum_stop", "/museum_export", "/museum_styles", "/generate", "/reuse_settings", "/jobs",
+                 "/job_stop"]:
         assert name in named, name
     assert len(named) >= 4
 
@@ -129,6 +130,10 @@ def test_stop_keeps_the_museum_consistent(app, client, tmp_path):
             break
         time.sleep(0.2)
     assert running, "training never started"
+    # The jobs panel's Stop: another session may not stop someone else's job.
+    other = Client(demo.local_url, verbose=False)
+    assert "belongs to another session" in other.predict(running[0].id, api_name="/job_stop")
+    assert running[0].status == "running"
     t0 = time.time()
     msg = client.predict(api_name="/museum_stop")
     assert "stop requested" in msg
@@ -227,6 +232,12 @@ def test_bad_uploads_are_refused(app, client, tmp_path):
     evil.write_text("rm -rf /")
     with pytest.raises(Exception, match="file type"):
         client.predict([handle_file(str(evil))], "evil", "", "", 2, 2, 0, api_name="/museum_learn")
+    fake = tmp_path / "fake.png"
+    fake.write_text("text, not a png")
+    good = style_images(tmp_path / "ok", "sepia")
+    with pytest.raises(Exception, match="fake.png: not a readable image"):  # refused on arrival, not mid-training
+        client.predict([handle_file(p) for p in good] + [handle_file(str(fake))], "faked", "", "", 2, 2, 0,
+                       api_name="/museum_learn")
     with pytest.raises(Exception, match="style name"):
         client.predict([handle_file(p) for p in style_images(tmp_path / "x", "sepia")], "../escape", "", "", 2, 2, 0,
                        api_name="/museum_learn")
@@ -257,6 +268,11 @@ def test_job_board_queue_stop_and_failure():
         return "ran out"
 
     assert [j.status for j in board.run(a, work)][-1] == "stopped" and a.result == "stopped early" and a.step == 3
+    d = board.submit("gan", "d", "ann")
+    assert "another session" in board.stop_job(d.id, "bob") and not d.stop_requested
+    assert "stop requested for job" in board.stop_job(d.id, "ann") and d.stop_requested
+    list(board.run(d, lambda job: 1 / 0))
+    assert "already stopped" in board.stop_job(d.id, "ann") and board.stop_job(999, "ann") == "no job 999"
     c = board.submit("gan", "c", "ann")
     with pytest.raises(ZeroDivisionError):
         list(board.run(c, lambda job: 1 / 0))
@@ -312,13 +328,22 @@ def test_safe_file_name_keeps_the_suffix(name, safe):
 def test_safe_zip_extraction(tmp_path):
     from studio.webapp import UserError, safe_extract_zip
 
+    import io
+
+    png = io.BytesIO()
+    miniworld.generate(0, 0, size=16).image.save(png, "PNG")
     z = tmp_path / "a.zip"
     with zipfile.ZipFile(z, "w") as zf:
-        zf.writestr("cats/1.png", b"x")
+        zf.writestr("cats/1.png", png.getvalue())
         zf.writestr("cats/notes.exe", b"x")
         zf.writestr("__MACOSX/cats/._1.png", b"x")
     got = safe_extract_zip(z, tmp_path / "out", (".png",))
     assert [p.relative_to(tmp_path / "out").as_posix() for p in got] == ["cats/1.png"]
+    broken = tmp_path / "c.zip"
+    with zipfile.ZipFile(broken, "w") as zf:
+        zf.writestr("cats/2.png", png.getvalue()[:40])  # truncated
+    with pytest.raises(UserError, match=r"'cats/2.png': not a readable image"):
+        safe_extract_zip(broken, tmp_path / "out3", (".png",))
     bad = tmp_path / "b.zip"
     with zipfile.ZipFile(bad, "w") as zf:
         zf.writestr("../../etc/x.png", b"x")

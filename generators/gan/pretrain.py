@@ -514,7 +514,6 @@ def _train_loop(G, D, G_ema, opt_G, opt_D, pool, cfg, state, out, dev, precision
         return torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp)
 
     g_params, ema_params = list(G.parameters()), list(G_ema.parameters())
-    d_params = list(D.parameters())
     num_ws = cfg.num_ws
     ws_index = torch.arange(num_ws, device=dev)[None, :, None]
     zero = torch.zeros([], device=dev)
