@@ -165,3 +165,21 @@ def test_pretrain_cli_sets_widths_and_pool(tmp_path, capsys):
     assert "comma-separated integers" in capsys.readouterr().err
     assert main(["pretrain", "gan", "--out", str(out), "--resume", "--channels", "8,8,8,8,4"]) == 2
     assert "keeps its own" in capsys.readouterr().err
+
+
+def test_eval_gan_reports_fid_beside_its_references(tmp_path, capsys):
+    from PIL import Image
+
+    from studio.cli import main
+
+    save_generator(tiny_g(), TINY, tmp_path / "g")
+    out = tmp_path / "eval.json"
+    assert main(["eval", "gan", "--base", str(tmp_path / "g"), "--n", "24", "--json", str(out),
+                 "--samples", str(tmp_path / "grid.png"), "--device", "cpu"]) == 0
+    r = json.loads(out.read_text())
+    assert r["mini_fid_real_vs_real"] < r["mini_fid_untrained"]  # the references bracket a base
+    assert 0 <= r["kind_recognised_fraction"] <= 1 and r["kinds_total"] == 11 and r["n"] == 24
+    assert Image.open(tmp_path / "grid.png").size == (8 * 16, 8 * 16)
+    assert "mini-FID" in capsys.readouterr().out
+    assert main(["eval", "gan", "--base", str(tmp_path / "none"), "--json", str(out)]) == 2
+    assert "no GAN base at" in capsys.readouterr().err

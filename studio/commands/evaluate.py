@@ -1,4 +1,5 @@
-"""`studio eval base`: the fraction of generations whose kind, colour and background match the prompt."""
+"""`studio eval base`: the fraction of generations whose kind, colour and background match the prompt.
+`studio eval gan`: a GAN base's mini-FID beside its references, and how many samples show a kind."""
 
 from __future__ import annotations
 
@@ -23,6 +24,17 @@ def register(sub) -> None:
     add_base_arguments(b)
     b.set_defaults(run=run_base)
 
+    g = esub.add_parser("gan", help="mini-FID of a GAN base beside real-vs-real and untrained references")
+    g.add_argument("--base", default=None, help="GAN base folder (default: the embedded gan-mini)")
+    g.add_argument("--n", type=int, default=1000, help="samples, and fresh renderings per reference set")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--threshold", type=float, default=0.8, help="kind probability that counts as recognised")
+    g.add_argument("--json", type=Path, required=True, help="where to write the figures")
+    g.add_argument("--samples", type=Path, default=None, help="also save an 8x8 grid of samples (PNG) here")
+    g.add_argument("--evaluators", type=Path, default=None, help="evaluator folder (default: the embedded one)")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    g.set_defaults(run=run_gan)
+
 
 def run_base(args) -> int:
     from generators import diffusion
@@ -44,4 +56,39 @@ def run_base(args) -> int:
         for image, s in kept:
             diffusion.save_with_settings(image, s, args.samples / f"seed{s.seed}.png")
     print(" ".join(f"{k} {v:.3f}" for k, v in result.items() if k.endswith("_accuracy")))
+    return 0
+
+
+def run_gan(args) -> int:
+    from generators.diffusion import resolve_device
+    from generators.evaluators import load_evaluator
+    from generators.gan.evaluate import evaluate_gan, sample_images
+    from generators.gan.lifelong import load_base
+
+    if args.n < 2:
+        raise ValueError(f"--n must be at least 2, got {args.n}")
+    if not 0 < args.threshold <= 1:
+        raise ValueError(f"--threshold is a probability in (0, 1], got {args.threshold}")
+    device = resolve_device(args.device)
+    G, path = load_base(args.base, device=device)
+    evaluator = load_evaluator(args.evaluators, device=str(device))
+    with TqdmProgress("eval gan") as progress:
+        result = evaluate_gan(G, evaluator, args.n, args.seed, args.threshold, progress=progress)
+    result["base"] = str(path)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if args.samples:
+        from PIL import Image
+
+        tiles = sample_images(G, 64, args.seed)
+        side = tiles[0].width
+        grid = Image.new("RGB", (8 * side, 8 * side))
+        for i, tile in enumerate(tiles):
+            grid.paste(tile, ((i % 8) * side, (i // 8) * side))
+        args.samples.parent.mkdir(parents=True, exist_ok=True)
+        grid.save(args.samples)
+    print(f"mini-FID {result['mini_fid']:.3f} (real vs real {result['mini_fid_real_vs_real']:.3f}, untrained "
+          f"{result['mini_fid_untrained']:.3f}); kind recognised {result['kind_recognised_fraction']:.3f} "
+          f"(real {result['kind_recognised_fraction_real']:.3f}), {len(result['kinds_recognised'])} of "
+          f"{result['kinds_total']} kinds")
     return 0
