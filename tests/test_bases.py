@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -165,3 +166,31 @@ def test_pretrain_resume_and_warm_start(tmp_path):
     assert set(warm["unet"]["fresh"]) == {"conv_in.weight", "conv_out.weight", "conv_out.bias"}
     pipe = StableDiffusionPipeline.from_pretrained(second, local_files_only=True)
     assert pipe.unet.config.in_channels == 4 and pipe.vae.config.latent_channels == 4
+
+
+def test_pooled_text_pathway_starts_silent_and_upgrades_a_saved_base(tmp_path):
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from generators.sd_mini.config import MiniBaseConfig
+    from generators.sd_mini.pretrain import build_unet, copy_matching_weights, pretrain_base
+
+    cfg = MiniBaseConfig(**{k: v for k, v in TINY_BASE.items()})
+    torch.manual_seed(0)
+    old, new = build_unet(replace(cfg, unet_pooled_text=False)), build_unet(cfg)
+    copied, fresh = copy_matching_weights(old, new)
+    assert fresh and all(k.startswith("add_embedding.") for k in fresh)
+    x, t, text = torch.randn(2, cfg.latent_channels, 16, 16), torch.tensor([10, 900]), torch.randn(2, 7, cfg.text_width)
+    with torch.no_grad():  # the warm-started UNet begins exactly as the one it came from
+        assert torch.allclose(old(x, t, text).sample, new(x, t, text).sample, atol=1e-6)
+
+    base = tmp_path / "base"
+    pretrain_base(base, {**TINY_BASE, "unet_pooled_text": False}, vae_seconds=1, unet_seconds=1, device="cpu", workers=1)
+    opts = pretrain_base(base, {"unet_pooled_text": True}, unet_seconds=1, device="cpu", workers=1, resume=True)
+    assert opts["config"]["unet_pooled_text"] and all(k.startswith("add_embedding.") for k in opts["warm_start"]["unet"]["fresh"])
+    pipe = StableDiffusionPipeline.from_pretrained(base, local_files_only=True)  # stock diffusers runs it
+    assert pipe.unet.config.addition_embed_type == "text"
+    image = pipe("a red star", num_inference_steps=2, height=32, width=32, output_type="np").images
+    assert image.shape == (1, 32, 32, 3)
+    again = pretrain_base(base, None, unet_seconds=1, device="cpu", workers=1, resume=True)
+    assert again["config"]["unet_pooled_text"] and again["warm_start"] is None  # a plain resume keeps it

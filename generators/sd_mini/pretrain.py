@@ -54,9 +54,11 @@ def build_vae(cfg: MiniBaseConfig):
 
 
 def build_unet(cfg: MiniBaseConfig):
+    """The UNet. With cfg.unet_pooled_text its pooled-prompt embedding starts silent (output norm
+    zeroed), so a warm start from a UNet without it begins as that UNet and grows the new path."""
     from diffusers import UNet2DConditionModel
 
-    return UNet2DConditionModel(
+    unet = UNet2DConditionModel(
         sample_size=cfg.resolution // 2 ** (len(cfg.vae_channels) - 1),
         in_channels=cfg.latent_channels,
         out_channels=cfg.latent_channels,
@@ -67,7 +69,14 @@ def build_unet(cfg: MiniBaseConfig):
         cross_attention_dim=cfg.text_width,
         attention_head_dim=cfg.unet_heads,
         norm_num_groups=cfg.unet_norm_groups,
+        addition_embed_type="text" if cfg.unet_pooled_text else None,
+        addition_embed_type_num_heads=cfg.unet_heads,
     )
+    if cfg.unet_pooled_text:
+        with torch.no_grad():
+            unet.add_embedding.norm2.weight.zero_()
+            unet.add_embedding.norm2.bias.zero_()
+    return unet
 
 
 def build_text_encoder(cfg: MiniBaseConfig, tokenizer):
@@ -411,6 +420,7 @@ def pretrain_base(
     dev = resolve_device(device)
     torch.manual_seed(seed)
     history = []
+    unet_upgrade = None
     if resume:
         if not (out_dir / "model_index.json").exists():
             raise FileNotFoundError(f"--resume: {out_dir} holds no pipeline (model_index.json) to continue from")
@@ -422,6 +432,16 @@ def pretrain_base(
         unet = UNet2DConditionModel.from_pretrained(out_dir / "unet")
         text_encoder = CLIPTextModel.from_pretrained(out_dir / "text_encoder")
         vae_seconds = 0
+        has_pooled = unet.config.get("addition_embed_type") == "text"
+        if "unet_pooled_text" in (overrides or {}) and cfg.unet_pooled_text != has_pooled:
+            # An architecture change on resume: a new UNet, warm-started from the saved one.
+            upgraded = build_unet(cfg)
+            copied, fresh = copy_matching_weights(unet, upgraded)
+            unet = upgraded
+            unet_upgrade = {"from": str(out_dir), "unet": {"copied": copied, "fresh": fresh},
+                            "why": f"unet_pooled_text {has_pooled} -> {cfg.unet_pooled_text}"}
+        else:
+            cfg = replace(cfg, unet_pooled_text=has_pooled)  # what the saved UNet is
     else:
         if (out_dir / "model_index.json").exists():
             raise FileExistsError(f"{out_dir} already holds a pipeline; pass --resume to train it further or pick a new --out")
@@ -431,7 +451,7 @@ def pretrain_base(
         shutil.rmtree(tok_dir, ignore_errors=True)
         vae, unet, text_encoder = build_vae(cfg), build_unet(cfg), build_text_encoder(cfg, tokenizer)
 
-    warm_start = None
+    warm_start = unet_upgrade
     if init_from is not None:
         warm_start = {"from": str(init_from)}
         if (Path(init_from) / "training_options.json").is_file():  # how the warm start itself was made

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from generators.sd_mini.config import MiniBaseConfig
@@ -26,6 +27,9 @@ def register(sub) -> None:
     base.add_argument("--vae-batch", type=int, default=None, help=f"autoencoder batch size (default {D.vae_batch})")
     base.add_argument("--latent-channels", type=int, default=None,
                       help=f"autoencoder latent channels of a new base (default {D.latent_channels})")
+    base.add_argument("--pooled-text", action=argparse.BooleanOptionalAction, default=None,
+                      help="also feed the pooled prompt into the UNet's timestep embedding (default on for a new "
+                           "base; with --resume, switching it on rebuilds the UNet warm-started from the saved one)")
     base.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     base.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast precision")
     base.add_argument("--seed", type=int, default=0)
@@ -46,7 +50,8 @@ def run_base(args) -> int:
     from generators.sd_mini.pretrain import pretrain_base
 
     overrides = {k: v for k, v in dict(n_images=args.n_images, unet_batch=args.unet_batch, unet_lr=args.unet_lr,
-                                         vae_batch=args.vae_batch, latent_channels=args.latent_channels).items() if v is not None}
+                                         vae_batch=args.vae_batch, latent_channels=args.latent_channels,
+                                         unet_pooled_text=args.pooled_text).items() if v is not None}
     with TqdmProgress("pretrain base") as progress:
         opts = pretrain_base(args.out, overrides, args.vae_seconds, args.unet_seconds, args.device, args.precision,
                              args.seed, args.resume, args.workers, progress, log_file=args.log,
