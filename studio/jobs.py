@@ -192,6 +192,8 @@ class JobBoard:
 
     def stop_job(self, job_id, owner: str) -> str:
         """Ask one job to stop (the jobs panel's Stop); only the session that asked for it may."""
+        if job_id in (None, ""):
+            return "pick a job in the table first"
         job = self.get(job_id)
         if job is None:
             return f"no job {job_id}"
@@ -200,6 +202,8 @@ class JobBoard:
         if job.owner != owner:
             return f"job {job.id} ({job.title}) belongs to another session; only its owner can stop it"
         job.request_stop()
+        if job.status == "queued":
+            return f"job {job.id} ({job.title}) will not start"
         return f"stop requested for job {job.id} ({job.title}); it stops after the current step"
 
     def fail(self, job: Job, message: str) -> None:

@@ -110,16 +110,15 @@ def check_uploads(files, suffixes: tuple[str, ...], max_count: int, what: str = 
     return out
 
 
-def _check_decodes(path: Path) -> None:
-    """Refuse an upload whose bytes are not the image its name says (checked when it arrives, so
-    a bad file never reaches a training job)."""
-    from PIL import Image
+def _check_decodes(path: Path, label: str | None = None) -> None:
+    """Refuse an upload whose bytes are not a usable image (checked when it arrives, so a bad file
+    never reaches a training job); `label` names it in the message (default: its file name)."""
+    from styles.folder import open_rgb
 
     try:
-        with Image.open(path) as im:
-            im.verify()  # reads the whole file: catches truncated data, not only the header
-    except Exception as err:  # noqa: BLE001 - PIL raises many kinds; all mean "not readable"
-        raise UserError(f"{path.name}: not a readable image ({type(err).__name__}); re-save it as PNG or JPEG") from None
+        open_rgb(path)
+    except ValueError as err:
+        raise UserError(f"{label or path.name}: {err}; re-save it as PNG or JPEG") from None
 
 
 def safe_extract_zip(zip_path: Path, dest: Path, suffixes: tuple[str, ...]) -> list[Path]:
@@ -151,10 +150,7 @@ def safe_extract_zip(zip_path: Path, dest: Path, suffixes: tuple[str, ...]) -> l
             with zf.open(info) as src, open(target, "wb") as dst:
                 shutil.copyfileobj(src, dst)
             if target.suffix.lower() in IMAGE_SUFFIXES:
-                try:
-                    _check_decodes(target)
-                except UserError as err:
-                    raise UserError(f"the zip member {info.filename!r}: {str(err).split(': ', 1)[1]}") from None
+                _check_decodes(target, f"the zip member {info.filename!r}")
             out.append(target)
     return out
 

@@ -70,8 +70,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(path: Path, resolution: int) -> Image.Image:
-    """Open, verify and normalize one image; raises ValueError with the reason if unusable."""
+def open_rgb(path: Path) -> Image.Image:
+    """Open, verify, decode in full (a truncated JPEG fails here, not only at verify) and normalize
+    one image to RGB, EXIF-transposed; raises ValueError with the reason if unusable."""
     try:
         with Image.open(path) as probe:
             probe.verify()
@@ -80,10 +81,14 @@ def load_image(path: Path, resolution: int) -> Image.Image:
             im = ImageOps.exif_transpose(im)
             if min(im.size) < MIN_SIDE:
                 raise ValueError(f"too small ({im.size[0]}×{im.size[1]} px; at least {MIN_SIDE} px on each side)")
-            rgb = _to_rgb(im)
+            return _to_rgb(im)
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ValueError(f"not a readable image ({type(err).__name__}: {str(err).splitlines()[0][:80]})") from None
-    return ImageOps.fit(rgb, (resolution, resolution), Image.BICUBIC)
+
+
+def load_image(path: Path, resolution: int) -> Image.Image:
+    """`open_rgb`, then centre-cropped and resized to resolution × resolution."""
+    return ImageOps.fit(open_rgb(path), (resolution, resolution), Image.BICUBIC)
 
 
 def read_style_folder(folder: Path, resolution: int, name: str | None = None) -> StyleFolder:

@@ -128,14 +128,26 @@ def test_dot_screen_is_two_tone_with_ink_following_darkness():
 
     from generators.sd_mini.pretrain import dot_screen
 
-    x = torch.zeros(8, 3, 24, 40)  # flat mid grey, not square: cells are in pixels, so any aspect works
-    coverage = {}
-    for level in (0.0, 0.5, 1.0):
-        out = dot_screen(x, torch.full((8, 1, 24, 40), level), torch.Generator().manual_seed(1))
+    x = torch.zeros(8, 3, 48, 80)  # flat mid grey, not square: cells are in pixels, so any aspect works
+    for level in (0.0, 0.25, 0.5, 0.75, 1.0):
+        out = dot_screen(x, torch.full((8, 1, 48, 80), level), torch.Generator().manual_seed(1))
         assert out.min() >= -1 and out.max() <= 1
         assert max(len(img.reshape(3, -1).unique(dim=1).T) for img in out) <= 2  # ink or paper, nothing between
-        coverage[level] = (out < 0).any(1).float().mean().item()  # ink is dark (< 0); paper is white or the grey
-    assert coverage[1.0] < 0.02 and 0.2 < coverage[0.5] < 0.8 and coverage[0.0] > 0.9
+        coverage = (out < 0).any(1).float().mean().item()  # ink is dark (< 0); paper is white or the grey
+        assert abs(coverage - (1 - level)) < 0.1, (level, coverage)  # ink covers about 1 - luma
+
+
+def test_autoencoder_augmentation_includes_gradient_maps_and_dot_screens():
+    import torch
+
+    from generators.sd_mini.pretrain import generic_textures
+
+    flat = torch.zeros(200, 3, 16, 16)  # mid grey everywhere: each variant leaves its own signature
+    out = generic_textures(flat, torch.Generator().manual_seed(0))
+    values = [img.reshape(3, -1).unique(dim=1) for img in out]
+    mapped = [v for v in values if v.shape[1] == 1 and (v[:, 0].max() - v[:, 0].min()) > 0.05]  # flat, not grey
+    screened = [v for v in values if v.shape[1] == 2]  # exactly ink and paper
+    assert len(mapped) > 10 and len(screened) > 10
 
 
 TINY_BASE = dict(resolution=32, vae_channels=(16, 16), unet_channels=(32, 32, 32), text_width=32, text_layers=1,
@@ -187,10 +199,17 @@ def test_pooled_text_pathway_starts_silent_and_upgrades_a_saved_base(tmp_path):
     base = tmp_path / "base"
     pretrain_base(base, {**TINY_BASE, "unet_pooled_text": False}, vae_seconds=1, unet_seconds=1, device="cpu", workers=1)
     opts = pretrain_base(base, {"unet_pooled_text": True}, unet_seconds=1, device="cpu", workers=1, resume=True)
-    assert opts["config"]["unet_pooled_text"] and all(k.startswith("add_embedding.") for k in opts["warm_start"]["unet"]["fresh"])
+    assert opts["config"]["unet_pooled_text"]
     pipe = StableDiffusionPipeline.from_pretrained(base, local_files_only=True)  # stock diffusers runs it
     assert pipe.unet.config.addition_embed_type == "text"
     image = pipe("a red star", num_inference_steps=2, height=32, width=32, output_type="np").images
     assert image.shape == (1, 32, 32, 3)
+    assert opts["warm_start"]["upgrade"]["why"] == "unet_pooled_text False -> True"
+    assert all(k.startswith("add_embedding.") for k in opts["warm_start"]["upgrade"]["unet"]["fresh"])
+    options = json.loads((base / "training_options.json").read_text())
+    del options["config"]["unet_pooled_text"]  # as bases saved before the option existed
+    (base / "training_options.json").write_text(json.dumps(options))
     again = pretrain_base(base, None, unet_seconds=1, device="cpu", workers=1, resume=True)
-    assert again["config"]["unet_pooled_text"] and again["warm_start"] is None  # a plain resume keeps it
+    assert again["config"]["unet_pooled_text"] and again["warm_start"] is None  # a plain resume keeps the pathway
+    with pytest.raises(ValueError, match="--no-pooled-text"):
+        pretrain_base(base, {"unet_pooled_text": False}, unet_seconds=1, device="cpu", workers=1, resume=True)

@@ -155,7 +155,9 @@ def test_pretrain_user_errors(tmp_path):
 
 def test_pretrain_cli_sets_widths_and_pool(tmp_path, capsys):
     from studio.cli import main
+    from studio.commands.pretrain_gan import DEFAULT_CHANNELS
 
+    assert DEFAULT_CHANNELS == ",".join(map(str, GANConfig().channels))  # the help's default is the real one
     out = tmp_path / "gan"
     assert main(["pretrain", "gan", "--out", str(out), "--seconds", "1", "--batch", "4", "--device", "cpu",
                  "--channels", "8,8,8,8,4", "--pool-images", "48"]) == 0
@@ -172,14 +174,29 @@ def test_eval_gan_reports_fid_beside_its_references(tmp_path, capsys):
 
     from studio.cli import main
 
+    torch.manual_seed(0)
+    save_generator(Generator(TINY).eval(), TINY, tmp_path / "untrained")  # what the untrained reference rebuilds
     save_generator(tiny_g(), TINY, tmp_path / "g")
-    out = tmp_path / "eval.json"
-    assert main(["eval", "gan", "--base", str(tmp_path / "g"), "--n", "24", "--json", str(out),
-                 "--samples", str(tmp_path / "grid.png"), "--device", "cpu"]) == 0
-    r = json.loads(out.read_text())
-    assert r["mini_fid_real_vs_real"] < r["mini_fid_untrained"]  # the references bracket a base
-    assert 0 <= r["kind_recognised_fraction"] <= 1 and r["kinds_total"] == 11 and r["n"] == 24
+    results = []
+    for name in ("untrained", "g", "g"):
+        out = tmp_path / f"{name}.json"
+        assert main(["eval", "gan", "--base", str(tmp_path / name), "--n", "24", "--json", str(out),
+                     "--samples", str(tmp_path / "grid.png"), "--device", "cpu"]) == 0
+        results.append({k: v for k, v in json.loads(out.read_text()).items() if k != "seconds"})
+    same, g, again = results
+    assert same["mini_fid"] == same["mini_fid_untrained"]  # samples and the untrained set meet the same reals
+    assert g == again and g["mini_fid"] != g["mini_fid_untrained"]  # deterministic, and it measures the base
+    assert g["mini_fid_real_vs_real"] < g["mini_fid_untrained"]  # the references bracket a base
+    assert 0 <= g["kind_recognised_fraction"] <= 1 and g["kinds_total"] == 11 and g["n"] == 24
     assert Image.open(tmp_path / "grid.png").size == (8 * 16, 8 * 16)
     assert "mini-FID" in capsys.readouterr().out
-    assert main(["eval", "gan", "--base", str(tmp_path / "none"), "--json", str(out)]) == 2
+    assert main(["eval", "gan", "--base", str(tmp_path / "none"), "--json", str(tmp_path / "x.json")]) == 2
     assert "no GAN base at" in capsys.readouterr().err
+
+    from generators.evaluators import load_evaluator
+    from generators.gan.evaluate import evaluate_gan
+
+    evaluator, G = load_evaluator(), tiny_g()
+    rng = torch.get_rng_state()
+    evaluate_gan(G, evaluator, n=4)
+    assert torch.equal(torch.get_rng_state(), rng)  # evaluation leaves the caller's random stream alone

@@ -12,67 +12,57 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
 from PIL import Image
 
 from generators import miniworld
 from generators.evaluators import Evaluator, frechet_distance
-from generators.gan.stylegan2 import Generator, seeded_z, to_uint8
+from generators.gan.stylegan2 import Generator, to_uint8
 
 # Fresh renderings come from world seeds that base pretraining (world seed 0) never draws.
 REAL_WORLD_SEEDS = (90_001, 90_002)
 
 
-@torch.no_grad()
-def sample_images(G: Generator, n: int, seed: int, batch: int = 64, truncation: float = 1.0) -> list[Image.Image]:
-    """n PIL samples of G (eval mode, constant noise) from `seeded_z(n, ·, seed)`."""
-    G = G.eval()
-    device = next(G.parameters()).device
-    z = seeded_z(n, G.z_dim, seed, device)
-    out = []
-    for i in range(0, n, batch):
-        out += [Image.fromarray(a) for a in to_uint8(G(z[i:i + batch], truncation_psi=truncation))]
-    return out
+def _pil(images: torch.Tensor) -> list[Image.Image]:
+    """Generated images quantized to 8 bits like the renderings they are compared with."""
+    return [Image.fromarray(a) for a in to_uint8(images)]
 
 
-def render_real(n: int, world_seed: int, size: int) -> list[Image.Image]:
-    return [miniworld.generate(world_seed, i, size=size, held_out=False).image for i in range(n)]
+def render_real(n: int, world_seed: int, size: int, kinds=miniworld.KINDS) -> list[Image.Image]:
+    return [miniworld.generate(world_seed, i, size=size, kinds=kinds, held_out=False).image for i in range(n)]
 
 
 def evaluate_gan(G: Generator, evaluator: Evaluator, n: int = 1000, seed: int = 0, threshold: float = 0.8,
-                 progress=None) -> dict:
-    """Flat dict of the figures above; `progress(done, total)` after each stage."""
+                 kinds=miniworld.KINDS, progress=None) -> dict:
+    """Flat dict of the figures above; `kinds`: what the base was trained on (the real sets hold
+    those only). `progress(done, total)` after each stage."""
+    from generators.gan.lifelong import generate
+
     if n < 2:
         raise ValueError(f"n must be at least 2 (a Fréchet distance needs a covariance), got {n}")
     start = time.time()
-    size = G.resolution
-    stages = 5
+    stages = 4
     tick = (lambda k: progress(k, stages)) if progress else (lambda k: None)
-    samples = sample_images(G, n, seed)
+    samples = _pil(generate(G, n, seed))
+    untrained = _pil(generate(_fresh_like(G, seed), n, seed))
     tick(1)
-    untrained = _fresh_like(G, seed)
-    untrained_samples = sample_images(untrained, n, seed)
+    real_a = render_real(n, REAL_WORLD_SEEDS[0], G.resolution, kinds)
+    real_b = render_real(n, REAL_WORLD_SEEDS[1], G.resolution, kinds)
     tick(2)
-    real_a = render_real(n, REAL_WORLD_SEEDS[0], size)
-    real_b = render_real(n, REAL_WORLD_SEEDS[1], size)
-    tick(3)
-    f_samples, f_untrained = evaluator.features(samples), evaluator.features(untrained_samples)
+    f_samples, f_untrained = evaluator.features(samples), evaluator.features(untrained)
     f_a, f_b = evaluator.features(real_a), evaluator.features(real_b)
+    tick(3)
+    recognised, seen = _recognised(evaluator, samples, threshold)
+    recognised_real, _ = _recognised(evaluator, real_a, threshold)
     tick(4)
-    kind = evaluator.probabilities(samples)["kind"]
-    confident = kind.max(-1).values >= threshold
-    kinds_seen = sorted({evaluator.labels["kind"][i] for i in kind.argmax(-1)[confident].tolist()})
-    real_kind = evaluator.probabilities(real_a)["kind"]
-    tick(5)
     return {
         "mini_fid": round(frechet_distance(f_samples, f_a), 4),
         "mini_fid_real_vs_real": round(frechet_distance(f_b, f_a), 4),
         "mini_fid_untrained": round(frechet_distance(f_untrained, f_a), 4),
-        "kind_recognised_fraction": round(float(confident.float().mean()), 4),
-        "kind_recognised_fraction_real": round(float((real_kind.max(-1).values >= threshold).float().mean()), 4),
-        "kinds_recognised": kinds_seen,
-        "kinds_total": len(evaluator.labels["kind"]),
+        "kind_recognised_fraction": recognised,
+        "kind_recognised_fraction_real": recognised_real,
+        "kinds_recognised": seen,
+        "kinds_total": len(kinds),
         "threshold": threshold,
         "n": n,
         "seed": seed,
@@ -81,18 +71,17 @@ def evaluate_gan(G: Generator, evaluator: Evaluator, n: int = 1000, seed: int = 
     }
 
 
+def _recognised(evaluator: Evaluator, images, threshold: float) -> tuple[float, list[str]]:
+    """The fraction of images whose most likely kind has probability >= threshold, and those kinds."""
+    p = evaluator.probabilities(images)["kind"]
+    confident = p.max(-1).values >= threshold
+    names = evaluator.labels["kind"]
+    return round(float(confident.float().mean()), 4), sorted({names[i] for i in p.argmax(-1)[confident].tolist()})
+
+
 def _fresh_like(G: Generator, seed: int) -> Generator:
     """An untrained generator of G's architecture (initialised from `seed`), on G's device."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         fresh = Generator(G.config)
     return fresh.to(next(G.parameters()).device).eval()
-
-
-def kind_histogram(evaluator: Evaluator, images, threshold: float = 0.8) -> dict[str, int]:
-    """How many images each kind gets among the confidently recognised ones."""
-    p = evaluator.probabilities(images)["kind"]
-    keep = p.max(-1).values >= threshold
-    names = evaluator.labels["kind"]
-    counts = np.bincount(p.argmax(-1)[keep].numpy(), minlength=len(names))
-    return {names[i]: int(c) for i, c in enumerate(counts)}

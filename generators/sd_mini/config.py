@@ -20,7 +20,7 @@ class MiniBaseConfig:
     unet_heads: int = 4
     # The prompt also pooled (attention pooling) into the timestep embedding that every ResNet
     # block receives: diffusers' addition_embed_type="text". Cross-attention alone learnt colour
-    # and background but left the object's kind to chance on a CPU budget (docs/benchmarks.md).
+    # and background but left the object's kind to chance on a CPU budget (docs/design.md).
     unet_pooled_text: bool = True
     # Text encoder.
     text_width: int = 128

@@ -154,7 +154,7 @@ def gradient_map(luma: torch.Tensor, generator: torch.Generator, colours: int = 
 
 def dot_screen(x: torch.Tensor, luma: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """A printed-dot screen: dots of a random dark ink on a rotated grid of random pitch (4-10 px),
-    larger where the image is darker (area ∝ 1 - luma), on white paper or on the image itself.
+    covering about 1 - luma of the area, on white paper or on the image itself.
 
     x: B×3×H×W in [-1, 1]; luma: B×1×H×W in [0, 1]; returns B×3×H×W in [-1, 1]."""
     b, _, h, w = x.shape
@@ -167,7 +167,12 @@ def dot_screen(x: torch.Tensor, luma: torch.Tensor, generator: torch.Generator) 
     across = (-px * torch.sin(theta) + py * torch.cos(theta)) / pitch
     cell = lambda u: torch.remainder(u, 1.0) - 0.5  # noqa: E731
     dist = torch.sqrt(cell(along) ** 2 + cell(across) ** 2)[:, None]  # 0 at dot centres, at most 0.71
-    ink = (dist < 0.71 * (1 - luma).clamp(0, 1).sqrt()).to(x.dtype)
+    # Dot radius for ink coverage 1 - luma: a round dot of radius r covers πr² of its cell while it
+    # fits (r ≤ 0.5, coverage ≤ π/4); darker tones grow it on to the cell's corner (0.71, all ink).
+    dark = (1 - luma).clamp(0, 1)
+    fits = dark <= math.pi / 4
+    radius = torch.where(fits, torch.sqrt(dark / math.pi), 0.5 + 0.21 * (dark - math.pi / 4) / (1 - math.pi / 4))
+    ink = (dist < radius).to(x.dtype)
     ink_colour = r(b, 3)[:, :, None, None] * 0.5
     paper = torch.where(r(b)[:, None, None, None] < 0.5, torch.ones_like(x), (x + 1) / 2)
     return ((1 - ink) * paper + ink * ink_colour) * 2 - 1
@@ -405,8 +410,10 @@ def pretrain_base(
     encoder trained further (the autoencoder stays as it is, since the UNet depends on its
     latents); the new options are appended to training_options.json's history.
     init_from: another studio-mini pipeline whose UNet and text encoder weights start this run
-    wherever the shapes match (a warm start after the autoencoder changed: only the UNet's
-    latent-facing convolutions then start fresh).
+    wherever the shapes match (a warm start after the autoencoder changed: the UNet's
+    latent-facing convolutions then start fresh, and its pooled-prompt pathway too if the source
+    had none). With resume=True and overrides {"unet_pooled_text": True} on a base without that
+    pathway, the UNet is rebuilt with it around the saved weights (recorded as warm_start.upgrade).
     decoder_seconds > 0 then fine-tunes the autoencoder's decoder alone (encoder frozen, so the
     latents and the UNet stay valid); unet_seconds = 0 skips the UNet stage.
     """
@@ -433,7 +440,10 @@ def pretrain_base(
         text_encoder = CLIPTextModel.from_pretrained(out_dir / "text_encoder")
         vae_seconds = 0
         has_pooled = unet.config.get("addition_embed_type") == "text"
-        if "unet_pooled_text" in (overrides or {}) and cfg.unet_pooled_text != has_pooled:
+        if has_pooled and not cfg.unet_pooled_text:
+            raise ValueError(f"{out_dir}'s UNet has the pooled-prompt pathway; dropping it (--no-pooled-text) would "
+                             f"discard what it learnt: train a new base without it instead")
+        if not has_pooled and cfg.unet_pooled_text and "unet_pooled_text" in (overrides or {}):
             # An architecture change on resume: a new UNet, warm-started from the saved one.
             upgraded = build_unet(cfg)
             copied, fresh = copy_matching_weights(unet, upgraded)
@@ -451,9 +461,9 @@ def pretrain_base(
         shutil.rmtree(tok_dir, ignore_errors=True)
         vae, unet, text_encoder = build_vae(cfg), build_unet(cfg), build_text_encoder(cfg, tokenizer)
 
-    warm_start = unet_upgrade
+    warm_start = {"upgrade": unet_upgrade} if unet_upgrade else None
     if init_from is not None:
-        warm_start = {"from": str(init_from)}
+        warm_start = {**(warm_start or {}), "from": str(init_from)}
         if (Path(init_from) / "training_options.json").is_file():  # how the warm start itself was made
             warm_start["from_training_options"] = json.loads((Path(init_from) / "training_options.json").read_text())
         for name, module, cls in (("unet", unet, UNet2DConditionModel), ("text_encoder", text_encoder, CLIPTextModel)):

@@ -60,10 +60,12 @@ def run_base(args) -> int:
 
 
 def run_gan(args) -> int:
+    from generators import miniworld
     from generators.diffusion import resolve_device
     from generators.evaluators import load_evaluator
-    from generators.gan.evaluate import evaluate_gan, sample_images
-    from generators.gan.lifelong import load_base
+    from generators.gan.evaluate import evaluate_gan
+    from generators.gan.lifelong import generate, load_base
+    from generators.gan.stylegan2 import image_grid
 
     if args.n < 2:
         raise ValueError(f"--n must be at least 2, got {args.n}")
@@ -71,22 +73,18 @@ def run_gan(args) -> int:
         raise ValueError(f"--threshold is a probability in (0, 1], got {args.threshold}")
     device = resolve_device(args.device)
     G, path = load_base(args.base, device=device)
+    options = path / "training_options.json"  # a base trained on some kinds only is compared with those
+    kinds = json.loads(options.read_text()).get("options", {}).get("kinds") if options.is_file() else None
     evaluator = load_evaluator(args.evaluators, device=str(device))
     with TqdmProgress("eval gan") as progress:
-        result = evaluate_gan(G, evaluator, args.n, args.seed, args.threshold, progress=progress)
+        result = evaluate_gan(G, evaluator, args.n, args.seed, args.threshold, tuple(kinds or miniworld.KINDS),
+                              progress=progress)
     result["base"] = str(path)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     if args.samples:
-        from PIL import Image
-
-        tiles = sample_images(G, 64, args.seed)
-        side = tiles[0].width
-        grid = Image.new("RGB", (8 * side, 8 * side))
-        for i, tile in enumerate(tiles):
-            grid.paste(tile, ((i % 8) * side, (i // 8) * side))
         args.samples.parent.mkdir(parents=True, exist_ok=True)
-        grid.save(args.samples)
+        image_grid(generate(G, 64, args.seed)).save(args.samples)  # the first 64 of the evaluated samples
     print(f"mini-FID {result['mini_fid']:.3f} (real vs real {result['mini_fid_real_vs_real']:.3f}, untrained "
           f"{result['mini_fid_untrained']:.3f}); kind recognised {result['kind_recognised_fraction']:.3f} "
           f"(real {result['kind_recognised_fraction_real']:.3f}), {len(result['kinds_recognised'])} of "

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from studio.progress import TqdmProgress
 
+DEFAULT_CHANNELS = "256,256,128,64,32"  # GANConfig().channels (kept literal: the CLI starts without torch)
+
 
 def add_parser(pretrain_subparsers) -> None:
     parser = pretrain_subparsers.add_parser(
@@ -27,8 +29,8 @@ def add_parser(pretrain_subparsers) -> None:
     parser.add_argument("--workers", type=int, default=None,
                         help="image-rendering worker processes (default 0 on CPU: a pre-rendered cache; up to 6 on CUDA)")
     parser.add_argument("--channels", default=None,
-                        help="generator widths at 4, 8, ..., 64 px, comma-separated (default "
-                             "256,256,128,64,32; a new run only, a resumed run keeps its own)")
+                        help="generator and discriminator widths at 4, 8, ..., 64 px, comma-separated (default "
+                             f"{DEFAULT_CHANNELS}; a new run only, a resumed run keeps its own)")
     parser.add_argument("--pool-images", type=int, default=None,
                         help="images in the training pool (default 4096 on CPU, 32768 on CUDA with workers); "
                              "more unique images keep the discriminator from memorizing them")
