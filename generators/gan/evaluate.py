@@ -5,7 +5,8 @@ samples against n fresh plain renderings, beside two references measured the sam
 same n: a second set of n fresh renderings (real vs real, the floor at this n) and the same
 architecture untrained (the ceiling). Plus the fraction of samples whose most likely kind gets
 probability >= `threshold` from the kind evaluator (recognisable objects), and how many of the
-kinds appear among those (mode coverage).
+kinds appear among those (mode coverage), beside the same fraction for the real renderings and
+for the untrained generator (a classifier can be confident about blobs: that is its floor).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def evaluate_gan(G: Generator, evaluator: Evaluator, n: int = 1000, seed: int = 
     tick(3)
     recognised, seen = _recognised(evaluator, samples, threshold)
     recognised_real, _ = _recognised(evaluator, real_a, threshold)
+    recognised_untrained, _ = _recognised(evaluator, untrained, threshold)
     tick(4)
     return {
         "mini_fid": round(frechet_distance(f_samples, f_a), 4),
@@ -61,6 +63,8 @@ def evaluate_gan(G: Generator, evaluator: Evaluator, n: int = 1000, seed: int = 
         "mini_fid_untrained": round(frechet_distance(f_untrained, f_a), 4),
         "kind_recognised_fraction": recognised,
         "kind_recognised_fraction_real": recognised_real,
+        # the classifier's confidence off the image manifold: what noise alone scores
+        "kind_recognised_fraction_untrained": recognised_untrained,
         "kinds_recognised": seen,
         "kinds_total": len(kinds),
         "threshold": threshold,
