@@ -1,5 +1,5 @@
-"""The web app end to end through gradio_client, against a launched app on the embedded studio-mini
-(a tiny random GAN stands in for gan-mini, which is not trained yet)."""
+"""The web app end to end through gradio_client, against a launched app on the embedded bases
+(studio-mini and gan-mini)."""
 
 from __future__ import annotations
 
@@ -31,25 +31,13 @@ def style_images(root: Path, style: str, n: int = 4, seed: int = 0) -> list[str]
     return paths
 
 
-def tiny_gan_base(folder: Path) -> Path:
-    import torch
-
-    from generators.gan.stylegan2 import GANConfig, Generator, save_generator
-
-    torch.manual_seed(0)
-    cfg = GANConfig(resolution=16, z_dim=16, w_dim=16, mapping_layers=2, channels=(16, 16, 8))
-    save_generator(Generator(cfg).eval(), cfg, folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     from generators.diffusion import DEFAULT_BASE
     from studio.webapp import create_app, launch
 
     root = tmp_path_factory.mktemp("studio")
-    gan_base = tiny_gan_base(root / "gan-base")
-    demo = create_app(root / "museum", str(DEFAULT_BASE), root / "home", device="cpu", gan_base=gan_base)
+    demo = create_app(root / "museum", str(DEFAULT_BASE), root / "home", device="cpu")  # gan-mini by default
     launch(demo, host="127.0.0.1", port=None, prevent_thread_lock=True, quiet=True)
     try:
         yield demo, root
