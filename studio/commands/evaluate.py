@@ -88,6 +88,5 @@ def run_gan(args) -> int:
     print(f"mini-FID {result['mini_fid']:.3f} (real vs real {result['mini_fid_real_vs_real']:.3f}, untrained "
           f"{result['mini_fid_untrained']:.3f}); kind recognised {result['kind_recognised_fraction']:.3f} "
           f"(real {result['kind_recognised_fraction_real']:.3f}, untrained {result['kind_recognised_fraction_untrained']:.3f}), "
-          f"{len(result['kinds_recognised'])} of "
-          f"{result['kinds_total']} kinds")
+          f"{len(result['kinds_recognised'])} of {result['kinds_total']} kinds")
     return 0
