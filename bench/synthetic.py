@@ -9,7 +9,10 @@ parts are a pixel wide on small ones). For each number of shots (5, 10) and each
 2. fit the BOB LoRA (prompts with background and pose from the mini-world extractor) and a
    DataDream LoRA (one fixed prompt per class, "a {class} bird", no context) on the base;
 3. export N images per class: DataDream (no context), BOB with the bank context
-   (marginalized over all classes), and the ablations BOB same-class and BOB no context;
+   (marginalized over all classes), and the ablations BOB same-class, BOB no context and BOB
+   with a learnt token per class instead of the class's plain words (class_words="learnt");
+   each export's class fidelity: the fraction the committed subclass evaluator assigns to the
+   class asked for;
 4. train a small CNN from scratch (the evaluator architecture, narrower; never the committed
    evaluator, which already knows the subclasses) on real only and on real + each synthetic
    set: real shots repeated to 1:1 with synthetic in every batch, loss
@@ -48,12 +51,18 @@ from generators.synthetic import export as exp  # noqa: E402
 from generators.synthetic import fit as ft  # noqa: E402
 
 TRAIN_STREAM, VAL_STREAM, TEST_STREAM = 71, 72, 73
-METHODS = ("real_only", "datadream", "bob", "bob_same_class", "bob_no_context")
+METHODS = ("real_only", "datadream", "bob", "bob_same_class", "bob_no_context", "bob_learnt_tokens")
 SYNTH_SOURCES = {  # method -> (fit, export context)
     "datadream": ("datadream", "none"),
     "bob": ("bob", "bank"),
     "bob_same_class": ("bob", "same-class"),
     "bob_no_context": ("bob", "none"),
+    "bob_learnt_tokens": ("bob_learnt", "bank"),
+}
+FITS = {  # fit -> FitConfig fields
+    "datadream": {"use_context": False},
+    "bob": {"use_context": True},
+    "bob_learnt": {"use_context": True, "class_words": "learnt"},  # a trained token per class
 }
 
 
@@ -91,6 +100,14 @@ def read_export(out: Path, classes: list[str], size: int = 64):
             images.append(np.asarray(im, dtype=np.uint8))
         labels.append(classes.index(r["class_name"]))
     return np.stack(images), np.asarray(labels)
+
+
+def class_fidelity(evaluator, images: np.ndarray, labels: np.ndarray, classes: list[str]) -> float:
+    """Fraction of synthetic images the committed subclass evaluator assigns to the class asked for
+    (argmax over the benchmark's classes): does the class word or token in the prompt draw that class?"""
+    names = evaluator.labels["subclass"]
+    logits = evaluator.logits(to_tensor(images, "cpu"))["subclass"][:, [names.index(c) for c in classes]]
+    return float((logits.argmax(-1).numpy() == labels).mean())
 
 
 # --- the classifier --------------------------------------------------------------------------
@@ -178,6 +195,33 @@ def tiny_base(folder: Path) -> Path:
     return out
 
 
+def write_report(args, results, timings, classes, dev_name, base, start, real_fidelity) -> dict:
+    """Mean ± std over the seeds finished so far, written to args.json."""
+    for k in results:
+        for m, r in results[k].items():
+            accs = np.asarray(r["per_seed"], dtype=np.float64)
+            r["mean"] = float(accs.mean()) if len(accs) else None
+            r["std"] = float(accs.std(ddof=1)) if len(accs) > 1 else 0.0
+            if r.get("class_fidelity"):
+                r["class_fidelity_mean"] = float(np.mean(r["class_fidelity"]))
+    report = {
+        "benchmark": "synthetic (BOB vs DataDream vs real only), mini-world bird subclasses",
+        "quick": args.quick, "device": dev_name, "base": base or "studio-mini", "classes": classes,
+        "shots": args.shots, "seeds": args.seeds, "per_class": args.per_class, "fit_steps": args.fit_steps,
+        "sample_steps": args.sample_steps, "guidance": args.guidance, "lambdas": args.lambdas,
+        "classifier": {"arch": "EvaluatorNet (subclass head only), trained from scratch", "widths": args.widths,
+                       "steps": args.clf_steps, "batch": args.clf_batch, "lr": args.clf_lr},
+        "n_val": args.n_val, "n_test": args.n_test,
+        "real_class_fidelity": real_fidelity,
+        "results": results,
+        "accuracy_summary": {f"{m}_{k}shot": results[k][m]["mean"] for k in results for m in results[k]},
+        "seconds": {**{key: round(v, 1) for key, v in timings.items()}, "total": round(time.time() - start, 1)},
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", default=None, help="pipeline folder or hub id (default: the embedded studio-mini; --quick: a tiny random one)")
@@ -231,11 +275,18 @@ def main(argv=None) -> int:
         base = str(tiny_base(work / "tiny-base")) if not (work / "tiny-base" / "pipe").exists() else str(work / "tiny-base" / "pipe")
     log = lambda msg: print(f"[{time.time() - start:7.1f}s] {msg}", flush=True)
     test = render_real(classes, args.n_test, TEST_STREAM, 0)
+    from generators.evaluators import load_evaluator
+
+    evaluator = load_evaluator(device=device)
+    real_fidelity = class_fidelity(evaluator, *test, classes)
+    log(f"class fidelity of the real test images (the evaluator's ceiling): {real_fidelity:.3f}")
     results: dict = {str(k): {m: {"per_seed": [], "selected": []} for m in args.methods} for k in args.shots}
     timings: dict = {"fit": 0.0, "export": 0.0, "classifier": 0.0}
     need_fits = {SYNTH_SOURCES[m][0] for m in args.methods if m in SYNTH_SOURCES}
-    for k in args.shots:
-        for seed in args.seeds:
+    # Seeds outermost and the JSON rewritten after every (seed, shots) pair: a run cut short keeps
+    # every finished seed for both shot counts.
+    for seed in args.seeds:
+        for k in args.shots:
             real = render_real(classes, k, TRAIN_STREAM, seed)
             val = render_real(classes, args.n_val, VAL_STREAM, seed)
             data = write_class_folders(work / f"real-k{k}-s{seed}", classes, *real)
@@ -243,7 +294,7 @@ def main(argv=None) -> int:
             for name in sorted(need_fits):
                 t0 = time.time()
                 cfg = ft.FitConfig(category="bird", base=ft.resolve_base(base), seed=seed, extractor="miniworld",
-                                   use_context=(name == "bob"))
+                                   **FITS[name])
                 if args.fit_steps:
                     cfg.steps = args.fit_steps
                     cfg.warmup_steps = min(cfg.warmup_steps, max(1, args.fit_steps // 10))
@@ -263,7 +314,9 @@ def main(argv=None) -> int:
                 exp.export(works[fit_name], out, ecfg, device=args.device, log=lambda m: None)
                 synth[method] = read_export(out, classes)
                 timings["export"] += time.time() - t0
-                log(f"k={k} seed={seed}: exported {method} ({len(synth[method][1])} images)")
+                fidelity = class_fidelity(evaluator, *synth[method], classes)
+                results[str(k)][method].setdefault("class_fidelity", []).append(fidelity)
+                log(f"k={k} seed={seed}: exported {method} ({len(synth[method][1])} images, class fidelity {fidelity:.3f})")
             for method in args.methods:
                 t0 = time.time()
                 if method == "real_only":
@@ -276,25 +329,8 @@ def main(argv=None) -> int:
                 results[str(k)][method]["per_seed"].append(best["test"])
                 results[str(k)][method]["selected"].append(best)
                 log(f"k={k} seed={seed}: {method:15s} test {best['test']:.3f} (val {best['val']:.3f}, λ {best['lambda']}, step {best['step']})")
-    for k in results:
-        for m, r in results[k].items():
-            accs = np.asarray(r["per_seed"], dtype=np.float64)
-            r["mean"] = float(accs.mean()) if len(accs) else None
-            r["std"] = float(accs.std(ddof=1)) if len(accs) > 1 else 0.0
-    report = {
-        "benchmark": "synthetic (BOB vs DataDream vs real only), mini-world bird subclasses",
-        "quick": args.quick, "device": dev_name, "base": base or "studio-mini", "classes": classes,
-        "shots": args.shots, "seeds": args.seeds, "per_class": args.per_class, "fit_steps": args.fit_steps,
-        "sample_steps": args.sample_steps, "guidance": args.guidance, "lambdas": args.lambdas,
-        "classifier": {"arch": "EvaluatorNet (subclass head only), trained from scratch", "widths": args.widths,
-                       "steps": args.clf_steps, "batch": args.clf_batch, "lr": args.clf_lr},
-        "n_val": args.n_val, "n_test": args.n_test,
-        "results": results,
-        "accuracy_summary": {f"{m}_{k}shot": results[k][m]["mean"] for k in results for m in results[k]},
-        "seconds": {**{key: round(v, 1) for key, v in timings.items()}, "total": round(time.time() - start, 1)},
-    }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
+            write_report(args, results, timings, classes, dev_name, base, start, real_fidelity)
+    report = write_report(args, results, timings, classes, dev_name, base, start, real_fidelity)
     print("\n| shots | " + " | ".join(args.methods) + " |")
     print("|---|" + "---|" * len(args.methods))
     for k in results:

@@ -345,3 +345,38 @@ def test_cli_fit_export_and_errors(tiny_pipeline_dir, data_dir, tmp_path, capsys
     assert main(["synth", "fit", str(tmp_path / "empty"), "--category", "bird", "--work", str(tmp_path / "w2"),
                        "--base", str(tiny_pipeline_dir)]) == 2
     assert "no class folders" in capsys.readouterr().err
+
+
+def test_learnt_class_tokens_train_resume_and_export(tiny_pipeline_dir, data_dir, tmp_path):
+    """class_words='learnt': a token per class, started at its words' mean embedding, trained with
+    the LoRA, resumed exactly, saved beside it and loaded by the export (stock load_textual_inversion)."""
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import load_file
+
+    cfg = fit_cfg(base=str(tiny_pipeline_dir), extractor="miniworld", class_words="learnt")
+    assert ft.prompt_for(cfg, "sea_gull", None) == "a <sea-gull> bird"
+    calls = iter(range(100))
+    ft.fit(data_dir, tmp_path / "a", cfg, device="cpu", should_stop=lambda: next(calls) >= 2, log=lambda m: None)
+    resumed = ft.fit(data_dir, tmp_path / "a", cfg, device="cpu", log=lambda m: None)
+    straight = ft.fit(data_dir, tmp_path / "b", cfg, device="cpu", log=lambda m: None)
+    assert resumed.resumed_from == 2 and resumed.class_tokens_sha256 == straight.class_tokens_sha256 != ""
+    vectors = load_file(str(tmp_path / "b" / ft.CLASS_TOKENS_FILE))
+    assert sorted(vectors) == ["<finch>", "<robin>", "<sparrow>"]
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_pipeline_dir, safety_checker=None, requires_safety_checker=False)
+    table = pipe.text_encoder.get_input_embeddings().weight.detach().clone()
+    words = pipe.tokenizer("finch", add_special_tokens=False).input_ids
+    assert not np.allclose(vectors["<finch>"].numpy(), table[words].mean(0).numpy())  # trained away from its start
+    ft.load_lora_into(pipe, tmp_path / "b" / ft.LORA_FILE, fuse=False)
+    token_id = pipe.tokenizer.convert_tokens_to_ids("<finch>")
+    assert np.allclose(pipe.text_encoder.get_input_embeddings().weight[token_id].detach().numpy(), vectors["<finch>"].numpy())
+
+    out = tmp_path / "out"
+    exp.export(tmp_path / "b", out, small_export(per_class=2), device="cpu", log=lambda m: None)
+    rows = [json.loads(line) for line in (out / "train" / "metadata.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all(f"<{r['class_name']}>" in r["prompt"] for r in rows)
+    config = json.loads((out / "generation_config.json").read_text())
+    assert config["class_tokens"]["sha256"] == straight.class_tokens_sha256
+    image = exp.regenerate(out, rows[3]["file_name"], work=tmp_path / "b", device="cpu")
+    with Image.open(out / "train" / rows[3]["file_name"]) as saved:
+        assert np.array_equal(np.asarray(saved.convert("RGB")), np.asarray(image))

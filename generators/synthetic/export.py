@@ -143,7 +143,9 @@ def fingerprint(plan: Plan, device_type: str) -> dict:
             "base": plan.fit_info["base"], "classes": plan.classes, "per_class": c.per_class, "seed": c.seed,
             "context": c.context, "steps": c.steps, "guidance": float(c.guidance), "negative_prompt": c.negative_prompt,
             "batch_size": c.batch_size, "width": plan.width, "height": plan.height, "precision": c.precision,
-            "device_type": device_type}
+            "device_type": device_type,
+            # Learnt class tokens only (so a plain fit's fingerprint is what it always was).
+            **({"class_tokens_sha256": plan.fit_info["class_tokens_sha256"]} if plan.fit_info.get("class_tokens_sha256") else {})}
 
 
 def metadata_row(plan: Plan, job: Job, scheduler: str) -> dict:
@@ -210,6 +212,9 @@ def load_pipeline(plan: Plan, device: str = "auto"):
     lora = plan.work / ft.LORA_FILE
     if ft.sha256_file(lora) != plan.fit_info["lora_sha256"]:
         raise ValueError(f"{lora} does not match the sha256 in {plan.work / ft.RESULT_FILE}; fit again")
+    tokens = plan.work / ft.CLASS_TOKENS_FILE
+    if plan.fit_info.get("class_tokens_sha256") and ft.sha256_file(tokens) != plan.fit_info["class_tokens_sha256"]:
+        raise ValueError(f"{tokens} does not match the sha256 in {plan.work / ft.RESULT_FILE}; fit again")
     return ft.load_lora_into(pipe, lora)
 
 
@@ -345,7 +350,7 @@ def generation_config(plan: Plan, fp: dict, scheduler: str) -> dict:
         "n_images": len(plan.jobs),
         "template": fc.template,
         "plain_template": fc.plain_template,
-        "class_words": {c: ex.class_words(c) for c in plan.classes},
+        "class_words": {c: ft.class_phrase(plan.fit_config, c) for c in plan.classes},
         "context": plan.cfg.context,
         "bank_size": len(plan.bank),
         "seed_rule": SEED_RULE,
@@ -357,6 +362,9 @@ def generation_config(plan: Plan, fp: dict, scheduler: str) -> dict:
         "scheduler_config": _scheduler_config(plan),
         "lora": {"file": ft.LORA_FILE, "sha256": plan.fit_info["lora_sha256"], "rank": fc.rank, "alpha": fc.alpha,
                  "text_encoder": fc.text_encoder_lora, "fit_steps": plan.fit_info["steps"], "fused": True},
+        "class_tokens": ({"file": ft.CLASS_TOKENS_FILE, "sha256": plan.fit_info["class_tokens_sha256"],
+                          "load": "pipe.load_textual_inversion([vectors[t] for t in tokens], token=tokens)"}
+                         if plan.fit_info.get("class_tokens_sha256") else None),
         "fit": {"n_real": plan.fit_info["n_real"], "use_context": fc.use_context, "context_dropout": fc.context_dropout,
                 "extractor": fc.extractor, "captioner": fc.captioner},
         "work": str(Path(plan.work).resolve()),
@@ -367,7 +375,7 @@ def _finish(plan: Plan, out: Path, fp: dict, scheduler: str) -> None:
     rows = [metadata_row(plan, j, scheduler) for j in plan.jobs]
     _write_atomic(out / "train" / "metadata.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     classes = {"classes": plan.classes, "class_to_idx": {c: i for i, c in enumerate(plan.classes)},
-               "class_words": {c: ex.class_words(c) for c in plan.classes}}
+               "class_words": {c: ft.class_phrase(plan.fit_config, c) for c in plan.classes}}
     _write_atomic(out / "classes.json", json.dumps(classes, indent=2) + "\n")
     _write_atomic(out / "generation_config.json", json.dumps(generation_config(plan, fp, scheduler), indent=2) + "\n")
     _write_atomic(out / "README.md", dataset_card(plan, scheduler))

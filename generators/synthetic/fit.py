@@ -5,11 +5,14 @@ pose)`` built from its bank entry; with probability ``context_dropout`` the cont
 ``plain_template`` is used instead, so that the model also answers ``--context none``.
 ``use_context=False`` trains the plain template only (the DataDream baseline).
 
-Class names enter the prompt as **plain words** (the class folder name, '_' '-' '.' '+'
-read as spaces): any base tokenizes them, nothing needs to be added to a vocabulary, and the
-exported LoRA loads into stock diffusers with ``pipe.load_lora_weights``. The class
-distinction is learnt by the LoRA on the UNet attention (to_q, to_k, to_v, to_out.0) and,
-by default, on the text encoder attention (q_proj, k_proj, v_proj, out_proj) as in BOB.
+Class names enter the prompt as **plain words** by default (``class_words="plain"``: the class
+folder name, '_' '-' '.' '+' read as spaces): any base tokenizes them, nothing needs to be added
+to a vocabulary, and the exported LoRA loads into stock diffusers with ``pipe.load_lora_weights``.
+The class distinction is learnt by the LoRA on the UNet attention (to_q, to_k, to_v, to_out.0)
+and, by default, on the text encoder attention (q_proj, k_proj, v_proj, out_proj) as in BOB.
+``class_words="learnt"`` instead gives every class its own new token ``<class-words>``, started
+at the mean embedding of the class's plain words and trained with the LoRA (textual inversion
+beside it); the vectors go to ``W/class_tokens.safetensors``. bench/synthetic.py measures both.
 
 Work folder::
 
@@ -17,6 +20,7 @@ Work folder::
     W/bank.jsonl                      the caption bank (editable; edited => used)
     W/checkpoint.safetensors          resume point while training (removed at the end)
     W/pytorch_lora_weights.safetensors   the LoRA, diffusers keys ("unet.", "text_encoder.")
+    W/class_tokens.safetensors        class_words="learnt" only: {token: vector} per class
     W/fit.json                        result: steps, loss, lora_sha256, bank_sha256, classes
 """
 
@@ -40,6 +44,8 @@ CONFIG_FILE = "fit_config.json"
 RESULT_FILE = "fit.json"
 LORA_FILE = "pytorch_lora_weights.safetensors"
 CHECKPOINT_FILE = "checkpoint.safetensors"
+CLASS_TOKENS_FILE = "class_tokens.safetensors"
+CLASS_WORDS = ("plain", "learnt")
 TEMPLATE = "a {class} {category} on the {background} background, {pose}"
 PLAIN_TEMPLATE = "a {class} {category}"
 
@@ -59,6 +65,7 @@ class FitConfig:
     plain_template: str = PLAIN_TEMPLATE
     use_context: bool = True  # False: DataDream (plain template only)
     context_dropout: float = 0.1
+    class_words: str = "plain"  # "plain": folder names as words; "learnt": a trained token per class
     # Optimisation: AdamW, linear warmup then cosine decay.
     steps: int = 400
     batch_size: int = 8
@@ -92,6 +99,8 @@ class FitConfig:
             raise ValueError("--category must be a word, e.g. bird or aircraft")
         if self.steps < 1 or self.batch_size < 1 or self.rank < 1:
             raise ValueError("--steps, --batch-size and --rank must be at least 1")
+        if self.class_words not in CLASS_WORDS:
+            raise ValueError(f"class_words must be one of {', '.join(CLASS_WORDS)}, got {self.class_words!r}")
         if not 0.0 <= self.context_dropout <= 1.0:
             raise ValueError(f"context dropout must be in [0, 1], got {self.context_dropout}")
         for name, text, keys in (("template", self.template, ("{class}",)), ("plain template", self.plain_template, ("{class}",))):
@@ -100,17 +109,28 @@ class FitConfig:
                     raise ValueError(f"the {name} {text!r} lacks {key}")
 
 
-def fill(template: str, class_name: str, category: str, background: str = "", pose: str = "") -> str:
-    out = (template.replace("{class}", ex.class_words(class_name)).replace("{category}", category)
+def fill(template: str, class_phrase: str, category: str, background: str = "", pose: str = "") -> str:
+    out = (template.replace("{class}", class_phrase).replace("{category}", category)
            .replace("{background}", background).replace("{pose}", pose))
     return " ".join(out.split()).strip(" ,")
 
 
+def class_token(class_name: str) -> str:
+    """The learnt token of a class: '<' + its words joined by '-' + '>' ('sea_gull' -> '<sea-gull>')."""
+    return "<" + ex.class_words(class_name).replace(" ", "-") + ">"
+
+
+def class_phrase(cfg: FitConfig, class_name: str) -> str:
+    """How the class enters the prompt: its plain words, or its learnt token."""
+    return class_token(class_name) if cfg.class_words == "learnt" else ex.class_words(class_name)
+
+
 def prompt_for(cfg: FitConfig, class_name: str, context: ex.Context | None) -> str:
     """The prompt for a class with a context (None: the context-free prompt)."""
+    phrase = class_phrase(cfg, class_name)
     if context is None or not cfg.use_context:
-        return fill(cfg.plain_template, class_name, cfg.category)
-    return fill(cfg.template, class_name, cfg.category, context.background, context.pose)
+        return fill(cfg.plain_template, phrase, cfg.category)
+    return fill(cfg.template, phrase, cfg.category, context.background, context.pose)
 
 
 def sha256_file(path: Path) -> str:
@@ -157,6 +177,54 @@ def attach(pipe, cfg: FitConfig) -> list[tuple[str, torch.nn.Parameter]]:
     return sorted(params, key=lambda kv: kv[0])
 
 
+class ClassTokenEmbedding(torch.nn.Module):
+    """The text encoder's token embedding with the class tokens' rows served by one trainable
+    (n_classes × D) matrix, so the optimizer holds those rows only, never the whole vocabulary."""
+
+    def __init__(self, embedding: torch.nn.Embedding, token_ids: list[int]):
+        super().__init__()
+        self.embedding = embedding
+        self.register_buffer("token_ids", torch.tensor(token_ids, dtype=torch.long), persistent=False)
+        # A child after the embedding: the text encoder's `.dtype` stays the frozen table's.
+        self.trained = torch.nn.ParameterList([embedding.weight[token_ids].detach().float().clone()])
+
+    @property
+    def rows(self) -> torch.nn.Parameter:
+        return self.trained[0]
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        out = self.embedding(input_ids)
+        match = input_ids[..., None] == self.token_ids.to(input_ids.device)
+        rows = self.rows.to(out.dtype)[match.long().argmax(-1)]
+        return torch.where(match.any(-1, keepdim=True), rows, out)
+
+
+def add_class_tokens(pipe, classes: list[str]) -> list[int]:
+    """A new token per class, each started at the mean embedding of the class's plain words."""
+    tok, te = pipe.tokenizer, pipe.text_encoder
+    tokens = [class_token(c) for c in classes]
+    taken = [t for t in tokens if t in tok.get_vocab()]
+    if taken:
+        raise ValueError(f"the base's vocabulary already has {taken[0]}; rename that class folder or use class_words='plain'")
+    word_ids = [tok(ex.class_words(c), add_special_tokens=False).input_ids for c in classes]
+    tok.add_tokens(tokens)
+    te.resize_token_embeddings(len(tok))
+    ids = tok.convert_tokens_to_ids(tokens)
+    weight = te.get_input_embeddings().weight
+    with torch.no_grad():
+        for token_id, words in zip(ids, word_ids):
+            weight[token_id] = weight[words].mean(0)
+    return ids
+
+
+def load_class_tokens(pipe, path: Path) -> None:
+    """Add a fit's learnt class tokens, as stock diffusers' load_textual_inversion would."""
+    vectors = load_file(str(path))
+    tokens = sorted(vectors)
+    pipe.load_textual_inversion([vectors[t].to(pipe.text_encoder.dtype) for t in tokens], token=tokens,
+                                tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder)
+
+
 def lora_state(pipe, cfg: FitConfig) -> dict[str, torch.Tensor]:
     """diffusers' LoRA format: peft keys with 'unet.' / 'text_encoder.' prefixes (pipe.load_lora_weights)."""
     from peft.utils import get_peft_model_state_dict
@@ -168,7 +236,11 @@ def lora_state(pipe, cfg: FitConfig) -> dict[str, torch.Tensor]:
 
 
 def load_lora_into(pipe, lora_path: Path, fuse: bool = True):
-    """Load a fitted LoRA exactly as stock diffusers would, and fuse it (free at sampling time)."""
+    """Load a fitted LoRA exactly as stock diffusers would, and fuse it (free at sampling time);
+    the learnt class tokens beside it too, if the fit has them."""
+    tokens = Path(lora_path).with_name(CLASS_TOKENS_FILE)
+    if tokens.is_file():
+        load_class_tokens(pipe, tokens)
     state = load_file(str(lora_path))
     pipe.load_lora_weights({k: v.to(pipe.unet.dtype) for k, v in state.items()}, adapter_name=ADAPTER)
     if fuse:
@@ -187,6 +259,7 @@ class FitResult:
     stopped: bool
     resumed_from: int
     lora_sha256: str = ""
+    class_tokens_sha256: str = ""
     bank_sha256: str = ""
     bank_edited: bool = False
     classes: list[str] = field(default_factory=list)
@@ -270,6 +343,7 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progre
         if info.get("bank_sha256") == bank_hash and info.get("classes") == classes and info.get("files") == [i.file for i in items]:
             result.steps, result.final_loss = info["steps"], info["final_loss"]
             result.lora_sha256 = info["lora_sha256"]
+            result.class_tokens_sha256 = info.get("class_tokens_sha256", "")
             log(f"{work} already holds this fit (LoRA sha256 {info['lora_sha256'][:12]}); nothing to do")
             return result
         log("the bank or the images changed since the last fit; training the LoRA again")
@@ -292,8 +366,15 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progre
         return tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True,
                    return_tensors="pt").input_ids.to(dev)
 
-    ids_ctx, ids_plain = ids(prompts_ctx), ids(prompts_plain)
     named = attach(pipe, cfg)
+    class_embedding = None
+    if cfg.class_words == "learnt":
+        embedding = pipe.text_encoder.get_input_embeddings()
+        class_embedding = ClassTokenEmbedding(embedding, add_class_tokens(pipe, classes))
+        pipe.text_encoder.set_input_embeddings(class_embedding)
+        class_embedding.rows.requires_grad_(True)
+        named.append(("text_encoder.class_token_rows", class_embedding.rows))
+    ids_ctx, ids_plain = ids(prompts_ctx), ids(prompts_plain)
     params = [p for _, p in named]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
     from diffusers import DDPMScheduler
@@ -352,6 +433,13 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progre
     if result.stopped:
         _save_checkpoint(ckpt, named, opt, gen, step, cfg, bank_hash)
         return result
+    if class_embedding is not None:
+        tokens = {class_token(c): class_embedding.rows[i].detach().float().cpu().clone() for i, c in enumerate(classes)}
+        tmp = work / (CLASS_TOKENS_FILE + ".tmp")
+        save_file(tokens, str(tmp), metadata={"format": "pt"})
+        tmp.replace(work / CLASS_TOKENS_FILE)
+        result.class_tokens_sha256 = sha256_file(work / CLASS_TOKENS_FILE)
+        pipe.text_encoder.set_input_embeddings(class_embedding.embedding)
     state = lora_state(pipe, cfg)
     lora_path = work / LORA_FILE
     tmp = work / (LORA_FILE + ".tmp")
@@ -361,7 +449,7 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progre
     tmp.replace(lora_path)
     result.lora_sha256 = sha256_file(lora_path)
     info = {"steps": step, "final_loss": loss_value, "seconds": result.seconds, "lora_file": LORA_FILE,
-            "lora_sha256": result.lora_sha256, "bank_sha256": bank_hash, "bank_edited": edited, "classes": classes,
+            "lora_sha256": result.lora_sha256, "class_tokens_sha256": result.class_tokens_sha256, "bank_sha256": bank_hash, "bank_edited": edited, "classes": classes,
             "files": [it.file for it in items], "n_real": len(items), "data_dir": str(data_dir.resolve()),
             "resolution": resolution, "base": diffusion.base_name(cfg.base), "config": cfg.to_dict()}
     tmp = work / (RESULT_FILE + ".tmp")

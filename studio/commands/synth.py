@@ -36,6 +36,8 @@ def register(sub) -> None:
     f.add_argument("--lr", type=float, default=None, help="peak learning rate (default 5e-4, warmup then cosine)")
     f.add_argument("--seed", type=int, default=0, help="training seed")
     f.add_argument("--no-text-encoder-lora", action="store_true", help="LoRA on the UNet only")
+    f.add_argument("--class-words", default="plain", choices=["plain", "learnt"],
+                   help="class names in prompts as plain words (default) or a learnt token per class (<name>)")
     f.add_argument("--no-context", action="store_true",
                    help="DataDream baseline: train the class prompt alone, without background and pose")
     f.add_argument("--extract-only", action="store_true", help="write W/bank.jsonl and stop (edit it, then fit)")
@@ -71,7 +73,8 @@ def run_fit(args) -> int:
 
     cfg = FitConfig(category=args.category.strip(), base=resolve_base(args.base), seed=args.seed,
                     extractor=args.extractor, captioner=args.captioner,
-                    text_encoder_lora=not args.no_text_encoder_lora, use_context=not args.no_context)
+                    text_encoder_lora=not args.no_text_encoder_lora, use_context=not args.no_context,
+                    class_words=args.class_words)
     if args.extractor == "captioner" and not args.captioner:
         raise ValueError("--extractor captioner needs --captioner ID_OR_PATH")
     for name in ("steps", "batch_size", "lr"):
