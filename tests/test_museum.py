@@ -272,7 +272,7 @@ def test_only_the_new_token_learns_and_the_embedding_returns(tiny_pipeline_dir):
     before = embedding.weight.detach().clone()
     ids = tok(["a red fish, <ink>", "a blue star"], padding="max_length", return_tensors="pt").input_ids
     with pytest.raises(RuntimeError, match="interrupted"), trainable_token(text_encoder, token_id) as vector:
-        assert [p for p in text_encoder.parameters() if p.requires_grad] == [vector] and vector.shape == before[0].shape
+        assert [p for p in text_encoder.parameters() if p.requires_grad] == [vector] and vector.shape == (1, before.shape[1])
         assert vector.dtype == torch.float32 and text_encoder.dtype == torch.bfloat16
         text_encoder(ids)[0].float().square().mean().backward()
         assert vector.grad.abs().sum() > 0

@@ -99,42 +99,45 @@ def add_style_token(tokenizer, text_encoder, token: str) -> int:
 
 
 class TrainableTokenEmbedding(torch.nn.Module):
-    """The text encoder's token embedding with one row served by its own trainable vector.
+    """The text encoder's token embedding with some rows served by one trainable (n × D) matrix.
 
-    Only `vector` is a parameter, so the optimizer and the gradient hold one D-vector instead of
-    the whole vocabulary (49,408 × 768 for SD's CLIP-L); earlier tokens stay frozen by construction.
+    Only `rows` is a parameter, so the optimizer and the gradient hold n D-vectors instead of
+    the whole vocabulary (49,408 × 768 for SD's CLIP-L); every other token stays frozen by
+    construction. The museum trains one row (a style's token), a synthetic fit one per class.
     """
 
-    def __init__(self, embedding: torch.nn.Embedding, token_id: int):
+    def __init__(self, embedding: torch.nn.Embedding, token_ids: list[int]):
         super().__init__()
         self.embedding = embedding
-        self.token_id = token_id
+        self.register_buffer("token_ids", torch.tensor(token_ids, dtype=torch.long), persistent=False)
         # A child after the embedding, not a direct parameter: the text encoder's first parameter
         # (what its `.dtype` reports) stays the frozen table's, not this fp32 master copy.
-        self.trained = torch.nn.ParameterList([embedding.weight[token_id].detach().float().clone()])
+        self.trained = torch.nn.ParameterList([embedding.weight[token_ids].detach().float().clone()])
 
     @property
-    def vector(self) -> torch.nn.Parameter:
+    def rows(self) -> torch.nn.Parameter:
         return self.trained[0]
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         out = self.embedding(input_ids)
-        return torch.where((input_ids == self.token_id)[..., None], self.vector.to(out.dtype), out)
+        match = input_ids[..., None] == self.token_ids.to(input_ids.device)
+        served = self.rows.to(out.dtype)[match.long().argmax(-1)]
+        return torch.where(match.any(-1, keepdim=True), served, out)
 
 
 @contextmanager
 def trainable_token(text_encoder, token_id: int, trainable: bool = True):
-    """Serve `token_id`'s row from its own vector while the block runs (yields the vector); on
+    """Serve `token_id`'s row from its own (1 × D) vector while the block runs (yields it); on
     exit, even by an exception, the vector is written into the plain embedding, which returns."""
     embedding = text_encoder.get_input_embeddings()
-    module = TrainableTokenEmbedding(embedding, token_id)
-    module.vector.requires_grad_(trainable)
+    module = TrainableTokenEmbedding(embedding, [token_id])
+    module.rows.requires_grad_(trainable)
     text_encoder.set_input_embeddings(module)
     try:
-        yield module.vector
+        yield module.rows
     finally:
         with torch.no_grad():
-            embedding.weight[token_id] = module.vector.to(embedding.weight.dtype)
+            embedding.weight[token_id] = module.rows[0].to(embedding.weight.dtype)
         text_encoder.set_input_embeddings(embedding)
 
 
@@ -373,7 +376,7 @@ def learn_style(
         result = TaskResult(step, loss.item(), terms, round(time.time() - start, 1), stopped, resumed_from)
         if stopped and ckpt is not None:
             _save_checkpoint(ckpt, layers, vector, opt, scaler, gen, step, cfg, len(earlier_states) - 1)
-        return lora_state(unet), vector.detach().float().cpu().clone(), result
+        return lora_state(unet), vector.detach().float().cpu().reshape(-1).clone(), result
 
 
 def _save_checkpoint(path: Path, layers, vector, opt, scaler, gen, step, cfg: MuseumConfig, after_tasks: int) -> None:

@@ -177,28 +177,6 @@ def attach(pipe, cfg: FitConfig) -> list[tuple[str, torch.nn.Parameter]]:
     return sorted(params, key=lambda kv: kv[0])
 
 
-class ClassTokenEmbedding(torch.nn.Module):
-    """The text encoder's token embedding with the class tokens' rows served by one trainable
-    (n_classes × D) matrix, so the optimizer holds those rows only, never the whole vocabulary."""
-
-    def __init__(self, embedding: torch.nn.Embedding, token_ids: list[int]):
-        super().__init__()
-        self.embedding = embedding
-        self.register_buffer("token_ids", torch.tensor(token_ids, dtype=torch.long), persistent=False)
-        # A child after the embedding: the text encoder's `.dtype` stays the frozen table's.
-        self.trained = torch.nn.ParameterList([embedding.weight[token_ids].detach().float().clone()])
-
-    @property
-    def rows(self) -> torch.nn.Parameter:
-        return self.trained[0]
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        out = self.embedding(input_ids)
-        match = input_ids[..., None] == self.token_ids.to(input_ids.device)
-        rows = self.rows.to(out.dtype)[match.long().argmax(-1)]
-        return torch.where(match.any(-1, keepdim=True), rows, out)
-
-
 def add_class_tokens(pipe, classes: list[str]) -> list[int]:
     """A new token per class, each started at the mean embedding of the class's plain words."""
     tok, te = pipe.tokenizer, pipe.text_encoder
@@ -357,7 +335,7 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progre
     prompts_ctx = [prompt_for(cfg, it.class_name, c) for it, c in zip(items, contexts)]
     prompts_plain = [prompt_for(cfg, it.class_name, None) for it in items]
 
-    from generators.museum.train import encode_images
+    from generators.museum.train import TrainableTokenEmbedding, encode_images
 
     means, stds = encode_images(pipe.vae, [it.image for it in items], dev)
     tok = pipe.tokenizer
@@ -370,7 +348,7 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progre
     class_embedding = None
     if cfg.class_words == "learnt":
         embedding = pipe.text_encoder.get_input_embeddings()
-        class_embedding = ClassTokenEmbedding(embedding, add_class_tokens(pipe, classes))
+        class_embedding = TrainableTokenEmbedding(embedding, add_class_tokens(pipe, classes))
         pipe.text_encoder.set_input_embeddings(class_embedding)
         class_embedding.rows.requires_grad_(True)
         named.append(("text_encoder.class_token_rows", class_embedding.rows))
