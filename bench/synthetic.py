@@ -173,6 +173,86 @@ def train_classifier(classes, real, synth, val, test, lam: float, args, seed: in
     return best
 
 
+# --- the probe: a linear classifier on a frozen backbone that never saw a subclass label --------
+
+
+def ensure_backbone(folder: Path, seconds: float, device) -> Path:
+    """The backbone: an evaluator network trained on the mini world's kind, colour, background,
+    position, scale, facing, tilt and style labels, never on subclasses (their labels hidden):
+    our stand-in for an ImageNet- or CLIP-pretrained backbone, which knows birds but not species.
+    Trained once (CPU: about `seconds`) and reused from `folder`."""
+    from generators.evaluators import train_evaluators
+
+    if not (folder / "evaluator.safetensors").is_file():
+        print(f"training the backbone into {folder} ({seconds:.0f} s; subclass labels hidden)", flush=True)
+        config = EvaluatorConfig(labels=EvaluatorConfig.default().labels, widths=(16, 32, 64, 96, 128),
+                                 facing_invisible_kinds=EvaluatorConfig.default().facing_invisible_kinds)
+        train_evaluators(folder, seconds, device=str(device), n_train=40_000, batch_size=64, config=config,
+                         ignore_heads=("subclass",), n_eval=500, n_eval_birds=300, n_eval_styled=300)
+    return folder
+
+
+@torch.no_grad()
+def backbone_features(net, images: np.ndarray, device, flip: bool = False, batch: int = 256) -> torch.Tensor:
+    """Frozen features: the last stage average-pooled, beside the network's own feature layer."""
+    out = []
+    for i in range(0, len(images), batch):
+        x = to_tensor(images[i:i + batch], device)
+        if flip:
+            x = x.flip(3)
+        last = net.stage_outputs(x)[-1]
+        out.append(torch.cat([last.mean((2, 3)), net._features_from(last)], 1).cpu())
+    return torch.cat(out)
+
+
+class FeatureSet:
+    """Features of a set of images (and of their mirror images, the probe's augmentation)."""
+
+    def __init__(self, net, data, device, augment: bool):
+        self.labels = torch.as_tensor(data[1])
+        self.views = [backbone_features(net, data[0], device)]
+        if augment:
+            self.views.append(backbone_features(net, data[0], device, flip=True))
+
+    def batch(self, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        view = torch.randint(len(self.views), (len(idx),), generator=gen)
+        return torch.stack(self.views)[view, idx]
+
+
+def train_probe(real: FeatureSet, synth: FeatureSet | None, val: FeatureSet, test: FeatureSet, n_classes: int,
+                lam: float, args, seed: int) -> dict:
+    """A linear classifier on frozen features, the same mixing as train_classifier: real rows
+    repeated to 1:1 with synthetic, λ·CE_real + (1−λ)·CE_syn; the best-on-validation step."""
+    torch.manual_seed(seed)
+    gen = torch.Generator("cpu").manual_seed(seed)
+    mean, std = real.views[0].mean(0), real.views[0].std(0) + 1e-4  # standardised on the real shots
+    head = torch.nn.Linear(mean.numel(), n_classes)
+    opt = torch.optim.AdamW(head.parameters(), lr=args.probe_lr, weight_decay=1e-2)
+    b, best = args.clf_batch, {"val": -1.0, "test": 0.0, "step": 0}
+
+    def acc(fs: FeatureSet) -> float:
+        with torch.no_grad():
+            return float((head((fs.views[0] - mean) / std).argmax(-1) == fs.labels).float().mean())
+
+    for step in range(1, args.probe_steps + 1):
+        for group in opt.param_groups:
+            group["lr"] = args.probe_lr * 0.5 * (1 + math.cos(math.pi * step / args.probe_steps))
+        ir = torch.randint(len(real.labels), (b,), generator=gen)
+        loss = F.cross_entropy(head((real.batch(ir, gen) - mean) / std), real.labels[ir])
+        if synth is not None:
+            is_ = torch.randint(len(synth.labels), (b,), generator=gen)
+            loss = lam * loss + (1 - lam) * F.cross_entropy(head((synth.batch(is_, gen) - mean) / std), synth.labels[is_])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % args.probe_eval_every == 0 or step == args.probe_steps:
+            v = acc(val)
+            if v > best["val"]:
+                best = {"val": v, "test": acc(test), "step": step}
+    best["lambda"] = lam
+    return best
+
+
 def select(runs: list[dict]) -> dict:
     """Model selection on held-out real images: the best validation accuracy (ties: the earlier λ)."""
     return max(runs, key=lambda r: r["val"])
@@ -209,8 +289,11 @@ def write_report(args, results, timings, classes, dev_name, base, start, real_fi
         "quick": args.quick, "device": dev_name, "base": base or "studio-mini", "classes": classes,
         "shots": args.shots, "seeds": args.seeds, "per_class": args.per_class, "fit_steps": args.fit_steps,
         "sample_steps": args.sample_steps, "guidance": args.guidance, "lambdas": args.lambdas,
-        "classifier": {"arch": "EvaluatorNet (subclass head only), trained from scratch", "widths": args.widths,
-                       "steps": args.clf_steps, "batch": args.clf_batch, "lr": args.clf_lr},
+        "classifier": ({"arch": "linear probe on a frozen backbone trained without subclass labels",
+                        "backbone": str(args.backbone), "steps": args.probe_steps, "batch": args.clf_batch, "lr": args.probe_lr}
+                       if args.classifier == "probe" else
+                       {"arch": "EvaluatorNet (subclass head only), trained from scratch", "widths": args.widths,
+                        "steps": args.clf_steps, "batch": args.clf_batch, "lr": args.clf_lr}),
         "n_val": args.n_val, "n_test": args.n_test,
         "real_class_fidelity": real_fidelity,
         "results": results,
@@ -238,6 +321,15 @@ def parse_args(argv=None):
     p.add_argument("--export-batch", type=int, default=32)
     p.add_argument("--n-val", type=int, default=5, help="held-out real validation images per class")
     p.add_argument("--n-test", type=int, default=50, help="real test images per class")
+    p.add_argument("--classifier", default="probe", choices=["probe", "scratch"],
+                   help="probe: a linear classifier on a frozen backbone that never saw subclass labels (default); "
+                        "scratch: the small CNN trained from scratch")
+    p.add_argument("--backbone", type=Path, default=Path("runs/bench/backbone-nosubclass"),
+                   help="the probe's backbone folder (trained there once if missing)")
+    p.add_argument("--backbone-seconds", type=float, default=1500)
+    p.add_argument("--probe-steps", type=int, default=1000)
+    p.add_argument("--probe-lr", type=float, default=1e-2)
+    p.add_argument("--probe-eval-every", type=int, default=25)
     p.add_argument("--clf-steps", type=int, default=1500)
     p.add_argument("--clf-batch", type=int, default=64)
     p.add_argument("--clf-lr", type=float, default=2e-3)
@@ -251,6 +343,7 @@ def parse_args(argv=None):
         args.classes, args.shots, args.seeds = 3, "5", "0,1"
         args.per_class, args.fit_steps, args.sample_steps, args.export_batch = 4, args.fit_steps or 4, 2, 4
         args.n_val, args.n_test, args.clf_steps, args.clf_batch, args.eval_every = 2, 6, 20, 8, 10
+        args.backbone_seconds, args.probe_steps, args.probe_eval_every = 10, 20, 10
     args.shots = [int(s) for s in args.shots.split(",")]
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.lambdas = [float(s) for s in args.lambdas.split(",")]
@@ -273,12 +366,18 @@ def main(argv=None) -> int:
     base = args.base
     if base is None and args.quick:
         base = str(tiny_base(work / "tiny-base")) if not (work / "tiny-base" / "pipe").exists() else str(work / "tiny-base" / "pipe")
+    if args.quick and args.backbone == Path("runs/bench/backbone-nosubclass"):
+        args.backbone = work / "backbone"  # a few seconds' backbone, for the smoke run only
     log = lambda msg: print(f"[{time.time() - start:7.1f}s] {msg}", flush=True)
     test = render_real(classes, args.n_test, TEST_STREAM, 0)
     from generators.evaluators import load_evaluator
 
     evaluator = load_evaluator(device=device)
     real_fidelity = class_fidelity(evaluator, *test, classes)
+    probe = test_feats = None
+    if args.classifier == "probe":
+        probe = load_evaluator(ensure_backbone(args.backbone, args.backbone_seconds, device), device=device).net
+        test_feats = FeatureSet(probe, test, device, False)
     log(f"class fidelity of the real test images (the evaluator's ceiling): {real_fidelity:.3f}")
     results: dict = {str(k): {m: {"per_seed": [], "selected": []} for m in args.methods} for k in args.shots}
     timings: dict = {"fit": 0.0, "export": 0.0, "classifier": 0.0}
@@ -317,9 +416,15 @@ def main(argv=None) -> int:
                 fidelity = class_fidelity(evaluator, *synth[method], classes)
                 results[str(k)][method].setdefault("class_fidelity", []).append(fidelity)
                 log(f"k={k} seed={seed}: exported {method} ({len(synth[method][1])} images, class fidelity {fidelity:.3f})")
+            if probe is not None:
+                feats = {"real": FeatureSet(probe, real, device, True), "val": FeatureSet(probe, val, device, False)}
+                feats.update({m: FeatureSet(probe, synth[m], device, True) for m in synth})
             for method in args.methods:
                 t0 = time.time()
-                if method == "real_only":
+                if probe is not None:
+                    runs = [train_probe(feats["real"], feats.get(method), feats["val"], test_feats, len(classes), lam, args, seed)
+                            for lam in ([1.0] if method == "real_only" else args.lambdas)]
+                elif method == "real_only":
                     runs = [train_classifier(classes, real, None, val, test, 1.0, args, seed, device)]
                 else:
                     runs = [train_classifier(classes, real, synth[method], val, test, lam, args, seed, device)

@@ -572,6 +572,7 @@ def train_evaluators(
     augment: bool = True,
     render_fraction: float = 0.4,
     config: EvaluatorConfig | None = None,
+    ignore_heads: tuple[str, ...] = (),
 ) -> dict:
     """Train the evaluator for about `seconds` of wall time in total and write it to `out_dir`.
 
@@ -586,12 +587,19 @@ def train_evaluators(
     progress(step, total, **info) is called while rendering (phase="render") and training
     (step/total in seconds, with loss). should_stop() returning True ends training early;
     the model trained so far is still measured and written. Returns the accuracy dict.
+
+    ignore_heads: heads that get no loss (their labels hidden), e.g. ("subclass",) for a backbone
+    that knows the world but not the bird subclasses (bench/synthetic.py's classifier); their
+    accuracy is still measured, and stays at chance.
     """
     t0 = time.time()
     if seconds <= 0:
         raise ValueError(f"seconds must be positive, got {seconds}")
     if n_train < 1:
         raise ValueError(f"n_train must be at least 1, got {n_train}")
+    unknown = [h for h in ignore_heads if h not in HEADS]
+    if unknown:
+        raise ValueError(f"unknown head {unknown[0]!r}; heads are {', '.join(HEADS)}")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     dev = resolve_device(device)
@@ -625,6 +633,8 @@ def train_evaluators(
         raise ValueError(f"no training images were rendered within the time budget of {seconds} s; raise --seconds")
     # facing is invisible on mirror-symmetric kinds: no facing loss there
     train_y[_facing_invisible(train_y, config), HEADS.index("facing")] = -1
+    for head in ignore_heads:
+        train_y[:, HEADS.index(head)] = -1
     render_s = time.time() - t0
     render_rate = (len(train_x) + n_eval_total) / max(render_s, 1e-6)
 
@@ -710,7 +720,7 @@ def train_evaluators(
             "seconds": seconds, "device": device, "precision": precision, "seed": seed, "n_train": n_train,
             "bird_fraction": bird_fraction, "n_eval": n_eval, "n_eval_birds": n_eval_birds,
             "n_eval_styled": n_eval_styled, "batch_size": batch_size, "lr": peak_lr, "augment": augment,
-            "render_fraction": render_fraction, "weight_decay": 0.05, "schedule": "time-based warmup 3% + cosine",
+            "render_fraction": render_fraction, "ignore_heads": list(ignore_heads), "weight_decay": 0.05, "schedule": "time-based warmup 3% + cosine",
         },
         "n_train_rendered": int(len(train_x)),
         "wall_time_s": round(time.time() - t0, 2),

@@ -108,6 +108,24 @@ def test_tiny_training_run_writes_and_reloads(tmp_path):
     assert {h: again[h] for h in ev.HEADS} == {h: saved[h] for h in ev.HEADS}
 
 
+def test_ignored_head_gets_no_gradient(tmp_path):
+    """ignore_heads=("subclass",): a backbone that never sees subclass labels (bench/synthetic.py)."""
+    config = ev.EvaluatorConfig(labels=ev.EvaluatorConfig.default().labels, **TINY)
+    ev.train_evaluators(tmp_path, seconds=3, device="cpu", seed=1, n_train=40, n_eval=8, n_eval_birds=8,
+                        n_eval_styled=8, batch_size=16, config=config, ignore_heads=("subclass",))
+    options = json.loads((tmp_path / "training_options.json").read_text())
+    assert options["options"]["ignore_heads"] == ["subclass"]
+    net = ev.load_evaluator(tmp_path).net
+    x = torch.zeros(2, 3, 64, 64)
+    y = torch.full((2, len(ev.HEADS)), -1, dtype=torch.long)
+    y[:, ev.HEADS.index("kind")] = 0
+    ev._loss(net(x), y).backward()
+    assert net.heads["subclass"].weight.grad.abs().sum() == 0 and net.heads["kind"].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="unknown head"):
+        ev.train_evaluators(tmp_path / "b", seconds=3, device="cpu", n_train=8, n_eval=4, n_eval_birds=4,
+                            n_eval_styled=4, config=config, ignore_heads=("beak",))
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
         ev.load_evaluator(tmp_path)
