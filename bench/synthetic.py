@@ -374,10 +374,7 @@ def main(argv=None) -> int:
 
     evaluator = load_evaluator(device=device)
     real_fidelity = class_fidelity(evaluator, *test, classes)
-    probe = test_feats = None
-    if args.classifier == "probe":
-        probe = load_evaluator(ensure_backbone(args.backbone, args.backbone_seconds, device), device=device).net
-        test_feats = FeatureSet(probe, test, device, False)
+    probe = test_feats = None  # loaded (or trained) when the first classifier needs it
     log(f"class fidelity of the real test images (the evaluator's ceiling): {real_fidelity:.3f}")
     results: dict = {str(k): {m: {"per_seed": [], "selected": []} for m in args.methods} for k in args.shots}
     timings: dict = {"fit": 0.0, "export": 0.0, "classifier": 0.0}
@@ -416,6 +413,9 @@ def main(argv=None) -> int:
                 fidelity = class_fidelity(evaluator, *synth[method], classes)
                 results[str(k)][method].setdefault("class_fidelity", []).append(fidelity)
                 log(f"k={k} seed={seed}: exported {method} ({len(synth[method][1])} images, class fidelity {fidelity:.3f})")
+            if args.classifier == "probe" and probe is None:
+                probe = load_evaluator(ensure_backbone(args.backbone, args.backbone_seconds, device), device=device).net
+                test_feats = FeatureSet(probe, test, device, False)
             if probe is not None:
                 feats = {"real": FeatureSet(probe, real, device, True), "val": FeatureSet(probe, val, device, False)}
                 feats.update({m: FeatureSet(probe, synth[m], device, True) for m in synth})
