@@ -194,14 +194,17 @@ def ensure_backbone(folder: Path, seconds: float, device) -> Path:
 
 @torch.no_grad()
 def backbone_features(net, images: np.ndarray, device, flip: bool = False, batch: int = 256) -> torch.Tensor:
-    """Frozen features: the last stage average-pooled, beside the network's own feature layer."""
+    """Frozen features: the last three stages max-pooled (is a crest or a stripe anywhere?), the
+    last one also average-pooled, and the network's own feature layer. Max pooling lifts the
+    real-only probe from 0.23 to 0.39 at 50 shots per class over average pooling alone (two seeds)."""
     out = []
     for i in range(0, len(images), batch):
         x = to_tensor(images[i:i + batch], device)
         if flip:
             x = x.flip(3)
-        last = net.stage_outputs(x)[-1]
-        out.append(torch.cat([last.mean((2, 3)), net._features_from(last)], 1).cpu())
+        stages = net.stage_outputs(x)
+        parts = [s.amax((2, 3)) for s in stages[-3:]] + [stages[-1].mean((2, 3)), net._features_from(stages[-1])]
+        out.append(torch.cat(parts, 1).cpu())
     return torch.cat(out)
 
 
