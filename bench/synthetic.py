@@ -50,6 +50,7 @@ from generators.evaluators import EvaluatorConfig, EvaluatorNet  # noqa: E402
 from generators.synthetic import export as exp  # noqa: E402
 from generators.synthetic import fit as ft  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 TRAIN_STREAM, VAL_STREAM, TEST_STREAM = 71, 72, 73
 METHODS = ("real_only", "datadream", "bob", "bob_same_class", "bob_no_context", "bob_learnt_tokens")
 SYNTH_SOURCES = {  # method -> (fit, export context)
@@ -327,8 +328,8 @@ def parse_args(argv=None):
     p.add_argument("--classifier", default="probe", choices=["probe", "scratch"],
                    help="probe: a linear classifier on a frozen backbone that never saw subclass labels (default); "
                         "scratch: the small CNN trained from scratch")
-    p.add_argument("--backbone", type=Path, default=Path("runs/bench/backbone-nosubclass"),
-                   help="the probe's backbone folder (trained there once if missing)")
+    p.add_argument("--backbone", type=Path, default=ROOT / "assets" / "probe-backbone",
+                   help="the probe's backbone folder (default: the committed one; trained there once if missing)")
     p.add_argument("--backbone-seconds", type=float, default=1500)
     p.add_argument("--probe-steps", type=int, default=1000)
     p.add_argument("--probe-lr", type=float, default=1e-2)
@@ -346,7 +347,7 @@ def parse_args(argv=None):
         args.classes, args.shots, args.seeds = 3, "5", "0,1"
         args.per_class, args.fit_steps, args.sample_steps, args.export_batch = 4, args.fit_steps or 4, 2, 4
         args.n_val, args.n_test, args.clf_steps, args.clf_batch, args.eval_every = 2, 6, 20, 8, 10
-        args.backbone_seconds, args.probe_steps, args.probe_eval_every = 10, 20, 10
+        args.probe_steps, args.probe_eval_every = 20, 10
     args.shots = [int(s) for s in args.shots.split(",")]
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.lambdas = [float(s) for s in args.lambdas.split(",")]
@@ -369,8 +370,6 @@ def main(argv=None) -> int:
     base = args.base
     if base is None and args.quick:
         base = str(tiny_base(work / "tiny-base")) if not (work / "tiny-base" / "pipe").exists() else str(work / "tiny-base" / "pipe")
-    if args.quick and args.backbone == Path("runs/bench/backbone-nosubclass"):
-        args.backbone = work / "backbone"  # a few seconds' backbone, for the smoke run only
     log = lambda msg: print(f"[{time.time() - start:7.1f}s] {msg}", flush=True)
     test = render_real(classes, args.n_test, TEST_STREAM, 0)
     from generators.evaluators import load_evaluator
