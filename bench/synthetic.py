@@ -290,6 +290,7 @@ def write_report(args, results, timings, classes, dev_name, base, start, real_fi
                 r["class_fidelity_mean"] = float(np.mean(r["class_fidelity"]))
     report = {
         "benchmark": "synthetic (BOB vs DataDream vs real only), mini-world bird subclasses",
+        "command": " ".join(sys.argv),
         "quick": args.quick, "device": dev_name, "base": base or "studio-mini", "classes": classes,
         "shots": args.shots, "seeds": args.seeds, "per_class": args.per_class, "fit_steps": args.fit_steps,
         "sample_steps": args.sample_steps, "guidance": args.guidance, "lambdas": args.lambdas,
@@ -342,6 +343,8 @@ def parse_args(argv=None):
     p.add_argument("--widths", default="24,32,64,96,128", help="classifier widths (stem + four stages)")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--merge", type=Path, nargs="+", default=None,
+                   help="merge these reports (runs split by seed or shots) into --json, and stop")
     args = p.parse_args(argv)
     if args.quick:
         args.classes, args.shots, args.seeds = 3, "5", "0,1"
@@ -359,8 +362,51 @@ def parse_args(argv=None):
     return args
 
 
+def print_table(results: dict, methods: list[str]) -> None:
+    print("\n| shots | " + " | ".join(methods) + " |")
+    print("|---|" + "---|" * len(methods))
+    for k in results:
+        cells = [f"{results[k][m]['mean']:.3f} ± {results[k][m]['std']:.3f}" for m in methods if results[k][m]["per_seed"]]
+        print(f"| {k} | " + " | ".join(cells) + " |")
+
+
+def merge(paths: list[Path], out: Path) -> int:
+    """One report from runs split by seed or shots (same settings otherwise): per-seed lists joined."""
+    reports = [json.loads(p.read_text()) for p in paths]
+    merged = reports[0]
+    for r in reports[1:]:
+        for key in ("classes", "per_class", "sample_steps", "guidance", "classifier", "base"):
+            if r[key] != merged[key]:
+                raise SystemExit(f"{key} differs between {paths[0]} and the other reports; merge runs of the same settings only")
+        merged["seeds"] = sorted(set(merged["seeds"]) | set(r["seeds"]))
+        merged["shots"] = sorted(set(merged["shots"]) | set(r["shots"]))
+        for k, methods in r["results"].items():
+            for m, v in methods.items():
+                into = merged["results"].setdefault(k, {}).setdefault(m, {"per_seed": [], "selected": []})
+                for field in ("per_seed", "selected", "class_fidelity"):
+                    into.setdefault(field, []).extend(v.get(field, []))
+        for key, value in r["seconds"].items():
+            merged["seconds"][key] = round(merged["seconds"][key] + value, 1)
+    for methods in merged["results"].values():
+        for v in methods.values():
+            accs = np.asarray(v["per_seed"], dtype=np.float64)
+            v["mean"] = float(accs.mean()) if len(accs) else None
+            v["std"] = float(accs.std(ddof=1)) if len(accs) > 1 else 0.0
+            if v.get("class_fidelity"):
+                v["class_fidelity_mean"] = float(np.mean(v["class_fidelity"]))
+    merged["accuracy_summary"] = {f"{m}_{k}shot": merged["results"][k][m]["mean"] for k in merged["results"] for m in merged["results"][k]}
+    merged["merged_from"] = [str(p) for p in paths]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(merged, indent=2) + "\n")
+    print_table(merged["results"], list(next(iter(merged["results"].values()))))
+    print(f"\nwrote {out}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.json)
     start = time.time()
     device = torch.device("cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     dev_name = device.type
@@ -438,11 +484,7 @@ def main(argv=None) -> int:
                 log(f"k={k} seed={seed}: {method:15s} test {best['test']:.3f} (val {best['val']:.3f}, λ {best['lambda']}, step {best['step']})")
             write_report(args, results, timings, classes, dev_name, base, start, real_fidelity)
     report = write_report(args, results, timings, classes, dev_name, base, start, real_fidelity)
-    print("\n| shots | " + " | ".join(args.methods) + " |")
-    print("|---|" + "---|" * len(args.methods))
-    for k in results:
-        cells = [f"{results[k][m]['mean']:.3f} ± {results[k][m]['std']:.3f}" for m in args.methods]
-        print(f"| {k} | " + " | ".join(cells) + " |")
+    print_table(results, args.methods)
     print(f"\nwrote {args.json} ({report['seconds']['total']} s)")
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
