@@ -193,6 +193,12 @@ def ensure_backbone(folder: Path, seconds: float, device) -> Path:
     return folder
 
 
+def backbone_sha256(folder: Path) -> str | None:
+    """What identifies the probe's backbone in a report (not its path: copies are the same backbone)."""
+    weights = folder / "evaluator.safetensors"
+    return ft.sha256_file(weights) if weights.is_file() else None
+
+
 @torch.no_grad()
 def backbone_features(net, images: np.ndarray, device, flip: bool = False, batch: int = 256) -> torch.Tensor:
     """Frozen features: the last three stages max-pooled (is a crest or a stripe anywhere?), the
@@ -295,7 +301,7 @@ def write_report(args, results, timings, classes, dev_name, base, start, real_fi
         "shots": args.shots, "seeds": args.seeds, "per_class": args.per_class, "fit_steps": args.fit_steps,
         "sample_steps": args.sample_steps, "guidance": args.guidance, "lambdas": args.lambdas,
         "classifier": ({"arch": "linear probe on a frozen backbone trained without subclass labels",
-                        "backbone": str(args.backbone), "steps": args.probe_steps, "batch": args.clf_batch, "lr": args.probe_lr}
+                        "backbone_sha256": backbone_sha256(args.backbone), "steps": args.probe_steps, "batch": args.clf_batch, "lr": args.probe_lr}
                        if args.classifier == "probe" else
                        {"arch": "EvaluatorNet (subclass head only), trained from scratch", "widths": args.widths,
                         "steps": args.clf_steps, "batch": args.clf_batch, "lr": args.clf_lr}),
