@@ -243,12 +243,12 @@ def run(args) -> dict:
     evaluator = load_evaluator(device=str(device))
     ev = Evaluation(evaluator, args.eval_n, size)
     train = TrainConfig(iters=args.iters, checkpoint_every=max(args.iters, 1) + 1,
-                        w_avg_samples=256 if args.tiny else 4096)
+                        w_avg_samples=256 if args.tiny else 4096, seed=args.seed)
     left = LeFTConfig(rank=args.rank)
     shots = {}
     shot_dirs = {}
     for k, d in enumerate(doms):
-        imgs = render_domain(d, SHOT_SEED + k, args.shots, size)
+        imgs = render_domain(d, SHOT_SEED + 1000 * args.seed + k, args.shots, size)
         folder = work / "shots" / d.name
         folder.mkdir(parents=True)
         for i, im in enumerate(imgs):
@@ -445,6 +445,7 @@ def main(argv=None) -> int:
     p.add_argument("--eval-n", type=int, default=None, help="samples and target renderings per task (default 1000; "
                                                             "--tiny: 48)")
     p.add_argument("--rank", type=int, default=1, help="LeFT rank (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="training seed; it also picks other shots (default 0)")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma list from {','.join(METHODS)}")
     p.add_argument("--ms-distance", default="perceptual", choices=["perceptual", "pixel"])
     p.add_argument("--new-kind", default="bird", choices=miniworld.KINDS, help="kind of the new-object task")
