@@ -223,10 +223,11 @@ class FeatureSet:
         self.views = [backbone_features(net, data[0], device)]
         if augment:
             self.views.append(backbone_features(net, data[0], device, flip=True))
+        self.stacked = torch.stack(self.views)  # views × images × features, stacked once
 
     def batch(self, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         view = torch.randint(len(self.views), (len(idx),), generator=gen)
-        return torch.stack(self.views)[view, idx]
+        return self.stacked[view, idx]
 
 
 def train_probe(real: FeatureSet, synth: FeatureSet | None, val: FeatureSet, test: FeatureSet, n_classes: int,
