@@ -13,9 +13,10 @@ parts are a pixel wide on small ones). For each number of shots (5, 10) and each
    with a learnt token per class instead of the class's plain words (class_words="learnt");
    each export's class fidelity: the fraction the committed subclass evaluator assigns to the
    class asked for;
-4. train a small CNN from scratch (the evaluator architecture, narrower; never the committed
-   evaluator, which already knows the subclasses) on real only and on real + each synthetic
-   set: real shots repeated to 1:1 with synthetic in every batch, loss
+4. train a classifier on real only and on real + each synthetic set: by default a linear probe
+   on a frozen backbone trained without subclass labels (assets/probe-backbone; never the
+   committed evaluator, which already knows the subclasses), or with --classifier scratch a
+   small CNN from scratch; real shots repeated to 1:1 with synthetic in every batch, loss
    λ·CE_real + (1−λ)·CE_syn with λ ∈ {0.5, 0.8}; λ and the checkpoint are chosen on the
    held-out real validation images; accuracy on the real test set, mean ± std over seeds.
 
@@ -46,7 +47,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from generators import miniworld  # noqa: E402
-from generators.evaluators import EvaluatorConfig, EvaluatorNet  # noqa: E402
+from generators.evaluators import EvaluatorConfig, EvaluatorNet, load_evaluator  # noqa: E402
 from generators.synthetic import export as exp  # noqa: E402
 from generators.synthetic import fit as ft  # noqa: E402
 
@@ -286,15 +287,22 @@ def tiny_base(folder: Path) -> Path:
     return out
 
 
-def write_report(args, results, timings, classes, dev_name, base, start, real_fidelity) -> dict:
-    """Mean ± std over the seeds finished so far, written to args.json."""
-    for k in results:
-        for m, r in results[k].items():
+def summarize(results: dict) -> dict:
+    """Mean ± std over the seeds in each method's per-seed list (and its mean class fidelity), in
+    place; returns the {method_Kshot: mean} summary."""
+    for methods in results.values():
+        for r in methods.values():
             accs = np.asarray(r["per_seed"], dtype=np.float64)
             r["mean"] = float(accs.mean()) if len(accs) else None
             r["std"] = float(accs.std(ddof=1)) if len(accs) > 1 else 0.0
             if r.get("class_fidelity"):
                 r["class_fidelity_mean"] = float(np.mean(r["class_fidelity"]))
+    return {f"{m}_{k}shot": results[k][m]["mean"] for k in results for m in results[k]}
+
+
+def write_report(args, results, timings, classes, dev_name, base, start, real_fidelity) -> dict:
+    """Mean ± std over the seeds finished so far, written to args.json."""
+    summary = summarize(results)
     report = {
         "benchmark": "synthetic (BOB vs DataDream vs real only), mini-world bird subclasses",
         "command": " ".join(sys.argv),
@@ -309,7 +317,7 @@ def write_report(args, results, timings, classes, dev_name, base, start, real_fi
         "n_val": args.n_val, "n_test": args.n_test,
         "real_class_fidelity": real_fidelity,
         "results": results,
-        "accuracy_summary": {f"{m}_{k}shot": results[k][m]["mean"] for k in results for m in results[k]},
+        "accuracy_summary": summary,
         "seconds": {**{key: round(v, 1) for key, v in timings.items()}, "total": round(time.time() - start, 1)},
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -394,14 +402,7 @@ def merge(paths: list[Path], out: Path) -> int:
                     into.setdefault(field, []).extend(v.get(field, []))
         for key, value in r["seconds"].items():
             merged["seconds"][key] = round(merged["seconds"][key] + value, 1)
-    for methods in merged["results"].values():
-        for v in methods.values():
-            accs = np.asarray(v["per_seed"], dtype=np.float64)
-            v["mean"] = float(accs.mean()) if len(accs) else None
-            v["std"] = float(accs.std(ddof=1)) if len(accs) > 1 else 0.0
-            if v.get("class_fidelity"):
-                v["class_fidelity_mean"] = float(np.mean(v["class_fidelity"]))
-    merged["accuracy_summary"] = {f"{m}_{k}shot": merged["results"][k][m]["mean"] for k in merged["results"] for m in merged["results"][k]}
+    merged["accuracy_summary"] = summarize(merged["results"])
     merged["merged_from"] = [str(p) for p in paths]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(merged, indent=2) + "\n")
@@ -425,8 +426,6 @@ def main(argv=None) -> int:
         base = str(tiny_base(work / "tiny-base")) if not (work / "tiny-base" / "pipe").exists() else str(work / "tiny-base" / "pipe")
     log = lambda msg: print(f"[{time.time() - start:7.1f}s] {msg}", flush=True)
     test = render_real(classes, args.n_test, TEST_STREAM, 0)
-    from generators.evaluators import load_evaluator
-
     evaluator = load_evaluator(device=device)
     real_fidelity = class_fidelity(evaluator, *test, classes)
     probe = test_feats = None  # loaded (or trained) when the first classifier needs it
