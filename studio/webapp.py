@@ -852,8 +852,8 @@ class Studio:
             raise _user_error(err) from None
         return self.synth_classes_md(set_name)
 
-    def _fit_config(self, category, steps=400, batch_size=8):
-        from generators.synthetic.fit import FitConfig, resolve_base
+    def _fit_config(self, category, steps=400, batch_size=8, class_words="plain", use_context=True):
+        from generators.synthetic.fit import CLASS_WORDS, FitConfig, resolve_base
 
         category = str(category or "").strip()
         if not re.fullmatch(r"[A-Za-z][A-Za-z -]{0,31}", category):
@@ -861,7 +861,10 @@ class Studio:
         steps, batch_size = int(steps), int(batch_size)
         if not (1 <= steps <= 100_000 and 1 <= batch_size <= 64):
             raise UserError("steps must be 1-100000 and batch size 1-64")
+        if class_words not in CLASS_WORDS:
+            raise UserError(f"class names enter the prompt as one of {', '.join(CLASS_WORDS)}, got {class_words!r}")
         return FitConfig(category=category, base=resolve_base(self.base), steps=steps, batch_size=batch_size,
+                         class_words=class_words, use_context=bool(use_context),
                          checkpoint_every=max(1, min(50, steps // 4 or 1)))
 
     def _synth_settle(self, work: Path, cfg, extract_only: bool = False):
@@ -874,7 +877,8 @@ class Studio:
             return cfg
         old = ft.FitConfig.from_dict(json.loads(saved.read_text()))
         same_bank = (old.category, old.extractor, old.captioner, old.base) == (cfg.category, cfg.extractor, cfg.captioner, cfg.base)
-        if same_bank and (extract_only or ((work / ft.CHECKPOINT_FILE).is_file() and old.batch_size == cfg.batch_size)):
+        same_training = (old.batch_size, old.class_words, old.use_context) == (cfg.batch_size, cfg.class_words, cfg.use_context)
+        if same_bank and (extract_only or ((work / ft.CHECKPOINT_FILE).is_file() and same_training)):
             return old
         if old.to_dict() != cfg.to_dict():
             self._synth_reset(work, keep_bank=same_bank)
@@ -942,15 +946,15 @@ class Studio:
         n = sum(1 for e in entries if e.source == "edited")
         return f"saved the caption bank ({len(entries)} rows, {n} edited); the next fit uses it"
 
-    def synth_fit(self, set_name, category, steps, batch_size, preview_every, job_id=None,
-                  request: gr.Request | None = None):
+    def synth_fit(self, set_name, category, steps, batch_size, preview_every, class_words="plain", use_context=True,
+                  job_id=None, request: gr.Request | None = None):
         """Fine-tune the one LoRA for all classes; streams (status, previews)."""
         job = self.board.claim(job_id, "synthetic", f"fit synthetic set {set_name}", _owner(request))
         try:
             data, work = self.synth_dirs(set_name)
             if not data.is_dir():
                 raise UserError("upload the class images first")
-            cfg = self._fit_config(category, steps, batch_size)
+            cfg = self._fit_config(category, steps, batch_size, class_words, use_context)
             preview_every = int(preview_every or 0)
             if preview_every < 0:
                 raise UserError("preview every is at least 0")
@@ -1331,6 +1335,10 @@ def _synthetic_tab(studio: Studio) -> None:
                     batch = gr.Number(label="Batch size", value=8, precision=0, minimum=1, maximum=64)
                     preview_every = gr.Number(label="Preview every (steps, 0 = never)", value=100, precision=0, minimum=0)
                 with gr.Row():
+                    class_words = gr.Radio([("plain words", "plain"), ("a learnt token per class", "learnt")],
+                                           value="plain", label="Class names enter the prompt as")
+                    use_context = gr.Checkbox(value=True, label="Condition on background and pose (off: DataDream)")
+                with gr.Row():
                     fit = gr.Button("Fine-tune", variant="primary")
                     stop = gr.Button("Stop", variant="stop")
             with gr.Column(scale=1):
@@ -1339,7 +1347,8 @@ def _synthetic_tab(studio: Studio) -> None:
         job_id = gr.State(None)
         reg = fit.click(_registrar(studio, "synthetic", "fit synthetic set {}"), set_name, job_id,
                         api_visibility="private", queue=False)
-        fitted = reg.then(studio.synth_fit, [set_name, category, steps, batch, preview_every, job_id], [status, previews],
+        fitted = reg.then(studio.synth_fit, [set_name, category, steps, batch, preview_every, class_words,
+                                                 use_context, job_id], [status, previews],
                           api_name="synth_fit", **HEAVY)
         fitted.then(studio.synth_classes_md, set_name, classes, api_visibility="private", **LIGHT)
         _bind_stop(studio, stop, "synthetic", status, "synth_stop")

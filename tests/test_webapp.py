@@ -185,10 +185,12 @@ def test_synthetic_upload_extract_fit_export(app, client, tmp_path):
     rows[0][2] = "snow"
     msg = client.predict("tinyset", {"headers": bank["headers"], "data": rows, "metadata": None}, api_name="/synth_save_bank")
     assert "1 edited" in msg
-    status, previews = client.predict("tinyset", "picture", 3, 2, 0, api_name="/synth_fit")
+    status, previews = client.predict("tinyset", "picture", 3, 2, 0, "learnt", True, api_name="/synth_fit")
     assert "finished" in status, status
     work = root / "home" / "synthetic" / "tinyset" / "work"
-    assert json.loads((work / "fit.json").read_text())["bank_edited"] is True
+    fit_info = json.loads((work / "fit.json").read_text())
+    assert fit_info["bank_edited"] is True and fit_info["config"]["class_words"] == "learnt"
+    assert (work / "class_tokens.safetensors").is_file()
     lora = (work / "pytorch_lora_weights.safetensors").read_bytes()
     client.predict("tinyset", "picture", api_name="/synth_extract")  # extracting again keeps the fit
     assert (work / "pytorch_lora_weights.safetensors").read_bytes() == lora
