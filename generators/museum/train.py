@@ -32,6 +32,7 @@ from generators.museum import losses
 from generators.museum.config import MuseumConfig
 
 ADAPTER = "museum"
+LOSS_EVERY = 10  # steps between loss read-outs for progress (each read-out is a host sync)
 
 
 def style_prompt(content: str, tokens: list[str]) -> str:
@@ -303,7 +304,7 @@ def learn_style(
 
         ids_all = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                             return_tensors="pt").input_ids.to(device)
-        terms = {}  # the latest value of each loss term
+        terms = {}  # the latest value of each loss term (detached tensors until the task ends)
         loss = torch.zeros(())
         replay_batch = cfg.replay_batch or cfg.batch_size
         replay_every = max(1, math.ceil(replay_batch / (cfg.replay_share * cfg.batch_size)))
@@ -327,17 +328,17 @@ def learn_style(
             a_t = alphas[t][:, None, None, None]
             target = a_t.sqrt() * noise - (1 - a_t).sqrt() * z0 if v_prediction else noise
             loss = F.mse_loss(pred, target.float())
-            terms["diff"] = loss.item()
+            terms["diff"] = loss.detach()
             if cfg.use_sdl:
                 x0_hat = a_t.sqrt() * zt - (1 - a_t).sqrt() * pred if v_prediction else (zt - (1 - a_t).sqrt() * pred) / a_t.sqrt()
                 sdl = losses.style_distillation_loss(x0_hat, set_stats, cfg.sdl_tau, alphas[t])
                 loss = loss + cfg.lambda_sdl * sdl
-                terms["sdl"] = sdl.item()
+                terms["sdl"] = sdl.detach()
             if cfg.use_weight_reg and earlier_updates:
                 current = [losses.lora_factors(layers[n].lora_A[ADAPTER].weight, layers[n].lora_B[ADAPTER].weight, scale) for n in names]
                 lw = losses.weight_direction_loss(current, before, earlier_updates)
                 loss = loss + cfg.lambda_w * lw
-                terms["weight"] = lw.item()
+                terms["weight"] = lw.detach()
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if replay_step:
@@ -347,7 +348,7 @@ def learn_style(
                     pred_replay = unet(replay[0][r], replay[1][r], encoder_hidden_states=replay[2][r]).sample.float()
                 lf = losses.feature_distillation_loss(pred_replay, replay[3][r])
                 scaler.scale(cfg.lambda_f * replay_every * lf).backward()
-                terms["feature"] = lf.item()
+                terms["feature"] = lf.detach()
                 loss = loss.detach() + cfg.lambda_f * lf.detach()
             scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(lora_params, 1.0)
@@ -355,13 +356,12 @@ def learn_style(
             scaler.update()
             if cfg.train_token:
                 with torch.no_grad():
-                    norm = vector.norm()
-                    cap = cfg.token_max_norm_ratio * mean_norm
-                    if norm > cap:
-                        vector.mul_(cap / norm)
+                    # a tensor clamp, not `if norm > cap`: no host sync per step
+                    vector.mul_((cfg.token_max_norm_ratio * mean_norm / vector.norm()).clamp(max=1.0))
             step += 1
             if progress:
-                progress(step, cfg.steps, loss=loss.item())
+                # the loss only every LOSS_EVERY steps: .item() waits for the device
+                progress(step, cfg.steps, **({"loss": loss.item()} if step % LOSS_EVERY == 0 or step == cfg.steps else {}))
             if preview:
                 unet.eval()
                 preview(step, pipe=pipe, token=token)
@@ -373,6 +373,7 @@ def learn_style(
             unet.disable_gradient_checkpointing()
         unet.requires_grad_(False)
         vector.requires_grad_(False)
+        terms = {k: float(v) for k, v in terms.items()}
         result = TaskResult(step, loss.item(), terms, round(time.time() - start, 1), stopped, resumed_from)
         if stopped and ckpt is not None:
             _save_checkpoint(ckpt, layers, vector, opt, scaler, gen, step, cfg, len(earlier_states) - 1)

@@ -45,6 +45,7 @@ RESULT_FILE = "fit.json"
 LORA_FILE = "pytorch_lora_weights.safetensors"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CLASS_TOKENS_FILE = "class_tokens.safetensors"
+LOSS_EVERY = 10  # steps between loss read-outs (each is a host sync)
 CLASS_WORDS = ("plain", "learnt")
 TEMPLATE = "a {class} {category} on the {background} background, {pose}"
 PLAIN_TEMPLATE = "a {class} {category}"
@@ -397,15 +398,16 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progre
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
-        loss_value = float(loss.item())
-        if progress:
-            progress(step, cfg.steps, loss=loss_value, lr=lr)
+        if progress:  # the loss only every LOSS_EVERY steps: .item() waits for the device
+            progress(step, cfg.steps, lr=lr, **({"loss": loss.item()} if step % LOSS_EVERY == 0 else {}))
         if preview:
             preview(step, pipe=pipe, items=items)
         if step % cfg.checkpoint_every == 0 and step < cfg.steps:
             _save_checkpoint(ckpt, named, opt, gen, step, cfg, bank_hash)
     pipe.unet.eval()
     pipe.text_encoder.eval()
+    if step > result.resumed_from:
+        loss_value = loss.item()
     result.steps, result.final_loss = step, loss_value
     result.seconds = round(time.time() - start, 1)
     if result.stopped:
