@@ -19,6 +19,7 @@ from generators.gan.stylegan2 import (
     modulatable_layers,
     save_discriminator,
     save_generator,
+    widen_generator,
 )
 
 TINY = GANConfig(resolution=16, z_dim=16, w_dim=16, mapping_layers=2, channels=(16, 16, 8))
@@ -167,6 +168,42 @@ def test_pretrain_cli_sets_widths_and_pool(tmp_path, capsys):
     assert "comma-separated integers" in capsys.readouterr().err
     assert main(["pretrain", "gan", "--out", str(out), "--resume", "--channels", "8,8,8,8,4"]) == 2
     assert "keeps its own" in capsys.readouterr().err
+
+
+def test_widening_keeps_what_the_generator_draws():
+    old = tiny_g(3)
+    wide_cfg = GANConfig(**{**TINY.to_dict(), "channels": (24, 20, 8)})
+    torch.manual_seed(0)
+    wide = widen_generator(old, wide_cfg).eval()
+    assert sum(p.numel() for p in wide.parameters()) > sum(p.numel() for p in old.parameters())
+    z = torch.randn(4, TINY.z_dim)
+    with torch.no_grad():
+        for noise_mode in ("const", "none"):
+            torch.testing.assert_close(wide(z, noise_mode=noise_mode), old(z, noise_mode=noise_mode), atol=1e-5, rtol=0)
+        assert wide.synthesis.blocks[1].conv0.weight[16:].abs().sum() > 0  # new rows keep their fresh init
+    with pytest.raises(ValueError, match="only grows"):
+        widen_generator(old, GANConfig(**{**TINY.to_dict(), "channels": (8, 16, 8)}))
+    with pytest.raises(ValueError, match="keeps w_dim"):
+        widen_generator(old, GANConfig(**{**TINY.to_dict(), "w_dim": 32, "channels": (24, 20, 8)}))
+
+
+def test_pretrain_cli_init_from_widens_and_keeps_the_discriminator(tmp_path, capsys):
+    from studio.cli import main
+
+    old = tmp_path / "old"
+    pretrain_gan(old, TINY, seconds=1, device="cpu", batch_size=4, pool_images=32)
+    new = tmp_path / "new"
+    assert main(["pretrain", "gan", "--out", str(new), "--init-from", str(old), "--seconds", "1", "--batch", "4",
+                 "--device", "cpu", "--channels", "32,16,8", "--pool-images", "32"]) == 0
+    cfg = json.loads((new / "config.json").read_text())["config"]
+    assert cfg["channels"] == [32, 16, 8] and cfg["d_channels"] == [16, 16, 8]
+    opts = json.loads((new / "training_options.json").read_text())
+    assert opts["options"]["init_from"] == str(old) and opts["steps"] >= 1
+    assert main(["pretrain", "gan", "--out", str(tmp_path / "c"), "--init-from", str(old), "--seconds", "1"]) == 2
+    assert "give the new --channels" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="discriminator"):
+        pretrain_gan(tmp_path / "d", GANConfig(**{**TINY.to_dict(), "channels": (32, 16, 8)}), seconds=1,
+                     device="cpu", init_from=old)
 
 
 def test_eval_gan_reports_fid_beside_its_references(tmp_path, capsys):

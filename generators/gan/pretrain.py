@@ -67,11 +67,14 @@ from generators.gan.stylegan2 import (
     _atomic_write_json,
     count_params,
     image_grid,
+    load_discriminator,
+    load_generator,
     read_config,
     save_discriminator,
     save_generator,
     seeded_z,
     state_tensors,
+    widen_generator,
 )
 
 CHECKPOINT_TENSORS = "checkpoint.safetensors"
@@ -305,6 +308,7 @@ def pretrain_gan(
     kinds: tuple[str, ...] | None = None,
     log_every: float = 1.0,
     cudnn_benchmark: bool = False,
+    init_from=None,
 ) -> dict:
     """Train gan-mini for `seconds` of wall-clock (setup included; at least one step), write out_dir.
 
@@ -314,6 +318,9 @@ def pretrain_gan(
     CPU, min(6, cpus - 2) on CUDA). pool_images: the on-device image pool (default 4096 on CPU,
     32768 with workers on CUDA); with num_workers=0 it is the size of the pre-rendered cache.
     ema_kimg: G_ema half-life in thousands of images (default batch * 10 / 32).
+    init_from: a gan-mini folder that a new run starts from: its discriminator as is (so
+    `config.disc_channels()` must equal its own) and its generator widened to `config.channels`
+    by `widen_generator` (function-preserving: the run starts from its samples).
     cudnn_benchmark: off by default: on an H200 its autotuning cost ~30 s of warm-up per
     precision for a ~5 % faster step afterwards, a bad trade for runs of minutes.
     Returns the dict written to training_options.json.
@@ -362,6 +369,8 @@ def pretrain_gan(
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out} is not a folder")
 
+    if init_from is not None and resume:
+        raise ValueError("init_from starts a new run from another folder; resume continues this one: use one of them")
     state = _State()
     ckpt = None
     if resume:
@@ -396,6 +405,7 @@ def pretrain_gan(
         batch_size=batch, num_workers=num_workers, lr=lr, betas=[0.0, 0.99], r1_gamma=r1_gamma,
         r1_interval=r1_interval, style_mixing_prob=style_mixing_prob, ema_kimg=ema_kimg, ema_rampup=ema_rampup,
         checkpoint_every=checkpoint_every, pool_images=pool_images, world_seed=world_seed, kinds=list(kinds),
+        init_from=None if init_from is None else str(init_from),
         loss="non-saturating logistic", path_length_reg=False, cudnn_benchmark=bool(cudnn_benchmark),
     )
 
@@ -416,6 +426,8 @@ def pretrain_gan(
             opt_D = torch.optim.Adam(D.parameters(), lr=lr * c, betas=(0.0, 0.99**c), eps=1e-8, fused=fused)
             if resume:
                 _load_state(out, has_ckpt, G, D, G_ema, opt_G, opt_D, dev)
+            elif init_from is not None:
+                _init_from(Path(init_from), cfg, G, D, G_ema)
 
             pool = ImagePool(dev, cfg.resolution, pool_images, num_workers, world_seed, kinds, state.next_index)
             pool.refresh(block_until=min(pool.pool.shape[0], max(4 * batch, 1024)), should_stop=should_stop)
@@ -485,6 +497,18 @@ def _load_state(out: Path, has_ckpt: bool, G, D, G_ema, opt_G, opt_D, dev) -> No
         G.load_state_dict(tensors)
         G_ema.load_state_dict(tensors)
         D.load_state_dict(load_file(str(out / DISCRIMINATOR_FILE), device="cpu"))
+
+
+def _init_from(folder: Path, cfg: GANConfig, G, D, G_ema) -> None:
+    """Start G and G_ema from `folder`'s generator widened to cfg, D from its discriminator."""
+    old_cfg = read_config(folder)
+    if tuple(old_cfg.disc_channels()) != tuple(cfg.disc_channels()):
+        raise ValueError(f"the discriminator of {folder} has widths {old_cfg.disc_channels()}, the new run "
+                         f"{cfg.disc_channels()}: keep its widths (d_channels) to start from it")
+    widened = widen_generator(load_generator(folder), cfg).state_dict()
+    G.load_state_dict(widened)  # load_state_dict copies onto the modules' own device
+    G_ema.load_state_dict(widened)
+    D.load_state_dict(load_discriminator(folder).state_dict())
 
 
 def _save_checkpoint(out: Path, G, D, G_ema, opt_G, opt_D, state: _State, cfg: GANConfig, options: dict) -> None:

@@ -465,6 +465,49 @@ class Discriminator(nn.Module):
 # --------------------------------------------------------------------------- helpers
 
 
+def widen_generator(old: Generator, config: GANConfig) -> Generator:
+    """A wider generator (`config.channels` ≥ the old widths, all else equal) that draws what `old` draws.
+
+    Function-preserving widening (the zero fan-in variant of Net2Net's wider operator): every
+    tensor of `old` goes into the leading block of the new one; a weight's new input columns are
+    zero for the old output rows, so old channels never read new ones (and demodulation, a norm
+    over the input columns, is unchanged), and the old block is rescaled by the ratio of the
+    equalized-lr gains (1/sqrt(fan-in) grows with the width); the new rows keep their fresh
+    initialisation (new channels, style-affine rows, const channels). The new channels only reach the image once
+    the old rows' zero columns have learnt, so training continues from `old`'s samples. The
+    result is random in its new parts: seed torch first for a reproducible one.
+    """
+    ocfg = old.config
+    for name in ("resolution", "z_dim", "w_dim", "mapping_layers", "img_channels"):
+        if getattr(ocfg, name) != getattr(config, name):
+            raise ValueError(f"widening keeps {name}: the old generator has {getattr(ocfg, name)}, "
+                             f"the new config {getattr(config, name)}")
+    if any(n < o for n, o in zip(config.channels, ocfg.channels)):
+        raise ValueError(f"widening only grows the widths: {tuple(ocfg.channels)} -> {tuple(config.channels)}")
+    new = Generator(config)
+    state, old_state = new.state_dict(), old.state_dict()
+    with torch.no_grad():
+        for key, t in state.items():
+            o = old_state[key].to(t.dtype)
+            if o.shape == t.shape:
+                t.copy_(o)
+                continue
+            if o.ndim != t.ndim or o.shape[2:] != t.shape[2:] or o.shape[0] > t.shape[0] or (
+                    o.ndim > 1 and o.shape[1] > t.shape[1]):
+                raise ValueError(f"cannot widen {key}: {tuple(o.shape)} -> {tuple(t.shape)}")
+            t[tuple(slice(0, d) for d in o.shape)] = o
+            if o.ndim > 1:
+                t[:o.shape[0], o.shape[1]:] = 0.0
+    new.load_state_dict(state)
+    with torch.no_grad():  # equalized lr: the weight gain is 1/sqrt(fan-in), so old blocks keep their effective value
+        for name, layer in new.named_modules():
+            if isinstance(layer, HookedLayer):
+                ratio = old.get_submodule(name).weight_gain / layer.weight_gain
+                o_out, o_in = old_state[name + ".weight"].shape[:2]
+                layer.weight[:o_out, :o_in] *= ratio
+    return new
+
+
 def modulatable_layers(module: nn.Module) -> list[tuple[str, HookedLayer]]:
     """(name, layer) for every conv/FC layer of `module` that exposes the weight hook."""
     return [(name, m) for name, m in module.named_modules() if isinstance(m, HookedLayer)]

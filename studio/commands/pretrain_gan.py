@@ -31,6 +31,9 @@ def add_parser(pretrain_subparsers) -> None:
     parser.add_argument("--channels", default=None,
                         help="generator and discriminator widths at 4, 8, ..., 64 px, comma-separated (default "
                              f"{DEFAULT_CHANNELS}; a new run only, a resumed run keeps its own)")
+    parser.add_argument("--init-from", type=Path, default=None,
+                        help="a new run starts from this gan-mini folder: its discriminator as is, its generator "
+                             "widened to --channels without changing what it draws (only widths may grow)")
     parser.add_argument("--pool-images", type=int, default=None,
                         help="images in the training pool (default 4096 on CPU, 32768 on CUDA with workers); "
                              "more unique images keep the discriminator from memorizing them")
@@ -56,12 +59,20 @@ def run_pretrain_gan(args) -> int:
             widths = tuple(int(c) for c in args.channels.split(","))
         except ValueError:
             raise ValueError(f"--channels takes comma-separated integers such as 128,128,64,32,16, got {args.channels!r}") from None
-        config = GANConfig(channels=widths)
+        if args.init_from is not None:  # its architecture with wider generator channels; its discriminator as is
+            from generators.gan.stylegan2 import read_config
+
+            old = read_config(args.init_from)
+            config = GANConfig.from_dict({**old.to_dict(), "channels": widths, "d_channels": old.disc_channels()})
+        else:
+            config = GANConfig(channels=widths)
+    elif args.init_from is not None:
+        raise ValueError("--init-from widens a generator: give the new --channels")
     with TqdmProgress("pretrain gan (s)") as progress:
         summary = pretrain_gan(
             args.out, config, seconds=args.seconds, device=args.device, precision=args.precision, seed=args.seed,
             resume=args.resume, progress=progress, batch_size=args.batch, num_workers=args.workers,
-            pool_images=args.pool_images,
+            pool_images=args.pool_images, init_from=args.init_from,
         )
     losses = ", ".join(f"{k} {v:.3f}" for k, v in summary["final_losses"].items())
     print(f"wrote {args.out}: {summary['steps']} steps ({summary['images_seen']} images) on "
