@@ -472,10 +472,10 @@ def widen_generator(old: Generator, config: GANConfig) -> Generator:
     tensor of `old` goes into the leading block of the new one; a weight's new input columns are
     zero for the old output rows, so old channels never read new ones (and demodulation, a norm
     over the input columns, is unchanged), and the old block is rescaled by the ratio of the
-    equalized-lr gains (1/sqrt(fan-in) grows with the width); the new rows keep their fresh
-    initialisation (new channels, style-affine rows, const channels). The new channels only reach the image once
-    the old rows' zero columns have learnt, so training continues from `old`'s samples. The
-    result is random in its new parts: seed torch first for a reproducible one.
+    equalized-lr gains (1/sqrt(fan-in) shrinks as the width grows); the new rows keep their fresh
+    initialisation (new channels, style-affine rows, const channels). New channels reach the
+    image only once the old rows' zero columns have learnt, so training continues from `old`'s
+    samples. The new parts are random: seed torch first for a reproducible result.
     """
     ocfg = old.config
     for name in ("resolution", "z_dim", "w_dim", "mapping_layers", "img_channels"):
