@@ -853,7 +853,7 @@ class Studio:
         return self.synth_classes_md(set_name)
 
     def _fit_config(self, category, steps=400, batch_size=8, class_words="plain", use_context=True):
-        from generators.synthetic.fit import CLASS_WORDS, FitConfig, resolve_base
+        from generators.synthetic.fit import FitConfig, resolve_base
 
         category = str(category or "").strip()
         if not re.fullmatch(r"[A-Za-z][A-Za-z -]{0,31}", category):
@@ -861,11 +861,11 @@ class Studio:
         steps, batch_size = int(steps), int(batch_size)
         if not (1 <= steps <= 100_000 and 1 <= batch_size <= 64):
             raise UserError("steps must be 1-100000 and batch size 1-64")
-        if class_words not in CLASS_WORDS:
-            raise UserError(f"class names enter the prompt as one of {', '.join(CLASS_WORDS)}, got {class_words!r}")
-        return FitConfig(category=category, base=resolve_base(self.base), steps=steps, batch_size=batch_size,
-                         class_words=class_words, use_context=bool(use_context),
-                         checkpoint_every=max(1, min(50, steps // 4 or 1)))
+        cfg = FitConfig(category=category, base=resolve_base(self.base), steps=steps, batch_size=batch_size,
+                        class_words=class_words, use_context=bool(use_context),
+                        checkpoint_every=max(1, min(50, steps // 4 or 1)))
+        cfg.validate()  # e.g. an unknown class_words, as a one-line error
+        return cfg
 
     def _synth_settle(self, work: Path, cfg, extract_only: bool = False):
         """The config to run with: a stopped fit resumes with its own; changed settings start the fit

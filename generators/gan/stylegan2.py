@@ -485,26 +485,25 @@ def widen_generator(old: Generator, config: GANConfig) -> Generator:
     if any(n < o for n, o in zip(config.channels, ocfg.channels)):
         raise ValueError(f"widening only grows the widths: {tuple(ocfg.channels)} -> {tuple(config.channels)}")
     new = Generator(config)
-    state, old_state = new.state_dict(), old.state_dict()
-    with torch.no_grad():
-        for key, t in state.items():
-            o = old_state[key].to(t.dtype)
-            if o.shape == t.shape:
-                t.copy_(o)
-                continue
-            if o.ndim != t.ndim or o.shape[2:] != t.shape[2:] or o.shape[0] > t.shape[0] or (
-                    o.ndim > 1 and o.shape[1] > t.shape[1]):
-                raise ValueError(f"cannot widen {key}: {tuple(o.shape)} -> {tuple(t.shape)}")
-            t[tuple(slice(0, d) for d in o.shape)] = o
-            if o.ndim > 1:
-                t[:o.shape[0], o.shape[1]:] = 0.0
-    new.load_state_dict(state)
-    with torch.no_grad():  # equalized lr: the weight gain is 1/sqrt(fan-in), so old blocks keep their effective value
-        for name, layer in new.named_modules():
-            if isinstance(layer, HookedLayer):
-                ratio = old.get_submodule(name).weight_gain / layer.weight_gain
-                o_out, o_in = old_state[name + ".weight"].shape[:2]
-                layer.weight[:o_out, :o_in] *= ratio
+    old_state = old.state_dict()
+    # equalized lr: a weight's gain is 1/sqrt(fan-in), so old blocks are rescaled to keep their effective value
+    gain_ratio = {name + ".weight": old.get_submodule(name).weight_gain / layer.weight_gain
+                  for name, layer in new.named_modules() if isinstance(layer, HookedLayer)}
+    widened = {}
+    for key, t in new.state_dict().items():
+        o = old_state[key].to(t.dtype) * gain_ratio.get(key, 1.0)
+        if o.shape == t.shape:
+            widened[key] = o
+            continue
+        if o.ndim != t.ndim or o.shape[2:] != t.shape[2:] or o.shape[0] > t.shape[0] or (
+                o.ndim > 1 and o.shape[1] > t.shape[1]):
+            raise ValueError(f"cannot widen {key}: {tuple(o.shape)} -> {tuple(t.shape)}")
+        w = t.clone()  # the new rows keep their fresh initialisation
+        w[tuple(slice(0, d) for d in o.shape)] = o
+        if o.ndim > 1:
+            w[:o.shape[0], o.shape[1]:] = 0.0
+        widened[key] = w
+    new.load_state_dict(widened)
     return new
 
 

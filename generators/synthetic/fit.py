@@ -45,7 +45,6 @@ RESULT_FILE = "fit.json"
 LORA_FILE = "pytorch_lora_weights.safetensors"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CLASS_TOKENS_FILE = "class_tokens.safetensors"
-LOSS_EVERY = 10  # steps between loss read-outs (each is a host sync)
 CLASS_WORDS = ("plain", "learnt")
 TEMPLATE = "a {class} {category} on the {background} background, {pose}"
 PLAIN_TEMPLATE = "a {class} {category}"
@@ -336,7 +335,7 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progre
     prompts_ctx = [prompt_for(cfg, it.class_name, c) for it, c in zip(items, contexts)]
     prompts_plain = [prompt_for(cfg, it.class_name, None) for it in items]
 
-    from generators.museum.train import TrainableTokenEmbedding, encode_images
+    from generators.museum.train import LOSS_EVERY, TrainableTokenEmbedding, encode_images
 
     means, stds = encode_images(pipe.vae, [it.image for it in items], dev)
     tok = pipe.tokenizer
@@ -368,7 +367,6 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progre
     if ckpt.is_file():
         step = _load_checkpoint(ckpt, named, opt, gen, cfg, bank_hash)
     result.resumed_from = step
-    loss_value = float("nan")
     p_ctx = (1.0 - cfg.context_dropout) if cfg.use_context else 0.0
     pipe.unet.train()
     pipe.text_encoder.train(cfg.text_encoder_lora)
@@ -406,9 +404,8 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progre
             _save_checkpoint(ckpt, named, opt, gen, step, cfg, bank_hash)
     pipe.unet.eval()
     pipe.text_encoder.eval()
-    if step > result.resumed_from:
-        loss_value = loss.item()
-    result.steps, result.final_loss = step, loss_value
+    result.steps = step
+    result.final_loss = loss.item() if step > result.resumed_from else float("nan")
     result.seconds = round(time.time() - start, 1)
     if result.stopped:
         _save_checkpoint(ckpt, named, opt, gen, step, cfg, bank_hash)
@@ -428,7 +425,7 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progre
     save_file(state, str(tmp), metadata={"format": "pt"})
     tmp.replace(lora_path)
     result.lora_sha256 = sha256_file(lora_path)
-    info = {"steps": step, "final_loss": loss_value, "seconds": result.seconds, "lora_file": LORA_FILE,
+    info = {"steps": step, "final_loss": result.final_loss, "seconds": result.seconds, "lora_file": LORA_FILE,
             "lora_sha256": result.lora_sha256, "class_tokens_sha256": result.class_tokens_sha256, "bank_sha256": bank_hash, "bank_edited": edited, "classes": classes,
             "files": [it.file for it in items], "n_real": len(items), "data_dir": str(data_dir.resolve()),
             "resolution": resolution, "base": diffusion.base_name(cfg.base), "config": cfg.to_dict()}
