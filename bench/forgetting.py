@@ -7,7 +7,10 @@ Forgetting = mean_{j<T} max_{i>j} (M[j, j] - M[i, j]); content accuracy = the ki
 agreeing with the object asked for, on the final model's styled samples.
 
 Methods: full (default MuseumConfig), naive (no SDL, no regularizers), separate (one LoRA per
-style, fresh each time: the no-forgetting reference at T x storage), and each term switched off.
+style, fresh each time: the no-forgetting reference at T x storage), and each term switched off
+(no_preserve_base keeps the earlier styles' replay but not the base's plain prompts). After the
+last task the final model also samples the content prompts with no style token: how much of the
+base is left (plain_kind: the kind asked for; plain_style: judged plain).
 
     python bench/forgetting.py --json docs/forgetting.json --heatmap docs/forgetting.png
     # on two cores: split the methods over two processes, then merge
@@ -46,11 +49,12 @@ from styles.reference import apply_style  # noqa: E402
 DEFAULT_STYLES = ("pixel_art", "watercolor", "neon_glow", "flat_outline", "blueprint")
 METHODS = {
     "full": {},
-    "naive": {"use_sdl": False, "use_weight_reg": False, "use_feature_reg": False},
-    "separate": {"use_sdl": True, "use_weight_reg": False, "use_feature_reg": False},
+    "naive": {"use_sdl": False, "use_weight_reg": False, "use_feature_reg": False, "preserve_base": False},
+    "separate": {"use_weight_reg": False},  # a fresh museum per style: the feature term replays the base only
     "no_sdl": {"use_sdl": False},
     "no_weight_reg": {"use_weight_reg": False},
     "no_feature_reg": {"use_feature_reg": False},
+    "no_preserve_base": {"preserve_base": False},
 }
 
 
@@ -74,17 +78,18 @@ def content_prompts(n: int, seed: int) -> list[miniworld.Attributes]:
 
 
 def score(museum: Museum, base, styles_so_far, prompts, evaluator, steps, guidance, seed, device, task=None):
-    """Style accuracy per style and content accuracy, sampling each style on the same prompts/seeds."""
+    """Style accuracy per style and content accuracy, sampling each style on the same prompts/seeds
+    (name None: the prompts without any style token, scored against "plain")."""
     pipe = load_museum_pipeline(museum, base, device, task=task)
     size = diffusion.base_resolution(pipe)
     style_acc, content_acc = {}, {}
     for name in styles_so_far:
-        settings = [diffusion.GenerationSettings(prompt=museum_prompt(museum, a.caption, [name]), seed=seed + k,
+        settings = [diffusion.GenerationSettings(prompt=museum_prompt(museum, a.caption, [name]) if name else a.caption, seed=seed + k,
                                                  steps=steps, guidance=guidance, width=size, height=size)
                     for k, a in enumerate(prompts)]
         images = diffusion.generate(pipe, settings, batch_size=16)
         pred = evaluator.predict(images)
-        style_acc[name] = float(np.mean([p == name for p in pred["style"]]))
+        style_acc[name] = float(np.mean([p == (name or "plain") for p in pred["style"]]))
         content_acc[name] = float(np.mean([p == a.kind for p, a in zip(pred["kind"], prompts)]))
     return style_acc, content_acc
 
@@ -111,6 +116,12 @@ def run_method(method, overrides, folders, args, evaluator, prompts, work: Path)
             for j, other in enumerate(styles[: i + 1]):
                 M[i, j], content[i, j] = s[other], c[other]
             print(f"  {method}: after {name}: " + " ".join(f"{k} {v:.2f}" for k, v in s.items()), flush=True)
+    if method == "separate":  # each style's own LoRA leaves the base as it was for plain prompts
+        plain_style, plain_kind = None, None
+    else:
+        s, c = score(museum, args.base, [None], prompts, evaluator, args.sample_steps, args.guidance, args.seed, args.device)
+        plain_style, plain_kind = s[None], c[None]
+        print(f"  {method}: plain prompts after the last task: style plain {plain_style:.2f} kind {plain_kind:.2f}", flush=True)
     average = float(np.mean([np.mean(M[i, : i + 1]) for i in range(T)]))
     forgetting = float(np.mean([max(M[j, j] - M[i, j] for i in range(j + 1, T)) for j in range(T - 1)])) if T > 1 else 0.0
     return {
@@ -120,6 +131,8 @@ def run_method(method, overrides, folders, args, evaluator, prompts, work: Path)
         "forgetting": forgetting,
         "final_style_accuracy": float(np.mean(M[-1])),
         "content_accuracy": float(np.mean(content[-1])),
+        "plain_style": plain_style,
+        "plain_kind": plain_kind,
         "seconds": round(time.time() - start, 1),
         "config": cfg.to_dict(),
     }
@@ -189,7 +202,7 @@ def main() -> None:
         for method in args.methods.split(","):
             print(f"{method}:", flush=True)
             results[method] = run_method(method, METHODS[method], folders, args, evaluator, prompts, work)
-            summary = {k: v for k, v in results[method].items() if k in ("average", "forgetting", "content_accuracy", "seconds")}
+            summary = {k: v for k, v in results[method].items() if k in ("average", "forgetting", "content_accuracy", "plain_kind", "seconds")}
             print(f"  {method}: {summary}", flush=True)
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps({"styles": styles, "command": " ".join(__import__("sys").argv),

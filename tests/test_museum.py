@@ -34,7 +34,8 @@ def make_style_folder(root, style, n=4, seed=0, captions=True):
 
 
 def tiny_cfg(**kw):
-    return MuseumConfig(steps=6, batch_size=2, replay_pool=4, replay_batch=2, sample_steps=2, checkpoint_every=2, **kw)
+    return MuseumConfig(**{"steps": 6, "batch_size": 2, "replay_pool": 4, "replay_batch": 2, "sample_steps": 2,
+                           "checkpoint_every": 2, **kw})
 
 
 @pytest.fixture
@@ -74,6 +75,38 @@ def test_each_loss_term_switches_off(museum_two_styles, tiny_pipeline_dir, tmp_p
     manifest = learn(museum_two_styles, read_style_folder(folder, 32), cfg, str(tiny_pipeline_dir), "cpu")
     assert term not in manifest["result"]["loss_terms"]
     assert {"diff", "sdl", "weight", "feature"} - {term} == set(manifest["result"]["loss_terms"])
+
+
+@torch.no_grad()
+def _plain_prompt_drift(museum, base, captions) -> float:
+    """Mean squared change of the UNet's noise prediction on plain captions (no style token),
+    the museum's latest LoRA against the base, on fixed noisy latents."""
+    outs = []
+    for task in (0, None):
+        pipe = load_museum_pipeline(museum, base, "cpu", task=task)
+        ids = pipe.tokenizer(captions, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").input_ids
+        g = torch.Generator().manual_seed(0)
+        size = diffusion.base_resolution(pipe) // pipe.vae_scale_factor
+        z = torch.randn(len(captions), pipe.unet.config.in_channels, size, size, generator=g)
+        t = torch.full((len(captions),), 500)
+        outs.append(pipe.unet(z, t, encoder_hidden_states=pipe.text_encoder(ids)[0]).sample)
+    return float((outs[0] - outs[1]).pow(2).mean())
+
+
+def test_preserve_base_keeps_plain_prompts_where_the_base_had_them(tiny_pipeline_dir, tmp_path):
+    """The base's plain prompts join the feature term's replay from the first task on, so the
+    style goes behind its token instead of restyling every prompt."""
+    folder = make_style_folder(tmp_path / "in" / "neon_glow", "neon_glow", n=4)
+    style = read_style_folder(folder, 32)
+    drift = {}
+    for preserve in (True, False):
+        museum = Museum.open(tmp_path / f"m{preserve}", base=str(tiny_pipeline_dir), create=True)
+        cfg = tiny_cfg(preserve_base=preserve, steps=30, lora_lr=1e-2, replay_share=1.0, lambda_f=10.0)
+        manifest = learn(museum, style, cfg, str(tiny_pipeline_dir), "cpu")
+        assert ("feature" in manifest["result"]["loss_terms"]) is preserve
+        drift[preserve] = _plain_prompt_drift(museum, str(tiny_pipeline_dir), [im.caption for im in style.images])
+    assert drift[True] < 0.5 * drift[False], drift
 
 
 @pytest.mark.parametrize("options, atol", [

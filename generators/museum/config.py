@@ -28,6 +28,7 @@ class MuseumConfig:
     use_feature_reg: bool = True
     lambda_f: float = 1.0
     replay_pool: int = 32  # cached (noisy latent, t, earlier-style prompt, teacher output) samples
+    preserve_base: bool = True  # plain prompts (no token) join the replay: the style lives behind its token
     # The feature term runs its own forward and backward on replay_batch samples (None: as many
     # as the style batch, so peak memory stays the style batch's) every k-th step, k set so that
     # replay samples average replay_share of the style samples (k = 4 by default).

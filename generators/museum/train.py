@@ -3,7 +3,7 @@
     loss = L_diff(style images, prompts carrying <token>)
          + λ_sdl · L_SDL   (style distillation: against the content bias of the few images)
          + λ_w   · L_w     (weight aspect: this task's LoRA update vs earlier tasks' updates)
-         + λ_f   · L_f     (feature aspect: earlier styles' predictions vs the pre-task model)
+         + λ_f   · L_f     (feature aspect: earlier styles' and the base's predictions vs the pre-task model)
 
 Trained: the shared LoRA (continued from the previous task's state) and the new token's
 embedding (its own vector while training, written into its row after); everything else, earlier
@@ -268,15 +268,20 @@ def learn_style(
             unet.enable_gradient_checkpointing()
 
         # Replay pool for the feature term: earlier styles' prompts on noised style latents,
-        # teacher outputs from the model as it is now, before any update.
+        # teacher outputs from the model as it is now, before any update. With preserve_base the
+        # base counts as one more earlier style: this task's captions without any token, so that
+        # the LoRA learns the style behind the token instead of restyling every prompt.
         replay = None
-        if cfg.use_feature_reg and earlier_styles:
+        sources = list(earlier_styles)
+        if cfg.preserve_base:
+            sources.append({"token": None, "captions": [default_caption(c) for c in captions]})
+        if cfg.use_feature_reg and sources:
             k = cfg.replay_pool
-            choice = torch.randint(len(earlier_styles), (k,), generator=gen).tolist()
+            choice = torch.randint(len(sources), (k,), generator=gen).tolist()
             texts = []
             for i, c in enumerate(choice):
-                caps = earlier_styles[c]["captions"] or ["a picture"]
-                texts.append(fit_prompt(tokenizer, caps[i % len(caps)], [earlier_styles[c]["token"]]))
+                caps = sources[c]["captions"] or ["a picture"]
+                texts.append(fit_prompt(tokenizer, caps[i % len(caps)], [sources[c]["token"]] if sources[c]["token"] else []))
             idx = torch.randint(len(images), (k,), generator=gen)
             z0 = means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen).to(device)
             t = torch.randint(0, n_train_t, (k,), generator=gen).to(device)

@@ -33,6 +33,8 @@ def register(sub) -> None:
     p.add_argument("--no-sdl", action="store_true", help="switch off the style distillation loss (ablation)")
     p.add_argument("--no-weight-reg", action="store_true", help="switch off the weight regularizer (ablation)")
     p.add_argument("--no-feature-reg", action="store_true", help="switch off the feature regularizer (ablation)")
+    p.add_argument("--no-preserve-base", action="store_true",
+                   help="leave the base's plain prompts out of the feature regularizer (ablation: the style then leaks into every prompt)")
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="recompute UNet activations in the backward pass: less memory, about a third more time")
     add_base_arguments(p, precision_help="autocast precision of training (the LoRA and tokens stay fp32; default: fp32)")
@@ -80,6 +82,7 @@ def _config(args, style):
     cfg.use_sdl = not args.no_sdl
     cfg.use_weight_reg = not args.no_weight_reg
     cfg.use_feature_reg = not args.no_feature_reg
+    cfg.preserve_base = not args.no_preserve_base
     cfg.precision = args.precision
     cfg.gradient_checkpointing = args.gradient_checkpointing
     return cfg
