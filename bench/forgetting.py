@@ -15,7 +15,7 @@ base is left (plain_kind: the kind asked for; plain_style: judged plain).
     python bench/forgetting.py --json docs/forgetting.json --heatmap docs/forgetting.png
     # on two cores: split the methods over two processes, then merge
     python bench/forgetting.py --methods full,naive,separate --json a.json &
-    python bench/forgetting.py --methods no_sdl,no_weight_reg,no_feature_reg --json b.json; wait
+    python bench/forgetting.py --methods no_sdl,no_weight_reg,no_feature_reg,no_preserve_base --json b.json; wait
     python bench/forgetting.py --merge a.json b.json --json docs/forgetting.json --heatmap docs/forgetting.png
 """
 
@@ -55,7 +55,11 @@ METHODS = {
     "no_weight_reg": {"use_weight_reg": False},
     "no_feature_reg": {"use_feature_reg": False},
     "no_preserve_base": {"preserve_base": False},
+    # design variants of the full method (not in the default --methods)
+    "cross_attn_only": {"target_modules": ("attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0")},
+    "replay_half": {"replay_share": 0.5},
 }
+DEFAULT_METHODS = ("full", "naive", "no_preserve_base", "separate", "no_feature_reg", "no_weight_reg", "no_sdl")
 
 
 def style_folders(root: Path, styles, n: int, seed: int, size: int) -> dict[str, Path]:
@@ -163,7 +167,7 @@ def heatmap(results: dict, styles, path: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--styles", default=",".join(DEFAULT_STYLES))
-    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"of {sorted(METHODS)}")
     p.add_argument("--images", type=int, default=10, help="images per style")
     p.add_argument("--steps", type=int, default=MuseumConfig().steps)
     p.add_argument("--prompts", type=int, default=12, help="content prompts scored per style")
