@@ -1,0 +1,74 @@
+"""What a base's autoencoder can carry: evaluators on fresh renderings before and after encode/decode.
+
+    python bench/autoencoder_roundtrip.py BASE [BASE ...] [--n 40] [--seed 0] [--json F]
+
+The museum and the synthetic fine-tune train in latent space, so a style the autoencoder cannot
+reconstruct is one no UNet or LoRA can draw: the fraction of round-tripped styled images the style
+evaluator still recognises is the ceiling of the forgetting benchmark's style accuracy. Per base:
+plain kind / colour / background and the bird subclass after the round trip, and per reference
+style the fraction recognised (the clean images are recognised at 1.0, assets/evaluators).
+Every base sees the same images (world seeds from --seed), so the columns compare side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from generators import diffusion, miniworld
+from generators.evaluators import load_evaluator
+from styles.reference import REFERENCE_STYLES, apply_style
+
+
+@torch.no_grad()
+def round_trip(vae, images: list[Image.Image], batch: int = 32) -> list[Image.Image]:
+    """Encode to the posterior mean and decode (what training latents and sampling go through)."""
+    out = []
+    for i in range(0, len(images), batch):
+        x = torch.stack([torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1) for im in images[i : i + batch]])
+        x = x.float().div(127.5).sub(1).to(vae.device, vae.dtype)
+        y = vae.decode(vae.encode(x).latent_dist.mean).sample.float().clamp(-1, 1)
+        out += [Image.fromarray(a) for a in ((y + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()]
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("bases", nargs="+")
+    p.add_argument("--n", type=int, default=40, help="images per style (plain: 5x as many)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args()
+
+    ev = load_evaluator()
+    plain = [miniworld.generate(args.seed, 90000 + i, size=64) for i in range(5 * args.n)]
+    birds = [miniworld.generate(args.seed, 95000 + i, size=64, kinds=("bird",), scales=("medium", "large")) for i in range(args.n)]
+    styled = {s: [apply_style(s, miniworld.generate(args.seed, 100000 + 1000 * k + i, size=64).image, seed=i)
+                  for i in range(args.n)] for k, s in enumerate(REFERENCE_STYLES)}
+    results = {}
+    for base in args.bases:
+        t0 = time.time()
+        vae = diffusion.load_base(base, "cpu", "fp32").vae
+        pred = ev.predict(round_trip(vae, [s.image for s in plain]))
+        row = {h: float(np.mean([p == getattr(s.attributes, h) for p, s in zip(pred[h], plain)])) for h in ("kind", "color", "background")}
+        pred = ev.predict(round_trip(vae, [s.image for s in birds]))
+        row["subclass"] = float(np.mean([p == s.attributes.subclass for p, s in zip(pred["subclass"], birds)]))
+        row["styles"] = {s: float(np.mean([p == s for p in ev.predict(round_trip(vae, ims))["style"]])) for s, ims in styled.items()}
+        row["styles_mean"] = float(np.mean(list(row["styles"].values())))
+        row["seconds"] = round(time.time() - t0, 1)
+        results[base or "studio-mini"] = row
+        print(f"{base or 'studio-mini'}: kind {row['kind']:.3f} colour {row['color']:.3f} background {row['background']:.3f} "
+              f"subclass {row['subclass']:.3f}; styles mean {row['styles_mean']:.3f}: "
+              + ", ".join(f"{s} {v:.2f}" for s, v in row["styles"].items()), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"n": args.n, "seed": args.seed, "bases": results}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
