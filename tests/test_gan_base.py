@@ -161,9 +161,10 @@ def test_pretrain_cli_sets_widths_and_pool(tmp_path, capsys):
     assert DEFAULT_CHANNELS == ",".join(map(str, GANConfig().channels))  # the help's default is the real one
     out = tmp_path / "gan"
     assert main(["pretrain", "gan", "--out", str(out), "--seconds", "1", "--batch", "4", "--device", "cpu",
-                 "--channels", "8,8,8,8,4", "--pool-images", "48"]) == 0
+                 "--channels", "8,8,8,8,4", "--pool-images", "48", "--r1-gamma", "0.05", "--lr", "0.001"]) == 0
     assert json.loads((out / "config.json").read_text())["config"]["channels"] == [8, 8, 8, 8, 4]
-    assert json.loads((out / "training_options.json").read_text())["options"]["pool_images"] == 48
+    options = json.loads((out / "training_options.json").read_text())["options"]
+    assert (options["pool_images"], options["r1_gamma"], options["lr"]) == (48, 0.05, 0.001)
     assert main(["pretrain", "gan", "--out", str(tmp_path / "b"), "--channels", "8;8"]) == 2
     assert "comma-separated integers" in capsys.readouterr().err
     assert main(["pretrain", "gan", "--out", str(out), "--resume", "--channels", "8,8,8,8,4"]) == 2

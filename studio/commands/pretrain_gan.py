@@ -37,6 +37,10 @@ def add_parser(pretrain_subparsers) -> None:
     parser.add_argument("--pool-images", type=int, default=None,
                         help="images in the training pool (default 4096 on CPU, 32768 on CUDA with workers); "
                              "more unique images keep the discriminator from memorizing them")
+    parser.add_argument("--r1-gamma", type=float, default=0.5,
+                        help="weight of the R1 penalty on the discriminator's real-image gradients (default 0.5; "
+                             "StyleGAN2-ADA's rule of thumb is 0.0002 * resolution^2 / batch)")
+    parser.add_argument("--lr", type=float, default=0.002, help="Adam learning rate of both networks (default 0.002)")
     parser.set_defaults(run=run_pretrain_gan)
 
 
@@ -72,7 +76,7 @@ def run_pretrain_gan(args) -> int:
         summary = pretrain_gan(
             args.out, config, seconds=args.seconds, device=args.device, precision=args.precision, seed=args.seed,
             resume=args.resume, progress=progress, batch_size=args.batch, num_workers=args.workers,
-            pool_images=args.pool_images, init_from=args.init_from,
+            pool_images=args.pool_images, init_from=args.init_from, r1_gamma=args.r1_gamma, lr=args.lr,
         )
     losses = ", ".join(f"{k} {v:.3f}" for k, v in summary["final_losses"].items())
     print(f"wrote {args.out}: {summary['steps']} steps ({summary['images_seen']} images) on "
