@@ -1,6 +1,6 @@
 """What a base's autoencoder can carry: evaluators on fresh renderings before and after encode/decode.
 
-    python bench/autoencoder_roundtrip.py BASE [BASE ...] [--n 40] [--seed 0] [--json F]
+    python bench/autoencoder_roundtrip.py BASE [BASE ...] [--n 40] [--seed 0] [--strengths 0.1,0.2] [--json F]
 
 The museum and the synthetic fine-tune train in latent space, so a style the autoencoder cannot
 reconstruct is one no UNet or LoRA can draw: the fraction of round-tripped styled images the style
@@ -8,6 +8,11 @@ evaluator still recognises is the ceiling of the forgetting benchmark's style ac
 plain kind / colour / background and the bird subclass after the round trip, and per reference
 style the fraction recognised (the clean images are recognised at 1.0, assets/evaluators).
 Every base sees the same images (world seeds from --seed), so the columns compare side by side.
+
+--strengths goes one step further, to the UNet: each bird is noised to that fraction of the
+schedule and denoised by the base with its own caption (SDEdit: img2img, 20 steps, guidance 5),
+and the subclass evaluator reads the result. A fine-tune that starts from the base can only keep
+a detail that survives this at small strengths; it is what bounds bench/synthetic.py.
 """
 
 from __future__ import annotations
@@ -38,13 +43,30 @@ def round_trip(vae, images: list[Image.Image], batch: int = 32) -> list[Image.Im
     return out
 
 
+@torch.no_grad()
+def denoise(pipe, samples, strength: float, seed: int, batch: int = 20) -> list[Image.Image]:
+    """SDEdit: each sample noised to `strength` of the schedule, denoised by the base with its own caption."""
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    img2img = StableDiffusionImg2ImgPipeline(**pipe.components)
+    img2img.set_progress_bar_config(disable=True)
+    out = []
+    for i in range(0, len(samples), batch):
+        chunk = samples[i : i + batch]
+        out += img2img(prompt=[s.attributes.caption for s in chunk], image=[s.image for s in chunk], strength=strength,
+                       num_inference_steps=20, guidance_scale=5.0, generator=torch.Generator().manual_seed(seed + i)).images
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("bases", nargs="+")
     p.add_argument("--n", type=int, default=40, help="images per style (plain: 5x as many)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strengths", default="", help="comma-separated img2img strengths for the birds (e.g. 0.1,0.2,0.4)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
+    strengths = [float(x) for x in args.strengths.split(",") if x]
 
     ev = load_evaluator()
     plain = [miniworld.generate(args.seed, 90000 + i, size=64) for i in range(5 * args.n)]
@@ -54,20 +76,26 @@ def main() -> None:
     results = {}
     for base in args.bases:
         t0 = time.time()
-        vae = diffusion.load_base(base, "cpu", "fp32").vae
+        pipe = diffusion.load_base(base, "cpu", "fp32")
+        vae = pipe.vae
         pred = ev.predict(round_trip(vae, [s.image for s in plain]))
         row = {h: float(np.mean([p == getattr(s.attributes, h) for p, s in zip(pred[h], plain)])) for h in ("kind", "color", "background")}
         pred = ev.predict(round_trip(vae, [s.image for s in birds]))
         row["subclass"] = float(np.mean([p == s.attributes.subclass for p, s in zip(pred["subclass"], birds)]))
         row["styles"] = {s: float(np.mean([p == s for p in ev.predict(round_trip(vae, ims))["style"]])) for s, ims in styled.items()}
         row["styles_mean"] = float(np.mean(list(row["styles"].values())))
+        row["subclass_after_denoise"] = {}
+        for strength in strengths:
+            pred = ev.predict(denoise(pipe, birds, strength, args.seed))
+            row["subclass_after_denoise"][str(strength)] = float(np.mean([p == s.attributes.subclass for p, s in zip(pred["subclass"], birds)]))
         row["seconds"] = round(time.time() - t0, 1)
         results[base or "studio-mini"] = row
         print(f"{base or 'studio-mini'}: kind {row['kind']:.3f} colour {row['color']:.3f} background {row['background']:.3f} "
               f"subclass {row['subclass']:.3f}; styles mean {row['styles_mean']:.3f}: "
-              + ", ".join(f"{s} {v:.2f}" for s, v in row["styles"].items()), flush=True)
+              + ", ".join(f"{s} {v:.2f}" for s, v in row["styles"].items())
+              + "".join(f"; subclass after denoising from {k}: {v:.3f}" for k, v in row["subclass_after_denoise"].items()), flush=True)
     if args.json:
-        args.json.write_text(json.dumps({"n": args.n, "seed": args.seed, "bases": results}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"n": args.n, "seed": args.seed, "strengths": strengths, "bases": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
