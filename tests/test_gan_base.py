@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import pytest
@@ -156,9 +157,11 @@ def test_pretrain_user_errors(tmp_path):
 
 def test_pretrain_cli_sets_widths_and_pool(tmp_path, capsys):
     from studio.cli import main
-    from studio.commands.pretrain_gan import DEFAULT_CHANNELS
+    from studio.commands.pretrain_gan import DEFAULT_CHANNELS, DEFAULT_LR, DEFAULT_R1_GAMMA
 
-    assert DEFAULT_CHANNELS == ",".join(map(str, GANConfig().channels))  # the help's default is the real one
+    assert DEFAULT_CHANNELS == ",".join(map(str, GANConfig().channels))  # the help's defaults are the real ones
+    defaults = inspect.signature(pretrain_gan).parameters
+    assert (DEFAULT_R1_GAMMA, DEFAULT_LR) == (defaults["r1_gamma"].default, defaults["lr"].default)
     out = tmp_path / "gan"
     assert main(["pretrain", "gan", "--out", str(out), "--seconds", "1", "--batch", "4", "--device", "cpu",
                  "--channels", "8,8,8,8,4", "--pool-images", "48", "--r1-gamma", "0.05", "--lr", "0.001"]) == 0

@@ -10,6 +10,7 @@ from pathlib import Path
 from studio.progress import TqdmProgress
 
 DEFAULT_CHANNELS = "256,256,128,64,32"  # GANConfig().channels (kept literal: the CLI starts without torch)
+DEFAULT_R1_GAMMA, DEFAULT_LR = 0.5, 0.002  # pretrain_gan's defaults, literal for the same reason
 
 
 def add_parser(pretrain_subparsers) -> None:
@@ -37,10 +38,11 @@ def add_parser(pretrain_subparsers) -> None:
     parser.add_argument("--pool-images", type=int, default=None,
                         help="images in the training pool (default 4096 on CPU, 32768 on CUDA with workers); "
                              "more unique images keep the discriminator from memorizing them")
-    parser.add_argument("--r1-gamma", type=float, default=0.5,
-                        help="weight of the R1 penalty on the discriminator's real-image gradients (default 0.5; "
+    parser.add_argument("--r1-gamma", type=float, default=DEFAULT_R1_GAMMA,
+                        help=f"weight of the R1 penalty on the discriminator's real-image gradients (default {DEFAULT_R1_GAMMA}; "
                              "StyleGAN2-ADA's rule of thumb is 0.0002 * resolution^2 / batch)")
-    parser.add_argument("--lr", type=float, default=0.002, help="Adam learning rate of both networks (default 0.002)")
+    parser.add_argument("--lr", type=float, default=DEFAULT_LR,
+                        help=f"Adam learning rate of both networks (default {DEFAULT_LR})")
     parser.set_defaults(run=run_pretrain_gan)
 
 
