@@ -43,6 +43,11 @@ def round_trip(vae, images: list[Image.Image], batch: int = 32) -> list[Image.Im
     return out
 
 
+def subclass_accuracy(ev, images: list[Image.Image], birds) -> float:
+    """The fraction of images whose predicted bird subclass is the rendered one's."""
+    return float(np.mean([p == s.attributes.subclass for p, s in zip(ev.predict(images)["subclass"], birds)]))
+
+
 @torch.no_grad()
 def denoise(pipe, samples, strength: float, seed: int, batch: int = 20) -> list[Image.Image]:
     """SDEdit: each sample noised to `strength` of the schedule, denoised by the base with its own caption."""
@@ -80,14 +85,12 @@ def main() -> None:
         vae = pipe.vae
         pred = ev.predict(round_trip(vae, [s.image for s in plain]))
         row = {h: float(np.mean([p == getattr(s.attributes, h) for p, s in zip(pred[h], plain)])) for h in ("kind", "color", "background")}
-        pred = ev.predict(round_trip(vae, [s.image for s in birds]))
-        row["subclass"] = float(np.mean([p == s.attributes.subclass for p, s in zip(pred["subclass"], birds)]))
+        row["subclass"] = subclass_accuracy(ev, round_trip(vae, [s.image for s in birds]), birds)
         row["styles"] = {s: float(np.mean([p == s for p in ev.predict(round_trip(vae, ims))["style"]])) for s, ims in styled.items()}
         row["styles_mean"] = float(np.mean(list(row["styles"].values())))
         row["subclass_after_denoise"] = {}
         for strength in strengths:
-            pred = ev.predict(denoise(pipe, birds, strength, args.seed))
-            row["subclass_after_denoise"][str(strength)] = float(np.mean([p == s.attributes.subclass for p, s in zip(pred["subclass"], birds)]))
+            row["subclass_after_denoise"][str(strength)] = subclass_accuracy(ev, denoise(pipe, birds, strength, args.seed), birds)
         row["seconds"] = round(time.time() - t0, 1)
         results[base or "studio-mini"] = row
         print(f"{base or 'studio-mini'}: kind {row['kind']:.3f} colour {row['color']:.3f} background {row['background']:.3f} "
