@@ -233,6 +233,14 @@ def test_eval_gan_reports_fid_beside_its_references(tmp_path, capsys):
     assert "mini-FID" in capsys.readouterr().out
     assert main(["eval", "gan", "--base", str(tmp_path / "none"), "--json", str(tmp_path / "x.json")]) == 2
     assert "no GAN base at" in capsys.readouterr().err
+    truncated = tmp_path / "truncated.json"
+    assert main(["eval", "gan", "--base", str(tmp_path / "g"), "--n", "24", "--truncation", "0.5", "--json", str(truncated),
+                 "--device", "cpu"]) == 0
+    t = json.loads(truncated.read_text())
+    assert t["truncation_psi"] == 0.5 and t["mini_fid"] != g["mini_fid"]  # the samples changed,
+    assert t["mini_fid_untrained"] == g["mini_fid_untrained"]  # the references did not
+    assert main(["eval", "gan", "--base", str(tmp_path / "g"), "--truncation", "1.5", "--json", str(truncated)]) == 2
+    assert "--truncation" in capsys.readouterr().err
 
     from generators.evaluators import load_evaluator
     from generators.gan.evaluate import evaluate_gan

@@ -34,9 +34,10 @@ def render_real(n: int, world_seed: int, size: int, kinds=miniworld.KINDS) -> li
 
 
 def evaluate_gan(G: Generator, evaluator: Evaluator, n: int = 1000, seed: int = 0, threshold: float = 0.8,
-                 kinds=miniworld.KINDS, progress=None) -> dict:
+                 kinds=miniworld.KINDS, progress=None, truncation_psi: float = 1.0) -> dict:
     """Flat dict of the figures above; `kinds`: what the base was trained on (the real sets hold
-    those only). `progress(done, total)` after each stage."""
+    those only); `truncation_psi`: the samples' truncation (the untrained reference is never
+    truncated: its average w means nothing). `progress(done, total)` after each stage."""
     from generators.gan.lifelong import generate
 
     if n < 2:
@@ -44,7 +45,7 @@ def evaluate_gan(G: Generator, evaluator: Evaluator, n: int = 1000, seed: int = 
     start = time.time()
     stages = 4
     tick = (lambda k: progress(k, stages)) if progress else (lambda k: None)
-    samples = _pil(generate(G, n, seed))
+    samples = _pil(generate(G, n, seed, truncation_psi))
     untrained = _pil(generate(_fresh_like(G, seed), n, seed))
     tick(1)
     real_a = render_real(n, REAL_WORLD_SEEDS[0], G.resolution, kinds)
@@ -68,6 +69,7 @@ def evaluate_gan(G: Generator, evaluator: Evaluator, n: int = 1000, seed: int = 
         "kinds_recognised": seen,
         "kinds_total": len(kinds),
         "threshold": threshold,
+        "truncation_psi": truncation_psi,
         "n": n,
         "seed": seed,
         "real_world_seeds": list(REAL_WORLD_SEEDS),

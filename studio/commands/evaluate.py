@@ -29,6 +29,8 @@ def register(sub) -> None:
     g.add_argument("--n", type=int, default=1000, help="samples, and fresh renderings per reference set")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--threshold", type=float, default=0.8, help="kind probability that counts as recognised")
+    g.add_argument("--truncation", type=float, default=1.0,
+                   help="truncation psi of the samples (default 1: none; StyleGAN's trick pulls w towards its average)")
     g.add_argument("--json", type=Path, required=True, help="where to write the figures")
     g.add_argument("--samples", type=Path, default=None, help="also save an 8x8 grid of samples (PNG) here")
     g.add_argument("--evaluators", type=Path, default=None, help="evaluator folder (default: the embedded one)")
@@ -71,6 +73,8 @@ def run_gan(args) -> int:
         raise ValueError(f"--n must be at least 2, got {args.n}")
     if not 0 < args.threshold <= 1:
         raise ValueError(f"--threshold is a probability in (0, 1], got {args.threshold}")
+    if not 0 <= args.truncation <= 1:
+        raise ValueError(f"--truncation is a psi in [0, 1] (1: no truncation), got {args.truncation}")
     device = resolve_device(args.device)
     G, path = load_base(args.base, device=device)
     options = path / "training_options.json"  # a base trained on some kinds only is compared with those
@@ -78,13 +82,13 @@ def run_gan(args) -> int:
     evaluator = load_evaluator(args.evaluators, device=str(device))
     with TqdmProgress("eval gan") as progress:
         result = evaluate_gan(G, evaluator, args.n, args.seed, args.threshold, tuple(kinds or miniworld.KINDS),
-                              progress=progress)
+                              progress=progress, truncation_psi=args.truncation)
     result["base"] = str(path)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     if args.samples:
         args.samples.parent.mkdir(parents=True, exist_ok=True)
-        image_grid(generate(G, 64, args.seed)).save(args.samples)  # the first 64 of the evaluated samples
+        image_grid(generate(G, 64, args.seed, args.truncation)).save(args.samples)  # the first 64 of the evaluated samples
     print(f"mini-FID {result['mini_fid']:.3f} (real vs real {result['mini_fid_real_vs_real']:.3f}, untrained "
           f"{result['mini_fid_untrained']:.3f}); kind recognised {result['kind_recognised_fraction']:.3f} "
           f"(real {result['kind_recognised_fraction_real']:.3f}, untrained {result['kind_recognised_fraction_untrained']:.3f}), "
