@@ -164,10 +164,11 @@ def test_pretrain_cli_sets_widths_and_pool(tmp_path, capsys):
     assert (DEFAULT_R1_GAMMA, DEFAULT_LR) == (defaults["r1_gamma"].default, defaults["lr"].default)
     out = tmp_path / "gan"
     assert main(["pretrain", "gan", "--out", str(out), "--seconds", "1", "--batch", "4", "--device", "cpu",
-                 "--channels", "8,8,8,8,4", "--pool-images", "48", "--r1-gamma", "0.05", "--lr", "0.001"]) == 0
+                 "--channels", "8,8,8,8,4", "--pool-images", "48", "--r1-gamma", "0.05", "--lr", "0.001",
+                 "--ema-kimg", "0.5"]) == 0
     assert json.loads((out / "config.json").read_text())["config"]["channels"] == [8, 8, 8, 8, 4]
     options = json.loads((out / "training_options.json").read_text())["options"]
-    assert (options["pool_images"], options["r1_gamma"], options["lr"]) == (48, 0.05, 0.001)
+    assert (options["pool_images"], options["r1_gamma"], options["lr"], options["ema_kimg"]) == (48, 0.05, 0.001, 0.5)
     assert main(["pretrain", "gan", "--out", str(tmp_path / "b"), "--channels", "8;8"]) == 2
     assert "comma-separated integers" in capsys.readouterr().err
     assert main(["pretrain", "gan", "--out", str(out), "--resume", "--channels", "8,8,8,8,4"]) == 2

@@ -43,6 +43,9 @@ def add_parser(pretrain_subparsers) -> None:
                              "StyleGAN2-ADA's rule of thumb is 0.0002 * resolution^2 / batch)")
     parser.add_argument("--lr", type=float, default=DEFAULT_LR,
                         help=f"Adam learning rate of both networks (default {DEFAULT_LR})")
+    parser.add_argument("--ema-kimg", type=float, default=None,
+                        help="half-life of the generator's EMA (what gets saved) in thousands of images (default "
+                             "batch * 10 / 32); a longer one averages out late-training oscillation")
     parser.set_defaults(run=run_pretrain_gan)
 
 
@@ -53,6 +56,8 @@ def run_pretrain_gan(args) -> int:
         raise ValueError(f"--seconds must be positive, got {args.seconds}")
     if args.batch is not None and args.batch < 1:
         raise ValueError(f"--batch must be at least 1, got {args.batch}")
+    if args.ema_kimg is not None and args.ema_kimg <= 0:
+        raise ValueError(f"--ema-kimg must be positive, got {args.ema_kimg}")
     if args.workers is not None and args.workers < 0:
         raise ValueError(f"--workers must be 0 or more, got {args.workers}")
     config = None
@@ -79,6 +84,7 @@ def run_pretrain_gan(args) -> int:
             args.out, config, seconds=args.seconds, device=args.device, precision=args.precision, seed=args.seed,
             resume=args.resume, progress=progress, batch_size=args.batch, num_workers=args.workers,
             pool_images=args.pool_images, init_from=args.init_from, r1_gamma=args.r1_gamma, lr=args.lr,
+            ema_kimg=args.ema_kimg,
         )
     losses = ", ".join(f"{k} {v:.3f}" for k, v in summary["final_losses"].items())
     print(f"wrote {args.out}: {summary['steps']} steps ({summary['images_seen']} images) on "
