@@ -151,6 +151,8 @@ def test_pretrain_user_errors(tmp_path):
         pretrain_gan(tmp_path / "none", None, seconds=1, device="cpu", resume=True)
     with pytest.raises(ValueError):
         pretrain_gan(tmp_path / "x", TINY, seconds=1, device="cpu", precision="bf16")
+    with pytest.raises(ValueError, match="ema_kimg"):
+        pretrain_gan(tmp_path / "y", TINY, seconds=1, device="cpu", ema_kimg=0)
     with pytest.raises(ValueError):
         GANConfig(resolution=48)
 

@@ -350,6 +350,8 @@ def pretrain_gan(
         raise ValueError(f"pool_images must be at least 1, got {pool_images}")
     if r1_interval < 1 or r1_gamma < 0 or lr <= 0:
         raise ValueError("r1_interval must be >= 1, r1_gamma >= 0 and lr > 0")
+    if ema_kimg is not None and ema_kimg <= 0:
+        raise ValueError(f"ema_kimg must be positive, got {ema_kimg}")
     from generators.miniworld import KINDS
 
     kinds = tuple(kinds) if kinds else KINDS

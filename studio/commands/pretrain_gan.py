@@ -56,8 +56,6 @@ def run_pretrain_gan(args) -> int:
         raise ValueError(f"--seconds must be positive, got {args.seconds}")
     if args.batch is not None and args.batch < 1:
         raise ValueError(f"--batch must be at least 1, got {args.batch}")
-    if args.ema_kimg is not None and args.ema_kimg <= 0:
-        raise ValueError(f"--ema-kimg must be positive, got {args.ema_kimg}")
     if args.workers is not None and args.workers < 0:
         raise ValueError(f"--workers must be 0 or more, got {args.workers}")
     config = None
