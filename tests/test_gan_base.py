@@ -20,6 +20,7 @@ from generators.gan.stylegan2 import (
     modulatable_layers,
     save_discriminator,
     save_generator,
+    widen_discriminator,
     widen_generator,
 )
 
@@ -153,24 +154,28 @@ def test_pretrain_user_errors(tmp_path):
         pretrain_gan(tmp_path / "x", TINY, seconds=1, device="cpu", precision="bf16")
     with pytest.raises(ValueError, match="ema_kimg"):
         pretrain_gan(tmp_path / "y", TINY, seconds=1, device="cpu", ema_kimg=0)
+    with pytest.raises(ValueError, match="style_mixing_prob"):
+        pretrain_gan(tmp_path / "z", TINY, seconds=1, device="cpu", style_mixing_prob=1.5)
     with pytest.raises(ValueError):
         GANConfig(resolution=48)
 
 
 def test_pretrain_cli_sets_widths_and_pool(tmp_path, capsys):
     from studio.cli import main
-    from studio.commands.pretrain_gan import DEFAULT_CHANNELS, DEFAULT_LR, DEFAULT_R1_GAMMA
+    from studio.commands.pretrain_gan import DEFAULT_CHANNELS, DEFAULT_LR, DEFAULT_R1_GAMMA, DEFAULT_STYLE_MIXING
 
     assert DEFAULT_CHANNELS == ",".join(map(str, GANConfig().channels))  # the help's defaults are the real ones
     defaults = inspect.signature(pretrain_gan).parameters
-    assert (DEFAULT_R1_GAMMA, DEFAULT_LR) == (defaults["r1_gamma"].default, defaults["lr"].default)
+    assert (DEFAULT_R1_GAMMA, DEFAULT_LR, DEFAULT_STYLE_MIXING) == (
+        defaults["r1_gamma"].default, defaults["lr"].default, defaults["style_mixing_prob"].default)
     out = tmp_path / "gan"
     assert main(["pretrain", "gan", "--out", str(out), "--seconds", "1", "--batch", "4", "--device", "cpu",
                  "--channels", "8,8,8,8,4", "--pool-images", "48", "--r1-gamma", "0.05", "--lr", "0.001",
-                 "--ema-kimg", "0.5"]) == 0
+                 "--ema-kimg", "0.5", "--style-mixing", "0"]) == 0
     assert json.loads((out / "config.json").read_text())["config"]["channels"] == [8, 8, 8, 8, 4]
     options = json.loads((out / "training_options.json").read_text())["options"]
-    assert (options["pool_images"], options["r1_gamma"], options["lr"], options["ema_kimg"]) == (48, 0.05, 0.001, 0.5)
+    assert (options["pool_images"], options["r1_gamma"], options["lr"], options["ema_kimg"],
+            options["style_mixing_prob"]) == (48, 0.05, 0.001, 0.5, 0.0)
     assert main(["pretrain", "gan", "--out", str(tmp_path / "b"), "--channels", "8;8"]) == 2
     assert "comma-separated integers" in capsys.readouterr().err
     assert main(["pretrain", "gan", "--out", str(out), "--resume", "--channels", "8,8,8,8,4"]) == 2
@@ -194,7 +199,23 @@ def test_widening_keeps_what_the_generator_draws():
         widen_generator(old, GANConfig(**{**TINY.to_dict(), "w_dim": 32, "channels": (24, 20, 8)}))
 
 
-def test_pretrain_cli_init_from_widens_and_keeps_the_discriminator(tmp_path, capsys):
+def test_widening_keeps_the_discriminators_logits():
+    torch.manual_seed(3)
+    old = Discriminator(TINY).eval()
+    wide_cfg = GANConfig(**{**TINY.to_dict(), "d_channels": (16, 24, 12)})
+    torch.manual_seed(0)
+    wide = widen_discriminator(old, wide_cfg).eval()
+    assert sum(p.numel() for p in wide.parameters()) > sum(p.numel() for p in old.parameters())
+    img = torch.randn(8, 3, TINY.resolution, TINY.resolution)
+    with torch.no_grad():
+        torch.testing.assert_close(wide(img), old(img), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="4 px width"):  # the minibatch-std channel follows it
+        widen_discriminator(old, GANConfig(**{**TINY.to_dict(), "d_channels": (24, 24, 12)}))
+    with pytest.raises(ValueError, match="only grows"):
+        widen_discriminator(old, GANConfig(**{**TINY.to_dict(), "d_channels": (16, 8, 8)}))
+
+
+def test_pretrain_cli_init_from_widens_both_networks(tmp_path, capsys):
     from studio.cli import main
 
     old = tmp_path / "old"
@@ -203,13 +224,17 @@ def test_pretrain_cli_init_from_widens_and_keeps_the_discriminator(tmp_path, cap
     assert main(["pretrain", "gan", "--out", str(new), "--init-from", str(old), "--seconds", "1", "--batch", "4",
                  "--device", "cpu", "--channels", "32,16,8", "--pool-images", "32"]) == 0
     cfg = json.loads((new / "config.json").read_text())["config"]
-    assert cfg["channels"] == [32, 16, 8] and cfg["d_channels"] == [16, 16, 8]
+    assert cfg["channels"] == [32, 16, 8] and cfg["d_channels"] == [16, 16, 8]  # its discriminator's widths kept
     opts = json.loads((new / "training_options.json").read_text())
     assert opts["options"]["init_from"] == str(old) and opts["steps"] >= 1
-    assert main(["pretrain", "gan", "--out", str(tmp_path / "c"), "--init-from", str(old), "--seconds", "1"]) == 2
-    assert "give the new --channels" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="discriminator"):
-        pretrain_gan(tmp_path / "d", GANConfig(**{**TINY.to_dict(), "channels": (32, 16, 8)}), seconds=1,
+    assert main(["pretrain", "gan", "--out", str(tmp_path / "d"), "--init-from", str(old), "--seconds", "1",
+                 "--batch", "4", "--device", "cpu", "--d-channels", "16,32,16", "--pool-images", "32"]) == 0
+    cfg = json.loads((tmp_path / "d" / "config.json").read_text())["config"]
+    assert cfg["channels"] == [16, 16, 8] and cfg["d_channels"] == [16, 32, 16]
+    assert main(["pretrain", "gan", "--out", str(tmp_path / "e"), "--resume", "--d-channels", "16,32,16"]) == 2
+    assert "keeps its own" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="4 px width"):
+        pretrain_gan(tmp_path / "f", GANConfig(**{**TINY.to_dict(), "channels": (32, 16, 8)}), seconds=1,
                      device="cpu", init_from=old)
 
 

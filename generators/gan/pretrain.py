@@ -74,6 +74,7 @@ from generators.gan.stylegan2 import (
     save_generator,
     seeded_z,
     state_tensors,
+    widen_discriminator,
     widen_generator,
 )
 
@@ -318,9 +319,9 @@ def pretrain_gan(
     CPU, min(6, cpus - 2) on CUDA). pool_images: the on-device image pool (default 4096 on CPU,
     32768 with workers on CUDA); with num_workers=0 it is the size of the pre-rendered cache.
     ema_kimg: G_ema half-life in thousands of images (default batch * 10 / 32).
-    init_from: a gan-mini folder that a new run starts from: its discriminator as is (so
-    `config.disc_channels()` must equal its own) and its generator widened to `config.channels`
-    by `widen_generator` (function-preserving: the run starts from its samples).
+    init_from: a gan-mini folder that a new run starts from: its generator widened to
+    `config.channels` and its discriminator to `config.disc_channels()` (`widen_generator`,
+    `widen_discriminator`: function-preserving, so the run starts from its samples and logits).
     cudnn_benchmark: off by default: on an H200 its autotuning cost ~30 s of warm-up per
     precision for a ~5 % faster step afterwards, a bad trade for runs of minutes.
     Returns the dict written to training_options.json.
@@ -350,6 +351,8 @@ def pretrain_gan(
         raise ValueError(f"pool_images must be at least 1, got {pool_images}")
     if r1_interval < 1 or r1_gamma < 0 or lr <= 0:
         raise ValueError("r1_interval must be >= 1, r1_gamma >= 0 and lr > 0")
+    if not 0 <= style_mixing_prob <= 1:
+        raise ValueError(f"style_mixing_prob must be between 0 and 1, got {style_mixing_prob}")
     if ema_kimg is not None and ema_kimg <= 0:
         raise ValueError(f"ema_kimg must be positive, got {ema_kimg}")
     from generators.miniworld import KINDS
@@ -502,15 +505,15 @@ def _load_state(out: Path, has_ckpt: bool, G, D, G_ema, opt_G, opt_D, dev) -> No
 
 
 def _init_from(folder: Path, cfg: GANConfig, G, D, G_ema) -> None:
-    """Start G and G_ema from `folder`'s generator widened to cfg, D from its discriminator."""
-    old_cfg = read_config(folder)
-    if tuple(old_cfg.disc_channels()) != tuple(cfg.disc_channels()):
-        raise ValueError(f"the discriminator of {folder} has widths {old_cfg.disc_channels()}, the new run "
-                         f"{cfg.disc_channels()}: keep its widths (d_channels) to start from it")
-    widened = widen_generator(load_generator(folder), cfg).state_dict()
-    G.load_state_dict(widened)  # load_state_dict copies onto the modules' own device
-    G_ema.load_state_dict(widened)
-    D.load_state_dict(load_discriminator(folder).state_dict())
+    """Start G and G_ema from `folder`'s generator, D from its discriminator, each widened to cfg."""
+    try:
+        g_state = widen_generator(load_generator(folder), cfg).state_dict()
+        d_state = widen_discriminator(load_discriminator(folder), cfg).state_dict()
+    except ValueError as err:
+        raise ValueError(f"cannot start from {folder}: {err}") from None
+    G.load_state_dict(g_state)  # load_state_dict copies onto the modules' own device
+    G_ema.load_state_dict(g_state)
+    D.load_state_dict(d_state)
 
 
 def _save_checkpoint(out: Path, G, D, G_ema, opt_G, opt_D, state: _State, cfg: GANConfig, options: dict) -> None:

@@ -477,14 +477,35 @@ def widen_generator(old: Generator, config: GANConfig) -> Generator:
     image only once the old rows' zero columns have learnt, so training continues from `old`'s
     samples. The new parts are random: seed torch first for a reproducible result.
     """
-    ocfg = old.config
-    for name in ("resolution", "z_dim", "w_dim", "mapping_layers", "img_channels"):
+    _check_widening(old.config, config, tuple(old.config.channels), tuple(config.channels), "channels")
+    return _widened(old, Generator(config))
+
+
+def widen_discriminator(old: Discriminator, config: GANConfig) -> Discriminator:
+    """A wider discriminator (`config.disc_channels()` ≥ the old widths) with the same logits as `old`.
+
+    The zero fan-in widening of `widen_generator`. The 4 px width stays: the minibatch-std channel
+    is appended after it, so growing it would move that channel's input column.
+    """
+    old_ch, new_ch = tuple(old.config.disc_channels()), tuple(config.disc_channels())
+    _check_widening(old.config, config, old_ch, new_ch, "d_channels")
+    if new_ch[0] != old_ch[0]:
+        raise ValueError(f"widening a discriminator keeps its 4 px width {old_ch[0]} (the minibatch-std input), "
+                         f"got {new_ch[0]}")
+    return _widened(old, Discriminator(config))
+
+
+def _check_widening(ocfg: GANConfig, config: GANConfig, old_widths: tuple, new_widths: tuple, what: str) -> None:
+    for name in ("resolution", "z_dim", "w_dim", "mapping_layers", "img_channels", "mbstd_channels"):
         if getattr(ocfg, name) != getattr(config, name):
-            raise ValueError(f"widening keeps {name}: the old generator has {getattr(ocfg, name)}, "
+            raise ValueError(f"widening keeps {name}: the old network has {getattr(ocfg, name)}, "
                              f"the new config {getattr(config, name)}")
-    if any(n < o for n, o in zip(config.channels, ocfg.channels)):
-        raise ValueError(f"widening only grows the widths: {tuple(ocfg.channels)} -> {tuple(config.channels)}")
-    new = Generator(config)
+    if any(n < o for n, o in zip(new_widths, old_widths)):
+        raise ValueError(f"widening only grows the widths ({what}): {old_widths} -> {new_widths}")
+
+
+def _widened(old: nn.Module, new: nn.Module) -> nn.Module:
+    """`new` (the layers of `old`, each at least as wide) holding `old` in its leading blocks."""
     old_state = old.state_dict()
     # equalized lr: a weight's gain is 1/sqrt(fan-in), so old blocks are rescaled to keep their effective value
     gain_ratio = {name + ".weight": old.get_submodule(name).weight_gain / layer.weight_gain

@@ -10,7 +10,7 @@ from pathlib import Path
 from studio.progress import TqdmProgress
 
 DEFAULT_CHANNELS = "256,256,128,64,32"  # GANConfig().channels (kept literal: the CLI starts without torch)
-DEFAULT_R1_GAMMA, DEFAULT_LR = 0.5, 0.002  # pretrain_gan's defaults, literal for the same reason
+DEFAULT_R1_GAMMA, DEFAULT_LR, DEFAULT_STYLE_MIXING = 0.5, 0.002, 0.9  # pretrain_gan's defaults, literal likewise
 
 
 def add_parser(pretrain_subparsers) -> None:
@@ -30,11 +30,15 @@ def add_parser(pretrain_subparsers) -> None:
     parser.add_argument("--workers", type=int, default=None,
                         help="image-rendering worker processes (default 0 on CPU: a pre-rendered cache; up to 6 on CUDA)")
     parser.add_argument("--channels", default=None,
-                        help="generator and discriminator widths at 4, 8, ..., 64 px, comma-separated (default "
+                        help="generator widths at 4, 8, ..., 64 px, comma-separated (default "
                              f"{DEFAULT_CHANNELS}; a new run only, a resumed run keeps its own)")
+    parser.add_argument("--d-channels", default=None,
+                        help="discriminator widths at 4, 8, ..., 64 px (default: --channels, or with --init-from "
+                             "that folder's own)")
     parser.add_argument("--init-from", type=Path, default=None,
-                        help="a new run starts from this gan-mini folder: its discriminator as is, its generator "
-                             "widened to --channels without changing what it draws (only widths may grow)")
+                        help="a new run starts from this gan-mini folder, its generator and discriminator widened "
+                             "to --channels and --d-channels (default: its own widths) without changing what they "
+                             "compute; only widths may grow, the discriminator's 4 px width stays")
     parser.add_argument("--pool-images", type=int, default=None,
                         help="images in the training pool (default 4096 on CPU, 32768 on CUDA with workers); "
                              "more unique images keep the discriminator from memorizing them")
@@ -46,6 +50,9 @@ def add_parser(pretrain_subparsers) -> None:
     parser.add_argument("--ema-kimg", type=float, default=None,
                         help="half-life of the generator's EMA (what gets saved) in thousands of images (default "
                              "batch * 10 / 32); a longer one averages out late-training oscillation")
+    parser.add_argument("--style-mixing", type=float, default=DEFAULT_STYLE_MIXING,
+                        help=f"probability of style-mixing regularization per batch (default {DEFAULT_STYLE_MIXING}; "
+                             "StyleGAN2-ADA turns it off for its 32 px CIFAR setting)")
     parser.set_defaults(run=run_pretrain_gan)
 
 
@@ -59,32 +66,37 @@ def run_pretrain_gan(args) -> int:
     if args.workers is not None and args.workers < 0:
         raise ValueError(f"--workers must be 0 or more, got {args.workers}")
     config = None
-    if args.channels:
+    if args.resume and (args.channels or args.d_channels):
+        raise ValueError("--channels and --d-channels set a new run's architecture; a resumed run keeps its own "
+                         "(drop them)")
+    widths, d_widths = _widths(args.channels, "--channels"), _widths(args.d_channels, "--d-channels")
+    if args.init_from is not None:  # its architecture, widened where asked
+        from generators.gan.stylegan2 import GANConfig, read_config
+
+        old = read_config(args.init_from)
+        config = GANConfig.from_dict({**old.to_dict(), "channels": widths or old.channels,
+                                      "d_channels": d_widths or old.disc_channels()})
+    elif widths or d_widths:
         from generators.gan.stylegan2 import GANConfig
 
-        if args.resume:
-            raise ValueError("--channels sets a new run's architecture; a resumed run keeps its own (drop --channels)")
-        try:
-            widths = tuple(int(c) for c in args.channels.split(","))
-        except ValueError:
-            raise ValueError(f"--channels takes comma-separated integers such as 128,128,64,32,16, got {args.channels!r}") from None
-        if args.init_from is not None:  # its architecture with wider generator channels; its discriminator as is
-            from generators.gan.stylegan2 import read_config
-
-            old = read_config(args.init_from)
-            config = GANConfig.from_dict({**old.to_dict(), "channels": widths, "d_channels": old.disc_channels()})
-        else:
-            config = GANConfig(channels=widths)
-    elif args.init_from is not None:
-        raise ValueError("--init-from widens a generator: give the new --channels")
+        config = GANConfig(**({"channels": widths} if widths else {}), d_channels=d_widths)
     with TqdmProgress("pretrain gan (s)") as progress:
         summary = pretrain_gan(
             args.out, config, seconds=args.seconds, device=args.device, precision=args.precision, seed=args.seed,
             resume=args.resume, progress=progress, batch_size=args.batch, num_workers=args.workers,
             pool_images=args.pool_images, init_from=args.init_from, r1_gamma=args.r1_gamma, lr=args.lr,
-            ema_kimg=args.ema_kimg,
+            ema_kimg=args.ema_kimg, style_mixing_prob=args.style_mixing,
         )
     losses = ", ".join(f"{k} {v:.3f}" for k, v in summary["final_losses"].items())
     print(f"wrote {args.out}: {summary['steps']} steps ({summary['images_seen']} images) on "
           f"{summary['device_name']}, {summary['s_per_step']:.4f} s/step; {losses}")
     return 0
+
+
+def _widths(text: str | None, flag: str) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        return tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise ValueError(f"{flag} takes comma-separated integers such as 128,128,64,32,16, got {text!r}") from None
