@@ -154,6 +154,8 @@ def test_pretrain_user_errors(tmp_path):
         pretrain_gan(tmp_path / "x", TINY, seconds=1, device="cpu", precision="bf16")
     with pytest.raises(ValueError, match="ema_kimg"):
         pretrain_gan(tmp_path / "y", TINY, seconds=1, device="cpu", ema_kimg=0)
+    with pytest.raises(ValueError, match="batch size"):  # 0 is refused, not taken for the default
+        pretrain_gan(tmp_path / "b", TINY, seconds=1, device="cpu", batch_size=0)
     with pytest.raises(ValueError, match="style_mixing_prob"):
         pretrain_gan(tmp_path / "z", TINY, seconds=1, device="cpu", style_mixing_prob=1.5)
     with pytest.raises(ValueError):

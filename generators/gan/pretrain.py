@@ -338,7 +338,7 @@ def pretrain_gan(
         raise ValueError("this CUDA device does not support bf16; use --precision fp16 or fp32")
     if not seconds or seconds <= 0:
         raise ValueError(f"seconds must be positive, got {seconds}")
-    batch = int(batch_size or (128 if dev.type == "cuda" else 32))
+    batch = int(batch_size) if batch_size is not None else (128 if dev.type == "cuda" else 32)
     if batch < 1:
         raise ValueError(f"batch size must be at least 1, got {batch}")
     if num_workers is None:

@@ -59,12 +59,6 @@ def add_parser(pretrain_subparsers) -> None:
 def run_pretrain_gan(args) -> int:
     from generators.gan.pretrain import pretrain_gan
 
-    if args.seconds <= 0:
-        raise ValueError(f"--seconds must be positive, got {args.seconds}")
-    if args.batch is not None and args.batch < 1:
-        raise ValueError(f"--batch must be at least 1, got {args.batch}")
-    if args.workers is not None and args.workers < 0:
-        raise ValueError(f"--workers must be 0 or more, got {args.workers}")
     config = None
     if args.resume and (args.channels or args.d_channels):
         raise ValueError("--channels and --d-channels set a new run's architecture; a resumed run keeps its own "
