@@ -17,6 +17,8 @@ base is left (plain_kind: the kind asked for; plain_style: judged plain).
     python bench/forgetting.py --methods full,naive,separate --json a.json &
     python bench/forgetting.py --methods no_sdl,no_weight_reg,no_feature_reg,no_preserve_base --json b.json; wait
     python bench/forgetting.py --merge a.json b.json --json docs/forgetting.json --heatmap docs/forgetting.png
+    # a variant: any MuseumConfig field for every method, or another negative prompt when sampling
+    python bench/forgetting.py --methods full --set replay_pool=256 --negative-token --json c.json
 """
 
 from __future__ import annotations
@@ -81,15 +83,18 @@ def content_prompts(n: int, seed: int) -> list[miniworld.Attributes]:
     return [miniworld.sample_attributes(rng) for _ in range(n)]
 
 
-def score(museum: Museum, base, styles_so_far, prompts, evaluator, steps, guidance, seed, device, task=None):
+def score(museum: Museum, styles_so_far, prompts, evaluator, args):
     """Style accuracy per style and content accuracy, sampling each style on the same prompts/seeds
-    (name None: the prompts without any style token, scored against "plain")."""
-    pipe = load_museum_pipeline(museum, base, device, task=task)
+    (name None: the prompts without any style token, scored against "plain"). args.negative_token:
+    the style's token alone is the negative prompt, so guidance pushes the content within the style."""
+    pipe = load_museum_pipeline(museum, args.base, args.device)
     size = diffusion.base_resolution(pipe)
     style_acc, content_acc = {}, {}
     for name in styles_so_far:
-        settings = [diffusion.GenerationSettings(prompt=museum_prompt(museum, a.caption, [name]) if name else a.caption, seed=seed + k,
-                                                 steps=steps, guidance=guidance, width=size, height=size)
+        negative = museum.style(name).token if name and args.negative_token else ""
+        settings = [diffusion.GenerationSettings(prompt=museum_prompt(museum, a.caption, [name]) if name else a.caption, seed=args.seed + k,
+                                                 negative_prompt=negative, steps=args.sample_steps, guidance=args.guidance,
+                                                 width=size, height=size)
                     for k, a in enumerate(prompts)]
         images = diffusion.generate(pipe, settings, batch_size=16)
         pred = evaluator.predict(images)
@@ -100,7 +105,7 @@ def score(museum: Museum, base, styles_so_far, prompts, evaluator, steps, guidan
 
 def run_method(method, overrides, folders, args, evaluator, prompts, work: Path) -> dict:
     styles = list(folders)
-    cfg = MuseumConfig.from_dict({**MuseumConfig().to_dict(), "steps": args.steps, **overrides})
+    cfg = MuseumConfig.from_dict({**MuseumConfig().to_dict(), "steps": args.steps, **args.set, **overrides})
     T = len(styles)
     M = np.full((T, T), np.nan)
     content = np.full((T, T), np.nan)
@@ -109,21 +114,21 @@ def run_method(method, overrides, folders, args, evaluator, prompts, work: Path)
         for j, name in enumerate(styles):
             museum = Museum.open(work / f"{method}-{name}", base=diffusion.base_name(args.base), create=True)
             learn(museum, read_style_folder(folders[name], args.size), cfg, args.base, args.device)
-            s, c = score(museum, args.base, [name], prompts, evaluator, args.sample_steps, args.guidance, args.seed, args.device)
+            s, c = score(museum, [name], prompts, evaluator, args)
             M[j:, j], content[j:, j] = s[name], c[name]
             print(f"  {method}: {name} style {s[name]:.2f} content {c[name]:.2f}", flush=True)
     else:
         museum = Museum.open(work / method, base=diffusion.base_name(args.base), create=True)
         for i, name in enumerate(styles):
             learn(museum, read_style_folder(folders[name], args.size), cfg, args.base, args.device)
-            s, c = score(museum, args.base, styles[: i + 1], prompts, evaluator, args.sample_steps, args.guidance, args.seed, args.device)
+            s, c = score(museum, styles[: i + 1], prompts, evaluator, args)
             for j, other in enumerate(styles[: i + 1]):
                 M[i, j], content[i, j] = s[other], c[other]
             print(f"  {method}: after {name}: " + " ".join(f"{k} {v:.2f}" for k, v in s.items()), flush=True)
     if method == "separate":  # each style's own LoRA leaves the base as it was for plain prompts
         plain_style, plain_kind = None, None
     else:
-        s, c = score(museum, args.base, [None], prompts, evaluator, args.sample_steps, args.guidance, args.seed, args.device)
+        s, c = score(museum, [None], prompts, evaluator, args)
         plain_style, plain_kind = s[None], c[None]
         print(f"  {method}: plain prompts after the last task: style plain {plain_style:.2f} kind {plain_kind:.2f}", flush=True)
     average = float(np.mean([np.mean(M[i, : i + 1]) for i in range(T)]))
@@ -173,7 +178,11 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=12, help="content prompts scored per style")
     p.add_argument("--sample-steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--negative-token", action="store_true",
+                   help="sample each style with its own token as the negative prompt")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a MuseumConfig field for every method, e.g. --set replay_pool=256 (repeatable)")
     p.add_argument("--base", default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", type=Path, required=True)
@@ -183,6 +192,19 @@ def main() -> None:
     p.add_argument("--merge", type=Path, nargs="+", default=None,
                    help="combine the JSONs of runs that split --methods (same styles) into --json and --heatmap")
     args = p.parse_args()
+    if any("=" not in item for item in args.set):
+        p.error("--set takes KEY=VALUE, e.g. --set replay_pool=256")
+    def value(text: str):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text  # a bare word: a string field such as precision=bf16
+
+    try:
+        args.set = {k: value(v) for k, v in (item.split("=", 1) for item in args.set)}
+        MuseumConfig.from_dict({**MuseumConfig().to_dict(), **args.set})
+    except (ValueError, TypeError) as e:
+        p.error(f"--set: {e}")
     if args.merge:
         runs = [json.loads(f.read_text()) for f in args.merge]
         if any(r["styles"] != runs[0]["styles"] for r in runs):
