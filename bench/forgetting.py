@@ -147,6 +147,14 @@ def run_method(method, overrides, folders, args, evaluator, prompts, work: Path)
     }
 
 
+def config_value(text: str):
+    """A --set value: JSON (numbers, booleans, lists), else the bare word as a string (precision=bf16)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def heatmap(results: dict, styles, path: Path) -> None:
     """One accuracy matrix per method, side by side (PIL only: no plotting dependency)."""
     from PIL import Image, ImageDraw
@@ -194,14 +202,8 @@ def main() -> None:
     args = p.parse_args()
     if any("=" not in item for item in args.set):
         p.error("--set takes KEY=VALUE, e.g. --set replay_pool=256")
-    def value(text: str):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            return text  # a bare word: a string field such as precision=bf16
-
     try:
-        args.set = {k: value(v) for k, v in (item.split("=", 1) for item in args.set)}
+        args.set = {k: config_value(v) for k, v in (item.split("=", 1) for item in args.set)}
         MuseumConfig.from_dict({**MuseumConfig().to_dict(), **args.set})
     except (ValueError, TypeError) as e:
         p.error(f"--set: {e}")
