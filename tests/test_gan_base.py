@@ -147,6 +147,39 @@ def test_pretrain_writes_files_and_resumes(tmp_path):
     assert json.loads((out / "checkpoint.json").read_text())["runs"] == 2
 
 
+def test_feature_discriminator_trains_its_heads_only_and_resumes(tmp_path):
+    from safetensors.torch import load_file
+
+    from generators import evaluators as ev
+
+    torch.manual_seed(0)
+    config = ev.EvaluatorConfig(labels=ev.EvaluatorConfig.default().labels, widths=(8, 8, 12, 12, 16),
+                                spatial_channels=4, feature_dim=16)
+    ev.save_evaluator(ev.EvaluatorNet(config), tmp_path / "backbone")
+    out = tmp_path / "run"
+    first = pretrain_gan(out, TINY, seconds=2, device="cpu", batch_size=4, pool_images=32,
+                         feature_d=tmp_path / "backbone", feature_d_weight=0.5)
+    assert first["options"]["feature_d"] == str(tmp_path / "backbone") and first["options"]["feature_d_weight"] == 0.5
+    assert {"loss_P", "loss_G_P"} <= set(first["final_losses"])
+    saved = load_file(str(out / "checkpoint.safetensors"))
+    heads = {k: v for k, v in saved.items() if k.startswith("P.")}
+    assert heads and any(k.startswith("opt_P.") for k in saved)
+    assert not any(k.startswith("P.backbone") for k in saved)  # the frozen network stays in its own folder
+    # the heads learnt; a resumed run starts from them
+    from generators.gan.feature_d import load_feature_discriminator
+
+    fresh = load_feature_discriminator(tmp_path / "backbone").heads.state_dict()
+    assert any(not torch.equal(fresh[k[2:]], v) for k, v in heads.items() if "original" in k)
+    second = pretrain_gan(out, None, seconds=1, device="cpu", batch_size=4, pool_images=32, resume=True,
+                          feature_d=tmp_path / "backbone")
+    assert second["steps"] > first["steps"] and "loss_P" in second["final_losses"]
+    with pytest.raises(FileNotFoundError, match="feature-d"):
+        pretrain_gan(tmp_path / "n", TINY, seconds=1, device="cpu", feature_d=tmp_path / "missing")
+    with pytest.raises(ValueError, match="feature_d_weight"):
+        pretrain_gan(tmp_path / "w", TINY, seconds=1, device="cpu", feature_d=tmp_path / "backbone",
+                     feature_d_weight=0)
+
+
 def test_pretrain_user_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
         pretrain_gan(tmp_path / "none", None, seconds=1, device="cpu", resume=True)
@@ -163,6 +196,7 @@ def test_pretrain_user_errors(tmp_path):
 
 
 def test_pretrain_cli_sets_widths_and_pool(tmp_path, capsys):
+    from generators import evaluators as ev
     from studio.cli import main
     from studio.commands.pretrain_gan import DEFAULT_CHANNELS, DEFAULT_LR, DEFAULT_R1_GAMMA, DEFAULT_STYLE_MIXING
 
@@ -173,11 +207,13 @@ def test_pretrain_cli_sets_widths_and_pool(tmp_path, capsys):
     out = tmp_path / "gan"
     assert main(["pretrain", "gan", "--out", str(out), "--seconds", "1", "--batch", "4", "--device", "cpu",
                  "--channels", "8,8,8,8,4", "--pool-images", "48", "--r1-gamma", "0.05", "--lr", "0.001",
-                 "--ema-kimg", "0.5", "--style-mixing", "0"]) == 0
+                 "--ema-kimg", "0.5", "--style-mixing", "0", "--feature-d", str(ev.DEFAULT_FOLDER),
+                 "--feature-d-weight", "0.5"]) == 0
     assert json.loads((out / "config.json").read_text())["config"]["channels"] == [8, 8, 8, 8, 4]
     options = json.loads((out / "training_options.json").read_text())["options"]
     assert (options["pool_images"], options["r1_gamma"], options["lr"], options["ema_kimg"],
-            options["style_mixing_prob"]) == (48, 0.05, 0.001, 0.5, 0.0)
+            options["style_mixing_prob"], options["feature_d"], options["feature_d_weight"]) == (
+        48, 0.05, 0.001, 0.5, 0.0, str(ev.DEFAULT_FOLDER), 0.5)
     assert main(["pretrain", "gan", "--out", str(tmp_path / "b"), "--channels", "8;8"]) == 2
     assert "comma-separated integers" in capsys.readouterr().err
     assert main(["pretrain", "gan", "--out", str(out), "--resume", "--channels", "8,8,8,8,4"]) == 2

@@ -8,6 +8,8 @@ Training: non-saturating logistic loss, lazy R1 on reals (every `r1_interval` D 
 fp32, Adam of D corrected for the lazy interval), Adam lr 0.002 betas (0, 0.99), style
 mixing, G EMA (`G_ema` is what gets saved), per-step losses reduced in fp32; optional bf16
 or fp16 autocast on CUDA (fp16 with a GradScaler). No path-length regularization.
+Optionally a second, projected discriminator on a frozen evaluator's features (`feature_d`,
+generators/gan/feature_d.py), trained beside the pixel one; logged as loss_P / loss_G_P.
 Each step renders one G batch and reuses it for the D step (detached) and the G step.
 Speed (default config): CPU, 1 thread, batch 32: ~2.9 s/step. H200, batch 128, 6 workers:
 ~0.06 s/step fp32 (TF32 convs), ~0.07 bf16; batch 256 bf16 ~0.10 s/step. At this size the
@@ -310,6 +312,8 @@ def pretrain_gan(
     log_every: float = 1.0,
     cudnn_benchmark: bool = False,
     init_from=None,
+    feature_d=None,
+    feature_d_weight: float = 1.0,
 ) -> dict:
     """Train gan-mini for `seconds` of wall-clock (setup included; at least one step), write out_dir.
 
@@ -322,6 +326,9 @@ def pretrain_gan(
     init_from: a gan-mini folder that a new run starts from: its generator widened to
     `config.channels` and its discriminator to `config.disc_channels()` (`widen_generator`,
     `widen_discriminator`: function-preserving, so the run starts from its samples and logits).
+    feature_d: an evaluator folder (e.g. assets/probe-backbone) whose frozen features a second,
+    projected discriminator reads (`feature_d.FeatureDiscriminator`); its loss is added to G's
+    with weight `feature_d_weight`. Its heads live in the checkpoint (fresh ones when absent).
     cudnn_benchmark: off by default: on an H200 its autotuning cost ~30 s of warm-up per
     precision for a ~5 % faster step afterwards, a bad trade for runs of minutes.
     Returns the dict written to training_options.json.
@@ -353,6 +360,8 @@ def pretrain_gan(
         raise ValueError("r1_interval must be >= 1, r1_gamma >= 0 and lr > 0")
     if not 0 <= style_mixing_prob <= 1:
         raise ValueError(f"style_mixing_prob must be between 0 and 1, got {style_mixing_prob}")
+    if feature_d_weight <= 0:
+        raise ValueError(f"feature_d_weight must be positive, got {feature_d_weight}")
     if ema_kimg is not None and ema_kimg <= 0:
         raise ValueError(f"ema_kimg must be positive, got {ema_kimg}")
     from generators.miniworld import KINDS
@@ -411,6 +420,8 @@ def pretrain_gan(
         r1_interval=r1_interval, style_mixing_prob=style_mixing_prob, ema_kimg=ema_kimg, ema_rampup=ema_rampup,
         checkpoint_every=checkpoint_every, pool_images=pool_images, world_seed=world_seed, kinds=list(kinds),
         init_from=None if init_from is None else str(init_from),
+        feature_d=None if feature_d is None else str(feature_d),
+        feature_d_weight=feature_d_weight if feature_d is not None else None,
         loss="non-saturating logistic", path_length_reg=False, cudnn_benchmark=bool(cudnn_benchmark),
     )
 
@@ -429,8 +440,14 @@ def pretrain_gan(
             fused = dev.type == "cuda"
             opt_G = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.0, 0.99), eps=1e-8, fused=fused)
             opt_D = torch.optim.Adam(D.parameters(), lr=lr * c, betas=(0.0, 0.99**c), eps=1e-8, fused=fused)
+            D_feat = opt_P = None
+            if feature_d is not None:
+                from generators.gan.feature_d import load_feature_discriminator
+
+                D_feat = load_feature_discriminator(feature_d).to(dev).train()
+                opt_P = torch.optim.Adam(D_feat.heads.parameters(), lr=lr, betas=(0.0, 0.99), eps=1e-8, fused=fused)
             if resume:
-                _load_state(out, has_ckpt, G, D, G_ema, opt_G, opt_D, dev)
+                _load_state(out, has_ckpt, G, D, G_ema, opt_G, opt_D, dev, D_feat, opt_P)
             elif init_from is not None:
                 _init_from(Path(init_from), cfg, G, D, G_ema)
 
@@ -439,14 +456,14 @@ def pretrain_gan(
             result = _train_loop(
                 G, D, G_ema, opt_G, opt_D, pool, cfg, state, out, dev, precision, batch, r1_gamma, r1_interval,
                 style_mixing_prob, ema_kimg, ema_rampup, checkpoint_every, seconds, t_start, options, progress,
-                should_stop, log_every,
+                should_stop, log_every, D_feat, opt_P, feature_d_weight,
             )
             state.next_index = pool.next_index if num_workers > 0 else state.next_index
             pool.close()
             pool = None
 
             # ---- final files
-            _save_checkpoint(out, G, D, G_ema, opt_G, opt_D, state, cfg, options)
+            _save_checkpoint(out, G, D, G_ema, opt_G, opt_D, state, cfg, options, D_feat, opt_P)
             save_generator(G_ema, cfg, out)
             save_discriminator(D, cfg, out)
             _write_samples(G_ema, out, dev)
@@ -484,7 +501,7 @@ def pretrain_gan(
     return summary
 
 
-def _load_state(out: Path, has_ckpt: bool, G, D, G_ema, opt_G, opt_D, dev) -> None:
+def _load_state(out: Path, has_ckpt: bool, G, D, G_ema, opt_G, opt_D, dev, D_feat=None, opt_P=None) -> None:
     from safetensors.torch import load_file
 
     if has_ckpt:
@@ -497,6 +514,14 @@ def _load_state(out: Path, has_ckpt: bool, G, D, G_ema, opt_G, opt_D, dev) -> No
             raise ValueError(f"{out / CHECKPOINT_TENSORS} does not match its checkpoint.json config") from err
         _load_optimizer(opt_G, list(G.parameters()), tensors, "opt_G.", dev)
         _load_optimizer(opt_D, list(D.parameters()), tensors, "opt_D.", dev)
+        heads = _module_state(tensors, "P.")
+        if D_feat is not None and heads:  # a run that had feature heads continues with them
+            try:
+                D_feat.heads.load_state_dict(heads)
+            except RuntimeError as err:
+                raise ValueError(f"the feature discriminator in {out / CHECKPOINT_TENSORS} does not match "
+                                 f"--feature-d's network") from err
+            _load_optimizer(opt_P, list(D_feat.heads.parameters()), tensors, "opt_P.", dev)
     else:  # final weights only: G and G_ema start from G_ema, fresh Adam moments
         tensors = load_file(str(out / GENERATOR_FILE), device="cpu")
         G.load_state_dict(tensors)
@@ -516,13 +541,17 @@ def _init_from(folder: Path, cfg: GANConfig, G, D, G_ema) -> None:
     D.load_state_dict(d_state)
 
 
-def _save_checkpoint(out: Path, G, D, G_ema, opt_G, opt_D, state: _State, cfg: GANConfig, options: dict) -> None:
+def _save_checkpoint(out: Path, G, D, G_ema, opt_G, opt_D, state: _State, cfg: GANConfig, options: dict,
+                     D_feat=None, opt_P=None) -> None:
     tensors = {}
     tensors.update(state_tensors(G, "G."))
     tensors.update(state_tensors(D, "D."))
     tensors.update(state_tensors(G_ema, "G_ema."))
     tensors.update(_optimizer_tensors(opt_G, list(G.parameters()), "opt_G."))
     tensors.update(_optimizer_tensors(opt_D, list(D.parameters()), "opt_D."))
+    if D_feat is not None:  # the heads only: the frozen backbone is the --feature-d folder
+        tensors.update(state_tensors(D_feat.heads, "P."))
+        tensors.update(_optimizer_tensors(opt_P, list(D_feat.heads.parameters()), "opt_P."))
     _atomic_save_tensors(tensors, out / CHECKPOINT_TENSORS, {"format": FORMAT, "step": str(state.step)})
     data = dict(format=FORMAT, config=cfg.to_dict(), options=options, step=state.step,
                 images_seen=state.images_seen, next_index=state.next_index,
@@ -533,7 +562,7 @@ def _save_checkpoint(out: Path, G, D, G_ema, opt_G, opt_D, state: _State, cfg: G
 
 def _train_loop(G, D, G_ema, opt_G, opt_D, pool, cfg, state, out, dev, precision, batch, r1_gamma, r1_interval,
                 style_mixing_prob, ema_kimg, ema_rampup, checkpoint_every, seconds, t_start, options, progress,
-                should_stop, log_every) -> dict:
+                should_stop, log_every, D_feat=None, opt_P=None, feature_d_weight=1.0) -> dict:
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     use_amp = amp_dtype is not None
     scaler_G = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
@@ -547,7 +576,11 @@ def _train_loop(G, D, G_ema, opt_G, opt_D, pool, cfg, state, out, dev, precision
     ws_index = torch.arange(num_ws, device=dev)[None, :, None]
     zero = torch.zeros([], device=dev)
     sums = {"loss_G": zero.clone(), "loss_D": zero.clone(), "r1": zero.clone()}
-    counts = {"loss_G": 0, "loss_D": 0, "r1": 0}
+    if D_feat is not None:
+        from generators.gan.feature_d import logistic_loss
+
+        sums.update(loss_P=zero.clone(), loss_G_P=zero.clone())
+    counts = dict.fromkeys(sums, 0)
     last_losses: dict = {}
     deadline = t_start + seconds
     t_loop = time.monotonic()
@@ -604,7 +637,19 @@ def _train_loop(G, D, G_ema, opt_G, opt_D, pool, cfg, state, out, dev, precision
             logits_real = D(real)
         loss_D = F.softplus(logits_fake.float()).mean() + F.softplus(-logits_real.float()).mean()
         opt_D.zero_grad(set_to_none=True)
-        scaler_D.scale(loss_D).backward()
+        if D_feat is not None:
+            D_feat.heads.requires_grad_(True)
+            with autocast():
+                fake_feats = D_feat.features(fake)
+                loss_P = (logistic_loss(D_feat.judge([f.detach() for f in fake_feats]), real=False)
+                          + logistic_loss(D_feat(real), real=True))
+            opt_P.zero_grad(set_to_none=True)
+            scaler_D.scale(loss_D + loss_P).backward()
+            scaler_D.step(opt_P)
+            sums["loss_P"] += loss_P.detach()
+            counts["loss_P"] += 1
+        else:
+            scaler_D.scale(loss_D).backward()
         scaler_D.step(opt_D)
         scaler_D.update()
         sums["loss_D"] += loss_D.detach()
@@ -626,12 +671,19 @@ def _train_loop(G, D, G_ema, opt_G, opt_D, pool, cfg, state, out, dev, precision
         with autocast():
             logits_gen = D(fake)
         loss_G = F.softplus(-logits_gen.float()).mean()
+        sums["loss_G"] += loss_G.detach()  # the pixel discriminator's term, comparable across runs
+        counts["loss_G"] += 1
+        if D_feat is not None:
+            D_feat.heads.requires_grad_(False)
+            with autocast():
+                loss_G_P = logistic_loss(D_feat.judge(fake_feats), real=True)
+            loss_G = loss_G + feature_d_weight * loss_G_P
+            sums["loss_G_P"] += loss_G_P.detach()
+            counts["loss_G_P"] += 1
         opt_G.zero_grad(set_to_none=True)
         scaler_G.scale(loss_G).backward()
         scaler_G.step(opt_G)
         scaler_G.update()
-        sums["loss_G"] += loss_G.detach()
-        counts["loss_G"] += 1
 
         # ---- G EMA
         state.step += 1
@@ -653,7 +705,7 @@ def _train_loop(G, D, G_ema, opt_G, opt_D, pool, cfg, state, out, dev, precision
             state.train_seconds += now - t_last_ckpt
             t_last_ckpt = now
             state.next_index = pool.next_index if pool.num_workers > 0 else state.next_index
-            _save_checkpoint(out, G, D, G_ema, opt_G, opt_D, state, cfg, options)
+            _save_checkpoint(out, G, D, G_ema, opt_G, opt_D, state, cfg, options, D_feat, opt_P)
             _write_samples(G_ema, out, dev)
 
     now = time.monotonic()
