@@ -196,6 +196,17 @@ def test_weight_direction_loss_is_squared_cosine():
     assert losses.weight_direction_loss([w], [None], [[orth]]).item() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_weight_direction_loss_takes_conv_loras():
+    """A peft conv LoRA (A: r×in×k×k, B: out×r×1×1) is the product on the flattened kernel."""
+    g = torch.Generator().manual_seed(1)
+    (a1, b1), (a2, b2) = [(torch.randn(2, 3, 3, 3, generator=g), torch.randn(4, 2, 1, 1, generator=g)) for _ in range(2)]
+    kernel = lambda a, b: torch.einsum("or,rikl->oikl", b[:, :, 0, 0], a)  # noqa: E731  1×1 conv after k×k conv
+    d1, d2 = kernel(a1, b1), kernel(a2, b2)
+    cosine = (d1.flatten() @ d2.flatten()) / (d1.norm() * d2.norm())
+    now, past = losses.lora_factors(a1, b1, 1.0), losses.lora_factors(a2, b2, 1.0)
+    assert losses.weight_direction_loss([now], [None], [[past]]).item() == pytest.approx(cosine.item() ** 2, rel=1e-4)
+
+
 def test_sdl_is_zero_when_statistics_match_and_positive_otherwise():
     z = torch.randn(3, 4, 8, 8)
     stats = losses.latent_statistics(z[:1]).mean(0)

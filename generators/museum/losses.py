@@ -41,8 +41,9 @@ Factors = tuple[torch.Tensor, torch.Tensor] | None  # ΔW = U @ V (U: out×k, V:
 
 
 def lora_factors(lora_a: torch.Tensor, lora_b: torch.Tensor, scale: float) -> Factors:
-    """ΔW = scale · B A for one peft LoRA layer (A: r×in, B: out×r), kept as its two factors."""
-    return scale * lora_b, lora_a
+    """ΔW = scale · B A for one peft LoRA layer (A: r×in, B: out×r), kept as its two factors.
+    A conv LoRA (A: r×in×k×k, B: out×r×1×1) is the same product on the flattened kernel."""
+    return scale * lora_b.flatten(1), lora_a.flatten(1)
 
 
 def factor_difference(now: Factors, before: Factors) -> Factors:
