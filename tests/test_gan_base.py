@@ -165,14 +165,16 @@ def test_feature_discriminator_trains_its_heads_only_and_resumes(tmp_path):
     heads = {k: v for k, v in saved.items() if k.startswith("P.")}
     assert heads and any(k.startswith("opt_P.") for k in saved)
     assert not any(k.startswith("P.backbone") for k in saved)  # the frozen network stays in its own folder
-    # the heads learnt; a resumed run starts from them
+    # the heads learnt; a resumed run starts from them and their Adam moments (its step count goes on)
     from generators.gan.feature_d import load_feature_discriminator
 
     fresh = load_feature_discriminator(tmp_path / "backbone").heads.state_dict()
     assert any(not torch.equal(fresh[k[2:]], v) for k, v in heads.items() if "original" in k)
+    assert saved["opt_P.0.step"].item() == first["steps"]
     second = pretrain_gan(out, None, seconds=1, device="cpu", batch_size=4, pool_images=32, resume=True,
                           feature_d=tmp_path / "backbone")
     assert second["steps"] > first["steps"] and "loss_P" in second["final_losses"]
+    assert load_file(str(out / "checkpoint.safetensors"))["opt_P.0.step"].item() == second["steps"]
     with pytest.raises(FileNotFoundError, match="feature-d"):
         pretrain_gan(tmp_path / "n", TINY, seconds=1, device="cpu", feature_d=tmp_path / "missing")
     with pytest.raises(ValueError, match="feature_d_weight"):
