@@ -181,6 +181,20 @@ def test_v_prediction_base_trains(tiny_pipeline_dir, tmp_path):
     assert np.isfinite(manifest["result"]["final_loss"]) and museum.n_tasks == 1
 
 
+def test_noise_offset_changes_the_task_and_zero_leaves_it_as_before(tiny_pipeline_dir, tmp_path):
+    """kohya's noise_offset: on, it changes what is learnt; 0 draws nothing extra (same LoRA as a run without it)."""
+    folder = make_style_folder(tmp_path / "in" / "sepia", "sepia")
+    loras = {}
+    for name, kw in (("default", {}), ("zero", {"noise_offset": 0.0}), ("on", {"noise_offset": 0.1})):
+        museum = Museum.open(tmp_path / name, base=str(tiny_pipeline_dir), create=True)
+        learn(museum, read_style_folder(folder, 32), tiny_cfg(**kw), str(tiny_pipeline_dir), "cpu")
+        loras[name] = museum.lora_state()
+    assert all(torch.equal(loras["default"][k], loras["zero"][k]) for k in loras["default"])
+    assert any(not torch.allclose(loras["default"][k], loras["on"][k]) for k in loras["default"])
+    with pytest.raises(ValueError, match="noise_offset"):
+        MuseumConfig(noise_offset=-0.1)
+
+
 def test_weight_direction_loss_is_squared_cosine():
     """The factored loss equals the squared cosine of the full out×in updates."""
     g = torch.Generator().manual_seed(0)

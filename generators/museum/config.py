@@ -17,6 +17,10 @@ class MuseumConfig:
     lora_lr: float = 1e-3
     token_lr: float = 5e-3
     token_max_norm_ratio: float = 2.0  # cap the learnt token's norm at this × the mean vocabulary norm
+    # kohya's noise_offset: a per-image, per-channel constant of this std added to the style
+    # images' noise, so the task must learn the style's global colour and darkness, which the
+    # schedule otherwise leaks through from the data even at the noisiest step (0: off).
+    noise_offset: float = 0.0
     checkpoint_every: int = 50
     seed: int = 0
     # Loss terms (each switchable for ablations; the default is the full method).
@@ -46,6 +50,8 @@ class MuseumConfig:
     def __post_init__(self):
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.noise_offset < 0:
+            raise ValueError(f"noise_offset must be >= 0, got {self.noise_offset}")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -322,6 +322,8 @@ def learn_style(
             idx = torch.randint(len(images), (cfg.batch_size,), generator=gen)
             z0 = means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen).to(device)
             noise = torch.randn(z0.shape, generator=gen).to(device)
+            if cfg.noise_offset:  # drawn only when on: runs without it keep their random stream
+                noise = noise + cfg.noise_offset * torch.randn(z0.shape[:2] + (1, 1), generator=gen).to(device)
             t = torch.randint(0, n_train_t, (cfg.batch_size,), generator=gen).to(device)
             zt = _noisy(z0, noise, t, alphas)
             replay_step = replay is not None and step % replay_every == 0
@@ -422,7 +424,7 @@ def _load_checkpoint(path: Path, layers, vector, opt, scaler, gen, cfg: MuseumCo
         meta = fh.metadata()
     if meta.get("after_tasks") != str(after_tasks):
         return 0
-    if json.loads(meta["config"]) != cfg.to_dict():
+    if MuseumConfig.from_dict(json.loads(meta["config"])) != cfg:  # fields added since take their defaults
         raise ValueError(f"{path} was written with another training config; delete {path.parent} to start the style over")
     tensors = load_file(path)
     with torch.no_grad():
