@@ -181,18 +181,41 @@ def test_v_prediction_base_trains(tiny_pipeline_dir, tmp_path):
     assert np.isfinite(manifest["result"]["final_loss"]) and museum.n_tasks == 1
 
 
-def test_noise_offset_changes_the_task_and_zero_leaves_it_as_before(tiny_pipeline_dir, tmp_path):
-    """kohya's noise_offset: on, it changes what is learnt; 0 draws nothing extra (same LoRA as a run without it)."""
+def test_noise_offset_changes_what_the_task_learns(tiny_pipeline_dir, tmp_path):
+    """kohya's noise_offset: on, the style's noise gets a per-channel constant and the LoRA differs."""
     folder = make_style_folder(tmp_path / "in" / "sepia", "sepia")
     loras = {}
-    for name, kw in (("default", {}), ("zero", {"noise_offset": 0.0}), ("on", {"noise_offset": 0.1})):
+    for name, offset in (("off", 0.0), ("on", 0.1)):
         museum = Museum.open(tmp_path / name, base=str(tiny_pipeline_dir), create=True)
-        learn(museum, read_style_folder(folder, 32), tiny_cfg(**kw), str(tiny_pipeline_dir), "cpu")
+        learn(museum, read_style_folder(folder, 32), tiny_cfg(noise_offset=offset), str(tiny_pipeline_dir), "cpu")
         loras[name] = museum.lora_state()
-    assert all(torch.equal(loras["default"][k], loras["zero"][k]) for k in loras["default"])
-    assert any(not torch.allclose(loras["default"][k], loras["on"][k]) for k in loras["default"])
+    assert any(not torch.allclose(loras["off"][k], loras["on"][k]) for k in loras["off"])
     with pytest.raises(ValueError, match="noise_offset"):
         MuseumConfig(noise_offset=-0.1)
+
+
+def test_a_checkpoint_from_before_a_new_config_field_still_resumes(tiny_pipeline_dir, tmp_path):
+    """A checkpoint whose stored config lacks a field added since (noise_offset) resumes: the
+    missing field takes its default, which is what that run trained with."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    style = read_style_folder(make_style_folder(tmp_path / "in" / "mosaic", "mosaic"), 32)
+    museum = Museum.open(tmp_path / "m", base=str(tiny_pipeline_dir), create=True)
+    calls = {"n": 0}
+
+    def stop_after_three():
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    assert learn(museum, style, tiny_cfg(), str(tiny_pipeline_dir), "cpu", should_stop=stop_after_three).get("stopped")
+    ckpt = museum.work_dir("mosaic") / "checkpoint.safetensors"
+    with safe_open(ckpt, "pt") as fh:
+        meta, tensors = fh.metadata(), {k: fh.get_tensor(k) for k in fh.keys()}
+    old_config = {k: v for k, v in json.loads(meta["config"]).items() if k != "noise_offset"}
+    save_file(tensors, ckpt, metadata={**meta, "config": json.dumps(old_config)})
+    manifest = learn(museum, style, tiny_cfg(), str(tiny_pipeline_dir), "cpu")
+    assert manifest["result"]["resumed_from"] == 3 and museum.n_tasks == 1
 
 
 def test_weight_direction_loss_is_squared_cosine():
