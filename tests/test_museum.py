@@ -454,6 +454,12 @@ def test_ingest_cli_skips_refuses_and_never_learns_junk(tiny_pipeline_dir, tmp_p
     assert main(["styles", "--museum", str(tmp_path / "m"), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [s["name"] for s in listed["styles"]] == ["sepia", "sepia-v2"]
+    # kohya's noise offset reaches the task's config; a negative one is refused before anything is learnt
+    make_style_folder(tmp_path / "src2" / "ink", "pencil_sketch")
+    args[1] = str(tmp_path / "src2")
+    assert main(args + ["--noise-offset", "-0.1"]) == 2 and "--noise-offset" in capsys.readouterr().err
+    assert main(args + ["--noise-offset", "0.05"]) == 0
+    assert Museum.open(tmp_path / "m").manifest("ink")["config"]["noise_offset"] == 0.05
 
 
 def test_kill_9_mid_ingest_leaves_museum_intact_and_resumes(tiny_pipeline_dir, tmp_path):

@@ -28,6 +28,8 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="training steps per style (default 300, or style.toml's)")
     p.add_argument("--rank", type=int, default=None, help="shared LoRA rank (fixed by the museum's first style)")
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps between resumable checkpoints (default 50)")
+    p.add_argument("--noise-offset", type=float, default=0.0,
+                   help="kohya's noise_offset for the style images (default 0: off; docs/benchmarks.md measures 0.1)")
     p.add_argument("--new-version", action="store_true",
                    help="learn a style whose name exists with different images as <name>-v2 beside the original")
     p.add_argument("--no-sdl", action="store_true", help="switch off the style distillation loss (ablation)")
@@ -71,21 +73,17 @@ class StopFlag:
 
 
 def _config(args, style):
+    from dataclasses import replace
+
     from generators.museum.config import MuseumConfig
 
-    cfg = MuseumConfig()
-    cfg.steps = args.steps or style.steps or cfg.steps
-    if args.rank:
-        cfg.rank = args.rank
-        cfg.alpha = float(args.rank)
-    cfg.checkpoint_every = args.checkpoint_every or cfg.checkpoint_every
-    cfg.use_sdl = not args.no_sdl
-    cfg.use_weight_reg = not args.no_weight_reg
-    cfg.use_feature_reg = not args.no_feature_reg
-    cfg.preserve_base = not args.no_preserve_base
-    cfg.precision = args.precision
-    cfg.gradient_checkpointing = args.gradient_checkpointing
-    return cfg
+    default = MuseumConfig()
+    rank = {"rank": args.rank, "alpha": float(args.rank)} if args.rank else {}
+    return replace(default, **rank, steps=args.steps or style.steps or default.steps,
+                   checkpoint_every=args.checkpoint_every or default.checkpoint_every,
+                   noise_offset=args.noise_offset, use_sdl=not args.no_sdl, use_weight_reg=not args.no_weight_reg,
+                   use_feature_reg=not args.no_feature_reg, preserve_base=not args.no_preserve_base,
+                   precision=args.precision, gradient_checkpointing=args.gradient_checkpointing)
 
 
 def run_ingest(args) -> int:
@@ -96,6 +94,8 @@ def run_ingest(args) -> int:
 
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
+    if args.noise_offset < 0:
+        raise ValueError(f"--noise-offset must be 0 (off) or more, got {args.noise_offset}")
     root = museum_dir(args)
     base = diffusion.base_name(args.base)
     museum = Museum.open(root, base=base, create=True)
