@@ -1,5 +1,6 @@
 """The museum on a tiny pipeline: a task end to end, exports in stock diffusers, resume, bad input."""
 
+import itertools
 import json
 import shutil
 import signal
@@ -31,6 +32,12 @@ def make_style_folder(root, style, n=4, seed=0, captions=True):
         if captions:
             (root / f"{i:03d}.txt").write_text(s.attributes.caption)
     return root
+
+
+def stop_after(steps: int):
+    """A should_stop() that turns true once `steps` training steps have run (it is asked once per step)."""
+    calls = itertools.count(1)
+    return lambda: next(calls) > steps
 
 
 def tiny_cfg(**kw):
@@ -158,13 +165,7 @@ def test_resume_starts_over_when_the_museum_moved_on(tiny_pipeline_dir, tmp_path
     first = read_style_folder(make_style_folder(tmp_path / "in" / "mosaic", "mosaic"), 32)
     second = read_style_folder(make_style_folder(tmp_path / "in" / "sepia", "sepia", seed=1), 32)
     museum = Museum.open(tmp_path / "m", base=str(tiny_pipeline_dir), create=True)
-    calls = {"n": 0}
-
-    def stop_after_three():
-        calls["n"] += 1
-        return calls["n"] > 3
-
-    assert learn(museum, first, tiny_cfg(), str(tiny_pipeline_dir), "cpu", should_stop=stop_after_three).get("stopped")
+    assert learn(museum, first, tiny_cfg(), str(tiny_pipeline_dir), "cpu", should_stop=stop_after(3)).get("stopped")
     learn(museum, second, tiny_cfg(), str(tiny_pipeline_dir), "cpu")
     manifest = learn(museum, first, tiny_cfg(), str(tiny_pipeline_dir), "cpu")
     assert manifest["result"]["resumed_from"] == 0 and museum.n_tasks == 2
@@ -202,13 +203,7 @@ def test_a_checkpoint_from_before_a_new_config_field_still_resumes(tiny_pipeline
 
     style = read_style_folder(make_style_folder(tmp_path / "in" / "mosaic", "mosaic"), 32)
     museum = Museum.open(tmp_path / "m", base=str(tiny_pipeline_dir), create=True)
-    calls = {"n": 0}
-
-    def stop_after_three():
-        calls["n"] += 1
-        return calls["n"] > 3
-
-    assert learn(museum, style, tiny_cfg(), str(tiny_pipeline_dir), "cpu", should_stop=stop_after_three).get("stopped")
+    assert learn(museum, style, tiny_cfg(), str(tiny_pipeline_dir), "cpu", should_stop=stop_after(3)).get("stopped")
     ckpt = museum.work_dir("mosaic") / "checkpoint.safetensors"
     with safe_open(ckpt, "pt") as fh:
         meta, tensors = fh.metadata(), {k: fh.get_tensor(k) for k in fh.keys()}
@@ -293,14 +288,8 @@ def test_interrupted_task_resumes_to_the_same_result(tiny_pipeline_dir, tmp_path
     learn(straight, style, tiny_cfg(precision=precision), str(tiny_pipeline_dir), "cpu")
 
     resumed = Museum.open(tmp_path / "b", base=str(tiny_pipeline_dir), create=True)
-    calls = {"n": 0}
-
-    def stop_after_three():
-        calls["n"] += 1
-        return calls["n"] > 3
-
     manifest = learn(resumed, style, tiny_cfg(precision=precision), str(tiny_pipeline_dir), "cpu",
-                     should_stop=stop_after_three)
+                     should_stop=stop_after(3))
     assert manifest.get("stopped") and resumed.n_tasks == 0
     with safe_open(resumed.work_dir("mosaic") / "checkpoint.safetensors", "pt") as fh:
         # the fp16 loss scale is part of the resume point; Adam holds moments of the LoRA and the
