@@ -1,7 +1,7 @@
 """How well one style fits on a base, alone: the museum's LoRA against the whole UNet.
 
     python bench/style_ceiling.py --fit lora|full [--styles a,b] [--checkpoints 300,1000] [--prompts 24]
-        [--vectors N] [--noise-offset 0.1] [--debiased-loss] [--json F]
+        [--lr LR] [--vectors N] [--noise-offset 0.1] [--debiased-loss] [--json F]
 
 Each style alone, from the base, on the forgetting benchmark's ten images and captions (same world
 seeds), with the diffusion loss only: no regularizer, no replay, nothing to forget. `--fit lora`
@@ -99,7 +99,7 @@ def fit(style_index: int, style: str, evaluator, prompts, args) -> dict:
     embedding = TrainableTokenEmbedding(text_encoder.get_input_embeddings(), token_ids)
     text_encoder.set_input_embeddings(embedding)
     vectors = embedding.rows
-    opt = torch.optim.AdamW([{"params": params, "lr": LEARNING_RATES[args.fit]},
+    opt = torch.optim.AdamW([{"params": params, "lr": args.lr or LEARNING_RATES[args.fit]},
                              {"params": [vectors], "lr": cfg.token_lr}], weight_decay=0.0)
     for step in range(1, max(args.checkpoints) + 1):
         unet.train()
@@ -138,6 +138,7 @@ def main() -> None:
     p.add_argument("--images", type=int, default=10)
     p.add_argument("--checkpoints", default="300,1000", help="steps at which the fit is read out")
     p.add_argument("--prompts", type=int, default=24, help="fresh content prompts (the forgetting benchmark's)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate of the fitted weights (default: 1e-3 lora, 1e-4 full)")
     p.add_argument("--vectors", type=int, default=1, help="vectors of the style's token (textual inversion's num_vectors)")
     p.add_argument("--noise-offset", type=float, default=0.0, help="std of kohya's per-channel noise offset (0: off)")
     p.add_argument("--debiased-loss", action="store_true", help="weight each sample's loss by 1/sqrt(SNR) (kohya)")
