@@ -18,9 +18,9 @@ forgetting benchmark's `separate`) adds the base replay, which this naive fit le
 `--vectors N` gives the token N vectors (textual inversion's num_vectors; stock diffusers'
 load_textual_inversion and A1111 load such embeddings), so the style holds N of the prompt's
 positions against the content words. Two loss variants kohya_ss users reach for when a style's
-colours or darkness do not come through: `--noise-offset S` (kohya's noise_offset: a per-image, per-channel constant of std S
-added to the noise, so that the model must learn global brightness and colour) and
-`--debiased-loss` (kohya's debiased_estimation_loss: each sample's loss weighted by 1/sqrt(SNR),
+colours or darkness do not come through: `--noise-offset S` (kohya's noise_offset: a per-image,
+per-channel constant of std S added to the noise, so that the model must learn global brightness
+and colour) and `--debiased-loss` (kohya's debiased_estimation_loss: each sample's loss weighted by 1/sqrt(SNR),
 capped at 1000, so the high-noise steps where global colour is decided count more).
 """
 
@@ -74,6 +74,7 @@ def fit(style_index: int, style: str, evaluator, prompts, args) -> dict:
     pipe = diffusion.load_base(args.base, args.device)
     unet, text_encoder, tokenizer = pipe.unet, pipe.text_encoder, pipe.tokenizer
     images, captions = style_set(style_index, style, args.images, args.seed, diffusion.base_resolution(pipe))
+    cfg = MuseumConfig()  # the museum's adapter, batch, token rate and norm cap
     names = [f"<{style}>"] + [f"<{style}_{k}>" for k in range(1, args.vectors)]
     token_ids = [add_style_token(tokenizer, text_encoder, name) for name in names]
     token = " ".join(names)
@@ -82,7 +83,7 @@ def fit(style_index: int, style: str, evaluator, prompts, args) -> dict:
     if args.fit == "full":
         params = list(unet.parameters())
     else:
-        attach_lora(unet, MuseumConfig(), None)
+        attach_lora(unet, cfg, None)
         params = [p for n, p in unet.named_parameters() if "lora_" in n]
     for p in params:
         p.requires_grad_(True)
@@ -93,7 +94,6 @@ def fit(style_index: int, style: str, evaluator, prompts, args) -> dict:
     ids = tokenizer([f"{c}, {token}" for c in captions], padding="max_length", max_length=tokenizer.model_max_length,
                     truncation=True, return_tensors="pt").input_ids.to(unet.device)
     mean_norm = text_encoder.get_input_embeddings().weight[: token_ids[0]].norm(dim=1).mean()
-    cfg = MuseumConfig()
     gen = torch.Generator().manual_seed(args.seed)
     rows, start = {}, time.time()
     embedding = TrainableTokenEmbedding(text_encoder.get_input_embeddings(), token_ids)
