@@ -182,6 +182,24 @@ def test_feature_discriminator_trains_its_heads_only_and_resumes(tmp_path):
                      feature_d_weight=0)
 
 
+def test_path_length_regularization_runs_and_its_target_resumes(tmp_path):
+    out = tmp_path / "run"
+    first = pretrain_gan(out, TINY, seconds=2, device="cpu", batch_size=4, pool_images=32, pl_weight=2.0,
+                         pl_interval=2)
+    assert first["steps"] >= 2 and first["options"]["pl_weight"] == 2.0 and first["options"]["pl_interval"] == 2
+    assert "pl" in first["final_losses"] and first["final_losses"]["pl"] >= 0
+    saved = json.loads((out / "checkpoint.json").read_text())["pl_mean"]
+    assert saved > 0  # the running target a moved off 0 towards the generator's path lengths
+    # a resumed run goes on from the saved target: after one more regularization step it moved by 1 %
+    second = pretrain_gan(out, None, seconds=0.01, device="cpu", batch_size=4, pool_images=32, resume=True,
+                          pl_weight=2.0, pl_interval=1)
+    assert second["steps_this_run"] == 1
+    resumed = json.loads((out / "checkpoint.json").read_text())["pl_mean"]
+    assert 0.98 * saved < resumed != saved
+    off = pretrain_gan(tmp_path / "off", TINY, seconds=1, device="cpu", batch_size=4, pool_images=32)
+    assert "pl" not in off["final_losses"] and off["options"]["pl_interval"] is None
+
+
 def test_pretrain_user_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
         pretrain_gan(tmp_path / "none", None, seconds=1, device="cpu", resume=True)
@@ -193,6 +211,8 @@ def test_pretrain_user_errors(tmp_path):
         pretrain_gan(tmp_path / "b", TINY, seconds=1, device="cpu", batch_size=0)
     with pytest.raises(ValueError, match="style_mixing_prob"):
         pretrain_gan(tmp_path / "z", TINY, seconds=1, device="cpu", style_mixing_prob=1.5)
+    with pytest.raises(ValueError, match="pl_weight"):
+        pretrain_gan(tmp_path / "p", TINY, seconds=1, device="cpu", pl_weight=-1)
     with pytest.raises(ValueError):
         GANConfig(resolution=48)
 
@@ -210,12 +230,12 @@ def test_pretrain_cli_sets_widths_and_pool(tmp_path, capsys):
     assert main(["pretrain", "gan", "--out", str(out), "--seconds", "1", "--batch", "4", "--device", "cpu",
                  "--channels", "8,8,8,8,4", "--pool-images", "48", "--r1-gamma", "0.05", "--lr", "0.001",
                  "--ema-kimg", "0.5", "--style-mixing", "0", "--feature-d", str(ev.DEFAULT_FOLDER),
-                 "--feature-d-weight", "0.5"]) == 0
+                 "--feature-d-weight", "0.5", "--pl-weight", "2"]) == 0
     assert json.loads((out / "config.json").read_text())["config"]["channels"] == [8, 8, 8, 8, 4]
     options = json.loads((out / "training_options.json").read_text())["options"]
     assert (options["pool_images"], options["r1_gamma"], options["lr"], options["ema_kimg"],
-            options["style_mixing_prob"], options["feature_d"], options["feature_d_weight"]) == (
-        48, 0.05, 0.001, 0.5, 0.0, str(ev.DEFAULT_FOLDER), 0.5)
+            options["style_mixing_prob"], options["feature_d"], options["feature_d_weight"], options["pl_weight"]) == (
+        48, 0.05, 0.001, 0.5, 0.0, str(ev.DEFAULT_FOLDER), 0.5, 2.0)
     assert main(["pretrain", "gan", "--out", str(tmp_path / "b"), "--channels", "8;8"]) == 2
     assert "comma-separated integers" in capsys.readouterr().err
     assert main(["pretrain", "gan", "--out", str(out), "--resume", "--channels", "8,8,8,8,4"]) == 2

@@ -7,7 +7,9 @@
 Training: non-saturating logistic loss, lazy R1 on reals (every `r1_interval` D steps, in
 fp32, Adam of D corrected for the lazy interval), Adam lr 0.002 betas (0, 0.99), style
 mixing, G EMA (`G_ema` is what gets saved), per-step losses reduced in fp32; optional bf16
-or fp16 autocast on CUDA (fp16 with a GradScaler). No path-length regularization.
+or fp16 autocast on CUDA (fp16 with a GradScaler). Optional lazy path-length regularization
+(`pl_weight`, StyleGAN2 Eq. 4; off by default, as StyleGAN2-ADA at 32 px): every `pl_interval`
+G steps, on half a batch, in fp32, Adam of G then corrected for the interval as D's is for R1.
 Optionally a second, projected discriminator on a frozen evaluator's features (`feature_d`,
 generators/gan/feature_d.py), trained beside the pixel one; logged as loss_P / loss_G_P.
 Each step renders one G batch and reuses it for the D step (detached) and the G step.
@@ -239,6 +241,7 @@ class _State:
     next_index: int = 0
     train_seconds: float = 0.0
     runs: int = 0
+    pl_mean: float = 0.0  # the path-length regularizer's running target a (StyleGAN2 Eq. 4)
 
 
 def _device_name(device: torch.device) -> str:
@@ -303,6 +306,8 @@ def pretrain_gan(
     r1_gamma: float = 0.5,
     r1_interval: int = 16,
     style_mixing_prob: float = 0.9,
+    pl_weight: float = 0.0,
+    pl_interval: int = 4,
     ema_kimg: float | None = None,
     ema_rampup: float | None = 0.05,
     checkpoint_every: float = 120.0,
@@ -360,6 +365,8 @@ def pretrain_gan(
         raise ValueError("r1_interval must be >= 1, r1_gamma >= 0 and lr > 0")
     if not 0 <= style_mixing_prob <= 1:
         raise ValueError(f"style_mixing_prob must be between 0 and 1, got {style_mixing_prob}")
+    if pl_weight < 0 or pl_interval < 1:
+        raise ValueError(f"pl_weight must be >= 0 and pl_interval >= 1, got {pl_weight} and {pl_interval}")
     if feature_d_weight <= 0:
         raise ValueError(f"feature_d_weight must be positive, got {feature_d_weight}")
     if ema_kimg is not None and ema_kimg <= 0:
@@ -393,7 +400,7 @@ def pretrain_gan(
             if ckpt.get("format") != FORMAT:
                 raise ValueError(f"{ckpt_json} is not a gan-mini checkpoint")
             saved_cfg = GANConfig.from_dict(ckpt["config"])
-            for k in ("step", "images_seen", "next_index", "train_seconds", "runs"):
+            for k in ("step", "images_seen", "next_index", "train_seconds", "runs", "pl_mean"):
                 setattr(state, k, type(getattr(state, k))(ckpt.get(k, 0)))
         else:
             saved_cfg = read_config(out)
@@ -422,7 +429,8 @@ def pretrain_gan(
         init_from=None if init_from is None else str(init_from),
         feature_d=None if feature_d is None else str(feature_d),
         feature_d_weight=feature_d_weight if feature_d is not None else None,
-        loss="non-saturating logistic", path_length_reg=False, cudnn_benchmark=bool(cudnn_benchmark),
+        loss="non-saturating logistic", pl_weight=pl_weight, pl_interval=pl_interval if pl_weight else None,
+        cudnn_benchmark=bool(cudnn_benchmark),
     )
 
     saved_benchmark = torch.backends.cudnn.benchmark
@@ -438,7 +446,8 @@ def pretrain_gan(
             G_ema = copy.deepcopy(G).eval().requires_grad_(False)
             c = r1_interval / (r1_interval + 1)
             fused = dev.type == "cuda"
-            opt_G = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.0, 0.99), eps=1e-8, fused=fused)
+            g = pl_interval / (pl_interval + 1) if pl_weight else 1.0
+            opt_G = torch.optim.Adam(G.parameters(), lr=lr * g, betas=(0.0, 0.99**g), eps=1e-8, fused=fused)
             opt_D = torch.optim.Adam(D.parameters(), lr=lr * c, betas=(0.0, 0.99**c), eps=1e-8, fused=fused)
             D_feat = opt_P = None
             if feature_d is not None:
@@ -456,7 +465,7 @@ def pretrain_gan(
             result = _train_loop(
                 G, D, G_ema, opt_G, opt_D, pool, cfg, state, out, dev, precision, batch, r1_gamma, r1_interval,
                 style_mixing_prob, ema_kimg, ema_rampup, checkpoint_every, seconds, t_start, options, progress,
-                should_stop, log_every, D_feat, opt_P, feature_d_weight,
+                should_stop, log_every, D_feat, opt_P, feature_d_weight, pl_weight, pl_interval,
             )
             state.next_index = pool.next_index if num_workers > 0 else state.next_index
             pool.close()
@@ -555,14 +564,15 @@ def _save_checkpoint(out: Path, G, D, G_ema, opt_G, opt_D, state: _State, cfg: G
     _atomic_save_tensors(tensors, out / CHECKPOINT_TENSORS, {"format": FORMAT, "step": str(state.step)})
     data = dict(format=FORMAT, config=cfg.to_dict(), options=options, step=state.step,
                 images_seen=state.images_seen, next_index=state.next_index,
-                train_seconds=round(state.train_seconds, 2), runs=state.runs,
+                train_seconds=round(state.train_seconds, 2), runs=state.runs, pl_mean=state.pl_mean,
                 saved_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     _atomic_write_json(data, out / CHECKPOINT_JSON)
 
 
 def _train_loop(G, D, G_ema, opt_G, opt_D, pool, cfg, state, out, dev, precision, batch, r1_gamma, r1_interval,
                 style_mixing_prob, ema_kimg, ema_rampup, checkpoint_every, seconds, t_start, options, progress,
-                should_stop, log_every, D_feat=None, opt_P=None, feature_d_weight=1.0) -> dict:
+                should_stop, log_every, D_feat=None, opt_P=None, feature_d_weight=1.0, pl_weight=0.0,
+                pl_interval=4) -> dict:
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     use_amp = amp_dtype is not None
     scaler_G = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
@@ -576,6 +586,9 @@ def _train_loop(G, D, G_ema, opt_G, opt_D, pool, cfg, state, out, dev, precision
     ws_index = torch.arange(num_ws, device=dev)[None, :, None]
     zero = torch.zeros([], device=dev)
     sums = {"loss_G": zero.clone(), "loss_D": zero.clone(), "r1": zero.clone()}
+    if pl_weight:
+        sums["pl"] = zero.clone()
+        pl_mean = torch.tensor(state.pl_mean, device=dev)
     if D_feat is not None:
         from generators.gan.feature_d import logistic_loss
 
@@ -685,6 +698,20 @@ def _train_loop(G, D, G_ema, opt_G, opt_D, pool, cfg, state, out, dev, precision
         scaler_G.step(opt_G)
         scaler_G.update()
 
+        if pl_weight and (state.step + 1) % pl_interval == 0:  # lazy path-length penalty, fully in fp32
+            ws_pl = G.mapping(torch.randn(max(batch // 2, 1), cfg.z_dim, device=dev))
+            img = G.synthesis(ws_pl, noise_mode="random", fused=False)
+            y = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
+            (grad,) = torch.autograd.grad((img * y).sum(), ws_pl, create_graph=True)
+            lengths = grad.square().sum(2).mean(1).sqrt()
+            pl_mean = pl_mean.lerp(lengths.mean().detach(), 0.01)
+            penalty = (lengths - pl_mean).square().mean()
+            opt_G.zero_grad(set_to_none=True)
+            (penalty * (pl_weight * pl_interval)).backward()
+            opt_G.step()
+            sums["pl"] += penalty.detach()
+            counts["pl"] += 1
+
         # ---- G EMA
         state.step += 1
         state.images_seen += batch
@@ -705,12 +732,16 @@ def _train_loop(G, D, G_ema, opt_G, opt_D, pool, cfg, state, out, dev, precision
             state.train_seconds += now - t_last_ckpt
             t_last_ckpt = now
             state.next_index = pool.next_index if pool.num_workers > 0 else state.next_index
+            if pl_weight:
+                state.pl_mean = float(pl_mean)
             _save_checkpoint(out, G, D, G_ema, opt_G, opt_D, state, cfg, options, D_feat, opt_P)
             _write_samples(G_ema, out, dev)
 
     now = time.monotonic()
     report(now)
     state.train_seconds += now - t_last_ckpt
+    if pl_weight:
+        state.pl_mean = float(pl_mean)
     D.requires_grad_(True)
     return dict(steps=steps, train_seconds=now - t_loop, s_per_step=round((now - t_loop) / max(steps, 1), 5),
                 stopped_by=stopped_by, losses={k: round(v, 5) for k, v in last_losses.items()},

@@ -53,6 +53,9 @@ def add_parser(pretrain_subparsers) -> None:
     parser.add_argument("--style-mixing", type=float, default=DEFAULT_STYLE_MIXING,
                         help=f"probability of style-mixing regularization per batch (default {DEFAULT_STYLE_MIXING}; "
                              "StyleGAN2-ADA turns it off for its 32 px CIFAR setting)")
+    parser.add_argument("--pl-weight", type=float, default=0.0,
+                        help="weight of StyleGAN2's path-length regularization of the generator, applied every 4 "
+                             "steps (default 0: off, as StyleGAN2-ADA at 32 px; StyleGAN2 uses 2)")
     parser.add_argument("--feature-d", type=Path, default=None,
                         help="an evaluator folder (e.g. assets/probe-backbone): a second, projected discriminator "
                              "reads its frozen multi-scale features (Projected GANs); off by default")
@@ -85,7 +88,7 @@ def run_pretrain_gan(args) -> int:
             resume=args.resume, progress=progress, batch_size=args.batch, num_workers=args.workers,
             pool_images=args.pool_images, init_from=args.init_from, r1_gamma=args.r1_gamma, lr=args.lr,
             ema_kimg=args.ema_kimg, style_mixing_prob=args.style_mixing, feature_d=args.feature_d,
-            feature_d_weight=args.feature_d_weight,
+            feature_d_weight=args.feature_d_weight, pl_weight=args.pl_weight,
         )
     losses = ", ".join(f"{k} {v:.3f}" for k, v in summary["final_losses"].items())
     print(f"wrote {args.out}: {summary['steps']} steps ({summary['images_seen']} images) on "
