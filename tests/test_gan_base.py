@@ -196,6 +196,13 @@ def test_path_length_regularization_runs_and_its_target_resumes(tmp_path):
     assert second["steps_this_run"] == 1
     resumed = json.loads((out / "checkpoint.json").read_text())["pl_mean"]
     assert 0.98 * saved < resumed != saved
+    # from the final files alone (as committed, without the checkpoint) the target carries over too
+    assert json.loads((out / "training_options.json").read_text())["pl_mean"] == resumed
+    for name in ("checkpoint.json", "checkpoint.safetensors"):
+        (out / name).unlink()
+    pretrain_gan(out, None, seconds=0.01, device="cpu", batch_size=4, pool_images=32, resume=True,
+                 pl_weight=2.0, pl_interval=1)
+    assert 0.98 * resumed < json.loads((out / "training_options.json").read_text())["pl_mean"] != resumed
     off = pretrain_gan(tmp_path / "off", TINY, seconds=1, device="cpu", batch_size=4, pool_images=32)
     assert "pl" not in off["final_losses"] and off["options"]["pl_interval"] is None
 

@@ -411,6 +411,7 @@ def pretrain_gan(
                 state.next_index = int(prev.get("next_index", 0))
                 state.train_seconds = float(prev.get("train_seconds_total", 0.0))
                 state.runs = int(prev.get("runs", 0))
+                state.pl_mean = float(prev.get("pl_mean", 0.0))
         if config is not None and config != saved_cfg:
             raise ValueError(f"the given config differs from the one in {out}; resume without a config")
         cfg = saved_cfg
@@ -495,6 +496,7 @@ def pretrain_gan(
         train_seconds_total=round(state.train_seconds, 2),
         s_per_step=result["s_per_step"],
         runs=state.runs,
+        pl_mean=state.pl_mean,
         stopped_by=result["stopped_by"],
         final_losses=result["losses"],
         g_params=count_params(G_ema),
