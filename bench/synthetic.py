@@ -390,8 +390,9 @@ def merge(paths: list[Path], out: Path) -> int:
     reports = [json.loads(p.read_text()) for p in paths]
     merged = reports[0]
     for r in reports[1:]:
-        for key in ("classes", "per_class", "sample_steps", "guidance", "classifier", "base"):
-            if r[key] != merged[key]:
+        for key in ("classes", "per_class", "fit_steps", "sample_steps", "guidance", "lambdas", "n_val", "n_test",
+                    "classifier", "base"):
+            if r.get(key) != merged.get(key):
                 raise SystemExit(f"{key} differs between {paths[0]} and the other reports; merge runs of the same settings only")
         merged["seeds"] = sorted(set(merged["seeds"]) | set(r["seeds"]))
         merged["shots"] = sorted(set(merged["shots"]) | set(r["shots"]))
