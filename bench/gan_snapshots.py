@@ -29,17 +29,17 @@ sys.path.insert(0, str(ROOT))
 from generators.evaluators import load_evaluator  # noqa: E402
 from generators.gan.evaluate import _pil, _recognised  # noqa: E402
 from generators.gan.lifelong import generate  # noqa: E402
+from generators.gan.pretrain import CHECKPOINT_JSON, CHECKPOINT_TENSORS, _module_state  # noqa: E402
 from generators.gan.stylegan2 import load_generator  # noqa: E402
 
 
 def snapshot(run: Path, out: Path) -> Path | None:
     """OUT/<run>-<step>/ from run's checkpoint, or None if that step is already there."""
-    step = json.loads((run / "checkpoint.json").read_text())["step"]
+    step = json.loads((run / CHECKPOINT_JSON).read_text())["step"]
     dest = out / f"{run.name}-{step}"
     if dest.exists():
         return None
-    tensors = load_file(str(run / "checkpoint.safetensors"))
-    g_ema = {k[len("G_ema."):]: v for k, v in tensors.items() if k.startswith("G_ema.")}
+    g_ema = _module_state(load_file(str(run / CHECKPOINT_TENSORS)), "G_ema.")
     tmp = out / f".{run.name}-{step}.tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     save_file(g_ema, str(tmp / "generator.safetensors"))
@@ -52,7 +52,7 @@ def watch(runs: list[Path], every: float, out: Path) -> None:
     started = time.time()
     while True:
         for run in runs:
-            if (run / "checkpoint.json").exists():
+            if (run / CHECKPOINT_JSON).exists():
                 made = snapshot(run, out)
                 if made:
                     print(time.strftime("%H:%M:%S"), made, flush=True)
