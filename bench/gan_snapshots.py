@@ -32,6 +32,8 @@ from generators.gan.lifelong import generate  # noqa: E402
 from generators.gan.pretrain import CHECKPOINT_JSON, CHECKPOINT_TENSORS, _module_state  # noqa: E402
 from generators.gan.stylegan2 import load_generator  # noqa: E402
 
+THRESHOLD = 0.8  # as `studio eval gan`
+
 
 def snapshot(run: Path, out: Path) -> Path | None:
     """OUT/<run>-<step>/ from run's checkpoint, or None if that step is already there."""
@@ -68,11 +70,11 @@ def screen(folders: list[Path], seeds: list[int], n: int, json_out: Path) -> Non
     rows = []
     for folder in folders:
         G = load_generator(folder)
-        kind = [_recognised(evaluator, _pil(generate(G, n, s, 1.0)), 0.8)[0] for s in seeds]
+        kind = [_recognised(evaluator, _pil(generate(G, n, s, 1.0)), THRESHOLD)[0] for s in seeds]
         rows.append({"folder": str(folder), "kind_recognised": kind, "mean": round(sum(kind) / len(kind), 4)})
         print(json.dumps(rows[-1]), flush=True)
     json_out.parent.mkdir(parents=True, exist_ok=True)
-    json_out.write_text(json.dumps({"seeds": seeds, "n": n, "threshold": 0.8, "snapshots": rows}, indent=1) + "\n")
+    json_out.write_text(json.dumps({"seeds": seeds, "n": n, "threshold": THRESHOLD, "snapshots": rows}, indent=1) + "\n")
 
 
 def main(argv=None) -> int:
