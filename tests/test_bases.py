@@ -93,6 +93,26 @@ def test_pretraining_data_excludes_held_out_triples():
     assert not any(miniworld.is_held_out(a.kind, a.color, a.background) for a in attrs)
 
 
+def test_species_pretraining_data_names_each_birds_subclass():
+    from generators import miniworld
+    from generators.sd_mini.pretrain import render_dataset
+
+    images, captions = render_dataset(200, 1000, 32, workers=1, species_captions=True, bird_share=0.5)
+    assert images.shape == (200, 32, 32, 3)
+    subjects = [c.split(" on the ")[0].split() for c in captions]
+    birds = [words for words in subjects if words[-1] == "bird"]
+    assert len(birds) >= 100  # the bird half, plus the birds among the other half
+    assert all(words[-2] in miniworld.BIRD_SUBCLASSES for words in birds)
+    assert {words[-2] for words in birds} == set(miniworld.BIRD_SUBCLASSES)
+    # About half without the colour word, as the prompts that name a class are written.
+    with_colour = sum(words[1] in miniworld.COLORS for words in birds)
+    assert 0.3 < with_colour / len(birds) < 0.7
+    _, plain = render_dataset(200, 1000, 32, workers=1)
+    assert not any(word in miniworld.BIRD_SUBCLASSES for c in plain for word in c.split())
+    a = miniworld.Attributes("bird", "red", "sky", "top", "large", "upright", "left", subclass="sparrow")
+    assert a.species_caption == "a red sparrow bird on the sky background, large, facing left, at the top"
+
+
 def test_autoencoder_augmentation_is_varied_bounded_and_seeded():
     import torch
 

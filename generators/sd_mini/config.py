@@ -38,4 +38,10 @@ class MiniBaseConfig:
     caption_dropout: float = 0.1
     ema_decay: float = 0.999
     data_seed: int = 1000
+    # Name each bird's subclass in its caption ("a red sparrow bird ...", every other one without
+    # the colour word): the stand-in for a real base's prior on species, which BOB and DataDream
+    # build on (docs/benchmarks.md, Synthetic data).
+    species_captions: bool = False
+    # Fraction of the training images that are birds (None: every kind equally often).
+    bird_share: float | None = None
     extra: dict = field(default_factory=dict)

@@ -115,14 +115,29 @@ def sampling_scheduler():
 
 
 def _render_one(args):
-    seed, index, size = args
-    sample = miniworld.generate(seed, index, size=size, held_out=False)
-    return np.asarray(sample.image, dtype=np.uint8), sample.attributes.caption
+    seed, index, size, kinds, species = args
+    sample = miniworld.generate(seed, index, size=size, held_out=False, kinds=kinds)
+    attrs = sample.attributes
+    caption = attrs.caption
+    if species and attrs.subclass:
+        # Every other bird without its colour word: the prompts that name a class (DataDream's "a
+        # sparrow bird", BOB's template) carry no colour, and a species word learnt only after one
+        # did not fire without it (docs/benchmarks.md).
+        caption = attrs.species_caption
+        if index % 2:
+            caption = caption.replace(f"a {attrs.color} ", "a ", 1)
+    return np.asarray(sample.image, dtype=np.uint8), caption
 
 
-def render_dataset(n: int, seed: int, size: int, workers: int | None = None):
-    """n plain images (uint8 N×H×W×3) and their captions; held-out triples excluded."""
-    jobs = [(seed, i, size) for i in range(n)]
+def render_dataset(n: int, seed: int, size: int, workers: int | None = None, species_captions: bool = False,
+                   bird_share: float | None = None):
+    """n plain images (uint8 N×H×W×3) and their captions; held-out triples excluded.
+
+    bird_share: that fraction of the images are birds (drawn with seed + 1), the rest every kind
+    equally often; species_captions: birds' captions name their subclass."""
+    n_birds = round(n * bird_share) if bird_share else 0
+    jobs = [(seed, i, size, miniworld.KINDS, species_captions) for i in range(n - n_birds)]
+    jobs += [(seed + 1, i, size, ("bird",), species_captions) for i in range(n_birds)]
     workers = workers if workers is not None else min(16, os.cpu_count() or 1)
     if workers > 1 and n >= 2000:
         import multiprocessing as mp
@@ -481,7 +496,8 @@ def pretrain_base(
             progress(info.get("step", 0), 0, **{k: v for k, v in info.items() if k != "step"})
 
     t0 = time.time()
-    images_np, captions = render_dataset(cfg.n_images, cfg.data_seed + len(history) * 7919, cfg.resolution, workers)
+    images_np, captions = render_dataset(cfg.n_images, cfg.data_seed + len(history) * 7919, cfg.resolution, workers,
+                                         cfg.species_captions, cfg.bird_share)
     images = to_tensor(images_np).to(dev)
     log(stage="data", step=0, images=len(captions), seconds=round(time.time() - t0, 1))
 

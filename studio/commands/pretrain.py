@@ -30,6 +30,12 @@ def register(sub) -> None:
     base.add_argument("--pooled-text", action=argparse.BooleanOptionalAction, default=None,
                       help="also feed the pooled prompt into the UNet's timestep embedding (default on for a new "
                            "base; with --resume, switching it on rebuilds the UNet warm-started from the saved one)")
+    base.add_argument("--species-captions", action="store_true", default=None,
+                      help="name each bird's subclass in its caption ('a red sparrow bird ...', every other one "
+                           "without the colour word): a base that knows the species by name, as a real base "
+                           "knows bird species (bench/species_prior.py)")
+    base.add_argument("--bird-share", type=float, default=None,
+                      help="fraction of the training images that are birds (default: every kind equally often)")
     base.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     base.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast precision")
     base.add_argument("--seed", type=int, default=0)
@@ -51,7 +57,10 @@ def run_base(args) -> int:
 
     overrides = {k: v for k, v in dict(n_images=args.n_images, unet_batch=args.unet_batch, unet_lr=args.unet_lr,
                                          vae_batch=args.vae_batch, latent_channels=args.latent_channels,
-                                         unet_pooled_text=args.pooled_text).items() if v is not None}
+                                         unet_pooled_text=args.pooled_text, species_captions=args.species_captions,
+                                         bird_share=args.bird_share).items() if v is not None}
+    if args.bird_share is not None and not 0 < args.bird_share <= 1:
+        raise ValueError(f"--bird-share must be in (0, 1], got {args.bird_share}")
     with TqdmProgress("pretrain base") as progress:
         opts = pretrain_base(args.out, overrides, args.vae_seconds, args.unet_seconds, args.device, args.precision,
                              args.seed, args.resume, args.workers, progress, log_file=args.log,
