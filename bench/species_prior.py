@@ -47,7 +47,7 @@ def prompts(form: str, classes: list[str], n: int, seed: int) -> list[tuple[str,
                 pose = miniworld_pose(attrs.position, attrs.scale, attrs.facing, attrs.tilt)
                 out.append((c, fit.fill(fit.TEMPLATE, c, "bird", attrs.background, pose)))
             else:
-                out.append((c, attrs.species_caption))
+                out.append((c, attrs.species_caption()))
     return out
 
 

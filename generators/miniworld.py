@@ -76,12 +76,13 @@ class Attributes:
         where = "in the center" if self.position == "center" else f"at the {self.position}"
         return f"a {self.color} {self.kind} on the {self.background} background, {self.scale}, facing {self.facing}{tilt}, {where}"
 
-    @property
-    def species_caption(self) -> str:
-        """The caption with a bird's subclass named: 'a red sparrow bird on the sky background, ...'."""
+    def species_caption(self, with_colour: bool = True) -> str:
+        """The caption with a bird's subclass named: 'a red sparrow bird on the sky background, ...'
+        (with_colour=False: 'a sparrow bird on ...')."""
         if self.subclass is None:
             return self.caption
-        return self.caption.replace(f"a {self.color} bird ", f"a {self.color} {self.subclass} bird ", 1)
+        colour = f"{self.color} " if with_colour else ""
+        return self.caption.replace(f"a {self.color} bird ", f"a {colour}{self.subclass} bird ", 1)
 
 
 @dataclass(frozen=True)

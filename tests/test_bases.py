@@ -110,7 +110,8 @@ def test_species_pretraining_data_names_each_birds_subclass():
     _, plain = render_dataset(200, 1000, 32, workers=1)
     assert not any(word in miniworld.BIRD_SUBCLASSES for c in plain for word in c.split())
     a = miniworld.Attributes("bird", "red", "sky", "top", "large", "upright", "left", subclass="sparrow")
-    assert a.species_caption == "a red sparrow bird on the sky background, large, facing left, at the top"
+    assert a.species_caption() == "a red sparrow bird on the sky background, large, facing left, at the top"
+    assert a.species_caption(with_colour=False) == "a sparrow bird on the sky background, large, facing left, at the top"
 
 
 def test_autoencoder_augmentation_is_varied_bounded_and_seeded():

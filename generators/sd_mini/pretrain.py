@@ -123,9 +123,7 @@ def _render_one(args):
         # Every other bird without its colour word: the prompts that name a class (DataDream's "a
         # sparrow bird", BOB's template) carry no colour, and a species word learnt only after one
         # did not fire without it (docs/benchmarks.md).
-        caption = attrs.species_caption
-        if index % 2:
-            caption = caption.replace(f"a {attrs.color} ", "a ", 1)
+        caption = attrs.species_caption(with_colour=index % 2 == 0)
     return np.asarray(sample.image, dtype=np.uint8), caption
 
 
