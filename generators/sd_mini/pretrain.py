@@ -117,13 +117,11 @@ def sampling_scheduler():
 def _render_one(args):
     seed, index, size, kinds, species = args
     sample = miniworld.generate(seed, index, size=size, held_out=False, kinds=kinds)
+    # Every other bird without its colour word: the prompts that name a class (DataDream's "a
+    # sparrow bird", BOB's template) carry no colour, and a species word learnt only after one did
+    # not fire without it (docs/benchmarks.md). Other kinds keep their plain caption.
     attrs = sample.attributes
-    caption = attrs.caption
-    if species and attrs.subclass:
-        # Every other bird without its colour word: the prompts that name a class (DataDream's "a
-        # sparrow bird", BOB's template) carry no colour, and a species word learnt only after one
-        # did not fire without it (docs/benchmarks.md).
-        caption = attrs.species_caption(with_colour=index % 2 == 0)
+    caption = attrs.species_caption(with_colour=index % 2 == 0) if species else attrs.caption
     return np.asarray(sample.image, dtype=np.uint8), caption
 
 
