@@ -114,6 +114,40 @@ def test_species_pretraining_data_names_each_birds_subclass():
     assert a.species_caption(with_colour=False) == "a sparrow bird on the sky background, large, facing left, at the top"
 
 
+def test_style_pretraining_data_names_each_style_and_adds_its_token(tmp_path):
+    import torch
+
+    from generators import miniworld
+    from generators.sd_mini.config import MiniBaseConfig
+    from generators.sd_mini.pretrain import add_style_words, build_text_encoder, render_dataset
+    from generators.sd_mini.tokenizer import build_tokenizer
+    from styles.reference import apply_style
+
+    images, captions = render_dataset(100, 1000, 32, workers=1, caption_styles=("sepia", "pop_art"), style_share=0.4)
+    styled = [c for c in captions if c.endswith((", sepia", ", pop_art"))]
+    assert len(styled) == 40 and captions[60:] == styled  # the styled share last, the styles in turn
+    assert {c.rsplit(", ", 1)[1] for c in styled} == {"sepia", "pop_art"}
+    # Each styled image is its plain rendering through the reference renderer.
+    first = miniworld.generate(1002, 0, size=32, held_out=False, kinds=miniworld.KINDS)
+    assert captions[60] == first.attributes.caption + ", sepia"
+    assert np.array_equal(images[60], np.asarray(apply_style("sepia", first.image, seed=0)))
+    with pytest.raises(ValueError, match="more than the whole set"):
+        render_dataset(10, 0, 32, workers=1, bird_share=0.6, caption_styles=("sepia",), style_share=0.6)
+
+    cfg = MiniBaseConfig(text_width=32, text_layers=1, text_heads=2)
+    tokenizer = build_tokenizer(miniworld.caption_words(), tmp_path / "tok", cfg.max_length)
+    encoder = build_text_encoder(cfg, tokenizer)
+    before = encoder.get_input_embeddings().weight.detach().clone()
+    ids = tokenizer("a red fish on the sea background").input_ids
+    assert add_style_words(tokenizer, encoder, ("sepia", "pop_art")) == ["sepia", "pop_art"]
+    assert add_style_words(tokenizer, encoder, ("sepia",)) == []  # already one token
+    grown = encoder.get_input_embeddings().weight.detach()
+    assert grown.shape[0] == before.shape[0] + 2 and torch.equal(grown[: before.shape[0]], before)
+    assert torch.allclose(grown[-2:], before.mean(0).expand(2, -1))
+    assert tokenizer("a red fish on the sea background").input_ids == ids
+    assert len(tokenizer("a red fish, pop_art", add_special_tokens=False).input_ids) == 5  # a red fish , pop_art
+
+
 def test_autoencoder_augmentation_is_varied_bounded_and_seeded():
     import torch
 

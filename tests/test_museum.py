@@ -354,6 +354,24 @@ def test_only_the_new_token_learns_and_the_embedding_returns(tiny_pipeline_dir):
     assert torch.allclose(embedding.weight[token_id].float(), before[token_id].float() + 1.0, atol=1e-2)
 
 
+def test_a_token_starts_at_its_init_words_or_the_vocabulary_mean(tiny_pipeline_dir):
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from generators.museum.train import add_style_token
+
+    tok = CLIPTokenizer.from_pretrained(tiny_pipeline_dir / "tokenizer")
+    text_encoder = CLIPTextModel.from_pretrained(tiny_pipeline_dir / "text_encoder")
+    rows = text_encoder.get_input_embeddings().weight.detach().clone()
+    words = [tok(w, add_special_tokens=False).input_ids[0] for w in ("red", "blue")]
+    token_id = add_style_token(tok, text_encoder, "<ink>", ("red", "blue"))
+    assert torch.allclose(text_encoder.get_input_embeddings().weight[token_id], rows[words].mean(0))
+    token_id = add_style_token(tok, text_encoder, "<wash>")
+    assert torch.allclose(text_encoder.get_input_embeddings().weight[token_id], text_encoder.get_input_embeddings().weight[:token_id].mean(0))
+    with pytest.raises(ValueError, match="'crimson-ish' is not one token"):
+        add_style_token(tok, text_encoder, "<dot>", ("crimson-ish",))
+    assert MuseumConfig.from_dict(MuseumConfig(token_init=("red",)).to_dict()).token_init == ("red",)
+
+
 def _bad_files(folder):
     folder.mkdir(parents=True)
     (folder / "notes.pdf").write_bytes(b"%PDF-1.4 not an image")

@@ -17,6 +17,9 @@ class MuseumConfig:
     lora_lr: float = 1e-3
     token_lr: float = 5e-3
     token_max_norm_ratio: float = 2.0  # cap the learnt token's norm at this × the mean vocabulary norm
+    # Words of the base whose mean embedding starts the token (textual inversion's initializer
+    # token, e.g. a base's style names); empty: the vocabulary's mean.
+    token_init: tuple[str, ...] = ()
     # kohya's noise_offset: a per-image, per-channel constant of this std added to the style
     # images' noise, so the task must learn the style's global colour and darkness, which the
     # schedule otherwise leaks through from the data even at the noisiest step (0: off).
@@ -56,6 +59,7 @@ class MuseumConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["target_modules"] = list(self.target_modules)
+        d["token_init"] = list(self.token_init)
         return d
 
     @classmethod
@@ -65,8 +69,9 @@ class MuseumConfig:
         if unknown:
             raise ValueError(f"unknown museum config keys {sorted(unknown)}")
         d = dict(d)
-        if "target_modules" in d:
-            d["target_modules"] = tuple(d["target_modules"])
+        for key in ("target_modules", "token_init"):
+            if key in d:
+                d[key] = tuple(d[key])
         return cls(**d)
 
     def naive(self) -> "MuseumConfig":

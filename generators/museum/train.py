@@ -88,14 +88,23 @@ def factors_from_state(state: dict[str, torch.Tensor] | None, names: list[str], 
                                 state[f"unet.{n}.lora_B.weight"].float().to(device), scale) for n in names]
 
 
-def add_style_token(tokenizer, text_encoder, token: str) -> int:
-    """Add `token` to the vocabulary, initialised at the mean embedding; returns its id."""
+def add_style_token(tokenizer, text_encoder, token: str, init_words: tuple[str, ...] = ()) -> int:
+    """Add `token` to the vocabulary, initialised at the mean embedding of `init_words` (textual
+    inversion's initializer token; each must be one token of the base) or, without them, of the
+    whole vocabulary; returns its id."""
+    init_ids = []
+    for word in init_words:
+        ids = tokenizer(word, add_special_tokens=False).input_ids
+        if len(ids) != 1:
+            raise ValueError(f"token_init word {word!r} is not one token of the base's vocabulary ({len(ids)} tokens); "
+                             f"choose words the base knows")
+        init_ids += ids
     if tokenizer.add_tokens(token) != 1:
         raise ValueError(f"token {token!r} already exists in the base's vocabulary; choose another token")
-    text_encoder.resize_token_embeddings(len(tokenizer))
+    text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     emb = text_encoder.get_input_embeddings().weight
     with torch.no_grad():
-        emb[-1] = emb[:-1].mean(0)
+        emb[-1] = emb[init_ids].mean(0) if init_ids else emb[:-1].mean(0)
     return len(tokenizer) - 1
 
 
@@ -240,7 +249,7 @@ def learn_style(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # the LoRA's initial A (first task) is reproducible
         attach_lora(unet, cfg, previous_state)
-    token_id = add_style_token(tokenizer, text_encoder, token)
+    token_id = add_style_token(tokenizer, text_encoder, token, cfg.token_init)
     prompts = [fit_prompt(tokenizer, default_caption(c), [token]) for c in captions]
     unet.requires_grad_(False)
     text_encoder.requires_grad_(False)

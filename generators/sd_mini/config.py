@@ -44,4 +44,10 @@ class MiniBaseConfig:
     species_captions: bool = False
     # Fraction of the training images that are birds (None: every kind equally often).
     bird_share: float | None = None
+    # Reference styles drawn into the training set with the style's name ending the caption ("...,
+    # at the top right, sepia"), each name one token: the stand-in for a real base's knowledge of
+    # styles by name, which a museum's learnt token moves within (docs/benchmarks.md, Forgetting).
+    # The forgetting benchmark's own styles must stay out of it.
+    caption_styles: tuple[str, ...] = ()
+    style_share: float = 0.0  # fraction of the training images drawn in one of caption_styles
     extra: dict = field(default_factory=dict)

@@ -115,25 +115,38 @@ def sampling_scheduler():
 
 
 def _render_one(args):
-    seed, index, size, kinds, species = args
+    seed, index, size, kinds, species, style = args
     sample = miniworld.generate(seed, index, size=size, held_out=False, kinds=kinds)
     # Every other bird without its colour word: the prompts that name a class (DataDream's "a
     # sparrow bird", BOB's template) carry no colour, and a species word learnt only after one did
     # not fire without it (docs/benchmarks.md). Other kinds keep their plain caption.
     attrs = sample.attributes
     caption = attrs.species_caption(with_colour=index % 2 == 0) if species else attrs.caption
-    return np.asarray(sample.image, dtype=np.uint8), caption
+    image = sample.image
+    if style:
+        from styles.reference import apply_style
+
+        # The style's name where a museum puts a style's token: after the content.
+        image, caption = apply_style(style, image, seed=index), f"{caption}, {style}"
+    return np.asarray(image, dtype=np.uint8), caption
 
 
 def render_dataset(n: int, seed: int, size: int, workers: int | None = None, species_captions: bool = False,
-                   bird_share: float | None = None):
-    """n plain images (uint8 N×H×W×3) and their captions; held-out triples excluded.
+                   bird_share: float | None = None, caption_styles: tuple[str, ...] = (), style_share: float = 0.0):
+    """n images (uint8 N×H×W×3) and their captions; held-out triples excluded.
 
     bird_share: that fraction of the images are birds (drawn with seed + 1), the rest every kind
-    equally often; species_captions: birds' captions name their subclass."""
+    equally often; species_captions: birds' captions name their subclass. style_share: that
+    fraction (drawn with seed + 2) rendered in caption_styles in turn, the style's name ending the
+    caption; the rest plain."""
     n_birds = round(n * bird_share) if bird_share else 0
-    jobs = [(seed, i, size, miniworld.KINDS, species_captions) for i in range(n - n_birds)]
-    jobs += [(seed + 1, i, size, ("bird",), species_captions) for i in range(n_birds)]
+    n_styled = round(n * style_share) if caption_styles else 0
+    if n_birds + n_styled > n:
+        raise ValueError(f"bird_share {bird_share} and style_share {style_share} add up to more than the whole set")
+    jobs = [(seed, i, size, miniworld.KINDS, species_captions, None) for i in range(n - n_birds - n_styled)]
+    jobs += [(seed + 1, i, size, ("bird",), species_captions, None) for i in range(n_birds)]
+    jobs += [(seed + 2, i, size, miniworld.KINDS, species_captions, caption_styles[i % len(caption_styles)])
+             for i in range(n_styled)]
     workers = workers if workers is not None else min(16, os.cpu_count() or 1)
     if workers > 1 and n >= 2000:
         import multiprocessing as mp
@@ -143,6 +156,20 @@ def render_dataset(n: int, seed: int, size: int, workers: int | None = None, spe
     else:
         out = [_render_one(j) for j in jobs]
     return np.stack([o[0] for o in out]), [o[1] for o in out]
+
+
+def add_style_words(tokenizer, text_encoder, words) -> list[str]:
+    """Make each style name one token (added tokens, the embeddings grown; new rows start at the
+    vocabulary's mean, as a museum's style token does). Returns the names added."""
+    missing = [w for w in words if len(tokenizer(w, add_special_tokens=False).input_ids) != 1]
+    if missing:
+        tokenizer.add_tokens(missing)
+        emb = text_encoder.get_input_embeddings()
+        mean = emb.weight.detach().mean(0)
+        text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        with torch.no_grad():
+            text_encoder.get_input_embeddings().weight[-len(missing):] = mean
+    return missing
 
 
 def to_tensor(images_uint8: np.ndarray) -> torch.Tensor:
@@ -481,6 +508,17 @@ def pretrain_base(
             copied, fresh = copy_matching_weights(cls.from_pretrained(Path(init_from) / name), module)
             warm_start[name] = {"copied": copied, "fresh": fresh}
 
+    styles_added = []
+    if cfg.caption_styles:
+        from styles.reference import REFERENCE_STYLES
+
+        unknown = [n for n in cfg.caption_styles if n not in REFERENCE_STYLES]
+        if unknown:
+            raise ValueError(f"caption_styles {unknown} are not reference styles; choose from {', '.join(REFERENCE_STYLES)}")
+        if not 0 < cfg.style_share < 1:
+            raise ValueError(f"style_share must be in (0, 1) with caption_styles, got {cfg.style_share}")
+        styles_added = add_style_words(tokenizer, text_encoder, cfg.caption_styles)
+
     log_lines = []
 
     def log(**info):
@@ -493,7 +531,7 @@ def pretrain_base(
 
     t0 = time.time()
     images_np, captions = render_dataset(cfg.n_images, cfg.data_seed + len(history) * 7919, cfg.resolution, workers,
-                                         cfg.species_captions, cfg.bird_share)
+                                         cfg.species_captions, cfg.bird_share, tuple(cfg.caption_styles), cfg.style_share)
     images = to_tensor(images_np).to(dev)
     log(stage="data", step=0, images=len(captions), seconds=round(time.time() - t0, 1))
 
@@ -539,6 +577,7 @@ def pretrain_base(
             "torch": torch.__version__,
             "resumed": resume,
             "warm_start": warm_start,
+            "tokens_added": styles_added,
             "final_losses": [line for line in log_lines if line.get("stage") in ("vae", "unet")][-2:],
             "history": history,
         }

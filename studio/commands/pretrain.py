@@ -36,6 +36,13 @@ def register(sub) -> None:
                            "knows bird species (bench/species_prior.py)")
     base.add_argument("--bird-share", type=float, default=None,
                       help="fraction of the training images that are birds (default: every kind equally often)")
+    base.add_argument("--caption-styles", default=None, metavar="STYLE,STYLE",
+                      help="reference styles to draw part of the training set in, the style's name ending the "
+                           "caption (one token each): a base that knows styles by name, as a real base does. "
+                           "Leave out the styles a benchmark will teach (bench/forgetting.py's: "
+                           "pixel_art,watercolor,neon_glow,flat_outline,blueprint)")
+    base.add_argument("--style-share", type=float, default=None,
+                      help="fraction of the training images drawn in --caption-styles (e.g. 0.5)")
     base.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     base.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast precision")
     base.add_argument("--seed", type=int, default=0)
@@ -58,7 +65,9 @@ def run_base(args) -> int:
     overrides = {k: v for k, v in dict(n_images=args.n_images, unet_batch=args.unet_batch, unet_lr=args.unet_lr,
                                          vae_batch=args.vae_batch, latent_channels=args.latent_channels,
                                          unet_pooled_text=args.pooled_text, species_captions=args.species_captions,
-                                         bird_share=args.bird_share).items() if v is not None}
+                                         bird_share=args.bird_share, style_share=args.style_share,
+                                         caption_styles=tuple(args.caption_styles.split(",")) if args.caption_styles else None,
+                                         ).items() if v is not None}
     if args.bird_share is not None and not 0 < args.bird_share <= 1:
         raise ValueError(f"--bird-share must be in (0, 1], got {args.bird_share}")
     with TqdmProgress("pretrain base") as progress:
