@@ -119,7 +119,7 @@ def test_style_pretraining_data_names_each_style_and_adds_its_token(tmp_path):
 
     from generators import miniworld
     from generators.sd_mini.config import MiniBaseConfig
-    from generators.sd_mini.pretrain import add_style_words, build_text_encoder, render_dataset
+    from generators.sd_mini.pretrain import add_style_words, build_text_encoder, pretrain_base, render_dataset
     from generators.sd_mini.tokenizer import build_tokenizer
     from styles.reference import apply_style
 
@@ -133,6 +133,11 @@ def test_style_pretraining_data_names_each_style_and_adds_its_token(tmp_path):
     assert np.array_equal(images[60], np.asarray(apply_style("sepia", first.image, seed=0)))
     with pytest.raises(ValueError, match="more than the whole set"):
         render_dataset(10, 0, 32, workers=1, bird_share=0.6, caption_styles=("sepia",), style_share=0.6)
+    with pytest.raises(ValueError, match="names no styles"):
+        pretrain_base(tmp_path / "base", {"style_share": 0.5}, device="cpu")
+    with pytest.raises(ValueError, match=r"\['neon'\] are not reference styles"):
+        pretrain_base(tmp_path / "base", {"caption_styles": ("neon",), "style_share": 0.5}, device="cpu")
+    assert not (tmp_path / "base").exists()
 
     cfg = MiniBaseConfig(text_width=32, text_layers=1, text_heads=2)
     tokenizer = build_tokenizer(miniworld.caption_words(), tmp_path / "tok", cfg.max_length)

@@ -509,6 +509,8 @@ def pretrain_base(
             warm_start[name] = {"copied": copied, "fresh": fresh}
 
     styles_added = []
+    if cfg.style_share and not cfg.caption_styles:
+        raise ValueError(f"style_share {cfg.style_share} names no styles: pass --caption-styles too")
     if cfg.caption_styles:
         from styles.reference import REFERENCE_STYLES
 
