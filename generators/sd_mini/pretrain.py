@@ -159,16 +159,13 @@ def render_dataset(n: int, seed: int, size: int, workers: int | None = None, spe
 
 
 def add_style_words(tokenizer, text_encoder, words) -> list[str]:
-    """Make each style name one token (added tokens, the embeddings grown; new rows start at the
-    vocabulary's mean, as a museum's style token does). Returns the names added."""
+    """Make each style name one token, added as a museum adds a style's token (at the vocabulary's
+    mean). Returns the names added."""
+    from generators.museum.train import add_style_token
+
     missing = [w for w in words if len(tokenizer(w, add_special_tokens=False).input_ids) != 1]
-    if missing:
-        tokenizer.add_tokens(missing)
-        emb = text_encoder.get_input_embeddings()
-        mean = emb.weight.detach().mean(0)
-        text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-        with torch.no_grad():
-            text_encoder.get_input_embeddings().weight[-len(missing):] = mean
+    for word in missing:
+        add_style_token(tokenizer, text_encoder, word)
     return missing
 
 
