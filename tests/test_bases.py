@@ -137,6 +137,8 @@ def test_style_pretraining_data_names_each_style_and_adds_its_token(tmp_path):
         pretrain_base(tmp_path / "base", {"style_share": 0.5}, device="cpu")
     with pytest.raises(ValueError, match=r"\['neon'\] are not reference styles"):
         pretrain_base(tmp_path / "base", {"caption_styles": ("neon",), "style_share": 0.5}, device="cpu")
+    with pytest.raises(ValueError, match=r"bird_share \(--bird-share\) must be in \(0, 1\], got 1.5"):
+        pretrain_base(tmp_path / "base", {"bird_share": 1.5}, device="cpu")
     assert not (tmp_path / "base").exists()
 
     cfg = MiniBaseConfig(text_width=32, text_layers=1, text_heads=2)

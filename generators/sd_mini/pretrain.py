@@ -505,6 +505,8 @@ def pretrain_base(
             copied, fresh = copy_matching_weights(cls.from_pretrained(Path(init_from) / name), module)
             warm_start[name] = {"copied": copied, "fresh": fresh}
 
+    if cfg.bird_share is not None and not 0 < cfg.bird_share <= 1:
+        raise ValueError(f"bird_share (--bird-share) must be in (0, 1], got {cfg.bird_share}")
     styles_added = []
     if cfg.style_share and not cfg.caption_styles:
         raise ValueError(f"style_share {cfg.style_share} names no styles: pass --caption-styles too")

@@ -68,8 +68,6 @@ def run_base(args) -> int:
                                          bird_share=args.bird_share, style_share=args.style_share,
                                          caption_styles=tuple(args.caption_styles.split(",")) if args.caption_styles else None,
                                          ).items() if v is not None}
-    if args.bird_share is not None and not 0 < args.bird_share <= 1:
-        raise ValueError(f"--bird-share must be in (0, 1], got {args.bird_share}")
     with TqdmProgress("pretrain base") as progress:
         opts = pretrain_base(args.out, overrides, args.vae_seconds, args.unet_seconds, args.device, args.precision,
                              args.seed, args.resume, args.workers, progress, log_file=args.log,
