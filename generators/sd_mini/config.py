@@ -50,4 +50,12 @@ class MiniBaseConfig:
     # The forgetting benchmark's own styles must stay out of it.
     caption_styles: tuple[str, ...] = ()
     style_share: float = 0.0  # fraction of the training images drawn in one of caption_styles
+    # studio-mini 2's world (generators/sd_mini/style_family.py): that fraction of the images drawn
+    # with one to three style components whose words end the caption, and captions in the prompt
+    # forms the product writes (colour word or not, category words, birds by subclass).
+    family_share: float = 0.0
+    product_captions: bool = False
+    # "cosine" decays over each run's time budget; "constant" (after warmup) suits a campaign of
+    # resumed chunks, where the EMA does the averaging.
+    lr_schedule: str = "cosine"
     extra: dict = field(default_factory=dict)

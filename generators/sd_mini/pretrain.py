@@ -115,14 +115,24 @@ def sampling_scheduler():
 
 
 def _render_one(args):
-    seed, index, size, kinds, species, style = args
+    seed, index, size, kinds, species, style, family, product = args
     sample = miniworld.generate(seed, index, size=size, held_out=False, kinds=kinds)
+    attrs = sample.attributes
+    image = sample.image
+    if product:
+        from generators.sd_mini import style_family
+
+        rng = np.random.default_rng([seed, index, 7])
+        caption = style_family.pretraining_caption(attrs, rng)
+        if family:
+            components = style_family.sample_components(rng)
+            image = style_family.apply_components(image, components, rng)
+            caption = f"{caption}, {', '.join(components)}"
+        return np.asarray(image, dtype=np.uint8), caption
     # Every other bird without its colour word: the prompts that name a class (DataDream's "a
     # sparrow bird", BOB's template) carry no colour, and a species word learnt only after one did
     # not fire without it (docs/benchmarks.md). Other kinds keep their plain caption.
-    attrs = sample.attributes
     caption = attrs.species_caption(with_colour=index % 2 == 0) if species else attrs.caption
-    image = sample.image
     if style:
         from styles.reference import apply_style
 
@@ -132,21 +142,28 @@ def _render_one(args):
 
 
 def render_dataset(n: int, seed: int, size: int, workers: int | None = None, species_captions: bool = False,
-                   bird_share: float | None = None, caption_styles: tuple[str, ...] = (), style_share: float = 0.0):
+                   bird_share: float | None = None, caption_styles: tuple[str, ...] = (), style_share: float = 0.0,
+                   family_share: float = 0.0, product_captions: bool = False):
     """n images (uint8 N×H×W×3) and their captions; held-out triples excluded.
 
     bird_share: that fraction of the images are birds (drawn with seed + 1), the rest every kind
     equally often; species_captions: birds' captions name their subclass. style_share: that
     fraction (drawn with seed + 2) rendered in caption_styles in turn, the style's name ending the
-    caption; the rest plain."""
+    caption; the rest plain. product_captions: captions in the product's prompt forms
+    (style_family.pretraining_caption), and family_share of the images (every k-th, spread evenly)
+    drawn with style-family components named at the caption's end."""
     n_birds = round(n * bird_share) if bird_share else 0
     n_styled = round(n * style_share) if caption_styles else 0
     if n_birds + n_styled > n:
         raise ValueError(f"bird_share {bird_share} and style_share {style_share} add up to more than the whole set")
+    if family_share and not product_captions:
+        raise ValueError("family_share needs product_captions (the family's words follow the product's caption forms)")
+    family = lambda j: family_share > 0 and (j * family_share) % 1 + family_share >= 1  # noqa: E731  (spread evenly)
     jobs = [(seed, i, size, miniworld.KINDS, species_captions, None) for i in range(n - n_birds - n_styled)]
     jobs += [(seed + 1, i, size, ("bird",), species_captions, None) for i in range(n_birds)]
     jobs += [(seed + 2, i, size, miniworld.KINDS, species_captions, caption_styles[i % len(caption_styles)])
              for i in range(n_styled)]
+    jobs = [job + (family(j), product_captions) for j, job in enumerate(jobs)]
     workers = workers if workers is not None else min(16, os.cpu_count() or 1)
     if workers > 1 and n >= 2000:
         import multiprocessing as mp
@@ -267,10 +284,12 @@ class EMA:
             p.copy_(s.to(p.dtype))
 
 
-def lr_factor(step: int, warmup: int, elapsed_fraction: float) -> float:
-    """Linear warmup over steps, then cosine to 10 % over the run's time budget."""
+def lr_factor(step: int, warmup: int, elapsed_fraction: float, schedule: str = "cosine") -> float:
+    """Linear warmup over steps, then cosine to 10 % over the run's time budget (or constant)."""
     if step < warmup:
         return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, elapsed_fraction)))
 
 
@@ -347,22 +366,35 @@ def encode_dataset(vae, images: torch.Tensor, device, batch: int = 512):
     return torch.cat(means), torch.cat(stds)
 
 
+TRAIN_STATE = "train_state.safetensors"  # beside the pipeline: what an exact resume needs
+
+
 def train_unet(unet, text_encoder, tokenizer, means, stds, captions, cfg, seconds, device, precision, log, should_stop, scaling,
-               on_checkpoint=None):
+               on_checkpoint=None, state: dict | None = None):
     """Stage 2: joint UNet + text encoder training on cached latents; returns steps and EMAs.
 
     Loss: epsilon MSE weighted by min(SNR, γ)/SNR (Min-SNR-γ). on_checkpoint(step, ema_unet,
-    ema_text) is called every cfg.save_every_seconds so that a kill loses little."""
+    ema_text, optimizer) is called every cfg.save_every_seconds so that a kill loses little.
+    state: a previous chunk's `train_state_tensors` (raw weights, AdamW moments, the global step):
+    the run continues it exactly, with the EMA started from the saved (EMA) pipeline weights."""
     unet.train().to(device)
     text_encoder.train().to(device)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
+    ema_unet, ema_text = EMA(unet, cfg.ema_decay), EMA(text_encoder, cfg.ema_decay)
+    first_step = 0
+    if state is not None:
+        from generators.gan.pretrain import _load_optimizer, _module_state
+
+        unet.load_state_dict(_module_state(state, "unet."))
+        text_encoder.load_state_dict(_module_state(state, "text."))
+        _load_optimizer(opt, params, state, "opt.", device)
+        first_step = int(state["global_step"])
     noise_sched = training_scheduler()
     alphas = noise_sched.alphas_cumprod.to(device)
     ids = tokenizer(captions, padding="max_length", max_length=cfg.max_length, truncation=True, return_tensors="pt").input_ids.to(device)
     empty = tokenizer([""], padding="max_length", max_length=cfg.max_length, return_tensors="pt").input_ids.to(device)
-    ema_unet, ema_text = EMA(unet, cfg.ema_decay), EMA(text_encoder, cfg.ema_decay)
-    gen = torch.Generator(device).manual_seed(cfg.data_seed + 1)
+    gen = torch.Generator(device).manual_seed(cfg.data_seed + 1 + first_step)
     start, step = time.time(), 0
     last_save = start
     while time.time() - start < seconds and not should_stop():
@@ -386,17 +418,30 @@ def train_unet(unet, text_encoder, tokenizer, means, stds, captions, cfg, second
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
-        _set_lr(opt, cfg.unet_lr, lr_factor(step, cfg.warmup_steps, (time.time() - start) / seconds))
+        _set_lr(opt, cfg.unet_lr, lr_factor(first_step + step, cfg.warmup_steps, (time.time() - start) / seconds,
+                                            cfg.lr_schedule))
         opt.step()
-        ema_unet.update(unet, step)
-        ema_text.update(text_encoder, step)
+        ema_unet.update(unet, first_step + step)
+        ema_text.update(text_encoder, first_step + step)
         step += 1
         if step % 100 == 0:
             log(stage="unet", step=step, loss=float(loss), seconds=round(time.time() - start, 1))
         if on_checkpoint and time.time() - last_save > cfg.save_every_seconds:
-            on_checkpoint(step, ema_unet, ema_text)
+            on_checkpoint(step, ema_unet, ema_text, opt)
             last_save = time.time()
-    return step, ema_unet, ema_text
+    return step, ema_unet, ema_text, opt
+
+
+def train_state_tensors(unet, text_encoder, opt, global_step: int) -> dict[str, torch.Tensor]:
+    """Raw (non-EMA) weights, AdamW moments and the global step: an exact resume's state."""
+    from generators.gan.pretrain import _optimizer_tensors
+
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    out = {f"unet.{k}": v.detach().to("cpu").contiguous() for k, v in unet.state_dict().items()}
+    out.update({f"text.{k}": v.detach().to("cpu").contiguous() for k, v in text_encoder.state_dict().items()})
+    out.update(_optimizer_tensors(opt, params, "opt."))
+    out["global_step"] = torch.tensor(global_step, dtype=torch.int64)
+    return out
 
 
 def save_pipeline(out_dir: Path, vae, text_encoder, tokenizer, unet) -> None:
@@ -519,6 +564,24 @@ def pretrain_base(
         if not 0 < cfg.style_share < 1:
             raise ValueError(f"style_share must be in (0, 1) with caption_styles, got {cfg.style_share}")
         styles_added = add_style_words(tokenizer, text_encoder, cfg.caption_styles)
+    if not 0 <= cfg.family_share <= 1:
+        raise ValueError(f"family_share must be in [0, 1], got {cfg.family_share}")
+    if cfg.lr_schedule not in ("cosine", "constant"):
+        raise ValueError(f"lr_schedule must be cosine or constant, got {cfg.lr_schedule!r}")
+    state = None  # an architecture change or a warm start begins a fresh optimizer
+    if resume and unet_upgrade is None and init_from is None and (out_dir / TRAIN_STATE).is_file():
+        from safetensors.torch import load_file
+
+        state = load_file(out_dir / TRAIN_STATE)
+    if cfg.product_captions:
+        from generators.sd_mini import style_family
+
+        words_added = add_style_words(tokenizer, text_encoder, style_family.words() + list(style_family.CATEGORY_WORDS))
+        if words_added and state is not None:
+            raise ValueError(f"{out_dir}'s {TRAIN_STATE} predates the words {words_added}; move it aside to start the "
+                             f"optimizer afresh")
+        styles_added += words_added
+    global_step = int(state["global_step"]) if state is not None else 0
 
     log_lines = []
 
@@ -532,7 +595,8 @@ def pretrain_base(
 
     t0 = time.time()
     images_np, captions = render_dataset(cfg.n_images, cfg.data_seed + len(history) * 7919, cfg.resolution, workers,
-                                         cfg.species_captions, cfg.bird_share, tuple(cfg.caption_styles), cfg.style_share)
+                                         cfg.species_captions, cfg.bird_share, tuple(cfg.caption_styles), cfg.style_share,
+                                         cfg.family_share, cfg.product_captions)
     images = to_tensor(images_np).to(dev)
     log(stage="data", step=0, images=len(captions), seconds=round(time.time() - t0, 1))
 
@@ -551,8 +615,9 @@ def pretrain_base(
         vae.register_to_config(scaling_factor=scaling)
     del images
 
-    def write_base(unet_steps: int, ema_unet: EMA, ema_text: EMA, final: bool) -> dict:
-        """Save the EMA weights as the pipeline in out_dir (swapped in whole: a kill keeps the old one)."""
+    def write_base(unet_steps: int, ema_unet: EMA, ema_text: EMA, final: bool, opt=None) -> dict:
+        """Save the EMA weights as the pipeline in out_dir, and with `opt` the exact-resume state
+        beside it (swapped in whole: a kill keeps the old one)."""
         import copy
 
         unet_out, text_out = copy.deepcopy(unet).to("cpu"), copy.deepcopy(text_encoder).to("cpu")
@@ -568,6 +633,7 @@ def pretrain_base(
             "decoder_seconds": decoder_seconds,
             "decoder_steps": decoder_steps,
             "unet_steps": unet_steps,
+            "global_step": global_step + unet_steps if opt is not None else None,
             "unet_images_seen": unet_steps * cfg.unet_batch,
             "latent_scaling_factor": scaling,
             "wall_seconds": round(time.time() - t0, 1),
@@ -583,6 +649,12 @@ def pretrain_base(
             "history": history,
         }
         (tmp / "training_options.json").write_text(json.dumps(options, indent=2))
+        if opt is not None:
+            from safetensors.torch import save_file
+
+            save_file(train_state_tensors(unet, text_encoder, opt, global_step + unet_steps), tmp / TRAIN_STATE)
+        elif state is not None:  # a run without UNet steps keeps the state it resumed from
+            shutil.copy2(out_dir / TRAIN_STATE, tmp / TRAIN_STATE)
         if out_dir.exists():
             old = out_dir.with_name(out_dir.name + ".old")
             shutil.rmtree(old, ignore_errors=True)
@@ -594,11 +666,11 @@ def pretrain_base(
         return options
 
     if unet_seconds > 0:
-        unet_steps, ema_unet, ema_text = train_unet(
+        unet_steps, ema_unet, ema_text, opt = train_unet(
             unet, text_encoder, tokenizer, means, stds, captions, cfg, unet_seconds, dev, precision, log, should_stop,
-            scaling, on_checkpoint=lambda step, eu, et: write_base(step, eu, et, final=False),
+            scaling, on_checkpoint=lambda step, eu, et, o: write_base(step, eu, et, final=False, opt=o), state=state,
         )
     else:
-        unet_steps, ema_unet, ema_text = 0, EMA(unet, 0.0), EMA(text_encoder, 0.0)
-    options = write_base(unet_steps, ema_unet, ema_text, final=True)
+        unet_steps, ema_unet, ema_text, opt = 0, EMA(unet, 0.0), EMA(text_encoder, 0.0), None
+    options = write_base(unet_steps, ema_unet, ema_text, final=True, opt=opt)
     return options

@@ -53,10 +53,33 @@ def register(sub) -> None:
                       help="start the UNet and text encoder from this pipeline's weights where shapes match "
                            "(after a new autoencoder: a warm start instead of from scratch)")
     base.add_argument("--log", type=Path, default=None, help="append JSON lines of losses to this file")
+    base.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="set any MiniBaseConfig field (repeatable; VALUE is JSON, or a plain string), e.g. "
+                           "--set family_share=0.5 --set product_captions=true --set lr_schedule=constant")
     base.set_defaults(run=run_base)
 
     pretrain_gan.add_parser(psub)
     pretrain_evaluators.add_parser(psub)
+
+
+def parse_set(pairs: list[str], config_cls) -> dict:
+    """`--set KEY=VALUE` pairs as config overrides; VALUE is read as JSON, else taken as a string."""
+    import dataclasses
+    import json
+
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(f"--set {pair!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(fields))}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+        if isinstance(out[key], list):
+            out[key] = tuple(out[key])
+    return out
 
 
 def run_base(args) -> int:
@@ -68,6 +91,7 @@ def run_base(args) -> int:
                                          bird_share=args.bird_share, style_share=args.style_share,
                                          caption_styles=tuple(args.caption_styles.split(",")) if args.caption_styles else None,
                                          ).items() if v is not None}
+    overrides.update(parse_set(args.set, MiniBaseConfig))
     with TqdmProgress("pretrain base") as progress:
         opts = pretrain_base(args.out, overrides, args.vae_seconds, args.unet_seconds, args.device, args.precision,
                              args.seed, args.resume, args.workers, progress, log_file=args.log,

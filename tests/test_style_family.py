@@ -1,0 +1,71 @@
+"""studio-mini 2's pretraining world: the style family, the product's caption forms, chunked resume."""
+
+import numpy as np
+import pytest
+
+from generators import miniworld
+from generators.sd_mini import style_family as sf
+
+
+def test_components_are_seeded_distinct_groups_in_order_and_change_the_image():
+    image = miniworld.generate(3, 0, size=64, held_out=False).image
+    for i in range(200):
+        names = sf.sample_components(np.random.default_rng([1, i]))
+        assert 1 <= len(names) <= 3
+        groups = [next(c.group for c in sf.COMPONENTS if c.name == n) for n in names]
+        assert len(set(groups)) == len(groups)
+        assert list(names) == sorted(names, key=sf.COMPONENT_NAMES.index)
+    for c in sf.COMPONENTS:
+        a = sf.apply_components(image, (c.name,), np.random.default_rng(5))
+        b = sf.apply_components(image, (c.name,), np.random.default_rng(5))
+        assert a.size == image.size and np.array_equal(np.asarray(a), np.asarray(b)), c.name
+        assert np.abs(np.asarray(a, np.float32) - np.asarray(image, np.float32)).mean() > 1, c.name
+    with pytest.raises(ValueError, match="unknown style components"):
+        sf.apply_components(image, ("sepia",), np.random.default_rng(0))
+
+
+def test_family_keeps_out_of_the_reference_styles():
+    from styles.reference import REFERENCE_STYLES
+
+    assert not set(sf.COMPONENT_NAMES) & set(REFERENCE_STYLES)
+
+
+def test_product_captions_cover_the_prompt_forms_and_name_the_components():
+    from generators.sd_mini.pretrain import render_dataset
+
+    images, captions = render_dataset(400, 9, 32, workers=1, bird_share=0.25, family_share=0.5, product_captions=True)
+    assert images.shape == (400, 32, 32, 3)
+    styled = [c for c in captions if c.rsplit(", ", 1)[-1] in sf.COMPONENT_NAMES]
+    assert 0.45 < len(styled) / len(captions) <= 0.55
+    subjects = [c.split(" on the ")[0].split(",")[0].split() for c in captions]
+    assert any(s[-1] == "bird" and s[-2] in miniworld.BIRD_SUBCLASSES and s[1] not in miniworld.COLORS for s in subjects)
+    assert any(s[-1] in sf.CATEGORY_WORDS for s in subjects)  # "a fish picture"
+    no_colour = [c for c in captions if " background" in c and c.split()[1] not in miniworld.COLORS]
+    assert len(no_colour) > 100  # the background followed without a colour word
+    assert any(" on the " not in c for c in captions)  # DataDream's "a sparrow bird"
+    with pytest.raises(ValueError, match="needs product_captions"):
+        render_dataset(10, 0, 32, workers=1, family_share=0.5)
+
+
+def test_a_chunk_resumes_exactly_from_its_train_state(tmp_path):
+    from safetensors.torch import load_file
+
+    from generators.sd_mini.pretrain import TRAIN_STATE, pretrain_base
+    from tests.test_bases import TINY_BASE
+
+    base = tmp_path / "base"
+    campaign = {**TINY_BASE, "family_share": 0.5, "product_captions": True, "lr_schedule": "constant"}
+    first = pretrain_base(base, campaign, vae_seconds=1, unet_seconds=1, device="cpu", workers=1)
+    assert "pixelated" in first["tokens_added"] and "picture" in first["tokens_added"]
+    state = load_file(base / TRAIN_STATE)
+    assert int(state["global_step"]) == first["unet_steps"] == first["global_step"] > 0
+    assert any(k.startswith("opt.") and k.endswith(".exp_avg_sq") for k in state)
+    second = pretrain_base(base, None, unet_seconds=1, device="cpu", workers=1, resume=True)
+    assert second["global_step"] == first["unet_steps"] + second["unet_steps"]
+    adam_steps = [float(v) for k, v in load_file(base / TRAIN_STATE).items() if k.endswith(".step")]
+    assert adam_steps and min(adam_steps) == second["global_step"]  # AdamW's moments carried over
+    assert second["tokens_added"] == []  # the words were added once
+    pretrain_base(base, None, unet_seconds=0, device="cpu", workers=1, resume=True)
+    assert (base / TRAIN_STATE).is_file()  # a run without UNet steps keeps the state
+    with pytest.raises(ValueError, match="lr_schedule"):
+        pretrain_base(tmp_path / "other", {**TINY_BASE, "lr_schedule": "linear"}, device="cpu")
