@@ -7,15 +7,19 @@ The work itself runs in a worker thread that talks to the engines through their 
     job.progress(step, total, **info)   the engines' progress callback
     job.should_stop()                   the engines' should_stop callback (the Stop button)
 
-`JobBoard.run(job, fn)` is a generator for Gradio event functions: it starts `fn(job)` in a
-thread and yields the job whenever it changed, so the page streams progress; a lock makes
-sure only one heavy job computes at a time even if Gradio frees its slot early (a closed
-browser tab cancels the event: the job is then asked to stop). No Gradio import here.
+`JobBoard.start(job, fn)` queues `fn(job)` on the board's own worker thread, which runs the
+jobs one at a time in the order they were started; `JobBoard.follow(job)` is a generator for
+Gradio event functions that yields the job whenever it changed, so a page streams progress;
+`JobBoard.run(job, fn)` is both. A job belongs to the board, not to the request that asked for
+it: closing the browser tab (Gradio cancels the event) ends only the following, never the job;
+a reopened page follows it again. Only `request_stop` (the Stop buttons) stops a job.
+No Gradio import here.
 """
 
 from __future__ import annotations
 
 import itertools
+import queue
 import threading
 import time
 import traceback
@@ -39,12 +43,25 @@ def _clock(t: float | None) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t)) if t else ""
 
 
+def duration(seconds: float | None) -> str:
+    """A human duration: '40 s', '7 min', '1 h 05 min'."""
+    if seconds is None:
+        return ""
+    seconds = max(0.0, float(seconds))
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
 @dataclass
 class Job:
     id: int
     kind: str  # "museum", "generate", "gan", "synthetic"
     title: str
-    owner: str  # the Gradio session (or user) that asked for it
+    owner: str  # the logged-in user that asked for it ("local" without --auth)
     status: str = "queued"
     created: float = field(default_factory=time.time)
     started: float | None = None
@@ -59,15 +76,45 @@ class Job:
     error: str = ""
     version: int = 0  # bumped on every change: the streaming loop yields only when it moved
     log_file: Path | None = None
+    previews_version: int = 0  # bumped when the previews change (a page redraws its gallery only then)
+    panel: str = ""  # the web page's panel that shows it ("" for short jobs whose caller waits for the result)
+    on_board: bool = False  # started: queued on the board's worker (or past it)
+    estimate_s: float | None = None  # the predicted duration before it ran (shown while queued)
+    error_obj: BaseException | None = field(default=None, repr=False)  # what fn raised, re-raised to followers
+    _first: tuple[int, float] | None = field(default=None, repr=False)  # (step, time) of the first progress report
+    _last: tuple[int, float] | None = field(default=None, repr=False)  # (step, time) of the latest one
+    _ended: threading.Event = field(default_factory=threading.Event, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # --- the engines' seams -------------------------------------------------------------
     def progress(self, step: int, total: int, **info) -> None:
+        now = time.time()
         with self._lock:
             self.step, self.total = int(step), int(total)
             self.info = {k: v for k, v in info.items() if isinstance(v, (int, float, str))}
+            if self._first is None or self.step < self._first[0]:
+                self._first = (self.step, now)
+            self._last = (self.step, now)
             self.version += 1
+
+    # --- time ---------------------------------------------------------------------------
+    def seconds_per_step(self) -> float | None:
+        """Measured from the first progress report on (loading the model is not a step)."""
+        if self._first is None or self._last is None or self._last[0] <= self._first[0]:
+            return None
+        return (self._last[1] - self._first[1]) / (self._last[0] - self._first[0])
+
+    def remaining_s(self) -> float | None:
+        """Seconds left: measured while running (after two steps), else the estimate."""
+        if self.done:
+            return None
+        rate = self.seconds_per_step()
+        if self.status == "running" and rate is not None and self.total:
+            return rate * max(0, self.total - self.step)
+        if self.estimate_s is not None:
+            return self.estimate_s - ((time.time() - self.started) if self.started else 0.0)
+        return None
 
     def should_stop(self) -> bool:
         return self._stop.is_set()
@@ -76,6 +123,8 @@ class Job:
     def request_stop(self) -> None:
         self._stop.set()
         self.log("stop requested")
+        if self.status == "queued" and self.on_board:  # waiting on the board: it will never start
+            self._set_status("stopped")
 
     @property
     def stop_requested(self) -> bool:
@@ -102,6 +151,7 @@ class Job:
     def set_previews(self, previews: list) -> None:
         with self._lock:
             self.previews = list(previews)
+            self.previews_version += 1
             self.version += 1
 
     def add_output(self, path) -> None:
@@ -118,6 +168,8 @@ class Job:
                 self.ended = time.time()
             self.version += 1
         self.log(status if not self.error else f"{status}: {self.error}")
+        if self.done:
+            self._ended.set()
 
     def progress_text(self) -> str:
         if not self.total:
@@ -136,6 +188,10 @@ class Job:
         if self.progress_text():
             text += f" - step {self.progress_text()}"
         text += took
+        left = self.remaining_s()
+        if left is not None:
+            measured = self.status == "running" and self.seconds_per_step() is not None
+            text += (f", about {duration(left)} left" if measured or self.started else f", estimated {duration(left)}")
         if self.error:
             text += f"\n\n{self.error}"
         return text
@@ -150,7 +206,9 @@ class JobBoard:
         self._jobs: dict[int, Job] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self._heavy = threading.Lock()
+        self._heavy = threading.Lock()  # one job computes at a time
+        self._queue: queue.Queue = queue.Queue()  # (job, fn) in the order they were started
+        self._worker: threading.Thread | None = None
 
     def submit(self, kind: str, title: str, owner: str = "") -> Job:
         with self._lock:
@@ -174,7 +232,7 @@ class JobBoard:
     def claim(self, job_id, kind: str, title: str, owner: str) -> Job:
         """The job registered for this request when it was queued, or a new one (API callers)."""
         job = self.get(job_id)
-        if job is None or job.kind != kind or job.status != "queued" or job.owner != owner:
+        if job is None or job.kind != kind or job.owner != owner or job.on_board or job.status not in ("queued", "stopped"):
             return self.submit(kind, title, owner)
         job.title = title
         return job
@@ -191,7 +249,8 @@ class JobBoard:
         return hit
 
     def stop_job(self, job_id, owner: str) -> str:
-        """Ask one job to stop (the jobs panel's Stop); only the session that asked for it may."""
+        """Ask one job to stop (the jobs panel's Stop); only the user that asked for it may (without
+        --auth everyone is "local")."""
         if job_id in (None, ""):
             return "pick a job in the table first"
         job = self.get(job_id)
@@ -200,7 +259,7 @@ class JobBoard:
         if job.done:
             return f"job {job.id} ({job.title}) already {job.status}"
         if job.owner != owner:
-            return f"job {job.id} ({job.title}) belongs to another session; only its owner can stop it"
+            return f"job {job.id} ({job.title}) belongs to {job.owner}; only they can stop it"
         job.request_stop()
         if job.status == "queued":
             return f"job {job.id} ({job.title}) will not start"
@@ -210,61 +269,82 @@ class JobBoard:
         job.error = message
         job._set_status("failed")
 
+    def start(self, job: Job, fn: Callable[[Job], object]) -> Job:
+        """Queue fn(job) on the board's worker: it runs after the jobs started before it, whatever
+        becomes of the page or request that asked for it (a stopped queued job never runs)."""
+        with self._lock:
+            job.on_board = True
+            self._queue.put((job, fn))
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._work, name="studio-jobs", daemon=True)
+                self._worker.start()
+        return job
+
+    def _work(self) -> None:
+        while True:
+            job, fn = self._queue.get()
+            try:
+                self._execute(job, fn)
+            finally:
+                self._queue.task_done()
+
+    def _execute(self, job: Job, fn: Callable[[Job], object]) -> None:
+        if job.done:  # stopped while it waited
+            return
+        with self._heavy:
+            if job.stop_requested:
+                job._set_status("stopped")
+                return
+            job._set_status("running")
+            try:
+                job.result = fn(job)
+                job._set_status("stopped" if job.stop_requested and _was_stopped(job.result) else "finished")
+            except BaseException as err:  # noqa: BLE001 - everything ends up in the job's log
+                job.error_obj = err
+                job.log(traceback.format_exc())
+                job.error = f"{type(err).__name__}: {err}" if not isinstance(err, (ValueError, FileNotFoundError,
+                                                                                    FileExistsError)) else str(err)
+                job._set_status("failed")
+
+    def follow(self, job: Job, poll: float = 0.25, raise_error: bool = True) -> Iterator[Job]:
+        """Yield the job whenever it changed, last when it ended; then re-raise what its work raised
+        (raise_error). Closing the generator (a cancelled event) leaves the job running."""
+        seen = -1
+        while True:
+            ended = job._ended.is_set()
+            if job.version != seen:
+                seen = job.version
+                yield job
+            if ended:
+                break
+            job._ended.wait(poll)
+        if raise_error and job.error_obj is not None:
+            raise job.error_obj
+
     def run(self, job: Job, fn: Callable[[Job], object], poll: float = 0.25) -> Iterator[Job]:
-        """Run fn(job) in a worker thread; yield the job whenever it changed, last when it ended.
+        """start + follow: run fn(job) on the board's worker and yield the job whenever it changed.
 
         A failure is logged (traceback included) and re-raised here after the final yield."""
-        if job.stop_requested:
-            job._set_status("stopped")
+        if job.done or job.stop_requested:
+            if not job.done:
+                job._set_status("stopped")
             yield job
             return
-        done = threading.Event()
-        box: dict = {}
+        self.start(job, fn)
+        yield from self.follow(job, poll)
 
-        def target() -> None:
-            with self._heavy:
-                if job.stop_requested:
-                    job._set_status("stopped")
-                    done.set()
-                    return
-                job._set_status("running")
-                try:
-                    box["result"] = fn(job)
-                    job.result = box["result"]
-                    job._set_status("stopped" if job.stop_requested and _was_stopped(box["result"]) else "finished")
-                except BaseException as err:  # noqa: BLE001 - everything ends up in the job's log
-                    box["error"] = err
-                    job.log(traceback.format_exc())
-                    job.error = f"{type(err).__name__}: {err}" if not isinstance(err, (ValueError, FileNotFoundError,
-                                                                                        FileExistsError)) else str(err)
-                    job._set_status("failed")
-                finally:
-                    done.set()
-
-        worker = threading.Thread(target=target, name=f"studio-job-{job.id}", daemon=True)
-        worker.start()
-        seen = -1
-        finished = False
-        try:
-            while not done.wait(poll):
-                if job.version != seen:
-                    seen = job.version
-                    yield job
-            finished = True
-        finally:
-            if not finished:  # the event was cancelled (tab closed, cancels=...): stop the work too
-                job.request_stop()
-        if "error" in box:
-            yield job
-            raise box["error"]
-        yield job
+    def latest(self, owner: str | None = None, kind: str | None = None, panel: str | None = None) -> Job | None:
+        """The newest job of `owner` (and `kind`, and shown in `panel`)."""
+        hits = [j for j in self.jobs() if (owner is None or j.owner == owner) and (kind is None or j.kind == kind)
+                and (panel is None or j.panel == panel)]
+        return max(hits, key=lambda j: j.id) if hits else None
 
     def rows(self) -> list[list]:
         """The jobs panel's table, newest first."""
         out = []
         for j in sorted(self.jobs(), key=lambda j: -j.id):
             took = f"{((j.ended or time.time()) - j.started):.0f} s" if j.started else ""
-            out.append([j.id, j.kind, j.title, j.status, j.progress_text(), j.owner[:8], _clock(j.created), took])
+            out.append([j.id, j.kind, j.title, j.status, j.progress_text(), j.owner, _clock(j.created), took])
         return out
 
     def log_text(self, job_id) -> str:

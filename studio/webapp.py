@@ -8,18 +8,25 @@ Generate (prompt -> PNGs with their settings embedded, reuse settings), Lifelong
 Synthetic data, and Jobs (every heavy job: queued, running, finished, stopped, failed, and
 its log). Every event has an explicit api_name, so gradio_client can drive all of it.
 
-How long jobs run (the Gradio conventions of Studio): `demo.queue(default_concurrency_limit=1)`
-and every heavy event shares `concurrency_id="heavy"` with limit 1, so a second user's
-training or generation waits in Gradio's queue instead of failing. A click first registers a
-*queued* job (a cheap private event), then the heavy event claims it and streams its progress
-by yielding (studio.jobs.JobBoard.run); Stop sets the job's flag, which the engines check
-between steps (their `should_stop` seam), so a stop lands within one step and leaves every
-store consistent (an interrupted museum task keeps its checkpoint and resumes next time).
+How long jobs run (the Gradio conventions of Studio): every heavy piece of work is a job on the
+app's job board (studio.jobs.JobBoard), which runs one job at a time on its own thread, in the
+order they were started. A click first registers a *queued* job (a cheap private event), then
+the event claims it, starts it on the board and streams its progress by yielding. The job
+belongs to the board, not to the page: closing the tab ends only the streaming; a reopened page
+follows the user's latest job of every panel (`Studio.follow_page`, on load) and the Jobs tab
+lists them all. Stop sets the job's flag, which the engines check between steps (their
+`should_stop` seam), so a stop lands within one step and leaves every store consistent (an
+interrupted museum task keeps its checkpoint and resumes next time). Jobs belong to the
+logged-in user (`--auth`), else to "local"; only their user may stop them. Each job measures
+its seconds per step; the museum's speed on this machine is kept in STUDIO_HOME/logs/timings.json
+for the estimate shown before a job starts, and the status shows the time left while it runs.
 
 Safety: `launch` binds 127.0.0.1 unless told otherwise, never shares, and serves files from
 STUDIO_HOME/outputs and STUDIO_HOME/exports only (plus Gradio's own cache, which is put
-under STUDIO_HOME/tmp). Uploads are checked for type, size and count and copied under
-STUDIO_HOME/uploads with sanitized names; nothing the browser sends is used as a server path.
+under STUDIO_HOME/tmp); museum images (thumbnails) are sent as images, not as paths. Uploads
+are checked for type, size and count and copied under STUDIO_HOME/uploads with sanitized names.
+The one server path the browser may name is the Museum tab's folder of style folders (what
+`studio ingest DIR` reads): it is only read, never written, like the CLI's.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio.jobs import Job, JobBoard
+from studio.jobs import Job, JobBoard, duration
 
 # --- limits on what the browser may send --------------------------------------------------
 
@@ -50,7 +57,9 @@ MAX_ZIP_BYTES = 500 * 2**20  # uncompressed
 MAX_BATCH = 16
 MAX_PROMPT = 1000
 LAUNCH_MAX_FILE_SIZE = "25mb"
-HEAVY = dict(concurrency_id="heavy", concurrency_limit=1)
+# Heavy work is serialized by the job board (studio.jobs: one job computes at a time, the rest wait in
+# its queue, and a job outlives the request that started it); the events only start and follow jobs.
+HEAVY = dict(concurrency_limit=None)
 LIGHT = dict(concurrency_limit=None)
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
@@ -64,6 +73,43 @@ CSS = """
 .studio-table img {width: 48px; height: 48px; image-rendering: pixelated; border-radius: 4px;}
 .studio-heat td {text-align: center; min-width: 3.5em;}
 """
+
+
+def _score_counts() -> tuple[int, int]:
+    """(samples drawn per style score, classes of the style evaluator)."""
+    from generators.museum.engine import SCORE_PROMPTS
+    from styles.reference import REFERENCE_STYLES
+
+    return len(SCORE_PROMPTS), 1 + len(REFERENCE_STYLES)
+
+
+def score_text(metrics: dict | None) -> str:
+    """The museum's style metrics in words: how many samples the style evaluator recognises beside
+    chance (reference styles), or the feature likeness (other styles)."""
+    if not metrics:
+        return "not scored (no evaluator)"
+    n, classes = _score_counts()
+    acc, sim = metrics.get("style_accuracy"), metrics.get("style_similarity")
+    if acc is not None:
+        return f"recognised in {round(acc * n)} of {n} samples (chance: 1 in {classes})"
+    if sim is not None:
+        return f"likeness {sim:.2f} (feature cosine, 1 = same)"
+    score = metrics.get("style_score")
+    return "not scored" if score is None else f"score {score:.2f}"
+
+
+def _score_help() -> str:
+    n, classes = _score_counts()
+    return (f"How well it is drawn: after learning, Studio draws {n} fixed prompts (a star, a fish, a house, a car) with "
+            f"the style's token, and the style evaluator (a classifier of the {classes - 1} reference styles and plain) "
+            f"names the style of each sample. 'Recognised in k of {n}' counts the samples it names as this style: "
+            f"chance is 1 in {classes} (about {n / classes:.1f} of {n}), {n} of {n} is best; with {n} samples the count "
+            f"moves in whole steps, so a short and a long training can share a count. Styles outside the reference set "
+            f"get a likeness instead: the cosine between the evaluator's mean features of the samples and of the style "
+            f"images (1 = the same, higher is better).")
+
+
+DEFAULT_CATEGORY = "bird"  # a word in the embedded base's vocabulary (Studio.category_note checks others)
 
 
 class UserError(ValueError):
@@ -166,9 +212,8 @@ def zip_folder(folder: Path, out_zip: Path) -> Path:
 
 
 def _owner(request: gr.Request | None) -> str:
-    if request is None:
-        return "local"
-    return getattr(request, "username", None) or getattr(request, "session_hash", None) or "local"
+    """Who asked: the logged-in user name (with --auth), else "local" (everyone who can reach the page)."""
+    return (getattr(request, "username", None) if request is not None else None) or "local"
 
 
 def _bar(step: int, total: int, width: int = 24) -> str:
@@ -288,6 +333,152 @@ class Studio:
                 self._evaluator = False
         return self._evaluator or None
 
+    # --- time estimates ---------------------------------------------------------------------
+    @property
+    def timings_file(self) -> Path:
+        return self.home / "logs" / "timings.json"
+
+    def timings(self) -> dict:
+        try:
+            data = json.loads(self.timings_file.read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def record_timing(self, kind: str, s_per_step: float, batch: int, overhead_s: float, source: str) -> None:
+        """Remember this machine's speed for `kind` (seconds per step at `batch`, plus the fixed cost of
+        loading and scoring) in STUDIO_HOME/logs/timings.json: the next estimate starts from it."""
+        data = self.timings()
+        data[f"{kind}:{self.device}"] = {"s_per_step": round(float(s_per_step), 4), "batch": int(batch),
+                                         "overhead_s": round(max(0.0, float(overhead_s)), 1), "source": source,
+                                         "when": time.strftime("%Y-%m-%d %H:%M")}
+        tmp = self.timings_file.with_name(self.timings_file.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, self.timings_file)
+
+    def record_job_timing(self, job: Job, batch: int) -> None:
+        """A job that measured at least 3 steps records its speed (the steps after its first)."""
+        rate = job.seconds_per_step()
+        if rate is None or job._first is None or job.step - job._first[0] < 3 or not job.started:
+            return
+        overhead = (time.time() - job.started) - rate * (job.step - (job.info.get("resumed_from") or 0))
+        self.record_timing(job.kind, rate, batch, overhead, f"job {job.id}")
+
+    def estimate(self, kind: str, steps, batch) -> tuple[float, dict] | None:
+        """(seconds, the timing it comes from) for `steps` steps at `batch`, or None if never measured here.
+        Seconds per step scale with the batch size (close to linear on a CPU)."""
+        t = self.timings().get(f"{kind}:{self.device}")
+        try:
+            steps, batch = int(steps), int(batch)
+            per_step = float(t["s_per_step"]) * batch / max(1, int(t["batch"]))
+            return per_step * steps + float(t.get("overhead_s", 0)), dict(t, per_step=per_step)
+        except (TypeError, KeyError, ValueError):
+            return None
+
+    def estimate_md(self, steps, batch) -> str:
+        got = self.estimate("museum", steps, batch)
+        if got is None:
+            return ("**Time:** not measured on this machine yet. Press **Measure speed** (about half a minute) for an "
+                    "estimate, or start: the status shows the time left after the first steps.")
+        seconds, t = got
+        return (f"**Estimated time:** about {duration(seconds)} ({t['per_step']:.2f} s per step at batch {int(batch)} on "
+                f"{html.escape(self.device)}, from {html.escape(str(t.get('source', '?')))} on {html.escape(str(t.get('when', '?')))}; "
+                "the status shows the time left while it runs)")
+
+    def museum_measure(self, steps, batch_size, request: gr.Request | None = None) -> str:
+        """Time a few training steps of the next style on this machine (the museum's earlier styles
+        included: their regularizers cost time), plus loading and scoring; remembered for estimates."""
+        try:
+            batch = int(batch_size)
+            if not 1 <= batch <= 64:
+                raise UserError("batch size 1-64")
+        except (TypeError, ValueError) as err:
+            raise _user_error(err) from None
+
+        def work(job: Job):
+            from generators import diffusion, miniworld
+            from generators.museum import engine
+            from generators.museum.config import MuseumConfig
+            from generators.museum.train import learn_style, load_style_tokens
+            from styles.reference import apply_style
+
+            t0 = time.time()
+            pipe = diffusion.load_base(self.base, self.device, "fp32")
+            museum = self.open_museum()
+            cfg = MuseumConfig(steps=4, batch_size=batch, checkpoint_every=10**6)
+            states, earlier = [None], []
+            if museum is not None and museum.n_tasks:
+                load_style_tokens(pipe.tokenizer, pipe.text_encoder, engine.earlier_tokens(museum))
+                states += [museum.lora_state(k) for k in range(1, museum.n_tasks + 1)]
+                earlier = [{"token": s.token, "captions": museum.manifest(s.name).get("captions", [])} for s in museum.styles]
+                first = museum.manifest(museum.styles[0].name)["config"]
+                cfg.rank, cfg.alpha = first["rank"], first["alpha"]
+            load_s = time.time() - t0
+            size = diffusion.base_resolution(pipe)
+            images = [apply_style("sepia", miniworld.generate(0, i, size=size).image, seed=i) for i in range(4)]
+            learn_style(pipe, "<studio-speed-check>", images, [None] * len(images), cfg, states[-1], states, earlier,
+                        progress=job.progress, should_stop=job.should_stop)
+            rate = job.seconds_per_step()
+            if rate is None or job.should_stop():
+                return {"stopped": True}
+            t1 = time.time()
+            diffusion.generate(pipe, [diffusion.GenerationSettings(prompt=engine.SCORE_PROMPTS[0], steps=cfg.sample_steps,
+                                                                   width=size, height=size)])
+            score_s = (time.time() - t1) * len(engine.SCORE_PROMPTS)
+            self.record_timing("museum", rate, batch, load_s + score_s, "a speed check")
+            job.log(f"{rate:.2f} s per training step at batch {batch}; loading {load_s:.0f} s, scoring {score_s:.0f} s")
+            return {"s_per_step": rate}
+
+        self.run_sync("museum", f"speed check (batch {batch})", request, work)
+        return self.estimate_md(steps, batch)
+
+    # --- following jobs from any page ---------------------------------------------------------
+    def render_panel(self, panel: str, job: Job):
+        """What a page shows for a job in its panel (the same values its event streams)."""
+        if panel == "generate":
+            paths = list(job.outputs)
+            seeds = [re.search(r"seed(\d+)\.png$", str(p)) for p in paths]
+            gallery = [(p, f"seed {m.group(1)}" if m else "") for p, m in zip(paths, seeds)]
+            return gallery, paths, _status_md(job), paths
+        if panel == "synth_export":
+            done = job.result if job.done and job.result else (None, "")
+            return _status_md(job), done[0], done[1]
+        return _status_md(job), list(job.previews)
+
+    def follow_page(self, request: gr.Request | None = None, poll: float = 0.5, limit_s: float | None = None):
+        """A freshly (re)opened page's view of this user's jobs: for every panel, its latest job, streamed
+        until it ends (a job outlives the tab that started it; this is how the next tab finds it).
+        Yields one value per output of PANELS, gr.skip() where nothing changed."""
+        owner = _owner(request)
+        start = {p: self.board.latest(owner, panel=p) for p in PANELS}
+        sent: dict[str, tuple] = {}
+        t0 = time.time()
+        first = True
+        while True:
+            values, active, changed = [], False, False
+            for panel, n in PANELS.items():
+                job = start[panel]
+                newer = self.board.latest(owner, panel=panel)
+                if job is None or (newer is not None and newer.id != job.id):  # the page started another: its event shows it
+                    values += [gr.skip()] * n
+                    continue
+                key = (job.version, job.previews_version)
+                if sent.get(panel) == key:
+                    values += [gr.skip()] * n
+                else:
+                    out = list(self.render_panel(panel, job))
+                    if panel in ("museum", "gan", "synth_fit") and sent.get(panel, (None, None))[1] == job.previews_version:
+                        out[1] = gr.skip()  # the gallery only when its images changed
+                    sent[panel], changed = key, True
+                    values += out
+                active |= not job.done
+            if changed or first:
+                yield tuple(values)
+            first = False
+            if not active or (limit_s is not None and time.time() - t0 > limit_s):
+                return
+            time.sleep(poll)
+
     # --- museum -----------------------------------------------------------------------------
     def base_name(self) -> str:
         from generators.diffusion import base_name
@@ -343,11 +534,18 @@ class Studio:
             for s in museum.styles:
                 thumb = museum.style_dir(s.name) / "thumb.png"
                 img = f'<img src="{_img_data_uri(thumb)}" alt="{html.escape(s.name)}">' if thumb.is_file() else ""
-                score = "-" if s.score is None else f"{s.score:.2f}"
+                try:
+                    manifest = museum.manifest(s.name)
+                except Exception:  # noqa: BLE001 - an unreadable manifest only costs the score
+                    manifest = {}
+                metrics = manifest.get("metrics") or ({"style_score": s.score} if s.score is not None else None)
+                steps = (manifest.get("result") or {}).get("steps", "")
                 body.append(f"<tr><td>{img}</td><td>{html.escape(s.name)}</td><td><code>{html.escape(s.token)}</code></td>"
-                            f"<td>{s.images}</td><td>{html.escape(s.created)}</td><td>{score}</td></tr>")
-            rows = ("<table><thead><tr><th></th><th>name</th><th>token</th><th>images</th><th>date</th><th>score</th></tr>"
-                    "</thead><tbody>" + "".join(body) + "</tbody></table>")
+                            f"<td>{s.images}</td><td>{steps}</td><td>{html.escape(s.created)}</td>"
+                            f"<td>{html.escape(score_text(metrics))}</td></tr>")
+            rows = ("<table><thead><tr><th></th><th>name</th><th>token</th><th>images</th><th>steps</th><th>date</th>"
+                    "<th>how well it is drawn</th></tr></thead><tbody>" + "".join(body) + "</tbody></table>"
+                    f"<p><small>{html.escape(_score_help())}</small></p>")
         head += f": {len(museum.styles) if museum else 0} styles.</p>"
         stopped = self.interrupted()
         if stopped:
@@ -440,6 +638,7 @@ class Studio:
                      request: gr.Request | None = None):
         """Learn a style from uploaded images into the museum; streams (status, previews)."""
         job = self.board.claim(job_id, "museum", f"learn style {name}", _owner(request))
+        job.panel = "museum"
         try:
             folder, resuming = self._stage_style(files, name, token, description)
             steps, batch_size, preview_every = int(steps), int(batch_size), int(preview_every or 0)
@@ -448,6 +647,8 @@ class Studio:
         except Exception as err:  # noqa: BLE001
             self.board.fail(job, str(err))
             raise _user_error(err) from None
+        guess = self.estimate("museum", steps, batch_size)
+        job.estimate_s = guess[0] if guess else None
 
         def work(job: Job):
             from generators import diffusion
@@ -503,15 +704,134 @@ class Studio:
                         "press Learn style again with the same name (no files needed) to resume")
             else:
                 thumb = museum.style_dir(style.name) / "thumb.png"
-                if thumb.is_file():
-                    job.set_previews([(str(thumb), f"{style.name}: learnt")])
-                score = manifest.get("metrics", {}).get("style_score")
+                if thumb.is_file():  # as an image, not a path: the museum folder is not served
+                    from PIL import Image
+
+                    with Image.open(thumb) as im:
+                        job.set_previews([(im.convert("RGB"), f"{style.name}: learnt")])
                 job.log(f"learnt {style.name} as {style.token} in {manifest['timings']['total_seconds']:.0f} s, "
-                        f"final loss {manifest['result']['final_loss']:.4f}"
-                        + (f", style score {score:.2f}" if score is not None else ""))
+                        f"final loss {manifest['result']['final_loss']:.4f}; {score_text(manifest.get('metrics'))}")
+            self.record_job_timing(job, cfg.batch_size)
             return manifest
 
         yield from self.run_job(job, work, lambda j: (_status_md(j), list(j.previews)))
+
+    # --- museum: a folder of style folders (the web app's `studio ingest DIR`) --------------------
+    def _ingest_plan(self, folder, steps, new_version):
+        """(root, museum, plan items, steps per item) for a folder on this machine, as `studio ingest` plans it."""
+        from dataclasses import replace
+
+        from generators import diffusion
+        from generators.museum.config import MuseumConfig
+        from generators.museum.ingest import plan
+
+        text = str(folder or "").strip()
+        if not text:
+            raise UserError("type the path of a folder of style folders on this machine (one sub-folder of images per style)")
+        root = Path(text).expanduser()
+        if not root.is_absolute():
+            raise UserError(f"{text}: give the folder's full path on this machine (e.g. /data/styles or ~/styles)")
+        steps = int(steps or 0)
+        if not 0 <= steps <= 100_000:
+            raise UserError("steps must be 0 (each folder's style.toml, else 300) to 100000")
+        museum = self.open_museum(create=True)
+        items = plan(root.resolve(), museum, diffusion.resolution_of(self.base), bool(new_version))
+        default = MuseumConfig()
+        rank = {}
+        if museum.n_tasks:
+            first = museum.manifest(museum.styles[0].name)["config"]
+            rank = {"rank": first["rank"], "alpha": first["alpha"]}
+        configs = {it.name: replace(default, **rank, steps=steps or it.style.steps or default.steps)
+                   for it in items if it.style is not None}
+        return root, museum, items, configs
+
+    def _plan_lines(self, root, items, configs) -> list[str]:
+        lines = [f"plan for {root} -> museum {self.museum_dir} (base {self.base_name()}):"]
+        for it in items:
+            usable = len(it.style.images) if it.style else 0
+            what = f"{it.action:7s} {it.name:24s} {usable:3d} images"
+            if it.action in ("learn", "resume"):
+                what += f", {configs[it.name].steps} steps"
+            if it.rejected:
+                what += f", {len(it.rejected)} files rejected"
+            lines.append("  " + what + (f"  ({it.reason})" if it.reason else ""))
+        todo = [it for it in items if it.action in ("learn", "resume")]
+        got = self.estimate("museum", sum(configs[it.name].steps for it in todo), configs[todo[0].name].batch_size) \
+            if todo else None
+        if got is not None:
+            lines.append(f"estimated time: about {duration(got[0] + got[1].get('overhead_s', 0) * (len(todo) - 1))}")
+        return lines
+
+    def museum_plan(self, folder, steps, new_version) -> str:
+        """The plan `studio ingest DIR` prints: what each style folder will do (learn, resume, skip, refuse, invalid)."""
+        try:
+            root, _, items, configs = self._ingest_plan(folder, steps, new_version)
+        except Exception as err:  # noqa: BLE001
+            raise _user_error(err) from None
+        return "```\n" + "\n".join(self._plan_lines(root, items, configs)) + "\n```"
+
+    def museum_ingest(self, folder, steps, new_version, job_id=None, request: gr.Request | None = None):
+        """Learn every style folder of a folder on this machine, in order (sorted, or its order.txt), with the
+        plan and the report of `studio ingest`; streams (status, previews, plan and report)."""
+        job = self.board.claim(job_id, "museum", f"ingest {Path(str(folder or '?')).name}", _owner(request))
+        job.panel = "museum"
+        try:
+            root, museum, items, configs = self._ingest_plan(folder, steps, new_version)
+        except Exception as err:  # noqa: BLE001
+            self.board.fail(job, str(err))
+            raise _user_error(err) from None
+        todo = [it for it in items if it.action in ("learn", "resume")]
+        plan_lines = self._plan_lines(root, items, configs)
+        total = sum(configs[it.name].steps for it in todo)
+        guess = self.estimate("museum", total, configs[todo[0].name].batch_size) if todo else None
+        job.estimate_s = guess[0] if guess else None
+        report: list[str] = []
+
+        def work(job: Job):
+            from generators.museum import engine
+
+            job.log("\n".join(plan_lines))
+            evaluator, done, thumbs = self.evaluator(), 0, []
+            for k, it in enumerate(todo, 1):
+                cfg = configs[it.name]
+
+                def progress(step, _total, **info):
+                    job.progress(done + step, total, style=f"{it.name} ({k}/{len(todo)})", **info)
+
+                manifest = engine.learn(museum, it.style, cfg, self.base, self.device, progress=progress,
+                                        should_stop=job.should_stop, evaluator=evaluator)
+                if manifest.get("stopped"):
+                    report.append(f"stopped during {it.name} at step {manifest['result']['steps']}: the museum holds the "
+                                  "styles learnt before it; press Learn all again to resume")
+                    job.log(report[-1])
+                    return {"stopped": True}
+                done += cfg.steps
+                r = manifest["result"]
+                report.append(f"  {it.name}: learnt as {manifest['token']}; {len(manifest['images'])} images used, "
+                              f"{len(manifest['rejected'])} rejected, {r['steps']} steps"
+                              + (f" (resumed at {r['resumed_from']})" if r.get("resumed_from") else "")
+                              + f", {manifest['timings']['total_seconds']:.0f} s, final loss {r['final_loss']:.4f}, "
+                              + score_text(manifest.get("metrics")))
+                report.extend(f"    rejected {f['file']}: {f['reason']}" for f in manifest["rejected"])
+                thumb = museum.style_dir(it.name) / "thumb.png"
+                if thumb.is_file():
+                    from PIL import Image
+
+                    with Image.open(thumb) as im:
+                        thumbs.append((im.convert("RGB"), f"{it.name}: learnt"))
+                    job.set_previews(list(thumbs))
+            skipped = [f"  {it.name}: {it.action} - {it.reason}" for it in items if it.action in ("skip", "refuse", "invalid")]
+            report[:0] = ["report:"] + skipped
+            job.log("\n".join(report))
+            if todo:
+                self.record_job_timing(job, configs[todo[0].name].batch_size)
+            return {"learnt": len(todo)}
+
+        def render(j: Job):
+            text = "\n".join(plan_lines + ([""] + report if report else []))
+            return _status_md(j), list(j.previews), f"```\n{text}\n```"
+
+        yield from self.run_job(job, work, render)
 
     def museum_export(self, name, fmt):
         from generators.museum.export import export_style
@@ -555,6 +875,7 @@ class Studio:
                  request: gr.Request | None = None):
         """Draw `batch` images (seeds seed, seed+1, ...); streams (gallery, files, status, paths)."""
         job = self.board.claim(job_id, "generate", f"generate: {str(prompt)[:40]}", _owner(request))
+        job.panel = "generate"
         try:
             prompt, negative = str(prompt or "").strip(), str(negative or "")
             styles = [styles] if isinstance(styles, str) else list(styles or [])
@@ -602,12 +923,7 @@ class Studio:
             job.log(f"wrote {len(job.outputs)} images to $STUDIO_HOME/{out_dir.relative_to(self.home)}")
             return list(job.outputs)
 
-        def render(j: Job):
-            paths = list(j.outputs)
-            gallery = [(p, f"seed {seed + k}") for k, p in enumerate(paths)]
-            return gallery, paths, _status_md(j), paths
-
-        yield from self.run_job(job, work, render)
+        yield from self.run_job(job, work, lambda j: self.render_panel("generate", j))
 
     def settings_values(self, path):
         from generators.diffusion import read_settings
@@ -675,6 +991,7 @@ class Studio:
         from generators.gan.lifelong import check_task_name
 
         job = self.board.claim(job_id, "gan", f"learn GAN task {name}", _owner(request))
+        job.panel = "gan"
         try:
             name = check_task_name(str(name or "").strip())
             iters, preview_every = int(iters), int(preview_every or 0)
@@ -852,12 +1169,45 @@ class Studio:
             raise _user_error(err) from None
         return self.synth_classes_md(set_name)
 
+    def tokenizer(self):
+        """The base's tokenizer for checking words (None for a hub base: nothing is downloaded for a check)."""
+        if getattr(self, "_tokenizer", None) is None:
+            from generators import diffusion
+
+            folder = (diffusion.DEFAULT_BASE if self.base is None else Path(self.base)) / "tokenizer"
+            self._tokenizer = False
+            if folder.is_dir():
+                try:
+                    from transformers import CLIPTokenizer
+
+                    self._tokenizer = CLIPTokenizer.from_pretrained(str(folder))
+                except Exception:  # noqa: BLE001 - no check rather than no app
+                    self._tokenizer = False
+        return self._tokenizer or None
+
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of `text` the base's tokenizer does not hold whole (it splits them into pieces)."""
+        tok = self.tokenizer()
+        if tok is None:
+            return []
+        vocab = tok.get_vocab()
+        return [w for w in re.findall(r"[A-Za-z]+", str(text or "").lower()) if f"{w}</w>" not in vocab]
+
+    def category_note(self, category) -> str:
+        unknown = self.unknown_words(category)
+        if not unknown:
+            return ""
+        pieces = " · ".join(t.replace("</w>", "") for t in self.tokenizer().tokenize(unknown[0]))
+        return (f"⚠ The base does not know the word **{html.escape(unknown[0])}**: its tokenizer reads it as pieces "
+                f"({html.escape(pieces)}), so prompts carry no meaning for it. Pick a word the base knows "
+                f"(e.g. {DEFAULT_CATEGORY}) unless you train it on that word.")
+
     def _fit_config(self, category, steps=400, batch_size=8, class_words="plain", use_context=True):
         from generators.synthetic.fit import FitConfig, resolve_base
 
         category = str(category or "").strip()
         if not re.fullmatch(r"[A-Za-z][A-Za-z -]{0,31}", category):
-            raise UserError("the category is a word or two (letters), e.g. bird, aircraft, picture")
+            raise UserError("the category is a word or two (letters), e.g. bird")
         steps, batch_size = int(steps), int(batch_size)
         if not (1 <= steps <= 100_000 and 1 <= batch_size <= 64):
             raise UserError("steps must be 1-100000 and batch size 1-64")
@@ -950,6 +1300,7 @@ class Studio:
                   job_id=None, request: gr.Request | None = None):
         """Fine-tune the one LoRA for all classes; streams (status, previews)."""
         job = self.board.claim(job_id, "synthetic", f"fit synthetic set {set_name}", _owner(request))
+        job.panel = "synth_fit"
         try:
             data, work = self.synth_dirs(set_name)
             if not data.is_dir():
@@ -967,6 +1318,9 @@ class Studio:
             from generators.synthetic.fit import fit, prompt_for
 
             use = self._synth_settle(work, cfg)
+            if self.unknown_words(use.category):
+                job.log(f"warning: the base's tokenizer does not know {', '.join(self.unknown_words(use.category))!r}: "
+                        "it enters the prompts as pieces without meaning")
             if use is not cfg:
                 job.log(f"resuming the stopped fit ({use.steps} steps in all)")
 
@@ -1030,6 +1384,7 @@ class Studio:
                      request: gr.Request | None = None):
         """Write the data set (class folders, metadata.jsonl, card) and zip it; streams (status, zip, card)."""
         job = self.board.claim(job_id, "synthetic", f"export synthetic set {set_name}", _owner(request))
+        job.panel = "synth_export"
         try:
             work, cfg, plan = self._synth_plan(set_name, per_class, seed, context, steps, guidance)
         except Exception as err:  # noqa: BLE001
@@ -1053,13 +1408,13 @@ class Studio:
             job.log(f"wrote {result.written} images ({result.skipped} already there) and {result.zip_path.name}")
             return str(result.zip_path), (out / "README.md").read_text()
 
-        def render(j: Job):
-            done = j.result if j.done and j.result else (None, "")
-            return _status_md(j), done[0], done[1]
-
-        yield from self.run_job(job, run, render)
+        yield from self.run_job(job, run, lambda j: self.render_panel("synth_export", j))
 
     # --- jobs -------------------------------------------------------------------------------
+    def latest_job_id(self) -> int | None:
+        rows = self.board.rows()
+        return rows[0][0] if rows else None
+
     def jobs_view(self, job_id):
         rows = self.board.rows()
         if (job_id in (None, "", 0)) and rows:
@@ -1068,6 +1423,8 @@ class Studio:
 
 
 JOB_COLUMNS = ["id", "kind", "what", "status", "progress", "user", "queued", "took"]
+# The panels a page follows (follow_page) and how many outputs each has.
+PANELS = {"museum": 2, "generate": 4, "gan": 2, "synth_fit": 2, "synth_export": 3}
 
 
 def create_app(museum_dir=None, base=None, studio_home=None, device: str = "cpu", gan_base=None) -> gr.Blocks:
@@ -1086,21 +1443,30 @@ def create_app(museum_dir=None, base=None, studio_home=None, device: str = "cpu"
         gr.Markdown("# Studio\nTeach a text-to-image model new styles one after another, adapt a GAN to new domains, "
                     "and turn a few photos per class into a synthetic data set. Heavy jobs run one at a time; "
                     "the **Jobs** tab shows the queue and every log.")
+        panels: dict[str, list] = {}
         with gr.Tabs():
             with gr.Tab("Museum", id="museum"):
                 museum_ui = _museum_tab(studio)
+                panels["museum"] = [museum_ui["status"], museum_ui["previews"]]
             with gr.Tab("Generate", id="generate"):
                 gen_ui = _generate_tab(studio)
+                panels["generate"] = gen_ui["panel"]
             with gr.Tab("Lifelong GAN", id="gan"):
-                gan_outputs = _gan_tab(studio)
+                gan_outputs = _gan_tab(studio, panels)
             with gr.Tab("Synthetic data", id="synthetic"):
-                _synthetic_tab(studio)
+                _synthetic_tab(studio, panels)
             with gr.Tab("Jobs", id="jobs"):
                 _jobs_tab(studio)
         refresh_outputs = [museum_ui["styles"], museum_ui["heatmap"], museum_ui["export_name"], gen_ui["styles"]]
         demo.load(studio.museum_refresh, None, refresh_outputs, api_visibility="private", **LIGHT)
         demo.load(studio.gan_refresh, None, gan_outputs, api_visibility="private", **LIGHT)
         museum_ui["learn_event"].then(studio.museum_refresh, None, refresh_outputs, api_visibility="private", **LIGHT)
+        museum_ui["ingest_event"].then(studio.museum_refresh, None, refresh_outputs, api_visibility="private", **LIGHT)
+        # A (re)opened page follows this user's latest job of every panel: jobs outlive their tabs.
+        followed = demo.load(studio.follow_page, None, [c for p in PANELS for c in panels[p]], api_visibility="private",
+                             show_progress="hidden", **HEAVY)
+        followed.then(studio.museum_refresh, None, refresh_outputs, api_visibility="private", **LIGHT)
+        followed.then(studio.gan_refresh, None, gan_outputs, api_visibility="private", **LIGHT)
         museum_ui["refresh"].click(studio.museum_refresh, None, refresh_outputs, api_name="museum_styles", **LIGHT)
     demo.queue(default_concurrency_limit=1)
     return demo
@@ -1153,16 +1519,43 @@ def _museum_tab(studio: Studio) -> dict:
                     batch = gr.Number(label="Batch size", value=8, precision=0, minimum=1, maximum=64)
                     preview_every = gr.Number(label="Preview every (steps, 0 = never)", value=50, precision=0, minimum=0)
                 with gr.Row():
+                    estimate = gr.Markdown(lambda: studio.estimate_md(300, 8))
+                    measure = gr.Button("Measure speed", size="sm", scale=0, min_width=140)
+                with gr.Row():
                     learn = gr.Button("Learn style", variant="primary")
                     stop = gr.Button("Stop", variant="stop")
             with gr.Column(scale=1):
                 status = gr.Markdown("")
                 previews = gr.Gallery(label="Previews", columns=2, height=260)
+    ui["status"], ui["previews"] = status, previews
+    for box in (steps, batch):
+        box.change(studio.estimate_md, [steps, batch], estimate, api_visibility="private", show_progress="hidden", **LIGHT)
+    measure.click(studio.museum_measure, [steps, batch], estimate, api_name="museum_measure", **HEAVY)
     job_id = gr.State(None)
     reg = learn.click(_registrar(studio, "museum", "learn style {}"), name, job_id, api_visibility="private", queue=False)
     ui["learn_event"] = reg.then(studio.museum_learn, [files, name, token, description, steps, batch, preview_every, job_id],
                                  [status, previews], api_name="museum_learn", **HEAVY)
     _bind_stop(studio, stop, "museum", status, "museum_stop")
+    with gr.Accordion("Learn a folder of style folders (on this machine)", open=False):
+        gr.Markdown("The web app's `studio ingest DIR`: every sub-folder of images is one style (its name the folder's, "
+                    "optional `style.toml` and `.txt` captions inside), learnt in sorted order or the order of "
+                    "`DIR/order.txt`. A style already in the museum with the same images is skipped; the same name with "
+                    "other images is refused unless *new version*. The folder is read on the server, never written.")
+        with gr.Row():
+            ifolder = gr.Textbox(label="Folder (full path on this machine)", placeholder="/data/styles", scale=3)
+            isteps = gr.Number(label="Steps per style (0 = style.toml's, else 300)", value=0, precision=0, minimum=0)
+            inew = gr.Checkbox(label="New version for a changed style (<name>-v2)", value=False)
+        with gr.Row():
+            iplan = gr.Button("Plan")
+            ilearn = gr.Button("Learn all", variant="primary")
+            istop = gr.Button("Stop", variant="stop")
+        ireport = gr.Markdown("")
+        iplan.click(studio.museum_plan, [ifolder, isteps, inew], ireport, api_name="museum_plan", **LIGHT)
+        ijob = gr.State(None)
+        ireg = ilearn.click(_registrar(studio, "museum", "ingest {}"), ifolder, ijob, api_visibility="private", queue=False)
+        ui["ingest_event"] = ireg.then(studio.museum_ingest, [ifolder, isteps, inew, ijob], [status, previews, ireport],
+                                       api_name="museum_ingest", **HEAVY)
+        _bind_stop(studio, istop, "museum", status, "museum_ingest_stop")
     with gr.Accordion("Forgetting", open=False):
         ui["heatmap"] = gr.HTML(studio.forgetting_html())
     with gr.Accordion("Export a style", open=False):
@@ -1206,6 +1599,7 @@ def _generate_tab(studio: Studio) -> dict:
     reg = go.click(_registrar(studio, "generate", "generate: {:.40}"), prompt, job_id, api_visibility="private", queue=False)
     reg.then(studio.generate, [prompt, negative, ui["styles"], seed, steps, guidance, batch, job_id],
              [gallery, files, status, paths], api_name="generate", **HEAVY)
+    ui["panel"] = [gallery, files, status, paths]
     _bind_stop(studio, stop, "generate", status, "generate_stop")
 
     def pick(evt: gr.SelectData):
@@ -1219,11 +1613,12 @@ def _generate_tab(studio: Studio) -> dict:
 
 
 def _jobs_tab(studio: Studio) -> None:
-    gr.Markdown("Every heavy job, newest first. One runs at a time; the others wait their turn. "
-                "Pick a row to read its log; Stop ends that job (yours only) after its current step.")
-    table = gr.Dataframe(headers=JOB_COLUMNS, value=studio.board.rows(), interactive=False, wrap=True)
+    gr.Markdown("Every heavy job, newest first. One runs at a time; the others wait their turn. A job keeps running "
+                "when its page is closed: reopen the page to follow it. Pick a row to read its log (the box follows "
+                "the latest job until you pick one); Stop ends that job (yours only) after its current step.")
+    table = gr.Dataframe(headers=JOB_COLUMNS, value=studio.board.rows, interactive=False, wrap=True)
     with gr.Row():
-        job = gr.Number(label="Job", precision=0, value=None)
+        job = gr.Number(label="Job", precision=0, value=studio.latest_job_id)
         stop = gr.Button("Stop this job", variant="stop")
     stopped = gr.Markdown()
     log = gr.Textbox(label="Log", lines=14, max_lines=30, autoscroll=True)
@@ -1238,9 +1633,18 @@ def _jobs_tab(studio: Studio) -> None:
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         return rows[row][0] if 0 <= row < len(rows) else None
 
-    table.select(pick, None, job, api_visibility="private", queue=False)
+    picked = gr.State(False)  # the user chose a job: the box stops following the latest one
+    table.select(pick, None, job, api_visibility="private", queue=False).then(
+        lambda: True, None, picked, api_visibility="private", queue=False)
+    job.input(lambda v: v not in (None, "", 0), job, picked, api_visibility="private", queue=False)
     timer = gr.Timer(2.0)
     timer.tick(studio.jobs_view, job, [table, log], api_name="jobs", show_progress="hidden", **LIGHT)
+
+    def follow_latest(current, chosen):
+        latest = studio.latest_job_id()
+        return gr.skip() if chosen or latest is None or latest == current else latest
+
+    timer.tick(follow_latest, [job, picked], job, api_visibility="private", show_progress="hidden", **LIGHT)
     job.change(studio.jobs_view, job, [table, log], api_visibility="private", show_progress="hidden", **LIGHT)
 
 
@@ -1250,7 +1654,7 @@ GAN_COLUMNS = ["task", "#", "images", "iterations", "rank", "% of G stored", "tr
 BANK_COLUMNS = ["file", "class", "background", "pose", "source"]
 
 
-def _gan_tab(studio: Studio) -> list:
+def _gan_tab(studio: Studio, panels: dict) -> list:
     gr.Markdown("A frozen GAN base learns one new domain per task from about 10 images (LeFT modulators, "
                 "about 1 % of the generator each); earlier tasks never change.")
     tasks = gr.Dataframe(headers=GAN_COLUMNS, interactive=False, label="Tasks")
@@ -1276,6 +1680,7 @@ def _gan_tab(studio: Studio) -> list:
     reg = learn.click(_registrar(studio, "gan", "learn GAN task {}"), name, job_id, api_visibility="private", queue=False)
     learned = reg.then(studio.gan_learn, [files, name, iters, mode, preview_every, job_id], [status, previews],
                        api_name="gan_learn", **HEAVY)
+    panels["gan"] = [status, previews]
     _bind_stop(studio, stop, "gan", status, "gan_stop")
     with gr.Accordion("Sample", open=True):
         with gr.Row():
@@ -1301,13 +1706,16 @@ def _gan_tab(studio: Studio) -> list:
     return outs
 
 
-def _synthetic_tab(studio: Studio) -> None:
+def _synthetic_tab(studio: Studio, panels: dict) -> None:
     gr.Markdown("Turn a few real photos per class into a large synthetic training set: extract each image's background "
                 "and pose (edit them if you like), fine-tune one LoRA for all classes, then export images that draw "
                 "their context from every class's photos.")
     with gr.Row():
         set_name = gr.Textbox(label="Data set name", value="my-set", max_length=48)
-        category = gr.Textbox(label="Category (what every class is, e.g. bird)", value="picture", max_length=32)
+        category = gr.Textbox(label="Category (what every class is, e.g. bird)", value=DEFAULT_CATEGORY, max_length=32)
+    category_note = gr.Markdown(lambda: studio.category_note(DEFAULT_CATEGORY))
+    category.change(studio.category_note, category, category_note, api_visibility="private", show_progress="hidden",
+                    **LIGHT)
     classes = gr.Markdown(studio.synth_classes_md("my-set"))
     with gr.Accordion("1. Upload", open=True):
         with gr.Row():
@@ -1351,6 +1759,7 @@ def _synthetic_tab(studio: Studio) -> None:
                                                  use_context, job_id], [status, previews],
                           api_name="synth_fit", **HEAVY)
         fitted.then(studio.synth_classes_md, set_name, classes, api_visibility="private", **LIGHT)
+        panels["synth_fit"] = [status, previews]
         _bind_stop(studio, stop, "synthetic", status, "synth_stop")
     with gr.Accordion("4. Preview and export", open=True):
         with gr.Row():
@@ -1373,4 +1782,5 @@ def _synthetic_tab(studio: Studio) -> None:
         ereg = export.click(_registrar(studio, "synthetic", "export synthetic set {}"), set_name, ejob,
                             api_visibility="private", queue=False)
         ereg.then(studio.synth_export, inputs + [ejob], [estatus, download, card], api_name="synth_export", **HEAVY)
+        panels["synth_export"] = [estatus, download, card]
     set_name.change(studio.synth_classes_md, set_name, classes, api_visibility="private", **LIGHT)

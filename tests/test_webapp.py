@@ -118,10 +118,7 @@ def test_stop_keeps_the_museum_consistent(app, client, tmp_path):
             break
         time.sleep(0.2)
     assert running, "training never started"
-    # The jobs panel's Stop: another session may not stop someone else's job.
-    other = Client(demo.local_url, verbose=False)
-    assert "belongs to another session" in other.predict(running[0].id, api_name="/job_stop")
-    assert not running[0].stop_requested
+    assert running[0].owner == "local"  # no --auth: the user is "local", not a random session id
     t0 = time.time()
     msg = client.predict(api_name="/museum_stop")
     assert "stop requested" in msg
@@ -264,7 +261,7 @@ def test_job_board_queue_stop_and_failure():
 
     assert [j.status for j in board.run(a, work)][-1] == "stopped" and a.result == "stopped early" and a.step == 3
     d = board.submit("gan", "d", "ann")
-    assert "another session" in board.stop_job(d.id, "bob") and not d.stop_requested
+    assert "belongs to ann" in board.stop_job(d.id, "bob") and not d.stop_requested
     assert board.stop_job(None, "ann") == "pick a job in the table first"
     assert "will not start" in board.stop_job(d.id, "ann") and d.stop_requested
     list(board.run(d, lambda job: 1 / 0))
@@ -282,13 +279,21 @@ def test_auth_is_required_when_set(app):
 
     _, root = app
     demo = create_app(root / "museum", None, root / "home", device="cpu")  # same STUDIO_HOME as the module's app
-    launch(demo, port=None, auth=("ann", "s3cret"), prevent_thread_lock=True, quiet=True)
+    launch(demo, port=None, auth=[("ann", "s3cret"), ("bob", "other")], prevent_thread_lock=True, quiet=True)
     try:
         assert httpx.get(demo.local_url + "config").status_code in (401, 403)
         with pytest.raises(Exception):
             Client(demo.local_url, verbose=False, auth=("ann", "wrong"))
         client = Client(demo.local_url, verbose=False, auth=("ann", "s3cret"))
+        gallery, _, status = client.predict("a red star on the grass background", "", [], 0, 1, 4.0, 1, api_name="/generate")
+        assert "finished" in status
         rows, _ = client.predict(None, api_name="/jobs")
+        data = rows["data"] if isinstance(rows, dict) else rows
+        assert data[0][1] == "generate" and data[0][5] == "ann"  # the Jobs tab's user column: the login name
+        queued = demo.studio.board.submit("generate", "someone's job", "ann")
+        bob = Client(demo.local_url, verbose=False, auth=("bob", "other"))
+        assert "belongs to ann" in bob.predict(queued.id, api_name="/job_stop") and not queued.stop_requested
+        assert "will not start" in client.predict(queued.id, api_name="/job_stop")
     finally:
         demo.close()
 
@@ -359,3 +364,79 @@ def test_serve_command_parses():
     serve.register(parser.add_subparsers())
     args = parser.parse_args(["serve"])
     assert args.host == "127.0.0.1" and args.port == 7860 and args.auth is None and args.museum is None
+
+
+def test_a_job_outlives_its_follower_and_measures_its_time():
+    """Closing a page cancels its event (the follower generator is closed): the job runs on; only Stop stops it."""
+    import threading
+
+    from studio.jobs import JobBoard, duration
+
+    board = JobBoard()
+    gate = threading.Event()
+
+    def work(job):
+        for step in range(1, 6):
+            if job.should_stop():
+                return {"stopped": True}
+            job.progress(step, 5)
+            time.sleep(0.05)
+            if step == 2:
+                gate.wait(10)
+        return {"done": True}
+
+    job = board.submit("museum", "long", "local")
+    job.estimate_s = 600.0
+    assert "estimated 10 min" in job.summary()
+    follower = board.run(job, work, poll=0.01)
+    while next(follower).step < 2:
+        pass
+    follower.close()  # the tab was closed
+    gate.set()
+    job._ended.wait(10)
+    assert job.status == "finished" and job.step == 5 and not job.stop_requested
+    assert job.seconds_per_step() > 0 and "left" not in job.summary()
+    assert [j.status for j in board.follow(job)] == ["finished"]  # a reopened page finds it finished
+    running = board.submit("museum", "running", "local")
+    running.status, running.started, running.total = "running", time.time(), 100
+    running._first, running._last, running.step = (1, 0.0), (11, 20.0), 11
+    assert running.seconds_per_step() == 2.0 and "about 3 min left" in running.summary()  # 89 steps x 2 s
+    assert (duration(40), duration(600), duration(3900)) == ("40 s", "10 min", "1 h 05 min")
+    assert board.latest("local", "museum") is running and board.latest("ann") is None
+
+
+def test_estimates_scores_and_category_words(tmp_path):
+    from studio.webapp import Studio, score_text
+
+    studio = Studio(tmp_path / "m", None, tmp_path / "home")
+    assert "not measured on this machine yet" in studio.estimate_md(300, 8)
+    studio.record_timing("museum", 3.0, 8, 20.0, "job 1")
+    assert studio.estimate("museum", 300, 4)[0] == 1.5 * 300 + 20.0  # seconds per step scale with the batch
+    assert "about 15 min" in studio.estimate_md(300, 8) and "3.00 s per step at batch 8" in studio.estimate_md(300, 8)
+    assert score_text({"style_accuracy": 0.25, "style_similarity": 0.9, "style_score": 0.25}) == \
+        "recognised in 1 of 4 samples (chance: 1 in 13)"
+    assert score_text({"style_accuracy": None, "style_similarity": 0.8123}).startswith("likeness 0.81")
+    assert score_text(None) == "not scored (no evaluator)"
+    assert studio.category_note("bird") == "" and studio.unknown_words("red bird") == []
+    assert "does not know the word **picture**" in studio.category_note("picture")
+
+
+def test_a_folder_of_style_folders(app, client, tmp_path):
+    demo, root = app
+    folder = tmp_path / "styles"
+    style_images(folder / "pixel_art", "pixel_art", n=3)
+    (folder / "broken").mkdir()
+    (folder / "broken" / "a.png").write_text("not a png")
+    with pytest.raises(Exception, match="full path"):
+        client.predict("styles", 2, False, api_name="/museum_plan")
+    plan = client.predict(str(folder), 2, False, api_name="/museum_plan")
+    assert "learn   pixel_art" in plan and "2 steps" in plan and "invalid broken" in plan, plan
+    status, previews, report = client.predict(str(folder), 2, False, api_name="/museum_ingest")
+    assert "finished" in status, status
+    assert "pixel_art: learnt as <pixel_art>; 3 images used" in report and "recognised in" in report, report
+    assert "broken: invalid" in report, report
+    assert len(previews) == 1
+    names = [s["name"] for s in json.loads((root / "museum" / "museum.json").read_text())["styles"]]
+    assert "pixel_art" in names
+    again = client.predict(str(folder), 2, False, api_name="/museum_plan")
+    assert "skip    pixel_art" in again, again
