@@ -84,6 +84,15 @@ def test_eval_base_writes_named_accuracies(tiny_pipeline_dir, tmp_path):
     from generators.sd_mini.evaluate import held_out_prompts
 
     assert all(miniworld.is_held_out(a.kind, a.color, a.background) for a in held_out_prompts(50, 0))
+    # Without the colour word (the product's own prompt form) the colour is neither asked for nor scored.
+    assert main(["eval", "base", "--n", "2", "--steps", "2", "--base", str(tiny_pipeline_dir), "--device", "cpu",
+                 "--json", str(out), "--prompt-form", "no-colour"]) == 0
+    result = json.loads(out.read_text())
+    assert "color_accuracy" not in result and result["prompt_form"] == "no-colour" and "background_accuracy" in result
+    from generators.sd_mini.evaluate import prompt_for
+
+    a = miniworld.Attributes("fish", "red", "sea", "top", "large", "upright", "left")
+    assert prompt_for(a, "no-colour") == "a fish on the sea background, large, facing left, at the top"
 
 
 def test_pretraining_data_excludes_held_out_triples():

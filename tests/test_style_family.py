@@ -69,3 +69,28 @@ def test_a_chunk_resumes_exactly_from_its_train_state(tmp_path):
     assert (base / TRAIN_STATE).is_file()  # a run without UNet steps keeps the state
     with pytest.raises(ValueError, match="lr_schedule"):
         pretrain_base(tmp_path / "other", {**TINY_BASE, "lr_schedule": "linear"}, device="cpu")
+
+
+def test_sigterm_ends_a_chunk_cleanly_with_its_state(tmp_path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from generators.sd_mini.pretrain import TRAIN_STATE
+    from tests.test_bases import TINY_BASE
+
+    out, log = tmp_path / "base", tmp_path / "log.jsonl"
+    sets = [arg for k, v in TINY_BASE.items() for arg in ("--set", f"{k}={json.dumps(v)}")]
+    cmd = [sys.executable, "-m", "studio", "pretrain", "base", "--out", str(out), "--vae-seconds", "1",
+           "--unet-seconds", "600", "--device", "cpu", "--workers", "1", "--log", str(log), *sets]
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.is_file() and '"stage": "unet"' in log.read_text()):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0, proc.stderr.read().decode()[-2000:]
+    options = json.loads((out / "training_options.json").read_text())
+    assert options["finished"] and options["unet_steps"] >= 100 and (out / TRAIN_STATE).is_file()

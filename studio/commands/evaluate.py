@@ -20,6 +20,8 @@ def register(sub) -> None:
     b.add_argument("--guidance", type=float, default=5.0)
     b.add_argument("--json", type=Path, required=True, help="where to write the scores")
     b.add_argument("--samples", type=Path, default=None, help="also save the generated images here")
+    b.add_argument("--prompt-form", choices=("caption", "no-colour"), default="caption",
+                   help="the held-out captions as they are, or without the colour word (colour then not scored)")
     b.add_argument("--evaluators", type=Path, default=None, help="evaluator folder (default: the embedded one)")
     add_base_arguments(b)
     b.set_defaults(run=run_base)
@@ -50,7 +52,8 @@ def run_base(args) -> int:
     kept = [] if args.samples else None
     with TqdmProgress("eval base") as progress:
         result = evaluate_base(pipe, evaluator, args.n, args.seed, args.steps, args.guidance,
-                               diffusion.base_name(args.base), progress=progress, keep_images=kept)
+                               diffusion.base_name(args.base), progress=progress, keep_images=kept,
+                               prompt_form=args.prompt_form)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     if kept:

@@ -60,6 +60,7 @@ def register(sub) -> None:
 
     pretrain_gan.add_parser(psub)
     pretrain_evaluators.add_parser(psub)
+    pretrain_evaluators.add_family_head_parser(psub)
 
 
 def parse_set(pairs: list[str], config_cls) -> dict:
@@ -84,6 +85,7 @@ def parse_set(pairs: list[str], config_cls) -> dict:
 
 def run_base(args) -> int:
     from generators.sd_mini.pretrain import pretrain_base
+    from studio.commands.museum import StopFlag
 
     overrides = {k: v for k, v in dict(n_images=args.n_images, unet_batch=args.unet_batch, unet_lr=args.unet_lr,
                                          vae_batch=args.vae_batch, latent_channels=args.latent_channels,
@@ -95,7 +97,8 @@ def run_base(args) -> int:
     with TqdmProgress("pretrain base") as progress:
         opts = pretrain_base(args.out, overrides, args.vae_seconds, args.unet_seconds, args.device, args.precision,
                              args.seed, args.resume, args.workers, progress, log_file=args.log,
-                             decoder_seconds=args.decoder_seconds, init_from=args.init_from)
+                             decoder_seconds=args.decoder_seconds, init_from=args.init_from,
+                             should_stop=StopFlag())  # Ctrl-C / SIGTERM: finish the step, write the base and its state
     print(f"wrote {args.out}: {opts['vae_steps']} autoencoder steps, {opts['unet_steps']} UNet steps, "
           f"{opts['wall_seconds']:.0f} s on {opts['device']}")
     return 0

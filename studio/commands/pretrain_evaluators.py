@@ -54,3 +54,27 @@ def run_evaluators(args) -> int:
     print("accuracy: " + ", ".join(f"{h} {accuracy[h]:.3f}" for h in heads if accuracy.get(h) is not None))
     print(f"wrote {args.out}")
     return 0
+
+
+def add_family_head_parser(pretrain_subparsers) -> None:
+    parser = pretrain_subparsers.add_parser(
+        "family-head",
+        help="train the style-family head (which studio-mini 2 style components an image carries)",
+        description="Render mini-world images with none or some style-family components, train one head per "
+        "component group for a time budget, and write the head with its accuracy on fresh renderings.",
+    )
+    default = Path(__file__).resolve().parents[2] / "assets" / "family-head"
+    parser.add_argument("--out", type=Path, default=default, help=f"output folder (default: {default})")
+    parser.add_argument("--seconds", type=float, default=900.0, help="training time budget (default: 900)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(run=run_family_head)
+
+
+def run_family_head(args) -> int:
+    if args.seconds <= 0:
+        raise ValueError(f"--seconds must be positive, got {args.seconds}")
+    from generators.sd_mini import family_head
+
+    acc = family_head.train(args.out, args.seconds, seed=args.seed)
+    print(f"wrote {args.out}: " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()))
+    return 0
