@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,16 @@ MIN_IMAGES, MAX_IMAGES = 3, 50
 MIN_SIDE = 16
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
 IGNORED = {"style.toml", "metadata.jsonl", "readme.md", ".ds_store", "thumbs.db"}
+MAX_CAPTION_BYTES = 4096  # a prompt holds 77 tokens; a longer caption file is cut to its first 4 KB
+
+
+class UnusableStyle(ValueError):
+    """A style folder that cannot be learnt as a whole. str() is the full message; `reason` is the
+    short why, `usable` the images that could be read and `rejected` the (file, reason) pairs, for plans."""
+
+    def __init__(self, message: str, reason: str, usable: int | None = None, rejected=()):
+        super().__init__(message)
+        self.reason, self.usable, self.rejected = reason, usable, list(rejected)
 
 
 @dataclass
@@ -74,14 +85,20 @@ def open_rgb(path: Path) -> Image.Image:
     """Open, verify, decode in full (a truncated JPEG fails here, not only at verify) and normalize
     one image to RGB, EXIF-transposed; raises ValueError with the reason if unusable."""
     try:
-        with Image.open(path) as probe:
-            probe.verify()
-        with Image.open(path) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            if min(im.size) < MIN_SIDE:
-                raise ValueError(f"too small ({im.size[0]}×{im.size[1]} px; at least {MIN_SIDE} px on each side)")
-            return _to_rgb(im)
+        with warnings.catch_warnings():
+            # PIL warns above 89 megapixels and refuses above twice that: either way one file is rejected
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as probe:
+                probe.verify()
+            with Image.open(path) as im:
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                if min(im.size) < MIN_SIDE:
+                    raise ValueError(f"too small ({im.size[0]}×{im.size[1]} px; at least {MIN_SIDE} px on each side)")
+                return _to_rgb(im)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ValueError(f"too large to open safely ({type(err).__name__}: {str(err).splitlines()[0][:80]}); "
+                         "downscale it") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ValueError(f"not a readable image ({type(err).__name__}: {str(err).splitlines()[0][:80]})") from None
 
@@ -89,6 +106,21 @@ def open_rgb(path: Path) -> Image.Image:
 def load_image(path: Path, resolution: int) -> Image.Image:
     """`open_rgb`, then centre-cropped and resized to resolution × resolution."""
     return ImageOps.fit(open_rgb(path), (resolution, resolution), Image.BICUBIC)
+
+
+def read_caption(path: Path) -> tuple[str | None, str | None]:
+    """(caption, note): the sidecar's text, at most MAX_CAPTION_BYTES of it (cut at a word), with a
+    note saying so when the file is longer."""
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_CAPTION_BYTES + 1)
+    note = None
+    if len(data) > MAX_CAPTION_BYTES:
+        size = path.stat().st_size
+        data = data[:MAX_CAPTION_BYTES]
+        data = data[: data.rfind(b" ")] if b" " in data else data
+        note = (f"caption file of {size / 1024:.0f} KB: only its first {MAX_CAPTION_BYTES // 1024} KB are used "
+                "(a prompt holds 77 tokens)")
+    return data.decode(errors="replace").strip() or None, note
 
 
 def read_style_folder(folder: Path, resolution: int, name: str | None = None) -> StyleFolder:
@@ -132,13 +164,19 @@ def read_style_folder(folder: Path, resolution: int, name: str | None = None) ->
             continue
         seen[digest] = path.name
         sidecar = path.with_suffix(".txt")
-        caption = sidecar.read_text(errors="replace").strip() or None if sidecar.exists() else None
+        caption = None
+        if sidecar.is_file():
+            caption, note = read_caption(sidecar)
+            if note:
+                rejected.append((sidecar.name, note))
         images.append(StyleImage(path, image, caption, digest))
     if len(images) < MIN_IMAGES:
+        reason = f"has {len(images)} usable images, needs at least {MIN_IMAGES}"
         detail = "; rejected: " + "; ".join(f"{f}: {r}" for f, r in rejected[:5]) if rejected else ""
-        raise ValueError(f"style {style_name!r} ({folder}) has {len(images)} usable images, needs at least {MIN_IMAGES}{detail}")
+        raise UnusableStyle(f"style {style_name!r} ({folder}) {reason}{detail}", reason, len(images), rejected)
     if len(images) > MAX_IMAGES:
-        raise ValueError(f"style {style_name!r} ({folder}) has {len(images)} images; use at most {MAX_IMAGES}")
+        reason = f"has {len(images)} images; use at most {MAX_IMAGES}"
+        raise UnusableStyle(f"style {style_name!r} ({folder}) {reason}", reason, len(images), rejected)
     return StyleFolder(
         name=style_name,
         folder=folder,

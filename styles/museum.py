@@ -10,7 +10,9 @@ Layout::
     work/<name>/                      an interrupted task's checkpoint (resumable)
 
 A task's files are written first, then museum.json is replaced in one `os.replace`; files
-that no index entry names (left by a kill) are ignored and swept on the next write.
+that no index entry names (left by a kill) are ignored and swept on the next write. A new
+museum's first museum.json is written when its first task starts, so that a run that learns
+nothing writes nothing.
 """
 
 from __future__ import annotations
@@ -58,39 +60,75 @@ class StyleEntry:
     score: float | None = None
 
 
+def read_index(path: Path) -> dict:
+    """museum.json, checked to be an index; any damage is one ValueError naming the file."""
+    fix = "restore it from a backup, or move it away to start a new museum in that folder"
+    try:
+        index = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); {fix}") from None
+    keys = {"name", "token", "task", "images", "created"}
+    if (not isinstance(index, dict) or not isinstance(index.get("base"), str) or not isinstance(index.get("styles"), list)
+            or not all(isinstance(s, dict) and keys <= set(s) for s in index["styles"])):
+        raise ValueError(f"{path} is not a museum index (an object with \"base\" and a \"styles\" list); {fix}")
+    return index
+
+
 class Museum:
     def __init__(self, root: Path, index: dict):
         self.root = Path(root)
         self.index = index
+        self.new = False  # True until a new museum's first museum.json is written
 
     # --- opening -------------------------------------------------------------------------
 
     @classmethod
     def open(cls, root: Path, base: str | None = None, create: bool = False) -> "Museum":
-        """Open (or with create=True, start) the museum at `root`, checking it was built on `base`."""
+        """Open (or with create=True, start) the museum at `root`, checking it was built on `base`.
+
+        A new museum is written to disk only when its first task starts (`write_new`): a run that
+        learns nothing leaves no trace. Opening removes the work folders of styles already
+        committed (left by a kill between a commit and its clean-up)."""
         root = Path(root)
         path = root / INDEX
         if path.exists():
-            try:
-                index = json.loads(path.read_text())
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path} is not valid JSON ({err}); restore it from a backup") from None
+            index = read_index(path)
             if base is not None and index["base"] != base:
                 raise ValueError(
                     f"museum {root} was built on base {index['base']!r}, not {base!r}; "
                     f"pass --base {index['base']} or use another --museum"
                 )
-            return cls(root, index)
+            museum = cls(root, index)
+            museum.remove_stale_work()
+            return museum
         if not create:
             raise FileNotFoundError(f"no museum at {root} (no {INDEX}); learn a style first with `studio ingest`")
-        if root.exists() and any(p.name not in ("work",) for p in root.iterdir()):
+        if root.exists() and not root.is_dir():
+            raise FileExistsError(f"{root} is a file, not a museum folder; choose an empty or new --museum folder")
+        # work/ (a first task's checkpoint) and museum.json.tmp (a kill during the first index write)
+        # are what a museum holds before its first museum.json: such a folder is still a new museum.
+        if root.exists() and any(p.name not in ("work", INDEX + ".tmp") for p in root.iterdir()):
             raise FileExistsError(f"{root} exists and is not a museum; choose an empty or new --museum folder")
         if base is None:
             raise ValueError("a new museum needs the base it is built on")
-        root.mkdir(parents=True, exist_ok=True)
         museum = cls(root, {"format": FORMAT_VERSION, "base": base, "styles": [], "created": time.strftime("%Y-%m-%d %H:%M:%S")})
-        write_json_atomic(path, museum.index)
+        museum.new = True
         return museum
+
+    def write_new(self) -> None:
+        """Write a new museum's first museum.json (replacing a stale museum.json.tmp); a no-op once written."""
+        if self.new:
+            self.root.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.root / INDEX, self.index)
+            self.new = False
+
+    def remove_stale_work(self) -> None:
+        """Remove work/<name> of every committed style: a kill after the commit left it behind."""
+        work = self.root / "work"
+        if work.is_dir():
+            for d in work.iterdir():
+                if self.has(d.name):
+                    shutil.rmtree(d, ignore_errors=True)
 
     # --- reading -------------------------------------------------------------------------
 
@@ -143,6 +181,7 @@ class Museum:
         """Store a finished task. Everything is written before museum.json, which names it."""
         if self.has(name):
             raise FileExistsError(f"style {name!r} is already in museum {self.root}")
+        self.write_new()
         task = self.n_tasks + 1
         (self.root / "lora").mkdir(exist_ok=True)
         save_tensors_atomic(lora, self.lora_path(task), metadata={k: str(v) for k, v in lora_metadata.items()})

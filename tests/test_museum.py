@@ -443,9 +443,10 @@ def test_ingest_cli_skips_refuses_and_never_learns_junk(tiny_pipeline_dir, tmp_p
     make_style_folder(src / "sepia", "sepia")
     _bad_files(src / "junk")
     args = ["ingest", str(src), "--museum", str(tmp_path / "m"), "--steps", "2", "--base", str(tiny_pipeline_dir), "--device", "cpu"]
-    assert main(args) == 1  # the junk style is reported as invalid
-    out = capsys.readouterr().out
+    assert main(args) == 2  # the junk style is reported as invalid, the others are learnt
+    out, err = capsys.readouterr()
     assert "invalid junk" in out.replace("  ", " ") or "junk: invalid" in out
+    assert err.splitlines()[-1].startswith(f"studio: error: {src / 'junk'} not learnt")
     m = Museum.open(tmp_path / "m")
     assert [s.name for s in m.styles] == ["sepia"]
     # Same name, same images: skipped. Same name, other images: refused; --new-version keeps both.
@@ -454,7 +455,7 @@ def test_ingest_cli_skips_refuses_and_never_learns_junk(tiny_pipeline_dir, tmp_p
     shutil.rmtree(src / "junk")
     assert main(args) == 0 and "already in the museum" in capsys.readouterr().out
     make_style_folder(src / "sepia", "sepia", n=5, seed=9)
-    assert main(args) == 1 and "--new-version" in capsys.readouterr().out
+    assert main(args) == 2 and "--new-version" in capsys.readouterr().err
     assert main(args + ["--new-version"]) == 0
     assert [s.name for s in Museum.open(tmp_path / "m").styles] == ["sepia", "sepia-v2"]
     capsys.readouterr()

@@ -7,6 +7,7 @@ scores the result and commits it to the museum in one atomic index write.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import asdict
 
@@ -95,7 +96,10 @@ def learn(museum: Museum, style: StyleFolder, cfg: MuseumConfig, base=None, devi
     load_style_tokens(pipe.tokenizer, pipe.text_encoder, earlier_tokens(museum))
     earlier_states = [None] + [museum.lora_state(k) for k in range(1, museum.n_tasks + 1)]
     earlier_styles = [{"token": s.token, "captions": museum.manifest(s.name).get("captions", [])} for s in museum.styles]
+    museum.write_new()  # a new museum's museum.json comes before its first checkpoint
     work = museum.work_dir(style.name)
+    if work.is_dir() and (not (work / "hashes.txt").is_file() or (work / "hashes.txt").read_text().split() != style.hashes):
+        shutil.rmtree(work)  # an interrupted run on other images: start over
     work.mkdir(parents=True, exist_ok=True)
     (work / "hashes.txt").write_text("\n".join(style.hashes))
     lora, vector, result = learn_style(

@@ -5,7 +5,9 @@ Semantics that protect the user's work:
 - the same name with different images is refused, unless `new_version=True`, which learns it
   as `<name>-v2` (then -v3, ...) beside the original: nothing learnt is ever replaced;
 - an interrupted style (its checkpoint under museum/work/<name>) resumes where it stopped,
-  if its images are unchanged; otherwise its stale checkpoint is discarded.
+  if its images are unchanged; otherwise its stale checkpoint is discarded when the task starts
+  (planning reads, it never deletes);
+- hidden folders (and, with order.txt, the folders it does not name) are skipped, each with why.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from styles.folder import StyleFolder, check_style_name, read_style_folder
+from styles.folder import IMAGE_SUFFIXES, StyleFolder, UnusableStyle, check_style_name, read_style_folder
 from styles.museum import Museum
 
 
@@ -25,24 +27,45 @@ class PlanItem:
     reason: str = ""
     style: StyleFolder | None = None
     rejected: list = field(default_factory=list)
+    images: int | None = None  # usable images (None: not counted, the folder failed before)
 
 
-def style_order(root: Path) -> list[Path]:
-    """Sub-folders in sorted order, or in the order of root/order.txt (one name per line)."""
+def style_order(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(style folders, skipped folders with why): sub-folders in sorted order, or in the order of
+    root/order.txt (one name per line, inside root); hidden folders and, with order.txt, the
+    folders it does not name are skipped."""
     root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"{root} does not exist; give the folder that holds one sub-folder of images per style")
     if not root.is_dir():
-        raise NotADirectoryError(f"{root} is not a folder of style folders")
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        raise NotADirectoryError(f"{root} is a file, not a folder of style folders (one sub-folder of images per style)")
+    subs = sorted(p for p in root.iterdir() if p.is_dir())
+    folders = [p for p in subs if not p.name.startswith(".")]
     order_file = root / "order.txt"
     if order_file.exists():
-        names = [line.strip() for line in order_file.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        try:
+            lines = order_file.read_text().splitlines()
+        except (UnicodeDecodeError, OSError) as err:
+            raise ValueError(f"{order_file} is not a readable text file ({err}); write one sub-folder name per line") from None
+        names = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        inside = root.resolve()
+        for n in names:
+            target = (root / n).resolve()
+            if Path(n).is_absolute() or ".." in Path(n).parts or target == inside or not target.is_relative_to(inside):
+                raise ValueError(f"{order_file} names {n!r}, which is not inside {root}; "
+                                 "list only the names of its sub-folders, one per line")
         missing = [n for n in names if not (root / n).is_dir()]
         if missing:
             raise ValueError(f"{order_file} names folders that do not exist: {', '.join(missing)}")
         folders = [root / n for n in names]
+    named = {p.resolve() for p in folders}
+    skipped = [(p, "hidden folder" if p.name.startswith(".") else f"not named in {order_file.name}")
+               for p in subs if p.resolve() not in named]
     if not folders:
-        raise ValueError(f"{root} holds no style folders (one sub-folder of images per style)")
-    return folders
+        hint = "; its images belong in a sub-folder named after the style" if any(
+            p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir()) else ""
+        raise ValueError(f"{root} holds no style folders (one sub-folder of images per style){hint}")
+    return folders, skipped
 
 
 def _next_version(museum: Museum, name: str) -> str:
@@ -53,10 +76,14 @@ def _next_version(museum: Museum, name: str) -> str:
 
 
 def plan(root: Path, museum: Museum, resolution: int, new_version: bool = False) -> list[PlanItem]:
+    folders, skipped = style_order(root)
     items, names = [], set()
-    for folder in style_order(root):
+    for folder in folders:
         try:
             style = read_style_folder(folder, resolution)
+        except UnusableStyle as err:
+            items.append(PlanItem(folder, folder.name, "invalid", err.reason, rejected=err.rejected, images=err.usable))
+            continue
         except (ValueError, NotADirectoryError) as err:
             items.append(PlanItem(folder, folder.name, "invalid", str(err)))
             continue
@@ -64,7 +91,7 @@ def plan(root: Path, museum: Museum, resolution: int, new_version: bool = False)
             items.append(PlanItem(folder, style.name, "invalid", f"another folder in {root} is also named {style.name!r}"))
             continue
         names.add(style.name)
-        item = PlanItem(folder, style.name, "learn", style=style, rejected=style.rejected)
+        item = PlanItem(folder, style.name, "learn", style=style, rejected=style.rejected, images=len(style.images))
         if museum.has(style.name):
             stored = sorted(i["sha256"] for i in museum.manifest(style.name)["images"])
             if stored == style.hashes:
@@ -83,9 +110,7 @@ def plan(root: Path, museum: Museum, resolution: int, new_version: bool = False)
             hashes = (work / "hashes.txt").read_text().split() if (work / "hashes.txt").exists() else []
             if hashes == style.hashes:
                 item.action, item.reason = "resume", "continues its interrupted training"
-            else:
-                import shutil
-
-                shutil.rmtree(work)
+            else:  # planning deletes nothing: engine.learn discards the checkpoint when it starts
+                item.reason = "starts over: its interrupted training used other images"
         items.append(item)
-    return items
+    return items + [PlanItem(folder, folder.name, "skip", why) for folder, why in skipped]

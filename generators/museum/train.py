@@ -42,14 +42,29 @@ def style_prompt(content: str, tokens: list[str]) -> str:
 
 
 def fit_prompt(tokenizer, content: str, tokens: list[str]) -> str:
-    """style_prompt, with the content shortened word by word until the style tokens fit in the
-    tokenizer's window (otherwise truncation would cut the tokens off, and they would learn nothing)."""
-    words = content.split()
-    prompt = style_prompt(content, tokens)
-    while words and len(tokenizer(prompt).input_ids) > tokenizer.model_max_length:
-        words.pop()
-        prompt = style_prompt(" ".join(words), tokens)
-    return prompt
+    """style_prompt, with the content cut to its longest run of leading words with which the style
+    tokens fit in the tokenizer's window (otherwise truncation would cut the tokens off, and they
+    would learn nothing). Every word is at least one token, so only the first window's worth of
+    words is searched, by bisection: a caption of any length costs a few short tokenizations."""
+    limit = tokenizer.model_max_length
+
+    def fits(prompt: str) -> bool:
+        return len(tokenizer(prompt).input_ids) <= limit
+
+    parts = content.split(maxsplit=limit)  # with more than `limit` words, the last part is the rest
+    if len(parts) <= limit:
+        prompt = style_prompt(content, tokens)
+        if fits(prompt):
+            return prompt
+    words = parts[:limit]
+    lo, hi = 0, len(words) - 1  # the whole never fits: the longest fitting prefix has lo..hi words
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(style_prompt(" ".join(words[:mid]), tokens)):
+            lo = mid
+        else:
+            hi = mid - 1
+    return style_prompt(" ".join(words[:lo]), tokens)
 
 
 # --- LoRA and token plumbing ----------------------------------------------------------------

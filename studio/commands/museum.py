@@ -108,23 +108,27 @@ def run_ingest(args) -> int:
 
     print(f"plan for {args.dir} -> museum {root} (base {base}):")
     for it in items:
-        usable = len(it.style.images) if it.style else 0
-        steps = _config(args, it.style).steps if it.style else 0
-        what = f"{it.action:7s} {it.name:24s} {usable:3d} images"
+        what = f"{it.action:7s} {it.name:24s}"
+        if it.images is not None:
+            what += f" {it.images:3d} images"
         if it.action in ("learn", "resume"):
-            what += f", {steps} steps"
+            what += f", {_config(args, it.style).steps} steps"
         if it.rejected:
             what += f", {len(it.rejected)} files rejected"
         print("  " + what + (f"  ({it.reason})" if it.reason else ""))
+        if it.action == "invalid":  # a learnt style lists its rejected files in the report instead
+            for f, why in it.rejected:
+                print(f"      rejected {f}: {why}")
     todo = [it for it in items if it.action in ("learn", "resume")]
 
     evaluator = None
-    try:
-        from generators.evaluators import load_evaluator
+    if todo:
+        try:
+            from generators.evaluators import load_evaluator
 
-        evaluator = load_evaluator(device="cpu")
-    except FileNotFoundError:
-        print("(no evaluators under assets/: style scores are skipped)", file=sys.stderr)
+            evaluator = load_evaluator(device="cpu")
+        except FileNotFoundError:
+            print("(no evaluators under assets/: style scores are skipped)", file=sys.stderr)
 
     stop = StopFlag()
     reports = []
@@ -140,11 +144,9 @@ def run_ingest(args) -> int:
         reports.append((it, manifest))
 
     print("report:")
-    failed = False
     for it in items:
         if it.action in ("skip", "refuse", "invalid"):
             print(f"  {it.name}: {it.action} - {it.reason}")
-            failed |= it.action in ("refuse", "invalid")
     for it, m in reports:
         r = m["result"]
         score = m.get("metrics", {}).get("style_score")
@@ -154,7 +156,16 @@ def run_ingest(args) -> int:
               + (f", style score {score:.2f}" if score is not None else ""))
         for f in m["rejected"]:
             print(f"    rejected {f['file']}: {f['reason']}")
-    return 1 if failed else 0
+    failed = [it for it in items if it.action in ("refuse", "invalid")]
+    if len(failed) == 1:
+        it = failed[0]
+        raise ValueError(f"{it.folder} not learnt: {it.reason}" + (
+            "; fix or remove the folder (the plan above says why each file was rejected) and run again"
+            if it.action == "invalid" else ""))
+    if failed:
+        raise ValueError(f"{len(failed)} style folders not learnt ({', '.join(str(it.folder) for it in failed)}); "
+                         "fix them as the report above says, or remove them, and run again")
+    return 0
 
 
 def run_styles(args) -> int:
