@@ -3,8 +3,9 @@
 One softmax head per group of `style_family.COMPONENTS` ("none" or one member), on the
 evaluators' plain CNN (`generators.evaluators.EvaluatorNet`, narrower). It measures studio-mini
 2's "style words read back" milestone: in samples of prompts that end in component words, the
-share of named components the head finds. Trained on fresh renderings: a third plain, the rest
-with `style_family.sample_components`, every image a new draw of the mini world.
+share of named components the head finds. Measured on fresh renderings drawn as pretraining draws
+them (a third plain, the rest with `style_family.sample_components`); trained on denser draws (each
+group present half the time), every image a new draw of the mini world.
 """
 
 from __future__ import annotations
@@ -31,11 +32,18 @@ def head_config() -> EvaluatorConfig:
     return EvaluatorConfig(labels=labels, widths=(16, 32, 64, 96, 128), spatial_channels=8, feature_dim=128)
 
 
-def render(seed: int, index: int, size: int = 64, plain_share: float = 1 / 3) -> tuple[np.ndarray, tuple[str, ...]]:
-    """One labelled rendering: a mini-world image with none or some components."""
+def render(seed: int, index: int, size: int = 64, plain_share: float = 1 / 3,
+           dense: bool = False) -> tuple[np.ndarray, tuple[str, ...]]:
+    """One labelled rendering: a mini-world image with none or some components, drawn as
+    pretraining draws them, or (dense, for training the head) each group present half the time,
+    so that every component is seen often and in every combination."""
     rng = np.random.default_rng([seed, index])
     image = miniworld.generate(seed, index, size=size, held_out=False).image
-    names = () if rng.random() < plain_share else sf.sample_components(rng)
+    if dense:
+        names = tuple(c.name for g in sf.GROUPS if rng.random() < 0.5
+                      for c in [rng.choice([c for c in sf.COMPONENTS if c.group == g])])
+    else:
+        names = () if rng.random() < plain_share else sf.sample_components(rng)
     return np.asarray(sf.apply_components(image, names, rng), dtype=np.uint8), names
 
 
@@ -43,8 +51,8 @@ def labels_of(names, config: EvaluatorConfig) -> list[int]:
     return [next((config.labels[g].index(n) for n in names if n in config.labels[g]), 0) for g in config.labels]
 
 
-def _batch(seed: int, start: int, n: int, config: EvaluatorConfig):
-    rows = [render(seed, start + i) for i in range(n)]
+def _batch(seed: int, start: int, n: int, config: EvaluatorConfig, dense: bool = False):
+    rows = [render(seed, start + i, dense=dense) for i in range(n)]
     x = torch.from_numpy(np.stack([r[0] for r in rows])).permute(0, 3, 1, 2).float() / 127.5 - 1
     y = torch.tensor([labels_of(r[1], config) for r in rows])
     return x, y
@@ -75,7 +83,7 @@ def train(out_dir, seconds: float, batch: int = 64, lr: float = 2e-3, seed: int 
         for group in opt.param_groups:
             group["lr"] = lr * 0.5 * (1 + np.cos(np.pi * min(1.0, (time.time() - start) / seconds)))
         net.train()
-        x, y = _batch(TRAIN_SEED + seed, step * batch, batch, config)
+        x, y = _batch(TRAIN_SEED + seed, step * batch, batch, config, dense=True)
         logits = net(x)
         loss = sum(F.cross_entropy(logits[g], y[:, i]) for i, g in enumerate(config.labels))
         opt.zero_grad(set_to_none=True)
