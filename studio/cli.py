@@ -1,7 +1,8 @@
 """The `studio` command line: one sub-command per module under studio/commands.
 
 Errors a user can fix (bad paths, bad arguments, bad files) surface as one line on stderr and
-exit status 2; anything else is a bug and keeps its traceback.
+exit status 2; anything else is a bug and keeps its traceback. Every command runs under Studio's
+thread policy (studio/threads.py), set before any heavy torch work.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import os
 import sys
 
+from studio import threads
 from studio.commands import COMMANDS
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
@@ -39,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        # Cheap checks of the arguments first, so that a bad path fails in a moment, not after
+        # torch and diffusers have been imported.
+        if getattr(args, "preflight", None):
+            args.preflight(args)
+        threads.apply()
         return args.run(args) or 0
     except USER_ERRORS as err:
         print(f"studio: error: {err}", file=sys.stderr)
