@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from PIL import Image, PngImagePlugin
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
-DEFAULT_BASE = ASSETS / "studio-mini"
+from generators.base_source import DEFAULT_BASE, base_source
+
+ASSETS = DEFAULT_BASE.parent
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -46,6 +45,8 @@ def base_name(base: str | Path | None) -> str:
 
 def load_base(base: str | Path | None = None, device: str = "auto", precision: str = "fp32"):
     """A StableDiffusionPipeline from the embedded default, a local folder or a hub id."""
+    source = DEFAULT_BASE if base is None else base
+    kind = base_source(source)  # before importing diffusers: a wrong path fails at once
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import logging as diffusers_logging
 
@@ -59,17 +60,10 @@ def load_base(base: str | Path | None = None, device: str = "auto", precision: s
     dtype = PRECISIONS[precision]
     if dev.type == "cpu" and dtype == torch.float16:
         raise ValueError("--precision fp16 needs a GPU; use fp32 or bf16 on the CPU")
-    source = DEFAULT_BASE if base is None else base
-    path = Path(source)
     kwargs = dict(dtype=dtype, safety_checker=None, requires_safety_checker=False)
-    if path.exists():
-        if not (path / "model_index.json").is_file():
-            raise FileNotFoundError(
-                f"{path} is not a diffusers pipeline folder (no model_index.json); "
-                "pass a StableDiffusionPipeline folder saved with save_pretrained, or a hub id"
-            )
-        pipe = StableDiffusionPipeline.from_pretrained(path, local_files_only=True, **kwargs)
-    elif _HUB_ID.match(str(source)):
+    if kind == "folder":
+        pipe = StableDiffusionPipeline.from_pretrained(Path(source), local_files_only=True, **kwargs)
+    else:
         try:
             pipe = StableDiffusionPipeline.from_pretrained(
                 str(source), local_files_only=os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""), **kwargs
@@ -77,8 +71,6 @@ def load_base(base: str | Path | None = None, device: str = "auto", precision: s
         except (OSError, ValueError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise FileNotFoundError(f"could not load base {source!r} from the hub or its cache: {first}") from None
-    else:
-        raise FileNotFoundError(f"base {source!r} is neither an existing pipeline folder nor a hub id (owner/name)")
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(dev)
 
@@ -112,17 +104,30 @@ class GenerationSettings:
 
 
 @torch.no_grad()
-def generate(pipe, settings: list[GenerationSettings], batch_size: int = 8, callback=None) -> list[Image.Image]:
+def generate(pipe, settings: list[GenerationSettings], batch_size: int = 8, callback=None,
+             on_step=None) -> list[Image.Image]:
     """Images for a list of settings (same steps/guidance/size in a batch); each its own seed.
+
+    callback(images_done, n_images) after each batch; on_step(steps_done, total_steps) after each
+    denoising step of every batch (a batch is one pipeline call, so that is the finest progress).
 
     Every image's noise comes from its own torch.Generator(seed) on the CPU, so an image
     depends on its seed and settings only, not on the batch it was drawn in (up to float
     rounding) nor on the device.
     """
     out: list[Image.Image] = []
-    for start in range(0, len(settings), batch_size):
-        chunk = settings[start : start + batch_size]
+    chunks = [settings[start : start + batch_size] for start in range(0, len(settings), batch_size)]
+    total_steps = sum(chunk[0].steps for chunk in chunks)
+    done = [0]
+
+    def step_end(_pipe, _i, _t, kwargs):
+        done[0] += 1
+        on_step(done[0], total_steps)
+        return kwargs
+
+    for chunk in chunks:
         first = chunk[0]
+        extra = {"callback_on_step_end": step_end} if on_step else {}
         images = pipe(
             prompt=[s.prompt for s in chunk],
             negative_prompt=[s.negative_prompt for s in chunk],
@@ -131,6 +136,7 @@ def generate(pipe, settings: list[GenerationSettings], batch_size: int = 8, call
             height=first.height,
             width=first.width,
             generator=[torch.Generator("cpu").manual_seed(s.seed) for s in chunk],
+            **extra,
         ).images
         out.extend(images)
         if callback:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from studio.commands.common import add_base_arguments
+from studio.commands.common import add_base_arguments, check_base
 from studio.progress import TqdmProgress
 
 
@@ -16,35 +17,49 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the first image")
     p.add_argument("--steps", type=int, default=25, help="sampling steps")
     p.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale")
-    p.add_argument("--size", type=int, default=None, help="image side in pixels (default: the base's resolution)")
+    p.add_argument("--size", type=int, default=None,
+                   help="image side in pixels, a positive multiple of 8 (default: the base's resolution)")
     p.add_argument("--out", type=Path, required=True, help="folder to write into (created if missing)")
     p.add_argument("--style", action="append", default=[],
                    help="museum style to draw in (repeatable); its token is added to the prompt unless written there as <name>")
     p.add_argument("--museum", type=Path, default=None,
                    help="museum folder whose styles and shared LoRA to use (default with --style: $STUDIO_HOME/museum)")
     add_base_arguments(p)
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, preflight=preflight)
+
+
+def preflight(args) -> None:
+    """The arguments' own checks, before torch is imported (studio/cli.py)."""
+    if args.n < 1 or args.steps < 1:
+        raise ValueError("--n and --steps must be at least 1")
+    if args.size is not None and (args.size < 8 or args.size % 8):
+        raise ValueError(f"--size must be a positive multiple of 8 (the autoencoder halves it three times), got {args.size}")
+    check_base(args)
 
 
 def run(args) -> int:
     from generators import diffusion
 
-    if args.n < 1 or args.steps < 1:
-        raise ValueError("--n and --steps must be at least 1")
     prompt = args.prompt
     if args.style or args.museum:
-        from generators.museum.engine import load_museum_pipeline, museum_prompt
+        from generators.museum.engine import load_museum_pipeline
+        from generators.museum.train import fit_prompt, style_prompt
         from studio.commands.museum import museum_dir
         from styles.museum import Museum
 
         museum = Museum.open(museum_dir(args), base=diffusion.base_name(args.base))
-        prompt = museum_prompt(museum, args.prompt, args.style)
+        tokens = [museum.style(n).token for n in args.style]
         pipe = load_museum_pipeline(museum, args.base, args.device, args.precision)
+        # The pipeline truncates at the text encoder's window, which would cut the style tokens
+        # off the end of a long prompt: shorten the content instead, as training does.
+        prompt = fit_prompt(pipe.tokenizer, args.prompt, tokens) if tokens else args.prompt
+        full = style_prompt(args.prompt, tokens)
+        if prompt != full:
+            print(f"studio: the prompt is {len(pipe.tokenizer(full).input_ids)} tokens with its styles and the base "
+                  f"reads {pipe.tokenizer.model_max_length}; shortened to keep the styles: {prompt!r}", file=sys.stderr)
     else:
         pipe = diffusion.load_base(args.base, args.device, args.precision)
     size = args.size or diffusion.base_resolution(pipe)
-    if size % 8:
-        raise ValueError(f"--size must be a multiple of 8, got {size}")
     args.out.mkdir(parents=True, exist_ok=True)
     settings = [
         diffusion.GenerationSettings(
@@ -58,8 +73,9 @@ def run(args) -> int:
     taken = [p for p in paths if p.exists()]
     if taken:
         raise FileExistsError(f"{taken[0]} already exists; choose another --out or --seed")
-    with TqdmProgress("generate") as progress:
-        images = diffusion.generate(pipe, settings, callback=progress)
+    # The bar moves per denoising step: a batch of images is one pipeline call.
+    with TqdmProgress(f"generate {len(settings)} image{'s' * (len(settings) > 1)} (steps)") as progress:
+        images = diffusion.generate(pipe, settings, on_step=progress)
     for image, s, path in zip(images, settings, paths):
         diffusion.save_with_settings(image, s, path)
     print(f"wrote {len(paths)} images to {args.out}")

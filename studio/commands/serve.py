@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from studio.commands.common import check_base
+
 
 def register(sub) -> None:
     p = sub.add_parser("serve", help="launch the web app (binds 127.0.0.1 unless --host says otherwise)")
@@ -18,7 +20,7 @@ def register(sub) -> None:
                    help="GAN base for a new task store (default: assets/gan-mini)")
     p.add_argument("--auth", default=None, metavar="USER:PASS", help="require this user name and password to log in")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, preflight=check_base)
 
 
 def parse_auth(value: str | None) -> tuple[str, str] | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from studio.commands.common import check_base
 from studio.progress import TqdmProgress
 
 
@@ -41,7 +42,7 @@ def register(sub) -> None:
     f.add_argument("--no-context", action="store_true",
                    help="DataDream baseline: train the class prompt alone, without background and pose")
     f.add_argument("--extract-only", action="store_true", help="write W/bank.jsonl and stop (edit it, then fit)")
-    f.set_defaults(run=run_fit)
+    f.set_defaults(run=run_fit, preflight=check_base)
 
     e = s.add_parser("export", help="sample the fitted LoRA into an image-classification dataset")
     e.add_argument("--work", type=Path, required=True, help="work folder of `studio synth fit`")

@@ -1,0 +1,35 @@
+"""Where a text-to-image base comes from, decided from its name and the file system alone.
+
+No torch or diffusers here: the CLI checks `--base` with it before those imports, so a wrong
+path fails in a moment rather than after ~20 s of importing.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+DEFAULT_BASE = Path(__file__).resolve().parents[1] / "assets" / "studio-mini"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def base_source(base: str | Path | None) -> str:
+    """'folder' (a diffusers pipeline folder) or 'hub' (a hub id); anything else raises
+    FileNotFoundError with one line that says what to pass instead."""
+    source = DEFAULT_BASE if base is None else base
+    path = Path(source)
+    if path.is_file():
+        raise FileNotFoundError(
+            f"{path} is a single file; --base takes a diffusers pipeline folder (with model_index.json, "
+            "as save_pretrained writes it) or a hub id"
+        )
+    if path.exists():
+        if not (path / "model_index.json").is_file():
+            raise FileNotFoundError(
+                f"{path} is not a diffusers pipeline folder (no model_index.json); "
+                "pass a StableDiffusionPipeline folder saved with save_pretrained, or a hub id"
+            )
+        return "folder"
+    if HUB_ID.match(str(source)):
+        return "hub"
+    raise FileNotFoundError(f"base {source!r} is neither an existing pipeline folder nor a hub id (owner/name)")
