@@ -288,14 +288,14 @@ def load_evaluator(folder: str | Path | None = None, device: str = "cpu") -> Eva
 
 
 def save_evaluator(net: EvaluatorNet, folder: str | Path) -> None:
-    from safetensors.torch import save_file
+    from generators.files import save_tensors
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config_json = json.dumps(asdict(net.config), indent=2)
     state = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
              for k, v in net.state_dict().items()}
-    save_file(state, str(folder / WEIGHTS_FILE), metadata={"config": config_json, "format": "pt"})
+    save_tensors(state, str(folder / WEIGHTS_FILE), metadata={"config": config_json, "format": "pt"})
     (folder / CONFIG_FILE).write_text(config_json + "\n")
 
 

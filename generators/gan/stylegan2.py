@@ -573,10 +573,10 @@ def _config_of(module: nn.Module, cfg: GANConfig | None) -> GANConfig:
 
 
 def _atomic_save_tensors(tensors: dict, path: Path, metadata: dict | None = None) -> None:
-    from safetensors.torch import save_file
+    from generators.files import save_tensors
 
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
+    save_tensors(tensors, str(tmp), metadata=metadata)
     os.replace(tmp, path)
 
 

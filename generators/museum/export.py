@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
+from generators.files import save_tensors
 from styles.museum import Museum
 
 FORMATS = ("diffusers", "kohya")
@@ -47,10 +47,10 @@ def export_diffusers(museum: Museum, name: str, out: Path) -> Path:
     entry = museum.style(name)
     staging = _check_out(out)
     config = museum.manifest(name)["config"]
-    save_file(museum.lora_state(), staging / "pytorch_lora_weights.safetensors",
+    save_tensors(museum.lora_state(), staging / "pytorch_lora_weights.safetensors",
               metadata={"format": "pt", "studio.rank": str(config["rank"]), "studio.alpha": str(config["alpha"]),
                         "studio.base": museum.base, "studio.styles": json.dumps([s.name for s in museum.styles])})
-    save_file({entry.token: museum.embedding(name)[entry.token].reshape(1, -1)}, staging / f"{name}.safetensors")
+    save_tensors({entry.token: museum.embedding(name)[entry.token].reshape(1, -1)}, staging / f"{name}.safetensors")
     (staging / "README.md").write_text(
         f"# {name}\n\nShared LoRA of the Studio museum (base `{museum.base}`, {museum.n_tasks} styles) and the token "
         f"`{entry.token}`.\n\n```python\npipe.load_lora_weights('{out}', weight_name='pytorch_lora_weights.safetensors')\n"
@@ -101,8 +101,8 @@ def export_kohya(museum: Museum, name: str, out: Path) -> Path:
         "modelspec.date": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "modelspec.resolution": "",
     }
-    save_file(tensors, staging / f"{name}.safetensors", metadata=metadata)
-    save_file({entry.token: vector}, staging / f"{name}.embedding.safetensors")
+    save_tensors(tensors, staging / f"{name}.safetensors", metadata=metadata)
+    save_tensors({entry.token: vector}, staging / f"{name}.embedding.safetensors")
     return _finish(staging, Path(out))
 
 

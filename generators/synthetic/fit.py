@@ -35,8 +35,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from generators.files import save_tensors
 from generators.synthetic import extract as ex
 
 ADAPTER = "synth"
@@ -413,7 +414,7 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progre
     if class_embedding is not None:
         tokens = {class_token(c): class_embedding.rows[i].detach().float().cpu().clone() for i, c in enumerate(classes)}
         tmp = work / (CLASS_TOKENS_FILE + ".tmp")
-        save_file(tokens, str(tmp), metadata={"format": "pt"})
+        save_tensors(tokens, str(tmp), metadata={"format": "pt"})
         tmp.replace(work / CLASS_TOKENS_FILE)
         result.class_tokens_sha256 = sha256_file(work / CLASS_TOKENS_FILE)
         pipe.text_encoder.set_input_embeddings(class_embedding.embedding)
@@ -422,7 +423,7 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progre
     tmp = work / (LORA_FILE + ".tmp")
     # One metadata key only: safetensors writes metadata in hash order, and the file's sha256 must be
     # a function of the weights (what the LoRA is for lives in fit.json).
-    save_file(state, str(tmp), metadata={"format": "pt"})
+    save_tensors(state, str(tmp), metadata={"format": "pt"})
     tmp.replace(lora_path)
     result.lora_sha256 = sha256_file(lora_path)
     info = {"steps": step, "final_loss": result.final_loss, "seconds": result.seconds, "lora_file": LORA_FILE,
@@ -455,7 +456,7 @@ def _save_checkpoint(path: Path, named, opt, gen, step: int, cfg: FitConfig, ban
             tensors[f"m.step.{name}"] = torch.as_tensor(state["step"], dtype=torch.float32).reshape(1)
     tensors["rng"] = gen.get_state()
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
+    save_tensors({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
               metadata={"step": str(step), "config": json.dumps(cfg.to_dict()), "bank_sha256": bank_hash})
     tmp.replace(path)
 
