@@ -24,11 +24,15 @@ base is left (plain_kind: the kind asked for; plain_style: judged plain).
 from __future__ import annotations
 
 import argparse
+import hashlib
+import itertools
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +42,10 @@ for _var in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
     os.environ.setdefault(_var, "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import stats  # noqa: E402
 from generators import diffusion, miniworld  # noqa: E402
 from generators.evaluators import load_evaluator  # noqa: E402
 from generators.museum.config import MuseumConfig  # noqa: E402
@@ -61,6 +69,10 @@ METHODS = {
     "cross_attn_only": {"target_modules": ("attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0")},
     "replay_half": {"replay_share": 0.5},
 }
+SEED_STRIDE = 10_007  # image (prompt k, seed s) samples with seed --seed + k + SEED_STRIDE * s
+SEPARATION_TARGET = 0.80  # issue 34: token pairs told apart, correctly, on the same prompt and seed
+DEFAULT_CACHE = ROOT / "runs" / "bench" / "forgetting-cache"
+EVALUATOR_ID = "assets/evaluators"  # replaced by the committed evaluator's fingerprint in main()
 DEFAULT_METHODS = ("full", "naive", "no_preserve_base", "separate", "no_feature_reg", "no_weight_reg", "no_sdl")
 
 
@@ -83,68 +95,298 @@ def content_prompts(n: int, seed: int) -> list[miniworld.Attributes]:
     return [miniworld.sample_attributes(rng) for _ in range(n)]
 
 
-def score(museum: Museum, styles_so_far, prompts, evaluator, args):
-    """Style accuracy per style and content accuracy, sampling each style on the same prompts/seeds
-    (name None: the prompts without any style token, scored against "plain"). args.negative_token:
-    the style's token alone is the negative prompt, so guidance pushes the content within the style."""
-    pipe = load_museum_pipeline(museum, args.base, args.device)
+def image_seeds(args) -> np.ndarray:
+    """The sampling seed of image (prompt k, seed s): args.seed + k + SEED_STRIDE * s (s = 0 is the
+    single seed per prompt earlier runs used), prompts × seeds."""
+    k = np.arange(args.prompts)[:, None]
+    s = np.arange(args.seeds_per_prompt)[None, :]
+    return args.seed + k + SEED_STRIDE * s
+
+
+def score(museum: Museum | None, styles_so_far, prompts, evaluator, args):
+    """Per style (name None: the prompts without any style token, scored against "plain"), the
+    evaluator's verdicts on the same prompts and seeds, each prompts × seeds: {"style": 0/1 (the
+    style asked for), "content": 0/1 (the kind asked for), "pred": style labels}. museum None: the
+    bare base. args.negative_token: the style's token alone is the negative prompt, so guidance
+    pushes the content within the style."""
+    pipe = load_museum_pipeline(museum, args.base, args.device) if museum is not None else diffusion.load_base(args.base, args.device)
     size = diffusion.base_resolution(pipe)
-    style_acc, content_acc = {}, {}
+    seeds = image_seeds(args)
+    P, S = seeds.shape
+    out = {}
     for name in styles_so_far:
         negative = museum.style(name).token if name and args.negative_token else ""
-        settings = [diffusion.GenerationSettings(prompt=museum_prompt(museum, a.caption, [name]) if name else a.caption, seed=args.seed + k,
-                                                 negative_prompt=negative, steps=args.sample_steps, guidance=args.guidance,
-                                                 width=size, height=size)
-                    for k, a in enumerate(prompts)]
-        images = diffusion.generate(pipe, settings, batch_size=16)
-        pred = evaluator.predict(images)
-        style_acc[name] = float(np.mean([p == (name or "plain") for p in pred["style"]]))
-        content_acc[name] = float(np.mean([p == a.kind for p, a in zip(pred["kind"], prompts)]))
-    return style_acc, content_acc
+        prompt = [museum_prompt(museum, a.caption, [name]) if name else a.caption for a in prompts]
+        settings = [diffusion.GenerationSettings(prompt=prompt[k], seed=int(seeds[k, s]), negative_prompt=negative,
+                                                 steps=args.sample_steps, guidance=args.guidance, width=size, height=size)
+                    for k in range(P) for s in range(S)]
+        images = diffusion.generate(pipe, settings, batch_size=args.batch)
+        pred = evaluator.predict(images)  # one evaluator pass gives both heads
+        style = np.asarray([p == (name or "plain") for p in pred["style"]], dtype=np.float64).reshape(P, S)
+        kinds = np.repeat([a.kind for a in prompts], S)
+        content = np.asarray([p == k for p, k in zip(pred["kind"], kinds)], dtype=np.float64).reshape(P, S)
+        out[name] = {"style": style, "content": content, "pred": np.asarray(pred["style"], dtype=object).reshape(P, S)}
+    return out
+
+
+# --- caches: what does not change between methods or runs is sampled once ----------------------
+
+
+def base_fingerprint(base) -> str:
+    """What identifies a base's weights: a local folder's file sizes and mtimes (a retrained base
+    changes it), else the hub id."""
+    path = diffusion.DEFAULT_BASE if base is None else Path(base)
+    if not path.is_dir():
+        return str(base)
+    files = sorted((str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in path.rglob("*") if f.is_file())
+    return hashlib.sha256(json.dumps([diffusion.base_name(base), files]).encode()).hexdigest()[:16]
+
+
+def code_fingerprint() -> str:
+    """The source that draws and trains (sampling, the museum's training, the style renderers and
+    folder reading): a cached verdict is stale once any of it changes."""
+    files = [ROOT / "generators" / "diffusion.py", ROOT / "styles" / "reference.py", ROOT / "styles" / "folder.py",
+             *sorted((ROOT / "generators" / "museum").glob("*.py"))]
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files if f.is_file())).hexdigest()[:16]
+
+
+def cache_key(args, prompts, **extra) -> str:
+    spec = {"base": base_fingerprint(args.base), "code": code_fingerprint(), "device": args.device, "prompts": [a.caption for a in prompts], "seeds": image_seeds(args).tolist(),
+            "sample_steps": args.sample_steps, "guidance": args.guidance, "negative_token": args.negative_token,
+            "evaluator": EVALUATOR_ID, **extra}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def pack(scored: dict) -> dict:
+    return {"style": stats.bits(scored["style"]), "content": stats.bits(scored["content"]),
+            "pred": [str(x) for x in scored["pred"].ravel()], "shape": list(scored["style"].shape)}
+
+
+def unpack(d: dict) -> dict:
+    shape = tuple(d["shape"])
+    return {"style": stats.unbits(d["style"]).reshape(shape), "content": stats.unbits(d["content"]).reshape(shape),
+            "pred": np.asarray(d["pred"], dtype=object).reshape(shape)}
+
+
+def cached(args, key: str, compute):
+    """compute() -> scored dict, read from / written to args.cache/KEY.json (no cache: compute)."""
+    if args.cache is None:
+        return compute()
+    f = args.cache / f"{key}.json"
+    if f.is_file():
+        return unpack(json.loads(f.read_text()))
+    scored = compute()
+    args.cache.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_suffix(".partial")
+    tmp.write_text(json.dumps(pack(scored)))
+    tmp.replace(f)
+    return scored
+
+
+def base_reference(prompts, evaluator, args) -> dict:
+    """The bare base on the content prompts (no LoRA, no token), sampled once per base, prompts and
+    seeds (cached on disk): the content ceiling every method's content and plain_kind compare to."""
+    t0 = time.time()
+    scored = cached(args, "base-" + cache_key(args, prompts), lambda: score(None, [None], prompts, evaluator, args)[None])
+    return {"kind": metric_ci(lambda c: float(np.mean(c)), scored["content"].mean(1), args=args),
+            "plain_style": metric_ci(lambda c: float(np.mean(c)), scored["style"].mean(1), args=args),
+            "per_prompt": {"style": stats.bits(scored["style"]), "content": stats.bits(scored["content"])},
+            "seconds": round(time.time() - t0, 1)}
+
+
+# --- metrics with 95 % bootstrap intervals over prompts -----------------------------------------
+
+
+def metric_ci(statistic, *per_prompt, args=None, **_) -> dict:
+    return stats.bootstrap_ci(statistic, *per_prompt, n_resamples=args.bootstrap, seed=args.seed)
+
+
+def _matrix(C: np.ndarray) -> np.ndarray:
+    """prompts × T × T per-prompt accuracies (nan above the diagonal) -> the T × T matrix."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the empty cells above the diagonal stay nan
+        return np.nanmean(C, axis=0)
+
+
+def average_of(C: np.ndarray) -> float:
+    M = _matrix(C)
+    return float(np.mean([np.mean(M[i, : i + 1]) for i in range(M.shape[0])]))
+
+
+def forgetting_of(C: np.ndarray) -> float:
+    M = _matrix(C)
+    T = M.shape[0]
+    return float(np.mean([max(M[j, j] - M[i, j] for i in range(j + 1, T)) for j in range(T - 1)])) if T > 1 else 0.0
+
+
+def final_row_of(C: np.ndarray) -> float:
+    return float(np.mean(_matrix(C)[-1]))
+
+
+def diagonal_of(C: np.ndarray) -> float:
+    return float(np.mean(np.diagonal(_matrix(C))))
+
+
+def separation(pred: np.ndarray, names: list[str]) -> dict:
+    """Token separation at one model: pred is prompts × seeds × styles (the style label of each
+    style's image for the same prompt and seed). For every unordered pair of tokens, the share of
+    (prompt, seed) whose two images get different labels that are both the style asked for (both
+    correct implies different); also the share that merely differ. Per prompt, for the bootstrap."""
+    P, S, T = pred.shape
+    pairs = list(itertools.combinations(range(T), 2))
+    if not pairs:
+        return {"per_prompt_correct": np.zeros(P), "per_prompt_different": np.zeros(P), "per_pair": {}}
+    correct = np.stack([pred[:, :, t] == names[t] for t in range(T)], -1)
+    both = np.stack([correct[:, :, a] & correct[:, :, b] for a, b in pairs], -1).astype(float)  # P × S × pairs
+    diff = np.stack([pred[:, :, a] != pred[:, :, b] for a, b in pairs], -1).astype(float)
+    return {"per_prompt_correct": both.mean((1, 2)), "per_prompt_different": diff.mean((1, 2)),
+            "per_pair": {f"{names[a]}|{names[b]}": round(float(both[:, :, n].mean()), 4) for n, (a, b) in enumerate(pairs)}}
+
+
+def separation_report(pred: np.ndarray, names: list[str], args) -> dict:
+    sep = separation(pred, names)
+    mean = lambda x: float(np.mean(x))  # noqa: E731
+    return {"correct_and_different": metric_ci(mean, sep["per_prompt_correct"], args=args),
+            "different": metric_ci(mean, sep["per_prompt_different"], args=args),
+            "target": SEPARATION_TARGET, "pairs": len(sep["per_pair"]), "per_pair": sep["per_pair"]}
+
+
+def per_prompt_arrays(r: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """A result's stored 0/1 verdicts as prompts × T × T arrays (seeds averaged; nan not learnt yet)."""
+    pp = r.get("per_prompt")
+    if not pp:
+        return None
+    P, S = pp["shape"]
+    T = len(pp["style"])
+
+    def arr(rows):
+        out = np.full((P, T, T), np.nan)
+        for i in range(T):
+            for j in range(T):
+                if rows[i][j] is not None:
+                    out[:, i, j] = stats.unbits(rows[i][j]).reshape(P, S).mean(1)
+        return out
+
+    return arr(pp["style"]), arr(pp["content"])
+
+
+def analyse(results: dict, args) -> None:
+    """Intervals for every method with per-prompt verdicts, and each method's plasticity gap to
+    `separate` (paired over prompts: the same prompts and seeds), in place."""
+    arrays = {m: per_prompt_arrays(r) for m, r in results.items()}
+    ci = lambda f, *a: metric_ci(f, *a, args=args)  # noqa: E731
+    for m, r in results.items():
+        if arrays[m] is None:
+            continue
+        C, K = arrays[m]
+        r["average_ci"], r["forgetting_ci"], r["content_ci"] = ci(average_of, C), ci(forgetting_of, C), ci(final_row_of, K)
+        r["diagonal"] = np.diagonal(_matrix(C)).round(4).tolist()
+        r["diagonal_ci"] = ci(diagonal_of, C)
+    sep = arrays.get("separate")
+    for m, r in results.items():
+        if m == "separate" or sep is None or arrays[m] is None or arrays[m][0].shape != sep[0].shape:
+            continue
+        # plasticity gap: how much less each style is learnt right after its task than by a fresh LoRA
+        r["plasticity_gap"] = ci(lambda a, b: diagonal_of(a) - diagonal_of(b), sep[0], arrays[m][0])
+        r["plasticity_gap_per_style"] = (np.diagonal(_matrix(sep[0])) - np.diagonal(_matrix(arrays[m][0]))).round(4).tolist()
 
 
 def run_method(method, overrides, folders, args, evaluator, prompts, work: Path) -> dict:
     styles = list(folders)
     cfg = MuseumConfig.from_dict({**MuseumConfig().to_dict(), "steps": args.steps, **args.set, **overrides})
     T = len(styles)
+    P, S = args.prompts, args.seeds_per_prompt
+    style_rows = [[None] * T for _ in range(T)]  # 0/1 verdicts per cell, prompt-major bits
+    content_rows = [[None] * T for _ in range(T)]
     M = np.full((T, T), np.nan)
     content = np.full((T, T), np.nan)
     start = time.time()
+    timing = {"learn": 0.0, "score": 0.0, "cached_styles": 0}
+    final = None
     if method == "separate":
         for j, name in enumerate(styles):
-            museum = Museum.open(work / f"{method}-{name}", base=diffusion.base_name(args.base), create=True)
-            learn(museum, read_style_folder(folders[name], args.size), cfg, args.base, args.device)
-            s, c = score(museum, [name], prompts, evaluator, args)
-            M[j:, j], content[j:, j] = s[name], c[name]
-            print(f"  {method}: {name} style {s[name]:.2f} content {c[name]:.2f}", flush=True)
+            key = "separate-" + cache_key(args, prompts, style=name, images=args.images, data_seed=args.seed, size=args.size,
+                                          config=cfg.to_dict())
+
+            def compute(j=j, name=name):
+                museum = Museum.open(work / f"{method}-{name}", base=diffusion.base_name(args.base), create=True)
+                t0 = time.time()
+                learn(museum, read_style_folder(folders[name], args.size), cfg, args.base, args.device)
+                timing["learn"] += time.time() - t0
+                t0 = time.time()
+                out = score(museum, [name], prompts, evaluator, args)[name]
+                timing["score"] += time.time() - t0
+                return out
+
+            if args.cache is not None and (args.cache / f"{key}.json").is_file():
+                timing["cached_styles"] += 1
+            sc = cached(args, key, compute)  # one LoRA per style: its column is the same after every task
+            for i in range(j, T):
+                style_rows[i][j], content_rows[i][j] = stats.bits(sc["style"]), stats.bits(sc["content"])
+            M[j:, j], content[j:, j] = sc["style"].mean(), sc["content"].mean()
+            print(f"  {method}: {name} style {M[j, j]:.2f} content {content[j, j]:.2f}", flush=True)
     else:
         museum = Museum.open(work / method, base=diffusion.base_name(args.base), create=True)
         for i, name in enumerate(styles):
+            t0 = time.time()
             learn(museum, read_style_folder(folders[name], args.size), cfg, args.base, args.device)
-            s, c = score(museum, styles[: i + 1], prompts, evaluator, args)
+            timing["learn"] += time.time() - t0
+            t0 = time.time()
+            sc = score(museum, styles[: i + 1], prompts, evaluator, args)
+            timing["score"] += time.time() - t0
             for j, other in enumerate(styles[: i + 1]):
-                M[i, j], content[i, j] = s[other], c[other]
-            print(f"  {method}: after {name}: " + " ".join(f"{k} {v:.2f}" for k, v in s.items()), flush=True)
+                style_rows[i][j], content_rows[i][j] = stats.bits(sc[other]["style"]), stats.bits(sc[other]["content"])
+                M[i, j], content[i, j] = sc[other]["style"].mean(), sc[other]["content"].mean()
+            print(f"  {method}: after {name}: " + " ".join(f"{k} {M[i, j]:.2f}" for j, k in enumerate(styles[: i + 1])), flush=True)
+        final = np.stack([sc[n]["pred"] for n in styles], -1)  # prompts × seeds × styles, the last model
     if method == "separate":  # each style's own LoRA leaves the base as it was for plain prompts
-        plain_style, plain_kind = None, None
+        plain_style = plain_kind = plain_style_ci = plain_kind_ci = None
     else:
-        s, c = score(museum, [None], prompts, evaluator, args)
-        plain_style, plain_kind = s[None], c[None]
+        t0 = time.time()
+        sc = score(museum, [None], prompts, evaluator, args)[None]
+        timing["score"] += time.time() - t0
+        plain_style, plain_kind = float(sc["style"].mean()), float(sc["content"].mean())
+        plain_style_ci = metric_ci(lambda c: float(np.mean(c)), sc["style"].mean(1), args=args)
+        plain_kind_ci = metric_ci(lambda c: float(np.mean(c)), sc["content"].mean(1), args=args)
         print(f"  {method}: plain prompts after the last task: style plain {plain_style:.2f} kind {plain_kind:.2f}", flush=True)
     average = float(np.mean([np.mean(M[i, : i + 1]) for i in range(T)]))
     forgetting = float(np.mean([max(M[j, j] - M[i, j] for i in range(j + 1, T)) for j in range(T - 1)])) if T > 1 else 0.0
-    return {
+    out = {
         "matrix": M.tolist(),
         "content_matrix": content.tolist(),
         "average": average,
         "forgetting": forgetting,
         "final_style_accuracy": float(np.mean(M[-1])),
         "content_accuracy": float(np.mean(content[-1])),
+        "diagonal": np.diagonal(M).tolist(),
         "plain_style": plain_style,
         "plain_kind": plain_kind,
+        "plain_style_ci": plain_style_ci,
+        "plain_kind_ci": plain_kind_ci,
+        "token_separation": separation_report(final, styles, args) if final is not None else None,
+        "per_prompt": {"shape": [P, S], "style": style_rows, "content": content_rows},
         "seconds": round(time.time() - start, 1),
+        "seconds_detail": {k: round(v, 1) if isinstance(v, float) else v for k, v in timing.items()},
+        "images_sampled": int(sum(x is not None for row in style_rows for x in row) * P * S + (0 if plain_style is None else P * S)),
         "config": cfg.to_dict(),
     }
+    return out
+
+
+def print_table(results: dict, base_ref: dict | None = None) -> None:
+    """Each method's metrics with their 95 % bootstrap intervals over prompts."""
+    f = stats.fmt_ci
+    print("\n| method | diagonal | Average | Forgetting | content | plasticity gap vs separate | token separation | plain kind | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for m, r in results.items():
+        diag = " ".join(f"{v:.2f}" for v in r.get("diagonal", []))
+        sep = (r.get("token_separation") or {}).get("correct_and_different")
+        print(f"| {m} | {diag} | {f(r.get('average_ci')) if r.get('average_ci') else format(r['average'], '.2f')} "
+              f"| {f(r.get('forgetting_ci')) if r.get('forgetting_ci') else format(r['forgetting'], '.2f')} "
+              f"| {f(r.get('content_ci')) if r.get('content_ci') else format(r['content_accuracy'], '.2f')} "
+              f"| {f(r.get('plasticity_gap'))} | {f(sep)} | {f(r.get('plain_kind_ci')) if r.get('plain_kind_ci') else '-'} | {r['seconds']} |")
+    if base_ref:
+        print(f"\nthe bare base on the same prompts and seeds: kind {f(base_ref['kind'])}, judged plain {f(base_ref['plain_style'])}")
 
 
 def config_value(text: str):
@@ -183,7 +425,15 @@ def main() -> None:
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"of {sorted(METHODS)}")
     p.add_argument("--images", type=int, default=10, help="images per style")
     p.add_argument("--steps", type=int, default=MuseumConfig().steps)
-    p.add_argument("--prompts", type=int, default=12, help="content prompts scored per style")
+    p.add_argument("--prompts", type=int, default=48, help="content prompts scored per style (the bootstrap's units)")
+    p.add_argument("--seeds-per-prompt", type=int, default=2,
+                   help="sampling seeds per content prompt: a cell is prompts × seeds images (default 48 × 2 = 96)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the prompts for the 95 %% intervals")
+    p.add_argument("--batch", type=int, default=16, help="images per sampling batch")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
+                   help="where the bare base's images' verdicts and each separate LoRA's are kept between runs "
+                        "(keyed by base weights, prompts, seeds, sampling and training settings)")
+    p.add_argument("--no-cache", action="store_true", help="sample everything afresh and keep nothing")
     p.add_argument("--sample-steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=5.0)
     p.add_argument("--negative-token", action="store_true",
@@ -207,17 +457,28 @@ def main() -> None:
         MuseumConfig.from_dict({**MuseumConfig().to_dict(), **args.set})
     except (ValueError, TypeError) as e:
         p.error(f"--set: {e}")
+    if args.prompts < 1 or args.seeds_per_prompt < 1 or args.bootstrap < 1:
+        p.error("--prompts, --seeds-per-prompt and --bootstrap must be at least 1")
+    if args.no_cache:
+        args.cache = None
     if args.merge:
         runs = [json.loads(f.read_text()) for f in args.merge]
         if any(r["styles"] != runs[0]["styles"] for r in runs):
             p.error("--merge: the runs learnt different style sequences")
+        shapes = {tuple(r2["per_prompt"]["shape"]) for r in runs for r2 in r["results"].values() if r2.get("per_prompt")}
+        if len(shapes) > 1 or len({json.dumps(r.get("prompts")) for r in runs}) > 1:
+            p.error("--merge: the runs scored different prompts or seeds; intervals and gaps need the same ones")
         merged = {**runs[0], "command": [r["command"] for r in runs], "results": {}}
         for r in runs:
             merged["results"].update(r["results"])
+        analyse(merged["results"], args)  # the plasticity gap needs separate and the method, from any of the runs
         args.json.write_text(json.dumps(merged, indent=2))
         if args.heatmap:
             heatmap(merged["results"], merged["styles"], args.heatmap)
+        print_table(merged["results"], merged.get("base_reference"))
         return
+    global EVALUATOR_ID
+    EVALUATOR_ID = base_fingerprint(ROOT / "assets" / "evaluators")
     torch.manual_seed(args.seed)
     args.size = diffusion.resolution_of(args.base)
     styles = args.styles.split(",")
@@ -227,19 +488,27 @@ def main() -> None:
     try:
         folders = style_folders(work / "data", styles, args.images, args.seed, args.size)
         results = {}
+        base_ref = base_reference(prompts, evaluator, args)
+        print(f"the bare base on the content prompts: kind {stats.fmt_ci(base_ref['kind'])} ({base_ref['seconds']} s)", flush=True)
         for method in args.methods.split(","):
             print(f"{method}:", flush=True)
             results[method] = run_method(method, METHODS[method], folders, args, evaluator, prompts, work)
+            analyse(results, args)
             summary = {k: v for k, v in results[method].items() if k in ("average", "forgetting", "content_accuracy", "plain_kind", "seconds")}
             print(f"  {method}: {summary}", flush=True)
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps({"styles": styles, "command": " ".join(__import__("sys").argv),
-                                             "base": diffusion.base_name(args.base), "results": results}, indent=2))
+            args.json.write_text(json.dumps({
+                "styles": styles, "command": " ".join(sys.argv), "base": diffusion.base_name(args.base),
+                "prompts": {"n": args.prompts, "seeds_per_prompt": args.seeds_per_prompt, "seed": args.seed,
+                            "captions": [a.caption for a in prompts]},
+                "intervals": f"95 % percentile bootstrap over the content prompts ({args.bootstrap} resamples, seed {args.seed})",
+                "base_reference": base_ref, "results": results}, indent=2))
             if args.heatmap:
                 heatmap(results, styles, args.heatmap)
             if args.keep_museum and method == "full":
                 shutil.copytree(work / method, args.keep_museum)
                 (args.keep_museum / "forgetting.json").write_text(json.dumps({"styles": styles, **results[method]}, indent=2))
+        print_table(results, base_ref)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
