@@ -14,22 +14,28 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def base_source(base: str | Path | None) -> str:
-    """'folder' (a diffusers pipeline folder) or 'hub' (a hub id); anything else raises
-    FileNotFoundError with one line that says what to pass instead."""
+    """'folder' (a diffusers pipeline folder), 'file' (a single-file SD 1.x/2.x or SDXL .safetensors
+    checkpoint with its config folder, generators/bases.py) or 'hub' (a hub id); anything else
+    raises FileNotFoundError with one line that says what to pass instead."""
     source = DEFAULT_BASE if base is None else base
     path = Path(source)
     if path.is_file():
-        raise FileNotFoundError(
-            f"{path} is a single file; --base takes a diffusers pipeline folder (with model_index.json, "
-            "as save_pretrained writes it) or a hub id"
-        )
+        from generators.bases import family_of_file, single_file_config
+
+        try:
+            family_of_file(path)  # the tensor names only: the header, no weights
+        except ValueError as err:
+            raise FileNotFoundError(str(err)) from None
+        single_file_config(path)
+        return "file"
     if path.exists():
         if not (path / "model_index.json").is_file():
             raise FileNotFoundError(
                 f"{path} is not a diffusers pipeline folder (no model_index.json); "
-                "pass a StableDiffusionPipeline folder saved with save_pretrained, or a hub id"
+                "pass a StableDiffusionPipeline or StableDiffusionXLPipeline folder saved with save_pretrained, a single "
+                ".safetensors checkpoint, or a hub id"
             )
         return "folder"
     if HUB_ID.match(str(source)):
         return "hub"
-    raise FileNotFoundError(f"base {source!r} is neither an existing pipeline folder nor a hub id (owner/name)")
+    raise FileNotFoundError(f"base {source!r} is neither an existing pipeline folder or checkpoint file nor a hub id (owner/name)")

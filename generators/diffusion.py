@@ -1,8 +1,9 @@
 """Loading text-to-image bases and sampling them with reproducible, self-describing outputs.
 
-A base is any diffusers StableDiffusionPipeline: the embedded studio-mini (default), a
-local pipeline folder, or a hub id resolved through the normal from_pretrained cache
-(HF_HUB_OFFLINE is honoured). All of Studio goes through `load_base`.
+A base is a diffusers StableDiffusionPipeline (SD 1.x/2.x) or StableDiffusionXLPipeline (SDXL):
+the embedded studio-mini (default), a local pipeline folder, a single-file checkpoint with its
+config folder, or a hub id resolved through the normal from_pretrained cache (HF_HUB_OFFLINE is
+honoured). All of Studio goes through `load_base`; generators/bases.py holds what differs by family.
 """
 
 from __future__ import annotations
@@ -44,10 +45,10 @@ def base_name(base: str | Path | None) -> str:
 
 
 def load_base(base: str | Path | None = None, device: str = "auto", precision: str = "fp32"):
-    """A StableDiffusionPipeline from the embedded default, a local folder or a hub id."""
+    """The base's pipeline (its family's class) from the embedded default, a local folder, a single
+    .safetensors file or a hub id."""
     source = DEFAULT_BASE if base is None else base
     kind = base_source(source)  # before importing diffusers: a wrong path fails at once
-    from diffusers import StableDiffusionPipeline
     from diffusers.utils import logging as diffusers_logging
 
     from transformers.utils import logging as transformers_logging
@@ -60,13 +61,15 @@ def load_base(base: str | Path | None = None, device: str = "auto", precision: s
     dtype = PRECISIONS[precision]
     if dev.type == "cpu" and dtype == torch.float16:
         raise ValueError("--precision fp16 needs a GPU; use fp32 or bf16 on the CPU")
+    from generators.bases import load_pipeline
+
     kwargs = dict(dtype=dtype, safety_checker=None, requires_safety_checker=False)
-    if kind == "folder":
-        pipe = StableDiffusionPipeline.from_pretrained(Path(source), local_files_only=True, **kwargs)
+    if kind in ("folder", "file"):  # the family (SD 1.x/2.x, SDXL) decides the pipeline class
+        pipe = load_pipeline(source, kind, **kwargs)
     else:
         try:
-            pipe = StableDiffusionPipeline.from_pretrained(
-                str(source), local_files_only=os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""), **kwargs
+            pipe = load_pipeline(
+                source, kind, local_files_only=os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""), **kwargs
             )
         except (OSError, ValueError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -82,6 +85,10 @@ def base_resolution(pipe) -> int:
 def resolution_of(base: str | Path | None) -> int:
     """The native resolution of a base, from its configs (no weights loaded for local folders)."""
     path = DEFAULT_BASE if base is None else Path(base)
+    if path.is_file():  # a single-file checkpoint: its config folder says
+        from generators.bases import single_file_config
+
+        path = single_file_config(path)
     if (path / "unet" / "config.json").is_file() and (path / "vae" / "config.json").is_file():
         unet = json.loads((path / "unet" / "config.json").read_text())
         vae = json.loads((path / "vae" / "config.json").read_text())
