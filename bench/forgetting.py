@@ -2,7 +2,7 @@
 
 For each method, styles are learnt one after another into a fresh museum; after task i every
 style j <= i is sampled on fixed content prompts and seeds, and the style evaluator's accuracy
-fills M[i, j]. Metrics (methods.md §1): Average = mean_i mean_{j<=i} M[i, j];
+fills M[i, j]. Metrics (docs/methods.md §1.7): Average = mean_i mean_{j<=i} M[i, j];
 Forgetting = mean_{j<T} max_{i>j} (M[j, j] - M[i, j]); content accuracy = the kind evaluator
 agreeing with the object asked for, on the final model's styled samples.
 

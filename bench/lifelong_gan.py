@@ -1,4 +1,4 @@
-"""Benchmark: lifelong few-shot GAN on a sequence of mini-world domains (LFS-GAN, method notes §2).
+"""Benchmark: lifelong few-shot GAN on a sequence of mini-world domains (LFS-GAN, docs/methods.md §2).
 
     python bench/lifelong_gan.py [--base assets/gan-mini] [--iters 400] [--tasks 4] [--json OUT]
     python bench/lifelong_gan.py --tiny --json /tmp/lg.json      # smoke run on a tiny random base
@@ -18,7 +18,7 @@ Methods, compared in one run on the same shots:
 
 Per task and method: mini-FID (evaluators' features) of `--eval-n` samples against `--eval-n`
 fresh renderings of the target domain (1,000 by default, from a seed range the shots do not
-use), B-LPIPS-style diversity (notes §2: samples assigned to the nearest of the 10 shots under
+use), B-LPIPS-style diversity (docs/methods.md §2.3: samples assigned to the nearest of the 10 shots under
 the evaluators' perceptual distance, p_c = |C_c| / n, LPIPS_c = mean pairwise distance among
 the first 50 members of cluster c; B-LPIPS = Σ_c (−p_c log10 p_c) · LPIPS_c) and the plain
 intra-cluster LPIPS; metrics right after the task and after the last task (forgetting =
@@ -124,7 +124,7 @@ def to_tensor(images) -> torch.Tensor:
 
 
 def b_lpips(pd: PerceptualDistance, samples: torch.Tensor, shots: torch.Tensor, first: int = 50) -> dict:
-    """B-LPIPS (notes §2) and the mean intra-cluster LPIPS of `samples` clustered on `shots`."""
+    """B-LPIPS (docs/methods.md §2.3) and the mean intra-cluster LPIPS of `samples` clustered on `shots`."""
     assign = torch.cat([pd.matrix(samples[i:i + 100], shots).argmin(1) for i in range(0, len(samples), 100)])
     n = len(samples)
     total, intra, used = 0.0, [], 0

@@ -136,7 +136,7 @@ def test_multiplier_is_tucker_reconstruction_through_relu():
     with torch.no_grad():
         for p in m.parameters():
             p.normal_()
-    # M[o, c, s] = Σ_i A_in[c, i] relu(Σ_j A_out[o, j] G[i, j, s] + add1[o, s])   (notes §2)
+    # M[o, c, s] = Σ_i A_in[c, i] relu(Σ_j A_out[o, j] G[i, j, s] + add1[o, s])   (docs/methods.md §2.1)
     add1 = m.add1_out @ m.add1_k.T
     inner = torch.einsum("oj,ijs->ios", m.a_out, m.core) + add1[None]
     expect = torch.einsum("ci,ios->ocs", m.a_in, torch.relu(inner)).reshape(5, 4, 3, 3)

@@ -1,11 +1,11 @@
 """LeFT modulators (LFS-GAN, "Learnable Factorized Tensor"), written with tensorly (pytorch backend).
 
-Method notes §2 (LFS-GAN, ICCV 2023). Every conv and FC layer of a frozen StyleGAN2-style
+docs/methods.md §2 (LFS-GAN, ICCV 2023). Every conv and FC layer of a frozen StyleGAN2-style
 generator (mapping FCs, style affines, synthesis convs, toRGB) gets a small per-task modulator
 that rewrites its weight; the base weights never change, so a task's modulators are all it
 stores and earlier tasks cannot be forgotten.
 
-Conv weight W in R^{Cout x Cin x k x k} (notes §2, "LeFT for a conv weight"), K = k*k:
+Conv weight W in R^{Cout x Cin x k x k} (docs/methods.md §2.1, eqs. 1-4), K = k*k:
 
     (1)  W_hat = W ⊙ M + s_W · A
     (2)  M[o, c, s] = Σ_i A_in[c, i] · act( Σ_j A_out[o, j] · G[i, j, s] + add1[o, s] )
@@ -18,7 +18,7 @@ without `act` (2) is a Tucker-2 reconstruction over the two channel modes, the R
 the two mode products is the nonlinear reconstruction. The additive term (4) is a linear
 Tucker-2 tensor.
 
-FC weight W in R^{out x in} (notes §2, "FC layers"):
+FC weight W in R^{out x in} (docs/methods.md §2.1, eq. 5):
 
     (5)  W_hat = W ⊙ (U Vᵀ) + s_W · P Qᵀ,     b_hat = b ⊙ b_mul + b_add
 
@@ -73,7 +73,7 @@ ACTIVATIONS = ("relu", "none")
 class LeFTConfig:
     """LeFT modulators of one task (saved in task.json).
 
-    rank: r of the core / channel factors (notes §2; default 1).
+    rank: r of the core / channel factors (docs/methods.md §2.1; default 1).
     activation: the nonlinear reconstruction between the two mode products ("relu", or
         "none" for a plain Tucker-2 ablation).
     additive: use the additive branches A (conv), P Qᵀ (FC), add1 and b_add.

@@ -1,4 +1,4 @@
-"""Lifelong few-shot GAN (LFS-GAN, method notes §2): a frozen base learns a sequence of domains.
+"""Lifelong few-shot GAN (LFS-GAN, docs/methods.md §2): a frozen base learns a sequence of domains.
 
 A *task store* is a folder:
 
@@ -16,7 +16,7 @@ every JSON / tensor file is written to a temporary name and renamed. Learning a 
 writes the base or another task, so earlier tasks' samples stay bitwise identical (zero
 forgetting by construction, tested).
 
-Training a task (notes §2 protocol, scaled to a CPU): the base G is frozen and gets LeFT
+Training a task (docs/methods.md §2.3, scaled to a CPU): the base G is frozen and gets LeFT
 modulators (`generators.gan.left`, eqs. (1)-(5)); the discriminator is fine-tuned fully,
 from the base folder's discriminator.safetensors when there is one, else from a fresh
 initialisation. Non-saturating logistic loss, lazy R1 (γ = 10 every 16 D steps), Adam
@@ -155,7 +155,7 @@ def check_task_name(name: str) -> str:
 
 
 def synthesize(G: Generator, ws: torch.Tensor, noise_mode: str = "random", fused: bool = False):
-    """G.synthesis(ws) that also returns every synthesis block's output features F^l (notes §2).
+    """G.synthesis(ws) that also returns every synthesis block's output features F^l (docs/methods.md §2.2).
 
     Mirrors `SynthesisNetwork.forward` step by step: (image, [F^1, ..., F^L]).
     """
@@ -372,7 +372,7 @@ class Adapter:
     Used for LeFT tasks (params = the LeFT factors) and, by the benchmark, for full
     fine-tuning (params = all of G). `step()` runs one iteration: a D step on a batch of
     reals and one G batch, lazy R1, then a G step through the updated D with the
-    mode-seeking loss added (notes §2).
+    mode-seeking loss added (docs/methods.md §2.2).
     """
 
     def __init__(self, G: Generator, D: Discriminator, params: list, reals: torch.Tensor, train: TrainConfig,

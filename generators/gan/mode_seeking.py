@@ -1,8 +1,8 @@
-"""Cluster-wise mode seeking (LFS-GAN, method notes §2), with correct cluster membership.
+"""Cluster-wise mode seeking (LFS-GAN, docs/methods.md §2.2), with correct cluster membership.
 
 Each generated sample p is assigned to its nearest training (real) image under a perceptual
 distance; samples sharing a nearest real image form a cluster C_b. For every pair (p, q),
-p < q, *inside* each cluster with at least two members (notes §2):
+p < q, *inside* each cluster with at least two members (docs/methods.md §2.2):
 
     S = (1/K) Σ_b Σ_{p<q ∈ C_b} [ d(w_p, w_q) / d(z_p, z_q)
                                   + (1/L) Σ_l d(F^l_p, F^l_q) / d(w_p, w_q)
@@ -12,7 +12,7 @@ p < q, *inside* each cluster with at least two members (notes §2):
 K the number of clusters with >= 2 members, F^l the synthesis block outputs, G_p the image.
 No cluster with two members: no loss (None).
 
-The released code (defect 2 in the notes) looped over `range(|C_b|)` and so compared the first
+The released code (see docs/methods.md §2.2) looped over `range(|C_b|)` and so compared the first
 |C_b| samples of the batch, whatever cluster they were in; here `cluster_pairs` yields the
 members' own indices, and tests check them on a crafted batch.
 

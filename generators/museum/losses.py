@@ -23,7 +23,7 @@ def latent_statistics(z: torch.Tensor) -> torch.Tensor:
 
 
 def style_distillation_loss(x0_hat: torch.Tensor, set_statistics: torch.Tensor, tau: float, weight: torch.Tensor) -> torch.Tensor:
-    """MuseumMaker's style distillation loss (methods.md §1):
+    """MuseumMaker's style distillation loss (docs/methods.md §1.3):
     L_SDL = (1/B) Σ_i KL( softmax(F(x_i)/τ) || softmax(z̄/τ) ), z̄ = mean_i F(x_i) over the style set.
 
     The public text leaves F, τ and the timestep handling open. We take F = the latent
@@ -61,7 +61,7 @@ def factor_inner(x: Factors, y: Factors) -> torch.Tensor:
 
 
 def weight_direction_loss(current: list[Factors], before: list[Factors], earlier_updates: list[list[Factors]]) -> torch.Tensor:
-    """Weight aspect of the dual regularization (methods.md §1; cf. CIDM's R1, C-LoRA):
+    """Weight aspect of the dual regularization (docs/methods.md §1.4; cf. CIDM's R1, C-LoRA):
     the squared cosine similarity between this task's update ΔW_t = W_now − W_before and
     each earlier task's update ΔW_j, per layer, averaged. Penalizes moving the shared LoRA
     along directions earlier styles were written in; orthogonal updates cost nothing.
@@ -85,7 +85,7 @@ def weight_direction_loss(current: list[Factors], before: list[Factors], earlier
 
 
 def feature_distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Feature aspect (methods.md §1, LwF-style): the UNet's predictions for earlier styles'
+    """Feature aspect (docs/methods.md §1.5, LwF-style): the UNet's predictions for earlier styles'
     prompts stay where the frozen pre-task model put them. Teacher outputs are computed once
     per task on a cached replay pool, so this costs one student pass on a small batch."""
     return F.mse_loss(student.float(), teacher.float())

@@ -1,4 +1,4 @@
-"""Contextual synthetic training sets from a few real images per class (BOB, methods.md §3).
+"""Contextual synthetic training sets from a few real images per class (BOB, docs/methods.md §3).
 
 1. **Extract** (`extract`): a class-agnostic (background, pose) pair per real image, from
    user sidecars, the mini-world evaluators or a vision-language captioner that is told

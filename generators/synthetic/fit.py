@@ -1,4 +1,4 @@
-"""One LoRA for all classes, conditioned on class, background and pose (BOB, methods.md §3).
+"""One LoRA for all classes, conditioned on class, background and pose (BOB, docs/methods.md §3).
 
 Every real image is trained with the prompt ``template(class words, category, background,
 pose)`` built from its bank entry; with probability ``context_dropout`` the context-free
