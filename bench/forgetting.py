@@ -55,7 +55,7 @@ from styles.museum import Museum  # noqa: E402
 from styles.reference import apply_style  # noqa: E402
 
 # Styles whose look survives studio-mini's autoencoder (style evaluator on encoded-decoded style
-# images, docs/benchmarks.md): a style the autoencoder cannot reproduce cannot be scored as learnt.
+# images, docs/lab/2026-12-notebook.md): a style the autoencoder cannot reproduce cannot be scored as learnt.
 DEFAULT_STYLES = ("pixel_art", "watercolor", "neon_glow", "flat_outline", "blueprint")
 METHODS = {
     "full": {},

@@ -40,13 +40,13 @@ class MiniBaseConfig:
     data_seed: int = 1000
     # Name each bird's subclass in its caption ("a red sparrow bird ...", every other one without
     # the colour word): the stand-in for a real base's prior on species, which BOB and DataDream
-    # build on (docs/benchmarks.md, Synthetic data).
+    # build on (docs/lab/2026-12-notebook.md, Synthetic data).
     species_captions: bool = False
     # Fraction of the training images that are birds (None: every kind equally often).
     bird_share: float | None = None
     # Reference styles drawn into the training set with the style's name ending the caption ("...,
     # at the top right, sepia"), each name one token: the stand-in for a real base's knowledge of
-    # styles by name, which a museum's learnt token moves within (docs/benchmarks.md, Forgetting).
+    # styles by name, which a museum's learnt token moves within (docs/lab/2026-12-notebook.md, Forgetting).
     # The forgetting benchmark's own styles must stay out of it.
     caption_styles: tuple[str, ...] = ()
     style_share: float = 0.0  # fraction of the training images drawn in one of caption_styles

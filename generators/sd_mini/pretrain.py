@@ -131,7 +131,7 @@ def _render_one(args):
         return np.asarray(image, dtype=np.uint8), caption
     # Every other bird without its colour word: the prompts that name a class (DataDream's "a
     # sparrow bird", BOB's template) carry no colour, and a species word learnt only after one did
-    # not fire without it (docs/benchmarks.md). Other kinds keep their plain caption.
+    # not fire without it (docs/lab/2026-12-notebook.md). Other kinds keep their plain caption.
     caption = attrs.species_caption(with_colour=index % 2 == 0) if species else attrs.caption
     if style:
         from styles.reference import apply_style
