@@ -66,8 +66,9 @@ def t_quantile(df: int, level: float = LEVEL) -> float:
         return table.get(df, 1.96 if df > 30 else 2.04)
 
 
-def t_interval(values: Sequence[float], level: float = LEVEL) -> dict:
-    """{"mean", "low", "high", "n", "std"} over independent runs; a single run has no interval (nan)."""
+def t_interval(values: Sequence[float], level: float = LEVEL, bounds: tuple[float, float] | None = None) -> dict:
+    """{"mean", "low", "high", "n", "std"} over independent runs; a single run has no interval (nan).
+    bounds: clip the interval to a metric's range (an accuracy's [0, 1])."""
     v = np.asarray([x for x in values if x is not None], dtype=np.float64)
     n = len(v)
     if n == 0:
@@ -77,7 +78,10 @@ def t_interval(values: Sequence[float], level: float = LEVEL) -> dict:
         return {"mean": mean, "low": float("nan"), "high": float("nan"), "n": 1, "std": 0.0}
     std = float(v.std(ddof=1))
     half = t_quantile(n - 1, level) * std / math.sqrt(n)
-    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n, "std": std}
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return {"mean": mean, "low": low, "high": high, "n": n, "std": std}
 
 
 def fmt_ci(d: dict | None, digits: int = 2) -> str:

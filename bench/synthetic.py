@@ -1,4 +1,4 @@
-"""Benchmark: do synthetic images from a few real ones help a classifier? (issue 6, methods.md §3)
+"""Benchmark: do synthetic images from a few real ones help a classifier? (issue 6, docs/methods.md §3)
 
 Task: the mini world's fine-grained bird subclasses (12 by default; same silhouette, they
 differ only in beak, tail, crest and wing stripes), plain style, medium and large birds (the
@@ -15,13 +15,29 @@ parts are a pixel wide on small ones). For each number of shots (5, 10) and each
    class asked for;
 4. train a classifier on real only and on real + each synthetic set: by default a linear probe
    on a frozen backbone trained without subclass labels (assets/probe-backbone; never the
-   committed evaluator, which already knows the subclasses), or with --classifier scratch a
-   small CNN from scratch; real shots repeated to 1:1 with synthetic in every batch, loss
-   λ·CE_real + (1−λ)·CE_syn with λ ∈ {0.5, 0.8}; λ and the checkpoint are chosen on the
-   held-out real validation images; accuracy on the real test set, mean ± std over seeds.
+   committed evaluator, which already knows the subclasses), with --classifier finetune that
+   backbone fine-tuned end to end with a new head (BOB's downstream protocol: a pretrained
+   backbone, fine-tuned), or with --classifier scratch a small CNN from scratch; real shots
+   repeated to 1:1 with synthetic in every batch, loss λ·CE_real + (1−λ)·CE_syn with
+   λ ∈ {0.5, 0.8}; λ and the checkpoint are chosen on the held-out real validation images;
+   accuracy on the real test set;
+5. the bounds every few-shot accuracy sits between: chance (1 / classes) and the ceiling, the
+   same classifier trained on --ceiling-shots (100) real images per class, once per seed.
+
+Statistics (bench/stats.py): three seeds by default; every accuracy, class fidelity and the
+ceiling is reported as the mean and a 95 % Student-t interval over seeds (t with n − 1 degrees
+of freedom, clipped to [0, 1]; a bootstrap over three seeds could not reach past the observed
+values), and each synthetic method's gain over real only as a paired t-interval over seeds (the
+same real shots in both). The printed table puts class fidelity beside accuracy.
 
     python bench/synthetic.py --json runs/bench/synthetic.json            # the full run (GPU advised)
+    python bench/synthetic.py --classifier finetune --json runs/bench/synthetic-finetune.json
     python bench/synthetic.py --quick --json /tmp/synthetic-quick.json    # minutes on a CPU, tiny random base
+    python bench/synthetic.py --quick --classifier finetune --methods real_only,bob --json /tmp/synthetic-quick-ft.json
+
+Cost: the ceiling adds per seed 100 × classes real renderings and one classifier (probe: seconds;
+finetune: --ft-steps steps of two batches, a few minutes on one CPU thread); a finetune run trains
+one network per (seed, shots, method, λ).
 
 --quick builds a tiny random pipeline (unless --base is given) and shrinks everything: it
 checks that the benchmark runs end to end; its accuracies mean nothing.
@@ -30,6 +46,7 @@ checks that the benchmark runs end to end; its accuracies mean nothing.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import shutil
@@ -46,6 +63,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import stats  # noqa: E402
 from generators import miniworld  # noqa: E402
 from generators.evaluators import EvaluatorConfig, EvaluatorNet, load_evaluator  # noqa: E402
 from generators.synthetic import export as exp  # noqa: E402
@@ -265,6 +283,69 @@ def train_probe(real: FeatureSet, synth: FeatureSet | None, val: FeatureSet, tes
     return best
 
 
+# --- fine-tuning: the pretrained backbone and a new linear head, trained end to end -------------
+
+
+class FineTuned(torch.nn.Module):
+    """The probe's backbone (a copy, trained on) reading the same pooled features as the probe,
+    standardised on the real shots, into a new linear head. BatchNorm keeps the backbone's running
+    statistics (a few shots per class are too few to re-estimate them)."""
+
+    def __init__(self, backbone, n_classes: int, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.backbone = copy.deepcopy(backbone)
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+        self.head = torch.nn.Linear(mean.numel(), n_classes)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.backbone.eval()  # frozen BatchNorm statistics; the weights still train
+        return self
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        stages = self.backbone.stage_outputs(x)
+        parts = [s.amax((2, 3)) for s in stages[-3:]] + [stages[-1].mean((2, 3)), self.backbone._features_from(stages[-1])]
+        return {"subclass": self.head((torch.cat(parts, 1) - self.mean) / self.std)}
+
+
+def train_finetune(classes, real, synth, val, test, lam: float, args, seed: int, device, backbone, real_feats) -> dict:
+    """BOB's downstream protocol on our stand-in: the pretrained backbone fine-tuned with a new head
+    (backbone lr --ft-lr, head lr --probe-lr, cosine), the same real:synthetic mixing and
+    best-on-validation selection as train_classifier; images augmented (flip, ±4 px shift)."""
+    torch.manual_seed(seed)
+    mean, std = real_feats.views[0].mean(0), real_feats.views[0].std(0) + 1e-4
+    net = FineTuned(backbone, len(classes), mean, std).to(device)
+    opt = torch.optim.AdamW([{"params": net.backbone.parameters(), "lr": args.ft_lr, "base": args.ft_lr},
+                             {"params": net.head.parameters(), "lr": args.probe_lr, "base": args.probe_lr}], weight_decay=1e-2)
+    gen = torch.Generator("cpu").manual_seed(seed)
+    xr, yr = to_tensor(real[0], device), torch.as_tensor(real[1], device=device)
+    xs = ys = None
+    if synth is not None:
+        xs, ys = to_tensor(synth[0], device), torch.as_tensor(synth[1], device=device)
+    xv, yv = to_tensor(val[0], device), torch.as_tensor(val[1], device=device)
+    xt, yt = to_tensor(test[0], device), torch.as_tensor(test[1], device=device)
+    b, best = args.clf_batch, {"val": -1.0, "test": 0.0, "step": 0}
+    net.train()
+    for step in range(1, args.ft_steps + 1):
+        for group in opt.param_groups:
+            group["lr"] = group["base"] * 0.5 * (1 + math.cos(math.pi * step / args.ft_steps))
+        ir = torch.randint(len(xr), (b,), generator=gen).to(device)
+        loss = F.cross_entropy(net(augment(xr[ir], gen))["subclass"], yr[ir])
+        if xs is not None:
+            is_ = torch.randint(len(xs), (b,), generator=gen).to(device)
+            loss = lam * loss + (1 - lam) * F.cross_entropy(net(augment(xs[is_], gen))["subclass"], ys[is_])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % args.eval_every == 0 or step == args.ft_steps:
+            v = accuracy(net, xv, yv)
+            if v > best["val"]:
+                best = {"val": v, "test": accuracy(net, xt, yt), "step": step}
+    best["lambda"] = lam
+    return best
+
+
 def select(runs: list[dict]) -> dict:
     """Model selection on held-out real images: the best validation accuracy (ties: the earlier λ)."""
     return max(runs, key=lambda r: r["val"])
@@ -287,34 +368,56 @@ def tiny_base(folder: Path) -> Path:
     return out
 
 
-def summarize(results: dict) -> dict:
-    """Mean ± std over the seeds in each method's per-seed list (and its mean class fidelity), in
-    place; returns the {method_Kshot: mean} summary."""
+def summarize(results: dict, ceiling: dict | None = None) -> dict:
+    """Mean, std and 95 % t-interval over the seeds (bench/stats.py: Student t on the per-seed
+    accuracies, n − 1 degrees of freedom; with 3 seeds a bootstrap over seeds could not reach past
+    the observed values) of each method's per-seed list, its class fidelity likewise, and each
+    method's paired gain over real_only (per seed, then the t-interval); in place. Returns the
+    {method_Kshot: mean} summary."""
     for methods in results.values():
-        for r in methods.values():
+        real = methods.get("real_only", {}).get("per_seed", [])
+        for m, r in methods.items():
             accs = np.asarray(r["per_seed"], dtype=np.float64)
             r["mean"] = float(accs.mean()) if len(accs) else None
             r["std"] = float(accs.std(ddof=1)) if len(accs) > 1 else 0.0
+            r["ci95"] = stats.t_interval(accs, bounds=(0.0, 1.0))
             if r.get("class_fidelity"):
                 r["class_fidelity_mean"] = float(np.mean(r["class_fidelity"]))
+                r["class_fidelity_ci95"] = stats.t_interval(r["class_fidelity"], bounds=(0.0, 1.0))
+            if m != "real_only" and len(real) == len(accs) and len(accs):
+                r["gain_vs_real_only"] = stats.t_interval(accs - np.asarray(real, dtype=np.float64))
+    if ceiling and ceiling.get("per_seed"):
+        ceiling["mean"] = float(np.mean(ceiling["per_seed"]))
+        ceiling["ci95"] = stats.t_interval(ceiling["per_seed"], bounds=(0.0, 1.0))
     return {f"{m}_{k}shot": results[k][m]["mean"] for k in results for m in results[k]}
 
 
-def write_report(args, results, timings, classes, dev_name, base, start, real_fidelity) -> dict:
-    """Mean ± std over the seeds finished so far, written to args.json."""
-    summary = summarize(results)
+def classifier_info(args) -> dict:
+    if args.classifier == "probe":
+        return {"arch": "linear probe on a frozen backbone trained without subclass labels",
+                "backbone_sha256": backbone_sha256(args.backbone), "steps": args.probe_steps, "batch": args.clf_batch, "lr": args.probe_lr}
+    if args.classifier == "finetune":
+        return {"arch": "the probe's backbone fine-tuned end to end with a new linear head (BatchNorm statistics frozen)",
+                "backbone_sha256": backbone_sha256(args.backbone), "steps": args.ft_steps, "batch": args.clf_batch,
+                "backbone_lr": args.ft_lr, "head_lr": args.probe_lr}
+    return {"arch": "EvaluatorNet (subclass head only), trained from scratch", "widths": args.widths,
+            "steps": args.clf_steps, "batch": args.clf_batch, "lr": args.clf_lr}
+
+
+def write_report(args, results, timings, classes, dev_name, base, start, real_fidelity, ceiling=None) -> dict:
+    """Mean ± std and 95 % t-intervals over the seeds finished so far, written to args.json."""
+    summary = summarize(results, ceiling)
     report = {
         "benchmark": "synthetic (BOB vs DataDream vs real only), mini-world bird subclasses",
         "command": " ".join(sys.argv),
         "quick": args.quick, "device": dev_name, "base": base or "studio-mini", "classes": classes,
         "shots": args.shots, "seeds": args.seeds, "per_class": args.per_class, "fit_steps": args.fit_steps,
         "sample_steps": args.sample_steps, "guidance": args.guidance, "lambdas": args.lambdas,
-        "classifier": ({"arch": "linear probe on a frozen backbone trained without subclass labels",
-                        "backbone_sha256": backbone_sha256(args.backbone), "steps": args.probe_steps, "batch": args.clf_batch, "lr": args.probe_lr}
-                       if args.classifier == "probe" else
-                       {"arch": "EvaluatorNet (subclass head only), trained from scratch", "widths": args.widths,
-                        "steps": args.clf_steps, "batch": args.clf_batch, "lr": args.clf_lr}),
+        "classifier": classifier_info(args),
         "n_val": args.n_val, "n_test": args.n_test,
+        "intervals": "95 % Student-t interval over seeds (mean ± t(n-1) · std / sqrt(n)); gain_vs_real_only paired per seed",
+        "chance": 1 / len(classes),
+        "ceiling": ceiling,
         "real_class_fidelity": real_fidelity,
         "results": results,
         "accuracy_summary": summary,
@@ -341,9 +444,14 @@ def parse_args(argv=None):
     p.add_argument("--export-batch", type=int, default=32)
     p.add_argument("--n-val", type=int, default=5, help="held-out real validation images per class")
     p.add_argument("--n-test", type=int, default=50, help="real test images per class")
-    p.add_argument("--classifier", default="probe", choices=["probe", "scratch"],
+    p.add_argument("--classifier", default="probe", choices=["probe", "finetune", "scratch"],
                    help="probe: a linear classifier on a frozen backbone that never saw subclass labels (default); "
+                        "finetune: that backbone fine-tuned with a new head (BOB's protocol); "
                         "scratch: the small CNN trained from scratch")
+    p.add_argument("--ceiling-shots", type=int, default=100,
+                   help="the ceiling: the same classifier on this many real images per class, per seed (0: skip)")
+    p.add_argument("--ft-steps", type=int, default=300, help="fine-tuning steps (--classifier finetune)")
+    p.add_argument("--ft-lr", type=float, default=3e-4, help="the backbone's learning rate when fine-tuning")
     p.add_argument("--backbone", type=Path, default=ROOT / "assets" / "probe-backbone",
                    help="the probe's backbone folder (default: the committed one; trained there once if missing)")
     p.add_argument("--backbone-seconds", type=float, default=1500)
@@ -366,6 +474,7 @@ def parse_args(argv=None):
         args.per_class, args.fit_steps, args.sample_steps, args.export_batch = 4, args.fit_steps or 4, 2, 4
         args.n_val, args.n_test, args.clf_steps, args.clf_batch, args.eval_every = 2, 6, 20, 8, 10
         args.probe_steps, args.probe_eval_every = 20, 10
+        args.ft_steps, args.ceiling_shots = 10, min(args.ceiling_shots, 10)
     args.shots = [int(s) for s in args.shots.split(",")]
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.lambdas = [float(s) for s in args.lambdas.split(",")]
@@ -377,12 +486,23 @@ def parse_args(argv=None):
     return args
 
 
-def print_table(results: dict, methods: list[str]) -> None:
-    print("\n| shots | " + " | ".join(methods) + " |")
-    print("|---|" + "---|" * len(methods))
+def print_table(results: dict, methods: list[str], ceiling: dict | None = None, n_classes: int | None = None) -> None:
+    """Test accuracy and, per export, class fidelity: mean [95 % t-interval over seeds]."""
+    f = lambda d: stats.fmt_ci(d, 3)  # noqa: E731
+    print("\n| shots | method | accuracy | gain over real only | class fidelity |")
+    print("|---|---|---|---|---|")
     for k in results:
-        cells = [f"{results[k][m]['mean']:.3f} ± {results[k][m]['std']:.3f}" for m in methods if results[k][m]["per_seed"]]
-        print(f"| {k} | " + " | ".join(cells) + " |")
+        for m in methods:
+            r = results[k].get(m)
+            if not r or not r["per_seed"]:
+                continue
+            print(f"| {k} | {m} | {f(r.get('ci95'))} | {f(r.get('gain_vs_real_only')) if m != 'real_only' else '-'} "
+                  f"| {f(r.get('class_fidelity_ci95')) if r.get('class_fidelity') else '-'} |")
+    if n_classes:
+        print(f"\nchance {1 / n_classes:.3f}", end="")
+    if ceiling and ceiling.get("per_seed"):
+        print(f"; ceiling ({ceiling['shots']} real shots per class) {f(ceiling.get('ci95'))}", end="")
+    print(" (95 % t-intervals over seeds)")
 
 
 def merge(paths: list[Path], out: Path) -> int:
@@ -402,14 +522,41 @@ def merge(paths: list[Path], out: Path) -> int:
                 for field in ("per_seed", "selected", "class_fidelity"):
                     into.setdefault(field, []).extend(v.get(field, []))
         for key, value in r["seconds"].items():
-            merged["seconds"][key] = round(merged["seconds"][key] + value, 1)
-    merged["accuracy_summary"] = summarize(merged["results"])
+            merged["seconds"][key] = round(merged["seconds"].get(key, 0.0) + value, 1)
+        if r.get("ceiling"):  # one ceiling per seed: runs split by shots share it, runs split by seed add to it
+            if not merged.get("ceiling"):
+                merged["ceiling"] = {"shots": r["ceiling"]["shots"], "seeds": [], "per_seed": [], "selected": []}
+            into = merged["ceiling"]
+            if into["shots"] != r["ceiling"]["shots"]:
+                raise SystemExit("the ceilings used different numbers of real shots; merge runs of the same settings only")
+            for seed, acc, sel in zip(r["ceiling"]["seeds"], r["ceiling"]["per_seed"], r["ceiling"]["selected"]):
+                if seed not in into["seeds"]:
+                    into["seeds"].append(seed)
+                    into["per_seed"].append(acc)
+                    into["selected"].append(sel)
+    merged["accuracy_summary"] = summarize(merged["results"], merged.get("ceiling"))
     merged["merged_from"] = [str(p) for p in paths]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(merged, indent=2) + "\n")
-    print_table(merged["results"], list(next(iter(merged["results"].values()))))
+    print_table(merged["results"], list(next(iter(merged["results"].values()))), merged.get("ceiling"), len(merged["classes"]))
     print(f"\nwrote {out}")
     return 0
+
+
+def classify(args, classes, real, synth, val, test, seed, device, backbone, test_feats, synth_feats=None) -> dict:
+    """The selected (best-on-validation over λ) classifier for real shots (+ one synthetic set)."""
+    lambdas = [1.0] if synth is None else args.lambdas
+    if args.classifier == "probe":
+        feats = {"real": FeatureSet(backbone, real, device, True), "val": FeatureSet(backbone, val, device, False)}
+        if synth is not None and synth_feats is None:
+            synth_feats = FeatureSet(backbone, synth, device, True)
+        runs = [train_probe(feats["real"], synth_feats, feats["val"], test_feats, len(classes), lam, args, seed) for lam in lambdas]
+    elif args.classifier == "finetune":
+        real_feats = FeatureSet(backbone, real, device, False)
+        runs = [train_finetune(classes, real, synth, val, test, lam, args, seed, device, backbone, real_feats) for lam in lambdas]
+    else:
+        runs = [train_classifier(classes, real, synth, val, test, lam, args, seed, device) for lam in lambdas]
+    return select(runs)
 
 
 def main(argv=None) -> int:
@@ -434,9 +581,22 @@ def main(argv=None) -> int:
     results: dict = {str(k): {m: {"per_seed": [], "selected": []} for m in args.methods} for k in args.shots}
     timings: dict = {"fit": 0.0, "export": 0.0, "classifier": 0.0}
     need_fits = {SYNTH_SOURCES[m][0] for m in args.methods if m in SYNTH_SOURCES}
+    ceiling = {"shots": args.ceiling_shots, "seeds": [], "per_seed": [], "selected": []} if args.ceiling_shots else None
     # Seeds outermost and the JSON rewritten after every (seed, shots) pair: a run cut short keeps
     # every finished seed for both shot counts.
     for seed in args.seeds:
+        if args.classifier in ("probe", "finetune") and probe is None:
+            probe = load_evaluator(ensure_backbone(args.backbone, args.backbone_seconds, device), device=device).net
+            test_feats = FeatureSet(probe, test, device, False)
+        if ceiling is not None:  # the same classifier with plenty of real data: what few shots are measured against
+            t0 = time.time()
+            best = classify(args, classes, render_real(classes, args.ceiling_shots, TRAIN_STREAM, seed), None,
+                            render_real(classes, args.n_val, VAL_STREAM, seed), test, seed, device, probe, test_feats)
+            timings["ceiling"] = timings.get("ceiling", 0.0) + time.time() - t0
+            ceiling["seeds"].append(seed)
+            ceiling["per_seed"].append(best["test"])
+            ceiling["selected"].append(best)
+            log(f"seed={seed}: ceiling ({args.ceiling_shots} real shots per class) test {best['test']:.3f} (chance {1 / len(classes):.3f})")
         for k in args.shots:
             real = render_real(classes, k, TRAIN_STREAM, seed)
             val = render_real(classes, args.n_val, VAL_STREAM, seed)
@@ -468,30 +628,18 @@ def main(argv=None) -> int:
                 fidelity = class_fidelity(evaluator, *synth[method], classes)
                 results[str(k)][method].setdefault("class_fidelity", []).append(fidelity)
                 log(f"k={k} seed={seed}: exported {method} ({len(synth[method][1])} images, class fidelity {fidelity:.3f})")
-            if args.classifier == "probe" and probe is None:
-                probe = load_evaluator(ensure_backbone(args.backbone, args.backbone_seconds, device), device=device).net
-                test_feats = FeatureSet(probe, test, device, False)
-            if probe is not None:
-                feats = {"real": FeatureSet(probe, real, device, True), "val": FeatureSet(probe, val, device, False)}
-                feats.update({m: FeatureSet(probe, synth[m], device, True) for m in synth})
+            synth_feats = {m: FeatureSet(probe, synth[m], device, True) for m in synth} if args.classifier == "probe" else {}
             for method in args.methods:
                 t0 = time.time()
-                if probe is not None:
-                    runs = [train_probe(feats["real"], feats.get(method), feats["val"], test_feats, len(classes), lam, args, seed)
-                            for lam in ([1.0] if method == "real_only" else args.lambdas)]
-                elif method == "real_only":
-                    runs = [train_classifier(classes, real, None, val, test, 1.0, args, seed, device)]
-                else:
-                    runs = [train_classifier(classes, real, synth[method], val, test, lam, args, seed, device)
-                            for lam in args.lambdas]
-                best = select(runs)
+                best = classify(args, classes, real, synth.get(method), val, test, seed, device, probe, test_feats,
+                                synth_feats.get(method))
                 timings["classifier"] += time.time() - t0
                 results[str(k)][method]["per_seed"].append(best["test"])
                 results[str(k)][method]["selected"].append(best)
                 log(f"k={k} seed={seed}: {method:15s} test {best['test']:.3f} (val {best['val']:.3f}, λ {best['lambda']}, step {best['step']})")
-            write_report(args, results, timings, classes, dev_name, base, start, real_fidelity)
-    report = write_report(args, results, timings, classes, dev_name, base, start, real_fidelity)
-    print_table(results, args.methods)
+            write_report(args, results, timings, classes, dev_name, base, start, real_fidelity, ceiling)
+    report = write_report(args, results, timings, classes, dev_name, base, start, real_fidelity, ceiling)
+    print_table(results, args.methods, ceiling, len(classes))
     print(f"\nwrote {args.json} ({report['seconds']['total']} s)")
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)

@@ -43,6 +43,8 @@ def test_t_interval():
     t = stats.t_interval([0.1, 0.2, 0.3])
     assert t["mean"] == pytest.approx(0.2)
     assert t["high"] - t["mean"] == pytest.approx(4.303 * 0.1 / np.sqrt(3), rel=1e-3)
+    clipped = stats.t_interval([0.0, 0.5], bounds=(0.0, 1.0))
+    assert clipped["low"] == 0.0 and clipped["high"] == 1.0
     one = stats.t_interval([0.5])
     assert one["mean"] == 0.5 and one["low"] != one["low"]
     assert stats.t_interval([])["mean"] is None
