@@ -78,7 +78,7 @@ class Adapter:
     def token_file(self, token: str, vectors: list) -> dict:
         """A learnt token's vectors (one per encoder, each (n, D)) as a file's tensors."""
         if self.embedding_keys is None:
-            return {token: vectors[0].reshape(-1, vectors[0].shape[-1])}
+            return {token: vectors[0]}
         return {k: v.reshape(-1, v.shape[-1]) for k, v in zip(self.embedding_keys, vectors)}
 
     def token_vectors(self, tensors: dict, token: str) -> list:

@@ -74,6 +74,26 @@ def read_index(path: Path) -> dict:
     return index
 
 
+def _family(base: str) -> str | None:
+    """The family of a base name, None where it cannot be told from the file system (a hub id)."""
+    from generators.bases import family_of
+
+    try:
+        return family_of(base)
+    except (OSError, ValueError):
+        return None
+
+
+def _other_base_message(root: Path, index: dict, base: str) -> str:
+    from generators.bases import ADAPTERS
+
+    built, asked = index.get("family") or _family(index["base"]), _family(base)
+    if built and asked and built != asked:
+        return (f"museum {root} was built on an {ADAPTERS[built].label} base ({index['base']!r}) and {base!r} is an "
+                f"{ADAPTERS[asked].label} base; a museum keeps one base: use another --museum for {ADAPTERS[asked].label}")
+    return f"museum {root} was built on base {index['base']!r}, not {base!r}; pass --base {index['base']} or use another --museum"
+
+
 class Museum:
     def __init__(self, root: Path, index: dict):
         self.root = Path(root)
@@ -94,10 +114,7 @@ class Museum:
         if path.exists():
             index = read_index(path)
             if base is not None and index["base"] != base:
-                raise ValueError(
-                    f"museum {root} was built on base {index['base']!r}, not {base!r}; "
-                    f"pass --base {index['base']} or use another --museum"
-                )
+                raise ValueError(_other_base_message(root, index, base))
             museum = cls(root, index)
             museum.remove_stale_work()
             return museum
@@ -112,6 +129,9 @@ class Museum:
         if base is None:
             raise ValueError("a new museum needs the base it is built on")
         museum = cls(root, {"format": FORMAT_VERSION, "base": base, "styles": [], "created": time.strftime("%Y-%m-%d %H:%M:%S")})
+        family = _family(base)
+        if family is not None:  # a hub id's family is known once it is loaded (engine.learn sets it)
+            museum.index["family"] = family
         museum.new = True
         return museum
 
@@ -135,6 +155,11 @@ class Museum:
     @property
     def base(self) -> str:
         return self.index["base"]
+
+    @property
+    def family(self) -> str | None:
+        """The base family ('sd': SD 1.x/2.x, 'sdxl'; generators/bases.py); None if not yet known."""
+        return self.index.get("family") or _family(self.base)
 
     @property
     def styles(self) -> list[StyleEntry]:

@@ -14,9 +14,9 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from generators import diffusion
+from generators import bases, diffusion
 from generators.museum.config import MuseumConfig
-from generators.museum.train import learn_style, load_style_tokens, style_prompt
+from generators.museum.train import learn_style, load_pipe_style_tokens, style_prompt
 from styles.folder import StyleFolder
 from styles.museum import Museum
 
@@ -29,10 +29,23 @@ SCORE_PROMPTS = (
 
 
 def earlier_tokens(museum: Museum) -> dict[str, torch.Tensor]:
-    out = {}
-    for s in museum.styles:
-        out.update(museum.embedding(s.name))
-    return out
+    """{token: vector} of every style (the first text encoder's vector on a two-encoder base)."""
+    return {token: vectors[0] for token, vectors in token_vectors(museum).items()}
+
+
+def token_vectors(museum: Museum, family: bases.Adapter | None = None) -> dict[str, list[torch.Tensor]]:
+    """{token: [its vector in each text encoder]} of every style, read in the family's token layout."""
+    family = family or bases.adapter(museum.family or "sd")
+    return {s.token: family.token_vectors(museum.embedding(s.name), s.token) for s in museum.styles}
+
+
+def check_family(museum: Museum, pipe) -> None:
+    """A museum built on one base family refuses a base of another (one line)."""
+    have, built = bases.family_of_pipe(pipe), museum.family
+    if built is not None and have != built:
+        raise ValueError(f"museum {museum.root} was built on an {bases.ADAPTERS[built].label} base ({museum.base!r}); "
+                         f"this base is {bases.ADAPTERS[have].label}, and a museum keeps one base: use another --museum")
+    museum.index.setdefault("family", have)
 
 
 def load_museum_pipeline(museum: Museum, base=None, device: str = "auto", precision: str = "fp32",
@@ -40,14 +53,15 @@ def load_museum_pipeline(museum: Museum, base=None, device: str = "auto", precis
     """The base with the museum's shared LoRA (after `task`, default latest) and every token,
     loaded exactly as stock diffusers loads an export (load_lora_weights, load_textual_inversion)."""
     pipe = diffusion.load_base(base, device, precision)
+    check_family(museum, pipe)
+    family = bases.adapter(pipe)
     state = museum.lora_state(task)
     if state is not None:
         pipe.load_lora_weights({k: v.to(pipe.unet.dtype) for k, v in state.items()}, adapter_name="museum")
         if fuse:
             pipe.fuse_lora(adapter_names=["museum"])  # free at inference: the LoRA is in the weights
-    for s in museum.styles:
-        emb = museum.embedding(s.name)
-        pipe.load_textual_inversion({k: v.to(pipe.text_encoder.dtype) for k, v in emb.items()}, token=list(emb)[0])
+    for token, vectors in token_vectors(museum, family).items():
+        family.load_token(pipe, token, vectors)  # load_textual_inversion into each encoder
     return pipe
 
 
@@ -93,7 +107,9 @@ def learn(museum: Museum, style: StyleFolder, cfg: MuseumConfig, base=None, devi
                                  f"this style asks for {getattr(cfg, key)!r} (a museum keeps one LoRA shape)")
     start = time.time()
     pipe = diffusion.load_base(base, device, "fp32")
-    load_style_tokens(pipe.tokenizer, pipe.text_encoder, earlier_tokens(museum))
+    check_family(museum, pipe)
+    family = bases.adapter(pipe)
+    load_pipe_style_tokens(pipe, token_vectors(museum, family))
     earlier_states = [None] + [museum.lora_state(k) for k in range(1, museum.n_tasks + 1)]
     earlier_styles = [{"token": s.token, "captions": museum.manifest(s.name).get("captions", [])} for s in museum.styles]
     museum.write_new()  # a new museum's museum.json comes before its first checkpoint
@@ -125,6 +141,7 @@ def learn(museum: Museum, style: StyleFolder, cfg: MuseumConfig, base=None, devi
     metrics, thumb = score_style(pipe, style.token, [im.image for im in style.images], style.name, cfg, evaluator)
     manifest["metrics"] = metrics
     manifest["timings"] = {"train_seconds": result.seconds, "total_seconds": round(time.time() - start, 1)}
+    vectors = vector if isinstance(vector, list) else [vector]
     museum.commit_task(style.name, style.token, lora, {"rank": cfg.rank, "alpha": cfg.alpha, "base": museum.base},
-                       {style.token: vector}, manifest, thumb)
+                       family.token_file(style.token, vectors), manifest, thumb)
     return manifest

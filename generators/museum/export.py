@@ -2,13 +2,17 @@
 
 diffusers: `pytorch_lora_weights.safetensors` (the shared LoRA, diffusers/peft keys, loadable
 by `pipe.load_lora_weights`) and `<name>.safetensors` ({token: vector}, loadable by
-`pipe.load_textual_inversion`).
+`pipe.load_textual_inversion`; on SDXL {"clip_l": ..., "clip_g": ...}, one vector per text
+encoder, each loaded with `load_textual_inversion(..., text_encoder=, tokenizer=)`).
 
 kohya (A1111, ComfyUI, Forge): `<name>.safetensors` with `lora_unet_*` keys, `lora_down` /
 `lora_up` weights, `.alpha` = the lora_alpha used in training (so alpha/rank gives our scale
 for any alpha), the token bundled as `bundle_emb.<name>.string_to_param.*`, and `ss_*` /
 `modelspec.*` metadata with the token as trigger phrase; plus `<name>.embedding.safetensors`
-beside it for tools that do not read bundled embeddings.
+beside it for tools that do not read bundled embeddings. On SDXL the bundled token is
+`bundle_emb.<name>.clip_l` / `.clip_g` and the embedding file has `clip_l` / `clip_g` keys (the layout
+A1111 and ComfyUI read); the LoRA keys are the diffusers module names with kohya's prefix
+(`lora_unet_down_blocks_1_attentions_0_...`), which diffusers' and ComfyUI's kohya loaders map.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from generators import bases
 from generators.files import save_tensors
 from styles.museum import Museum
 
@@ -43,18 +48,40 @@ def _finish(staging: Path, out: Path) -> Path:
     return out
 
 
+def _family(museum: Museum) -> bases.Adapter:
+    return bases.adapter(museum.family or "sd")
+
+
+def token_tensors(museum: Museum, name: str) -> dict[str, torch.Tensor]:
+    """The style's token file in its family's layout, each vector (n, D)."""
+    entry, family = museum.style(name), _family(museum)
+    vectors = family.token_vectors(museum.embedding(name), entry.token)
+    return family.token_file(entry.token, [v.reshape(-1, v.shape[-1]) for v in vectors])
+
+
+def _usage(family: bases.Adapter, out, name: str, token: str) -> str:
+    if family.embedding_keys is None:
+        return f"pipe.load_textual_inversion('{out}/{name}.safetensors')\n"
+    lines = ["from safetensors.torch import load_file\n", f"emb = load_file('{out}/{name}.safetensors')\n"]
+    for key, (te, tok) in zip(family.embedding_keys, (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"))):
+        lines.append(f"pipe.load_textual_inversion(emb['{key}'], token='{token}', text_encoder=pipe.{te}, tokenizer=pipe.{tok})\n")
+    return "".join(lines)
+
+
 def export_diffusers(museum: Museum, name: str, out: Path) -> Path:
     entry = museum.style(name)
+    family = _family(museum)
     staging = _check_out(out)
     config = museum.manifest(name)["config"]
     save_tensors(museum.lora_state(), staging / "pytorch_lora_weights.safetensors",
               metadata={"format": "pt", "studio.rank": str(config["rank"]), "studio.alpha": str(config["alpha"]),
                         "studio.base": museum.base, "studio.styles": json.dumps([s.name for s in museum.styles])})
-    save_tensors({entry.token: museum.embedding(name)[entry.token].reshape(1, -1)}, staging / f"{name}.safetensors")
+    save_tensors(token_tensors(museum, name), staging / f"{name}.safetensors")
     (staging / "README.md").write_text(
-        f"# {name}\n\nShared LoRA of the Studio museum (base `{museum.base}`, {museum.n_tasks} styles) and the token "
-        f"`{entry.token}`.\n\n```python\npipe.load_lora_weights('{out}', weight_name='pytorch_lora_weights.safetensors')\n"
-        f"pipe.load_textual_inversion('{out}/{name}.safetensors')\nimage = pipe('a house on the grass background, {entry.token}').images[0]\n```\n"
+        f"# {name}\n\nShared LoRA of the Studio museum (base `{museum.base}`, {family.label}, {museum.n_tasks} styles) and "
+        f"the token `{entry.token}`.\n\n```python\npipe.load_lora_weights('{out}', weight_name='pytorch_lora_weights.safetensors')\n"
+        + _usage(family, out, name, entry.token)
+        + f"image = pipe('a house on the grass background, {entry.token}').images[0]\n```\n"
     )
     return _finish(staging, Path(out))
 
@@ -77,23 +104,27 @@ def export_kohya(museum: Museum, name: str, out: Path) -> Path:
     entry = museum.style(name)
     manifest = museum.manifest(name)
     config = manifest["config"]
+    family = _family(museum)
     staging = _check_out(out)
     tensors = kohya_state_dict(museum.lora_state(), config["alpha"])
-    vector = museum.embedding(name)[entry.token].reshape(1, -1)
-    tensors[f"bundle_emb.{name}.string_to_param.*"] = vector
+    embedding = token_tensors(museum, name)
+    if family.embedding_keys is None:
+        tensors[f"bundle_emb.{name}.string_to_param.*"] = embedding[entry.token]
+    else:  # SDXL: one vector per encoder, named as A1111 and ComfyUI read them
+        tensors.update({f"bundle_emb.{name}.{k}": v for k, v in embedding.items()})
     metadata = {
         "ss_network_module": "networks.lora",
         "ss_network_dim": str(config["rank"]),
         "ss_network_alpha": str(config["alpha"]),
         "ss_output_name": name,
-        "ss_base_model_version": "sd_v1",
+        "ss_base_model_version": family.kohya_base_version,
         "ss_sd_model_name": museum.base,
         "ss_num_train_images": str(len(manifest["images"])),
         "ss_max_train_steps": str(config["steps"]),
         "ss_learning_rate": str(config["lora_lr"]),
         "ss_training_comment": f"Studio museum shared LoRA ({museum.n_tasks} styles); trigger {entry.token}",
         "modelspec.sai_model_spec": "1.0.0",
-        "modelspec.architecture": "stable-diffusion-v1/lora",
+        "modelspec.architecture": family.kohya_architecture,
         "modelspec.implementation": "https://github.com/Stability-AI/generative-models",
         "modelspec.title": name,
         "modelspec.trigger_phrase": entry.token,
@@ -102,7 +133,7 @@ def export_kohya(museum: Museum, name: str, out: Path) -> Path:
         "modelspec.resolution": "",
     }
     save_tensors(tensors, staging / f"{name}.safetensors", metadata=metadata)
-    save_tensors({entry.token: vector}, staging / f"{name}.embedding.safetensors")
+    save_tensors(embedding, staging / f"{name}.embedding.safetensors")
     return _finish(staging, Path(out))
 
 

@@ -1,4 +1,4 @@
-"""Learning one style: a museum task (MuseumMaker, methods.md §1).
+"""Learning one style: a museum task (MuseumMaker, docs/methods.md §1).
 
     loss = L_diff(style images, prompts carrying <token>)
          + λ_sdl · L_SDL   (style distillation: against the content bias of the few images)
@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from generators import bases
 from generators.museum import losses
 from generators.museum.config import MuseumConfig
 
@@ -174,6 +175,14 @@ def load_style_tokens(tokenizer, text_encoder, embeddings: dict[str, torch.Tenso
             text_encoder.get_input_embeddings().weight[token_id] = vector.reshape(-1).to(text_encoder.dtype)
 
 
+def load_pipe_style_tokens(pipe, embeddings: dict[str, list[torch.Tensor]]) -> None:
+    """Earlier styles' tokens into every text encoder of `pipe`: {token: [vector per encoder]}."""
+    pairs = bases.adapter(pipe).text_pairs(pipe)
+    for token, vectors in embeddings.items():
+        for (tokenizer, text_encoder), vector in zip(pairs, vectors):
+            load_style_tokens(tokenizer, text_encoder, {token: vector})
+
+
 # --- data -------------------------------------------------------------------------------
 
 
@@ -241,7 +250,8 @@ def learn_style(
     previous_state: the shared LoRA after the last task (None for the first).
     earlier_states: the LoRA state after each earlier task, [None, s1, s2, ...], for ΔW_j.
     earlier_styles: [{"token": ..., "captions": [...]}] for the feature term's replay prompts.
-    Returns (LoRA state after this task, the token's vector, result). If should_stop() turns
+    Returns (LoRA state after this task, the token's vector, result); on a base with several text
+    encoders (SDXL) the token has one vector per encoder and the second item is their list. If should_stop() turns
     true, returns early with result.stopped = True (the checkpoint keeps the progress).
     preview(step, pipe=..., token=...) is called after every step with the model being trained
     (the web app samples live previews from it; it must not consume the training RNG).
@@ -249,7 +259,10 @@ def learn_style(
     should_stop = should_stop or (lambda: False)
     device = pipe.unet.device
     start = time.time()
-    unet, text_encoder, tokenizer, vae = pipe.unet, pipe.text_encoder, pipe.tokenizer, pipe.vae
+    family = bases.adapter(pipe)  # what differs between SD 1.x/2.x and SDXL: the text side
+    pairs = family.text_pairs(pipe)
+    unet, tokenizer, vae = pipe.unet, pipe.tokenizer, pipe.vae
+    resolution = int(unet.config.sample_size * pipe.vae_scale_factor)
     from diffusers import DDPMScheduler
 
     alphas = DDPMScheduler.from_config(pipe.scheduler.config).alphas_cumprod.to(device)
@@ -264,17 +277,21 @@ def learn_style(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # the LoRA's initial A (first task) is reproducible
         attach_lora(unet, cfg, previous_state)
-    token_id = add_style_token(tokenizer, text_encoder, token, cfg.token_init)
+    # the token joins every encoder's vocabulary (SDXL textual inversion: one vector per encoder)
+    token_ids = [add_style_token(tok, te, token, cfg.token_init) for tok, te in pairs]
     prompts = [fit_prompt(tokenizer, default_caption(c), [token]) for c in captions]
     unet.requires_grad_(False)
-    text_encoder.requires_grad_(False)
+    for _, te in pairs:
+        te.requires_grad_(False)
     layers = lora_layers(unet)
     names = sorted(layers)
     lora_params = [p for m in layers.values() for p in (m.lora_A[ADAPTER].weight, m.lora_B[ADAPTER].weight)]
     for p in lora_params:
         p.requires_grad_(True)
-    mean_norm = text_encoder.get_input_embeddings().weight[:token_id].detach().float().norm(dim=1).mean()
-    with trainable_token(text_encoder, token_id, cfg.train_token) as vector:
+    mean_norms = [te.get_input_embeddings().weight[:tid].detach().float().norm(dim=1).mean()
+                  for (_, te), tid in zip(pairs, token_ids)]
+    with ExitStack() as stack:
+        vectors = [stack.enter_context(trainable_token(te, tid, cfg.train_token)) for (_, te), tid in zip(pairs, token_ids)]
         scale = cfg.alpha / cfg.rank
         before = factors_from_state(previous_state, names, scale, device)
         earlier_updates = []
@@ -310,29 +327,27 @@ def learn_style(
             z0 = means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen).to(device)
             t = torch.randint(0, n_train_t, (k,), generator=gen).to(device)
             zt = _noisy(z0, torch.randn(z0.shape, generator=gen).to(device), t, alphas)
-            ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                            return_tensors="pt").input_ids.to(device)
+            ids = family.tokenize(pipe, texts, device)
             cond, teacher = [], []
             with torch.no_grad(), autocast:  # a training batch at a time: the peak stays a step's
                 for i in range(0, k, cfg.batch_size):
-                    cond.append(text_encoder(ids[i : i + cfg.batch_size])[0])
-                    teacher.append(unet(zt[i : i + cfg.batch_size], t[i : i + cfg.batch_size],
-                                        encoder_hidden_states=cond[-1]).sample.float())
-            replay = (zt, t, torch.cat(cond), torch.cat(teacher))
+                    cond.append(family.encode(pipe, [x[i : i + cfg.batch_size] for x in ids], resolution))
+                    teacher.append(family.unet(unet, zt[i : i + cfg.batch_size], t[i : i + cfg.batch_size],
+                                               cond[-1]).float())
+            replay = (zt, t, {key: torch.cat([c[key] for c in cond]) for key in cond[0]}, torch.cat(teacher))
 
         groups = [{"params": lora_params, "lr": cfg.lora_lr}]
         if cfg.train_token:
-            groups.append({"params": [vector], "lr": cfg.token_lr, "weight_decay": 0.0})
+            groups.append({"params": vectors, "lr": cfg.token_lr, "weight_decay": 0.0})
         opt = torch.optim.AdamW(groups, weight_decay=0.0)
 
         step, resumed_from = 0, 0
         ckpt = Path(checkpoint_dir) / "checkpoint.safetensors" if checkpoint_dir else None
         if ckpt is not None and ckpt.exists():
-            step = _load_checkpoint(ckpt, layers, vector, opt, scaler, gen, cfg, len(earlier_states) - 1)
+            step = _load_checkpoint(ckpt, layers, vectors, opt, scaler, gen, cfg, len(earlier_states) - 1)
             resumed_from = step
 
-        ids_all = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                            return_tensors="pt").input_ids.to(device)
+        ids_all = family.tokenize(pipe, prompts, device)
         terms = {}  # the latest value of each loss term (detached tensors until the task ends)
         loss = torch.zeros(())
         replay_batch = cfg.replay_batch or cfg.batch_size
@@ -354,8 +369,8 @@ def learn_style(
             if replay_step:
                 r = torch.randint(replay[0].shape[0], (replay_batch,), generator=gen).to(device)
             with autocast:
-                cond = text_encoder(ids_all[idx.to(device)])[0]
-                pred = unet(zt, t, encoder_hidden_states=cond).sample.float()
+                cond = family.encode(pipe, [x[idx.to(device)] for x in ids_all], resolution)
+                pred = family.unet(unet, zt, t, cond).float()
             a_t = alphas[t][:, None, None, None]
             target = a_t.sqrt() * noise - (1 - a_t).sqrt() * z0 if v_prediction else noise
             loss = F.mse_loss(pred, target.float())
@@ -376,7 +391,8 @@ def learn_style(
                 # Its own forward and backward (gradients add up): peak activations stay those of
                 # the style batch; weighted by replay_every so the term keeps its average weight.
                 with autocast:
-                    pred_replay = unet(replay[0][r], replay[1][r], encoder_hidden_states=replay[2][r]).sample.float()
+                    pred_replay = family.unet(unet, replay[0][r], replay[1][r],
+                                              {key: v[r] for key, v in replay[2].items()}).float()
                 lf = losses.feature_distillation_loss(pred_replay, replay[3][r])
                 scaler.scale(cfg.lambda_f * replay_every * lf).backward()
                 terms["feature"] = lf.detach()
@@ -388,7 +404,8 @@ def learn_style(
             if cfg.train_token:
                 with torch.no_grad():
                     # a tensor clamp, not `if norm > cap`: no host sync per step
-                    vector.mul_((cfg.token_max_norm_ratio * mean_norm / vector.norm()).clamp(max=1.0))
+                    for vector, mean_norm in zip(vectors, mean_norms):
+                        vector.mul_((cfg.token_max_norm_ratio * mean_norm / vector.norm()).clamp(max=1.0))
             step += 1
             if progress:
                 # the loss only every LOSS_EVERY steps: .item() waits for the device
@@ -398,20 +415,22 @@ def learn_style(
                 preview(step, pipe=pipe, token=token)
                 unet.train()
             if ckpt is not None and (step % cfg.checkpoint_every == 0) and step < cfg.steps:
-                _save_checkpoint(ckpt, layers, vector, opt, scaler, gen, step, cfg, len(earlier_states) - 1)
+                _save_checkpoint(ckpt, layers, vectors, opt, scaler, gen, step, cfg, len(earlier_states) - 1)
         unet.eval()
         if cfg.gradient_checkpointing:
             unet.disable_gradient_checkpointing()
         unet.requires_grad_(False)
-        vector.requires_grad_(False)
+        for vector in vectors:
+            vector.requires_grad_(False)
         terms = {k: float(v) for k, v in terms.items()}
         result = TaskResult(step, loss.item(), terms, round(time.time() - start, 1), stopped, resumed_from)
         if stopped and ckpt is not None:
-            _save_checkpoint(ckpt, layers, vector, opt, scaler, gen, step, cfg, len(earlier_states) - 1)
-        return lora_state(unet), vector.detach().float().cpu().reshape(-1).clone(), result
+            _save_checkpoint(ckpt, layers, vectors, opt, scaler, gen, step, cfg, len(earlier_states) - 1)
+        out = [v.detach().float().cpu().reshape(-1).clone() for v in vectors]
+        return lora_state(unet), out[0] if len(out) == 1 else out, result
 
 
-def _save_checkpoint(path: Path, layers, vector, opt, scaler, gen, step, cfg: MuseumConfig, after_tasks: int) -> None:
+def _save_checkpoint(path: Path, layers, vectors, opt, scaler, gen, step, cfg: MuseumConfig, after_tasks: int) -> None:
     """LoRA weights, the token, Adam moments, the fp16 loss scale, the data RNG and the step:
     an exact resume point.
     after_tasks: how many tasks the museum held when this task started (its starting point)."""
@@ -419,7 +438,8 @@ def _save_checkpoint(path: Path, layers, vector, opt, scaler, gen, step, cfg: Mu
     for name, m in layers.items():
         tensors[f"lora.{name}.A"] = m.lora_A[ADAPTER].weight
         tensors[f"lora.{name}.B"] = m.lora_B[ADAPTER].weight
-    tensors["token"] = vector
+    for i, vector in enumerate(vectors):  # "token": the first encoder's ("token.1": SDXL's second)
+        tensors["token" if i == 0 else f"token.{i}"] = vector
     for gi, group in enumerate(opt.param_groups):
         for pi, p in enumerate(group["params"]):
             state = opt.state.get(p, {})
@@ -439,7 +459,7 @@ def _save_checkpoint(path: Path, layers, vector, opt, scaler, gen, step, cfg: Mu
     tmp.replace(path)
 
 
-def _load_checkpoint(path: Path, layers, vector, opt, scaler, gen, cfg: MuseumConfig, after_tasks: int) -> int:
+def _load_checkpoint(path: Path, layers, vectors, opt, scaler, gen, cfg: MuseumConfig, after_tasks: int) -> int:
     """The step to continue from: 0 (start over) when the museum has learnt other styles since the
     checkpoint was written, since its LoRA continued from a shared state that is no longer the last."""
     from safetensors import safe_open
@@ -455,7 +475,8 @@ def _load_checkpoint(path: Path, layers, vector, opt, scaler, gen, cfg: MuseumCo
         for name, m in layers.items():
             m.lora_A[ADAPTER].weight.copy_(tensors[f"lora.{name}.A"])
             m.lora_B[ADAPTER].weight.copy_(tensors[f"lora.{name}.B"])
-        vector.copy_(tensors["token"])
+        for i, vector in enumerate(vectors):
+            vector.copy_(tensors["token" if i == 0 else f"token.{i}"])
     for gi, group in enumerate(opt.param_groups):
         for pi, p in enumerate(group["params"]):
             if f"opt.{gi}.{pi}.step" not in tensors:
