@@ -19,6 +19,34 @@ base is left (plain_kind: the kind asked for; plain_style: judged plain).
     python bench/forgetting.py --merge a.json b.json --json docs/forgetting.json --heatmap docs/forgetting.png
     # a variant: any MuseumConfig field for every method, or another negative prompt when sampling
     python bench/forgetting.py --methods full --set replay_pool=256 --negative-token --json c.json
+
+Statistics (issue 34). A cell is --prompts 48 content prompts × --seeds-per-prompt 2 seeds = 96
+images (one image is 0.01 of a cell). Average, Forgetting, content, the diagonal and plain prompts
+come with a 95 % percentile bootstrap interval over prompts (bench/stats.py: the prompts resampled
+with replacement, the metric recomputed, 1000 resamples, seeded by --seed); the per-image 0/1
+verdicts are kept in the JSON (`per_prompt`) so --merge recomputes every interval. Also reported:
+the diagonal (each style's accuracy right after it is learnt), the plasticity gap against
+`separate` when both are in the run or the merge (separate's mean diagonal minus the method's, a
+paired bootstrap over the same prompts), token separation from the last model (the same prompt
+and seed under every pair of style tokens: the share of pairs whose images get different, correct
+style labels; target 0.80; bench/token_separation.py does the same for caption-free folders), and
+the bare base on the same prompts and seeds (`base_reference`: the content ceiling).
+
+Caches (--cache, default runs/bench/forgetting-cache; --no-cache): the bare base's verdicts and
+each `separate` style's (one LoRA per style, so its column is sampled once, not after every task),
+keyed by the base's weights, the sampling and museum code, the prompts, seeds, data and config:
+a later run (a variant of full, say) gets the base reference and separate for free. Per
+method the evaluator runs once per image for both the style and the kind head.
+
+Cost per method on this 2-core CPU, one thread: the museum's 5 × 300 training steps about
+10 minutes (the 24-prompt runs of docs/benchmarks.md took 10-14 minutes a method in all), plus
+15 cells × 96 + 96 plain = 1,536 images at about 0.35 s each (20 steps, guidance 5; measured
+on a 1-style, 16-prompt smoke run with the CPU shared by three other processes): about 9 minutes.
+So about 20 minutes a sequential method, about 13 for separate (5 cells; nothing when cached), and
+the default seven methods about 2.3 hours in one process (split them over processes and --merge).
+
+    # smoke (about a minute): 2 styles, 3 images, 2 steps, 3 prompts × 2 seeds, 2 sampling steps
+    python bench/forgetting.py --styles pixel_art,watercolor --methods full,separate --images 3 --steps 2 --prompts 3 --sample-steps 2 --bootstrap 200 --set sample_steps=2 --set replay_pool=4 --cache /tmp/fcache --json /tmp/fsmoke.json
 """
 
 from __future__ import annotations
@@ -243,7 +271,9 @@ def separation(pred: np.ndarray, names: list[str]) -> dict:
             "per_pair": {f"{names[a]}|{names[b]}": round(float(both[:, :, n].mean()), 4) for n, (a, b) in enumerate(pairs)}}
 
 
-def separation_report(pred: np.ndarray, names: list[str], args) -> dict:
+def separation_report(pred: np.ndarray, names: list[str], args) -> dict | None:
+    if len(names) < 2:  # one style: no pair of tokens to tell apart
+        return None
     sep = separation(pred, names)
     mean = lambda x: float(np.mean(x))  # noqa: E731
     return {"correct_and_different": metric_ci(mean, sep["per_prompt_correct"], args=args),

@@ -56,3 +56,54 @@ def test_bits_round_trip_and_format():
     np.testing.assert_array_equal(np.isnan(stats.unbits("10-1")), np.isnan(v))
     assert stats.fmt_ci({"value": 0.5, "low": 0.4, "high": 0.6}) == "0.50 [0.40, 0.60]"
     assert stats.fmt_ci({"mean": 0.5, "low": float("nan"), "high": float("nan")}) == "0.50"
+
+
+def _forgetting_module():
+    from bench import forgetting
+
+    return forgetting
+
+
+def test_forgetting_metrics_match_the_matrix_formulas():
+    fg = _forgetting_module()
+    rng = np.random.default_rng(2)
+    P, T = 6, 3
+    C = rng.integers(0, 2, size=(P, T, T)).astype(float)
+    C[:, np.triu_indices(T, 1)[0], np.triu_indices(T, 1)[1]] = np.nan
+    M = fg._matrix(C)  # nan above the diagonal, as the benchmark stores it
+    assert fg.average_of(C) == pytest.approx(np.mean([np.mean(M[i, : i + 1]) for i in range(T)]))
+    assert fg.forgetting_of(C) == pytest.approx(np.mean([max(M[j, j] - M[i, j] for i in range(j + 1, T)) for j in range(T - 1)]))
+    assert fg.final_row_of(C) == pytest.approx(M[-1].mean())
+    assert fg.diagonal_of(C) == pytest.approx(np.diagonal(M).mean())
+
+
+def test_token_separation_counts_pairs_with_different_correct_labels():
+    fg = _forgetting_module()
+    names = ["a", "b", "c"]
+    pred = np.array([[["a", "b", "c"]], [["a", "a", "c"]]], dtype=object)  # 2 prompts × 1 seed × 3 styles
+    sep = fg.separation(pred, names)
+    # prompt 0: all 3 pairs correct; prompt 1: only (a, c) of the three
+    np.testing.assert_allclose(sep["per_prompt_correct"], [1.0, 1 / 3])
+    np.testing.assert_allclose(sep["per_prompt_different"], [1.0, 2 / 3])
+    assert sep["per_pair"] == {"a|b": 0.5, "a|c": 1.0, "b|c": 0.5}
+
+
+def test_analyse_gives_intervals_and_a_paired_plasticity_gap():
+    fg = _forgetting_module()
+
+    class Args:
+        bootstrap, seed = 200, 0
+
+    def result(diag_bits):
+        T = 2
+        rows = [[diag_bits[0], None], ["1100", diag_bits[1]]]
+        return {"per_prompt": {"shape": [2, 2], "style": rows, "content": [[r if r else None for r in row] for row in rows]}}
+
+    results = {"separate": result(["1111", "1110"]), "full": result(["1111", "1110"]), "naive": result(["0000", "0000"])}
+    fg.analyse(results, Args)
+    assert results["full"]["plasticity_gap"]["value"] == 0.0
+    assert results["full"]["plasticity_gap"]["low"] == results["full"]["plasticity_gap"]["high"] == 0.0  # paired
+    assert results["naive"]["plasticity_gap"]["value"] == pytest.approx((1.0 + 0.75) / 2)
+    assert results["full"]["diagonal"] == [1.0, 0.75]
+    assert results["full"]["average_ci"]["low"] <= results["full"]["average_ci"]["value"] <= results["full"]["average_ci"]["high"]
+    assert "plasticity_gap" not in results["separate"]
