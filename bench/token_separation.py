@@ -27,7 +27,7 @@ over prompts (bench/stats.py, 1000 resamples, seeded):
 
 Cost on this 2-core CPU (one thread, the default 5 styles × 300 steps, 48 prompts × 2 seeds):
 learning about as long as the forgetting benchmark's full method (about 100 s a style), then
-(N + 1) × 96 images at about 0.5-1 s each (20 steps, guidance 5): about 15-20 minutes in all.
+(N + 1) × 96 images at about 0.35 s each (20 steps, guidance 5): about 15 minutes in all.
 """
 
 from __future__ import annotations
