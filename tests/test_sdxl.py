@@ -380,3 +380,42 @@ def test_single_file_errors_are_one_line(tmp_path):
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert "SDXL" in subprocess.run([sys.executable, "-m", "studio", "generate", "--prompt", "x", "--out", str(tmp_path / "o"),
                                      "--base", str(odd)], capture_output=True, text=True).stderr
+
+
+# --- synthetic data on SDXL -------------------------------------------------------------------
+
+
+def test_synth_fit_and_export_on_sdxl(sdxl_dir, tmp_path, capsys):
+    from diffusers import StableDiffusionXLPipeline
+    from safetensors.torch import load_file
+
+    from generators.synthetic import export as exp
+    from generators.synthetic import fit as ft
+    from studio.cli import main
+    from tests.test_synthetic import render_birds
+
+    data = tmp_path / "real"
+    render_birds(data, n=2)
+    w = tmp_path / "w"
+    assert main(["synth", "fit", str(data), "--category", "bird", "--work", str(w), "--base", str(sdxl_dir),
+                 "--steps", "2", "--batch-size", "2", "--rank", "2", "--device", "cpu", "--extractor", "miniworld"]) == 0
+    state = load_file(str(w / ft.LORA_FILE))
+    assert {k.split(".")[0] for k in state} == {"unet", "text_encoder", "text_encoder_2"}
+    stock = StableDiffusionXLPipeline.from_pretrained(sdxl_dir, local_files_only=True)
+    stock.load_lora_weights(str(w), weight_name=ft.LORA_FILE)  # every key lands in stock diffusers
+    assert main(["synth", "export", "--work", str(w), "--out", str(tmp_path / "o"), "--per-class", "1", "--steps", "1",
+                 "--device", "cpu"]) == 0
+    assert len(list((tmp_path / "o" / "train").glob("*/*.png"))) == 3
+
+    # learnt class words: one trained row per class in each encoder, loaded back by the export
+    cfg = ft.FitConfig(category="bird", base=str(sdxl_dir), steps=2, batch_size=2, rank=2, alpha=2.0, warmup_steps=1,
+                       extractor="miniworld", class_words="learnt")
+    ft.fit(data, tmp_path / "t", cfg, device="cpu", log=lambda m: None)
+    vectors = load_file(str(tmp_path / "t" / ft.CLASS_TOKENS_FILE))
+    assert sorted(vectors) == sorted(f"{k}.<{c}>" for k in ("clip_l", "clip_g") for c in ("finch", "robin", "sparrow"))
+    pipe = ft.load_lora_into(diffusion.load_base(str(sdxl_dir), device="cpu"), tmp_path / "t" / ft.LORA_FILE, fuse=False)
+    tid = pipe.tokenizer_2.convert_tokens_to_ids("<robin>")
+    assert torch.allclose(pipe.text_encoder_2.get_input_embeddings().weight[tid], vectors["clip_g.<robin>"])
+    exp.export(tmp_path / "t", tmp_path / "o2", exp.ExportConfig(per_class=1, seed=1, steps=1, batch_size=2), device="cpu",
+               log=lambda m: None)
+    assert len(list((tmp_path / "o2" / "train").glob("*/*.png"))) == 3

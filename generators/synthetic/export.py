@@ -363,12 +363,27 @@ def generation_config(plan: Plan, fp: dict, scheduler: str) -> dict:
         "lora": {"file": ft.LORA_FILE, "sha256": plan.fit_info["lora_sha256"], "rank": fc.rank, "alpha": fc.alpha,
                  "text_encoder": fc.text_encoder_lora, "fit_steps": plan.fit_info["steps"], "fused": True},
         "class_tokens": ({"file": ft.CLASS_TOKENS_FILE, "sha256": plan.fit_info["class_tokens_sha256"],
-                          "load": "pipe.load_textual_inversion([vectors[t] for t in tokens], token=tokens)"}
+                          "load": _class_tokens_load(fc.base)}
                          if plan.fit_info.get("class_tokens_sha256") else None),
         "fit": {"n_real": plan.fit_info["n_real"], "use_context": fc.use_context, "context_dropout": fc.context_dropout,
                 "extractor": fc.extractor, "captioner": fc.captioner},
         "work": str(Path(plan.work).resolve()),
     }
+
+
+def _class_tokens_load(base) -> str:
+    """How stock diffusers loads the fit's class tokens on this base's family."""
+    from generators.bases import family_of
+
+    try:
+        family = family_of(base)
+    except (OSError, ValueError):
+        family = None
+    if family == "sdxl":  # one vector per text encoder: keys clip_l.<token> and clip_g.<token>
+        return ("for key, te, tok in (('clip_l', pipe.text_encoder, pipe.tokenizer), ('clip_g', pipe.text_encoder_2, "
+                "pipe.tokenizer_2)): pipe.load_textual_inversion([vectors[f'{key}.{t}'] for t in tokens], token=tokens, "
+                "text_encoder=te, tokenizer=tok)")
+    return "pipe.load_textual_inversion([vectors[t] for t in tokens], token=tokens)"
 
 
 def _finish(plan: Plan, out: Path, fp: dict, scheduler: str) -> None:

@@ -9,7 +9,9 @@ Class names enter the prompt as **plain words** by default (``class_words="plain
 folder name, '_' '-' '.' '+' read as spaces): any base tokenizes them, nothing needs to be added
 to a vocabulary, and the exported LoRA loads into stock diffusers with ``pipe.load_lora_weights``.
 The class distinction is learnt by the LoRA on the UNet attention (to_q, to_k, to_v, to_out.0)
-and, by default, on the text encoder attention (q_proj, k_proj, v_proj, out_proj) as in BOB.
+and, by default, on the text encoder attention (q_proj, k_proj, v_proj, out_proj) as in BOB (on
+SDXL both text encoders, keys "text_encoder." and "text_encoder_2."; the prompt reaches the UNet
+through the base family's adapter, generators/bases.py).
 ``class_words="learnt"`` instead gives every class its own new token ``<class-words>``, started
 at the mean embedding of the class's plain words and trained with the LoRA (textual inversion
 beside it); the vectors go to ``W/class_tokens.safetensors``. bench/synthetic.py measures both.
@@ -21,6 +23,7 @@ Work folder::
     W/checkpoint.safetensors          resume point while training (removed at the end)
     W/pytorch_lora_weights.safetensors   the LoRA, diffusers keys ("unet.", "text_encoder.")
     W/class_tokens.safetensors        class_words="learnt" only: {token: vector} per class
+                                      (SDXL: {"clip_l.<token>": ..., "clip_g.<token>": ...})
     W/fit.json                        result: steps, loss, lora_sha256, bank_sha256, classes
 """
 
@@ -37,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from generators import bases
 from generators.files import save_tensors
 from generators.synthetic import extract as ex
 
@@ -155,19 +159,28 @@ def resolve_base(base: str | Path | None) -> str | None:
 # --- LoRA plumbing ---------------------------------------------------------------------------
 
 
+def text_encoder_prefixes(pipe) -> list[tuple[str, torch.nn.Module]]:
+    """(LoRA key prefix, text encoder) of every encoder of the base: 'text_encoder' and, on SDXL,
+    'text_encoder_2' (the prefixes diffusers' load_lora_weights reads)."""
+    return [("text_encoder" if i == 0 else f"text_encoder_{i + 1}", te)
+            for i, te in enumerate(bases.adapter(pipe).text_encoders(pipe))]
+
+
 def attach(pipe, cfg: FitConfig) -> list[tuple[str, torch.nn.Parameter]]:
-    """Add the LoRA to the UNet (and text encoder); returns the trainable (name, parameter) pairs."""
+    """Add the LoRA to the UNet (and every text encoder); returns the trainable (name, parameter) pairs."""
     from peft import LoraConfig, inject_adapter_in_model
 
+    encoders = text_encoder_prefixes(pipe)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         pipe.unet.add_adapter(LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=list(cfg.target_modules),
                                          init_lora_weights=True), adapter_name=ADAPTER)
         if cfg.text_encoder_lora:
-            inject_adapter_in_model(LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=list(cfg.text_target_modules),
-                                               init_lora_weights=True), pipe.text_encoder, adapter_name=ADAPTER)
+            for _, te in encoders:
+                inject_adapter_in_model(LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=list(cfg.text_target_modules),
+                                                   init_lora_weights=True), te, adapter_name=ADAPTER)
     params = []
-    for prefix, model in (("unet", pipe.unet), ("text_encoder", pipe.text_encoder)):
+    for prefix, model in [("unet", pipe.unet)] + encoders:
         model.requires_grad_(False)
         for name, p in model.named_parameters():
             if f".{ADAPTER}." in name or name.endswith(f".{ADAPTER}.weight"):
@@ -178,9 +191,10 @@ def attach(pipe, cfg: FitConfig) -> list[tuple[str, torch.nn.Parameter]]:
     return sorted(params, key=lambda kv: kv[0])
 
 
-def add_class_tokens(pipe, classes: list[str]) -> list[int]:
-    """A new token per class, each started at the mean embedding of the class's plain words."""
-    tok, te = pipe.tokenizer, pipe.text_encoder
+def add_class_tokens(pipe, classes: list[str], tok=None, te=None) -> list[int]:
+    """A new token per class, each started at the mean embedding of the class's plain words (in the
+    given tokenizer and text encoder; default the first)."""
+    tok, te = tok or pipe.tokenizer, te or pipe.text_encoder
     tokens = [class_token(c) for c in classes]
     taken = [t for t in tokens if t in tok.get_vocab()]
     if taken:
@@ -196,12 +210,23 @@ def add_class_tokens(pipe, classes: list[str]) -> list[int]:
     return ids
 
 
+def class_token_file(family: bases.Adapter, tokens: list[str], rows: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """{token: vector} on one encoder; on SDXL {"clip_l.<token>": ..., "clip_g.<token>": ...}."""
+    if family.embedding_keys is None:
+        return {t: r.clone() for t, r in zip(tokens, rows[0])}
+    return {f"{key}.{t}": r.clone() for key, enc in zip(family.embedding_keys, rows) for t, r in zip(tokens, enc)}
+
+
 def load_class_tokens(pipe, path: Path) -> None:
-    """Add a fit's learnt class tokens, as stock diffusers' load_textual_inversion would."""
+    """Add a fit's learnt class tokens, as stock diffusers' load_textual_inversion would (into each encoder)."""
     vectors = load_file(str(path))
-    tokens = sorted(vectors)
-    pipe.load_textual_inversion([vectors[t].to(pipe.text_encoder.dtype) for t in tokens], token=tokens,
-                                tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder)
+    family = bases.adapter(pipe)
+    keys = family.embedding_keys or ("",)
+    for key, (tok, te) in zip(keys, family.text_pairs(pipe)):
+        prefix = f"{key}." if key else ""
+        tokens = sorted(k.removeprefix(prefix) for k in vectors if k.startswith(prefix))
+        pipe.load_textual_inversion([vectors[prefix + t].to(te.dtype) for t in tokens], token=tokens,
+                                    tokenizer=tok, text_encoder=te)
 
 
 def lora_state(pipe, cfg: FitConfig) -> dict[str, torch.Tensor]:
@@ -210,7 +235,8 @@ def lora_state(pipe, cfg: FitConfig) -> dict[str, torch.Tensor]:
 
     state = {f"unet.{k}": v for k, v in get_peft_model_state_dict(pipe.unet, adapter_name=ADAPTER).items()}
     if cfg.text_encoder_lora:
-        state.update({f"text_encoder.{k}": v for k, v in get_peft_model_state_dict(pipe.text_encoder, adapter_name=ADAPTER).items()})
+        for prefix, te in text_encoder_prefixes(pipe):
+            state.update({f"{prefix}.{k}": v for k, v in get_peft_model_state_dict(te, adapter_name=ADAPTER).items()})
     return {k: v.detach().float().cpu().contiguous().clone() for k, v in state.items()}
 
 
@@ -339,20 +365,22 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progre
     from generators.museum.train import LOSS_EVERY, TrainableTokenEmbedding, encode_images
 
     means, stds = encode_images(pipe.vae, [it.image for it in items], dev)
-    tok = pipe.tokenizer
+    family = bases.adapter(pipe)  # SD 1.x/2.x or SDXL: how prompts reach the UNet
+    resolution = int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
 
     def ids(texts):
-        return tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                   return_tensors="pt").input_ids.to(dev)
+        return family.tokenize(pipe, texts, dev)
 
     named = attach(pipe, cfg)
-    class_embedding = None
-    if cfg.class_words == "learnt":
-        embedding = pipe.text_encoder.get_input_embeddings()
-        class_embedding = TrainableTokenEmbedding(embedding, add_class_tokens(pipe, classes))
-        pipe.text_encoder.set_input_embeddings(class_embedding)
-        class_embedding.rows.requires_grad_(True)
-        named.append(("text_encoder.class_token_rows", class_embedding.rows))
+    class_embeddings = []
+    if cfg.class_words == "learnt":  # one trained row per class in every text encoder
+        for (prefix, te), tok in zip(text_encoder_prefixes(pipe), family.tokenizers(pipe)):
+            embedding = te.get_input_embeddings()
+            module = TrainableTokenEmbedding(embedding, add_class_tokens(pipe, classes, tok, te))
+            te.set_input_embeddings(module)
+            module.rows.requires_grad_(True)
+            named.append((f"{prefix}.class_token_rows", module.rows))
+            class_embeddings.append((te, module))
     ids_ctx, ids_plain = ids(prompts_ctx), ids(prompts_plain)
     params = [p for _, p in named]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
@@ -370,7 +398,8 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progre
     result.resumed_from = step
     p_ctx = (1.0 - cfg.context_dropout) if cfg.use_context else 0.0
     pipe.unet.train()
-    pipe.text_encoder.train(cfg.text_encoder_lora)
+    for te in family.text_encoders(pipe):
+        te.train(cfg.text_encoder_lora)
     while step < cfg.steps:
         if should_stop():
             result.stopped = True
@@ -381,7 +410,7 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progre
         noise = torch.randn(z0.shape, generator=gen).to(dev)
         t = torch.randint(0, len(alphas), (b,), generator=gen).to(dev)
         use_ctx = (torch.rand(b, generator=gen) < p_ctx).to(dev)
-        input_ids = torch.where(use_ctx[:, None], ids_ctx[idx.to(dev)], ids_plain[idx.to(dev)])
+        input_ids = [torch.where(use_ctx[:, None], c[idx.to(dev)], p[idx.to(dev)]) for c, p in zip(ids_ctx, ids_plain)]
         a = alphas[t].sqrt()[:, None, None, None]
         s = (1 - alphas[t]).sqrt()[:, None, None, None]
         zt = a * z0 + s * noise
@@ -389,8 +418,7 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progre
         lr = _lr(cfg, step)
         for group in opt.param_groups:
             group["lr"] = lr
-        cond = pipe.text_encoder(input_ids)[0]
-        pred = pipe.unet(zt, t, encoder_hidden_states=cond).sample
+        pred = family.unet(pipe.unet, zt, t, family.encode(pipe, input_ids, resolution))
         loss = F.mse_loss(pred.float(), target.float())
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -404,20 +432,23 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progre
         if step % cfg.checkpoint_every == 0 and step < cfg.steps:
             _save_checkpoint(ckpt, named, opt, gen, step, cfg, bank_hash)
     pipe.unet.eval()
-    pipe.text_encoder.eval()
+    for te in family.text_encoders(pipe):
+        te.eval()
     result.steps = step
     result.final_loss = loss.item() if step > result.resumed_from else float("nan")
     result.seconds = round(time.time() - start, 1)
     if result.stopped:
         _save_checkpoint(ckpt, named, opt, gen, step, cfg, bank_hash)
         return result
-    if class_embedding is not None:
-        tokens = {class_token(c): class_embedding.rows[i].detach().float().cpu().clone() for i, c in enumerate(classes)}
+    if class_embeddings:
+        tokens = class_token_file(family, [class_token(c) for c in classes],
+                                  [m.rows.detach().float().cpu().clone() for _, m in class_embeddings])
         tmp = work / (CLASS_TOKENS_FILE + ".tmp")
         save_tensors(tokens, str(tmp), metadata={"format": "pt"})
         tmp.replace(work / CLASS_TOKENS_FILE)
         result.class_tokens_sha256 = sha256_file(work / CLASS_TOKENS_FILE)
-        pipe.text_encoder.set_input_embeddings(class_embedding.embedding)
+        for te, module in class_embeddings:
+            te.set_input_embeddings(module.embedding)
     state = lora_state(pipe, cfg)
     lora_path = work / LORA_FILE
     tmp = work / (LORA_FILE + ".tmp")
