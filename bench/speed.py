@@ -11,10 +11,13 @@ child process per measurement. Parts (`--parts`, all by default):
   style     one style learnt end to end at default settings (mini shape only)
   gan       a lifelong-GAN task's training iteration; its baked generator's sampling vs the base
   synth     synthetic export's images per second vs a plain diffusers loop (one image per call)
+  threads   (only when named) the museum step under Studio's thread policy (studio/threads.py) vs
+            torch's default count, alone and beside --competitors busy single-thread processes
 
     python bench/speed.py --shape mini --images 32 --json docs/speed-cpu.json
     python bench/speed.py --shape sd15 --resolution 256 --batch 1 --parts museum,memory,sampling --json docs/speed-sd15-cpu.json
     bench/gpu_check.sh OUTDIR      # the GPU run: sd15 at 512 px in bf16, then the mini parts
+    python bench/speed.py --parts threads --steps 4 --warmup 1 --repeats 1 --json docs/figures/speed-threads-cpu.json
 
 Shapes: `mini` is the embedded studio-mini; `sd15` is Stable Diffusion 1.5's architecture (UNet,
 VAE and CLIP text encoder configs as published) with random weights: speed does not depend on
@@ -24,6 +27,7 @@ weight values, so nothing is downloaded.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import multiprocessing as mp
@@ -89,11 +93,54 @@ def _child(job, args_dict, queue):
         queue.put({"error": f"{type(err).__name__}: {err}"})
 
 
-def isolated(job: str, args) -> dict:
+@contextlib.contextmanager
+def _without_thread_env():
+    """Children started inside see no OMP/MKL thread variables: torch's own defaults."""
+    saved = {k: os.environ.pop(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+def torch_default_threads() -> int:
+    """torch's intra-op count in a fresh process with no thread variables set (one per core)."""
+    import subprocess
+
+    with _without_thread_env():
+        out = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                             capture_output=True, text=True, check=True, env=dict(os.environ))
+    return int(out.stdout.split()[-1])
+
+
+def _busy(deadline: float) -> None:
+    """A competing process: one thread of matmuls until the deadline (the parent also kills it)."""
+    torch.set_num_threads(1)
+    a = torch.randn(256, 256)
+    while time.time() < deadline:
+        a = torch.tanh(a @ a)
+
+
+@contextlib.contextmanager
+def competitors(n: int, seconds: float):
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_busy, args=(time.time() + seconds,), daemon=True) for _ in range(n)]
+    for proc in procs:
+        proc.start()
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.join()
+
+
+def isolated(job: str, args, clean_env: bool = False) -> dict:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(job, vars(args), queue))
-    proc.start()
+    with _without_thread_env() if clean_env else contextlib.nullcontext():
+        proc.start()
     result = queue.get()
     proc.join()
     if "error" in result:
@@ -344,7 +391,33 @@ JOBS = {"first_task": first_task, "museum_step": museum_step, "reference_step": 
         "gan": gan, "synth_export": synth_export}
 MEMORY_VARIANTS = {"gradient_checkpointing": {"gradient_checkpointing": True}, "classic_attention": {"attention": "classic"},
                    "bf16": {"precision": "bf16"}}
-PARTS = ("museum", "memory", "sampling", "style", "gan", "synth")
+PARTS = ("museum", "memory", "sampling", "style", "gan", "synth", "threads")
+DEFAULT_PARTS = PARTS[:-1]  # threads spawns busy processes: only when asked for
+
+
+def thread_policy(args, med) -> dict:
+    """The museum step under Studio's default thread policy vs torch's default count (each child
+    started with no thread variables, as from a user's shell), alone and beside busy processes.
+    Ratios are policy / torch default (Studio / reference); a slowdown is loaded / alone."""
+    from studio.threads import DEFAULT_THREADS
+
+    default = torch_default_threads()
+    sides = {"policy": DEFAULT_THREADS, "torch_default": default}
+    rows = {f"{side}_{load}": [] for side in sides for load in ("alone", "loaded")}
+    for _ in range(args.repeats):
+        for load in ("alone", "loaded"):
+            with competitors(args.competitors if load == "loaded" else 0, seconds=3600):
+                for side, n in sides.items():
+                    job_args = argparse.Namespace(**{**vars(args), "threads": n})
+                    rows[f"{side}_{load}"].append(isolated("museum_step", job_args, clean_env=True))
+    out = {"threads_policy": DEFAULT_THREADS, "threads_torch_default": default, "competitors": args.competitors}
+    for key, r in rows.items():
+        out[f"{key}_step_s"] = med(r, "step_s")
+    for load in ("alone", "loaded"):
+        out[f"threads_{load}_step_time_ratio"] = out[f"policy_{load}_step_s"] / out[f"torch_default_{load}_step_s"]
+    for side in sides:
+        out[f"{side}_load_slowdown"] = out[f"{side}_loaded_step_s"] / out[f"{side}_alone_step_s"]
+    return out
 
 
 def main() -> None:
@@ -362,7 +435,9 @@ def main() -> None:
     p.add_argument("--sample-steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--gan-iters", type=int, default=6, help="training iterations timed for the GAN task")
-    p.add_argument("--parts", default=",".join(PARTS), help=f"comma list from {','.join(PARTS)} (style: mini shape only)")
+    p.add_argument("--competitors", type=int, default=1, help="threads part: busy single-thread processes beside the step")
+    p.add_argument("--parts", default=",".join(DEFAULT_PARTS),
+                   help=f"comma list from {','.join(PARTS)} (default: all but threads; style: mini shape only)")
     p.add_argument("--json", type=Path, required=True)
     args = p.parse_args()
     parts = args.parts.split(",")
@@ -380,10 +455,13 @@ def main() -> None:
            "precision": args.precision, "batch": args.batch, "command": " ".join(sys.argv), "threads": args.threads,
            "machine": torch.cuda.get_device_name(0) if args.device == "cuda" else f"cpu, {os.cpu_count()} cores"}
     med = lambda rows, k: statistics.median(r[k] for r in rows)  # noqa: E731
-    if "museum" in parts or "memory" in parts:
+    if {"museum", "memory", "threads"} & set(parts):
         scratch = tempfile.TemporaryDirectory()
         args.first_task = str(Path(scratch.name) / "first.safetensors")
         isolated("first_task", args)
+    if "threads" in parts:
+        out.update(thread_policy(args, med))
+    if "museum" in parts or "memory" in parts:
         museum, reference = [], []
         for _ in range(args.repeats):  # alternate the two sides
             reference.append(isolated("reference_step", args))
