@@ -419,3 +419,39 @@ def test_synth_fit_and_export_on_sdxl(sdxl_dir, tmp_path, capsys):
     exp.export(tmp_path / "t", tmp_path / "o2", exp.ExportConfig(per_class=1, seed=1, steps=1, batch_size=2), device="cpu",
                log=lambda m: None)
     assert len(list((tmp_path / "o2" / "train").glob("*/*.png"))) == 3
+
+
+def test_ingest_and_export_cli_on_sdxl(sdxl_dir, tmp_path, capsys):
+    from studio.cli import main
+    from styles.museum import Museum
+    from tests.test_museum import make_style_folder
+
+    make_style_folder(tmp_path / "in" / "sepia", "sepia")
+    m = tmp_path / "m"
+    assert main(["ingest", str(tmp_path / "in"), "--museum", str(m), "--base", str(sdxl_dir), "--steps", "2",
+                 "--device", "cpu"]) == 0
+    assert "sepia: learnt as <sepia>" in capsys.readouterr().out
+    assert Museum.open(m).family == "sdxl"
+    assert main(["export", "sepia", "--museum", str(m), "--format", "kohya", "--out", str(tmp_path / "k")]) == 0
+    assert (tmp_path / "k" / "sepia.embedding.safetensors").is_file()
+
+
+def test_interrupted_sdxl_task_resumes_to_the_same_result(sdxl_dir, tmp_path):
+    """The checkpoint holds both encoders' token vectors (and their Adam moments)."""
+    from generators.museum.engine import learn
+    from styles.folder import read_style_folder
+    from styles.museum import Museum
+    from tests.test_museum import make_style_folder, stop_after
+
+    folder = make_style_folder(tmp_path / "in" / "mosaic", "mosaic")
+    straight = Museum.open(tmp_path / "a", base=str(sdxl_dir), create=True)
+    learn(straight, read_style_folder(folder, 32), _museum_cfg(), str(sdxl_dir), "cpu")
+    resumed = Museum.open(tmp_path / "b", base=str(sdxl_dir), create=True)
+    assert learn(resumed, read_style_folder(folder, 32), _museum_cfg(), str(sdxl_dir), "cpu",
+                 should_stop=stop_after(2)).get("stopped")
+    manifest = learn(resumed, read_style_folder(folder, 32), _museum_cfg(), str(sdxl_dir), "cpu")
+    assert manifest["result"]["resumed_from"] == 2
+    for key in ("clip_l", "clip_g"):
+        assert torch.allclose(straight.embedding("mosaic")[key], resumed.embedding("mosaic")[key], atol=1e-6)
+    a, b = straight.lora_state(1), resumed.lora_state(1)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
