@@ -43,7 +43,7 @@ def test_thread_policy_is_one_thread_unless_omp_num_threads_says_otherwise(omp, 
     assert proc.stdout.strip().splitlines()[-1] == expected
 
 
-@pytest.mark.parametrize("make, message", [(lambda p: p / "weights.safetensors", "is a single file"),
+@pytest.mark.parametrize("make, message", [(lambda p: p / "weights.safetensors", "is not a safetensors file"),
                                            (lambda p: p, "no model_index.json"),
                                            (lambda p: p / "missing", "neither an existing pipeline folder")])
 def test_a_wrong_base_fails_in_one_line_before_the_heavy_imports(tmp_path, make, message):
