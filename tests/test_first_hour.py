@@ -65,13 +65,16 @@ def test_generate_refuses_a_size_that_is_not_a_positive_multiple_of_8(tmp_path, 
     assert not (tmp_path / "o").exists()
 
 
-def test_tensor_files_honour_the_umask(tmp_path):
+def test_tensor_files_honour_the_umask(tiny_pipeline_dir, tmp_path):
     old = os.umask(0o027)
     try:
         save_tensors({"a": torch.zeros(2)}, tmp_path / "a.safetensors")
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.safetensors").stat().st_mode) == 0o640
+    # A saved pipeline's weights too (pretraining's save_pipeline, which built this one).
+    modes = {stat.S_IMODE(f.stat().st_mode) for f in tiny_pipeline_dir.rglob("*.safetensors")}
+    assert modes == {0o666 & ~old}
 
 
 def test_generate_reports_progress_per_denoising_step(tiny_pipeline_dir, tmp_path, capsys):

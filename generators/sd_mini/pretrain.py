@@ -463,6 +463,10 @@ def save_pipeline(out_dir: Path, vae, text_encoder, tokenizer, unet) -> None:
 
         shutil.rmtree(tmp)
     pipe.save_pretrained(tmp, safe_serialization=True)
+    from generators.files import honour_umask
+
+    for weights in tmp.rglob("*.safetensors"):  # safetensors writes them 0600
+        honour_umask(weights)
     return tmp
 
 
@@ -650,9 +654,9 @@ def pretrain_base(
         }
         (tmp / "training_options.json").write_text(json.dumps(options, indent=2))
         if opt is not None:
-            from safetensors.torch import save_file
+            from generators.files import save_tensors
 
-            save_file(train_state_tensors(unet, text_encoder, opt, global_step + unet_steps), tmp / TRAIN_STATE)
+            save_tensors(train_state_tensors(unet, text_encoder, opt, global_step + unet_steps), tmp / TRAIN_STATE)
         elif state is not None:  # a run without UNet steps keeps the state it resumed from
             shutil.copy2(out_dir / TRAIN_STATE, tmp / TRAIN_STATE)
         if out_dir.exists():
