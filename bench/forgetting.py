@@ -39,11 +39,13 @@ a later run (a variant of full, say) gets the base reference and separate for fr
 method the evaluator runs once per image for both the style and the kind head.
 
 Cost per method on this 2-core CPU, one thread: the museum's 5 × 300 training steps about
-10 minutes (the 24-prompt runs of docs/benchmarks.md took 10-14 minutes a method in all), plus
-15 cells × 96 + 96 plain = 1,536 images at about 0.35 s each (20 steps, guidance 5; measured
-on a 1-style, 16-prompt smoke run with the CPU shared by three other processes): about 9 minutes.
-So about 20 minutes a sequential method, about 13 for separate (5 cells; nothing when cached), and
-the default seven methods about 2.3 hours in one process (split them over processes and --merge).
+10 minutes with one other process beside it (the 24-prompt runs of docs/benchmarks.md took 10-14
+minutes a method in all; 0.7-1.0 s a step measured with four processes sharing the two cores),
+plus 15 cells × 96 + 96 plain = 1,536 images at about 0.35 s each (20 steps, guidance 5; measured
+on a 1-style, 16-prompt smoke run, CPU shared by three other processes): about 9 minutes. So
+about 20 minutes a sequential method (up to twice that on a crowded CPU), about 13 for separate
+(5 cells; nothing when cached), the default seven methods about 2.3 hours in one process (split
+them over processes and --merge).
 
     # smoke (about a minute): 2 styles, 3 images, 2 steps, 3 prompts × 2 seeds, 2 sampling steps
     python bench/forgetting.py --styles pixel_art,watercolor --methods full,separate --images 3 --steps 2 --prompts 3 --sample-steps 2 --bootstrap 200 --set sample_steps=2 --set replay_pool=4 --cache /tmp/fcache --json /tmp/fsmoke.json
