@@ -284,10 +284,12 @@ def load_pipeline(source, kind: str, **kwargs):
                              f"{ADAPTERS[conf_family].label}")
         return adapter(fam).pipeline_class.from_single_file(str(source), config=str(config), local_files_only=True,
                                                             **_family_kwargs(fam, kwargs))
-    # a hub id: DiffusionPipeline picks the class from its model_index.json
+    # a hub id: its model_index.json (through the normal cache) names the class
     from diffusers import DiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(str(source), **kwargs)
-    if type(pipe).__name__ not in CLASS_FAMILY:
-        raise ValueError(f"{source} is a {type(pipe).__name__}; Studio takes {SUPPORTED} bases")
-    return pipe
+    local = kwargs.get("local_files_only", False)
+    name = DiffusionPipeline.load_config(str(source), local_files_only=local).get("_class_name", "")
+    if name not in CLASS_FAMILY:
+        raise ValueError(f"{source} is a {name or 'pipeline of unknown class'}; Studio takes {SUPPORTED} bases")
+    fam = CLASS_FAMILY[name]
+    return adapter(fam).pipeline_class.from_pretrained(str(source), **_family_kwargs(fam, kwargs))

@@ -275,8 +275,9 @@ def _ldm_vae(vae) -> dict:
 def _open_clip(te, prefix: str) -> dict:
     state = {k.removeprefix("text_model."): v for k, v in te.state_dict().items()}
     out = {"positional_embedding": state.pop("embeddings.position_embedding.weight"),
-           "token_embedding.weight": state.pop("embeddings.token_embedding.weight"),
-           "text_projection": state.pop("text_projection.weight").T.contiguous()}
+           "token_embedding.weight": state.pop("embeddings.token_embedding.weight")}
+    if "text_projection.weight" in state:  # SDXL's OpenCLIP-G (SD 2.x's encoder has none)
+        out["text_projection"] = state.pop("text_projection.weight").T.contiguous()
     state.pop("embeddings.position_ids", None)
     for leaf in ("weight", "bias"):
         out[f"ln_final.{leaf}"] = state.pop(f"final_layer_norm.{leaf}")
@@ -296,7 +297,7 @@ def _clip(te, prefix: str) -> dict:
             if not k.endswith("position_ids")}
 
 
-def write_single_file(pipe_dir, out_file):
+def write_single_file(pipe_dir, out_file, sd2: bool = False):
     """The pipeline at `pipe_dir` as one original-layout .safetensors file, and its configs (no
     weights) in <stem>.config/ beside it."""
     import shutil
@@ -308,6 +309,8 @@ def write_single_file(pipe_dir, out_file):
     if bases.family_of_pipe(pipe) == "sdxl":
         tensors.update(_clip(pipe.text_encoder, "conditioner.embedders.0.transformer."))
         tensors.update(_open_clip(pipe.text_encoder_2, "conditioner.embedders.1.model."))
+    elif sd2:  # SD 2.x: OpenCLIP-H under cond_stage_model.model.
+        tensors.update(_open_clip(pipe.text_encoder, "cond_stage_model.model."))
     else:
         tensors.update(_clip(pipe.text_encoder, "cond_stage_model.transformer."))
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(out_file))
@@ -345,13 +348,14 @@ def build_tiny_sd1(root):
     return out
 
 
-@pytest.mark.parametrize("family", ["sdxl", "sd"])
-def test_single_file_checkpoint_loads_offline_and_draws_the_same(family, sdxl_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("layout", ["sdxl", "sd1", "sd2"])
+def test_single_file_checkpoint_loads_offline_and_draws_the_same(layout, sdxl_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    family = "sdxl" if layout == "sdxl" else "sd"
     pipe_dir = sdxl_dir if family == "sdxl" else build_tiny_sd1(tmp_path)
     single = tmp_path / "model.safetensors"
-    original = write_single_file(pipe_dir, single)
-    assert bases.family_of_file(single) == family
+    original = write_single_file(pipe_dir, single, sd2=layout == "sd2")
+    assert bases.family_of_keys(bases.safetensors_keys(single)) == layout and bases.family_of_file(single) == family
     assert diffusion.resolution_of(str(single)) == 32
     loaded = diffusion.load_base(str(single), device="cpu")
     assert type(loaded).__name__ == type(original).__name__
