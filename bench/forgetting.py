@@ -39,7 +39,7 @@ a later run (a variant of full, say) gets the base reference and separate for fr
 method the evaluator runs once per image for both the style and the kind head.
 
 Cost per method on this 2-core CPU, one thread: the museum's 5 × 300 training steps about
-10 minutes with one other process beside it (the 24-prompt runs of docs/benchmarks.md took 10-14
+10 minutes with one other process beside it (the 24-prompt runs of docs/lab/2026-12-notebook.md took 10-14
 minutes a method in all; 0.7-1.0 s a step measured with four processes sharing the two cores),
 plus 15 cells × 96 + 96 plain = 1,536 images at about 0.35 s each (20 steps, guidance 5; measured
 on a 1-style, 16-prompt smoke run, CPU shared by three other processes): about 9 minutes. So
