@@ -1467,6 +1467,8 @@ def create_app(museum_dir=None, base=None, studio_home=None, device: str = "cpu"
                              show_progress="hidden", **HEAVY)
         followed.then(studio.museum_refresh, None, refresh_outputs, api_visibility="private", **LIGHT)
         followed.then(studio.gan_refresh, None, gan_outputs, api_visibility="private", **LIGHT)
+        followed.then(studio.estimate_md, museum_ui["estimate_inputs"], museum_ui["estimate"], api_visibility="private",
+                      show_progress="hidden", **LIGHT)
         museum_ui["refresh"].click(studio.museum_refresh, None, refresh_outputs, api_name="museum_styles", **LIGHT)
     demo.queue(default_concurrency_limit=1)
     return demo
@@ -1556,6 +1558,9 @@ def _museum_tab(studio: Studio) -> dict:
         ui["ingest_event"] = ireg.then(studio.museum_ingest, [ifolder, isteps, inew, ijob], [status, previews, ireport],
                                        api_name="museum_ingest", **HEAVY)
         _bind_stop(studio, istop, "museum", status, "museum_ingest_stop")
+    for event in (ui["learn_event"], ui["ingest_event"]):  # a finished job measured this machine: a new estimate
+        event.then(studio.estimate_md, [steps, batch], estimate, api_visibility="private", show_progress="hidden", **LIGHT)
+    ui["estimate"], ui["estimate_inputs"] = estimate, [steps, batch]
     with gr.Accordion("Forgetting", open=False):
         ui["heatmap"] = gr.HTML(studio.forgetting_html())
     with gr.Accordion("Export a style", open=False):
