@@ -94,3 +94,20 @@ def test_sigterm_ends_a_chunk_cleanly_with_its_state(tmp_path):
     assert proc.wait(timeout=60) == 0, proc.stderr.read().decode()[-2000:]
     options = json.loads((out / "training_options.json").read_text())
     assert options["finished"] and options["unet_steps"] >= 100 and (out / TRAIN_STATE).is_file()
+
+
+def test_family_head_trains_measures_and_resumes(tmp_path):
+    import json
+
+    from generators.sd_mini import family_head
+
+    acc = family_head.train(tmp_path / "head", seconds=2, batch=8, log=lambda line: None, n_eval=32)
+    assert set(acc) >= {"detail_accuracy", "outline_accuracy", "exact_accuracy", "named_component_recall"}
+    head = family_head.load(tmp_path / "head")
+    assert set(head.config.labels) == set(sf.GROUPS)
+    array, names = family_head.render(family_head.EVAL_SEED, 3)
+    predicted = head.predict([__import__("PIL.Image", fromlist=["Image"]).fromarray(array)])
+    assert family_head.components_found(predicted, 0) <= set(sf.COMPONENT_NAMES)
+    family_head.train(tmp_path / "head", seconds=1, batch=8, log=lambda line: None, resume=True, n_eval=32)
+    options = json.loads((tmp_path / "head" / "training_options.json").read_text())
+    assert len(options["history"]) == 1 and options["images_seen_total"] > options["images_seen"]

@@ -72,18 +72,27 @@ def accuracy(net: EvaluatorNet, n: int = 1000) -> dict:
     return out
 
 
-def train(out_dir, seconds: float, batch: int = 64, lr: float = 2e-3, seed: int = 0, log=print) -> dict:
-    """Train for about `seconds` (cosine lr over the budget), then measure and write `out_dir`."""
+def train(out_dir, seconds: float, batch: int = 64, lr: float = 2e-3, seed: int = 0, log=print,
+          resume: bool = False, n_eval: int = 1000) -> dict:
+    """Train for about `seconds` (cosine lr over the budget), then measure and write `out_dir`.
+    resume: start from the head already in out_dir (a new optimizer and schedule, fresh images)."""
     torch.manual_seed(seed)
     config = head_config()
     net = EvaluatorNet(config)
+    history = []
+    if resume:
+        previous = load(out_dir)
+        net.load_state_dict(previous.net.state_dict())
+        options = json.loads((Path(out_dir) / "training_options.json").read_text())
+        history = options.pop("history", []) + [options]
+        seed = seed + len(history)  # fresh images
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     start, step = time.time(), 0
     while time.time() - start < seconds:
         for group in opt.param_groups:
             group["lr"] = lr * 0.5 * (1 + np.cos(np.pi * min(1.0, (time.time() - start) / seconds)))
         net.train()
-        x, y = _batch(TRAIN_SEED + seed, step * batch, batch, config, dense=True)
+        x, y = _batch(TRAIN_SEED + 1000 * seed, step * batch, batch, config, dense=True)
         logits = net(x)
         loss = sum(F.cross_entropy(logits[g], y[:, i]) for i, g in enumerate(config.labels))
         opt.zero_grad(set_to_none=True)
@@ -92,10 +101,11 @@ def train(out_dir, seconds: float, batch: int = 64, lr: float = 2e-3, seed: int 
         step += 1
         if step % 100 == 0:
             log(json.dumps({"step": step, "loss": round(float(loss), 4), "seconds": round(time.time() - start)}))
-    acc = accuracy(net)
+    acc = accuracy(net, n_eval)
     save_evaluator(net, out_dir)
     options = {"seconds": seconds, "steps": step, "images_seen": step * batch, "batch": batch, "lr": lr, "seed": seed,
-               "accuracy_on_fresh_renderings": acc}
+               "images_seen_total": step * batch + sum(h["images_seen"] for h in history),
+               "accuracy_on_fresh_renderings": acc, "history": history}
     (Path(out_dir) / "training_options.json").write_text(json.dumps(options, indent=2) + "\n")
     return acc
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from generators.errors import UserError
 from studio.progress import TqdmProgress
 
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "assets" / "evaluators"
@@ -35,15 +36,15 @@ def add_parser(pretrain_subparsers) -> None:
 
 def run_evaluators(args) -> int:
     if args.seconds <= 0:
-        raise ValueError(f"--seconds must be positive, got {args.seconds}")
+        raise UserError(f"--seconds must be positive, got {args.seconds}")
     if args.n_train < 1:
-        raise ValueError(f"--n-train must be at least 1, got {args.n_train}")
+        raise UserError(f"--n-train must be at least 1, got {args.n_train}")
     if args.precision not in PRECISIONS:
-        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {args.precision!r}")
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {args.precision!r}")
     if args.device not in DEVICES and not str(args.device).startswith("cuda:"):
-        raise ValueError(f"--device must be auto, cpu or cuda[:N], got {args.device!r}")
+        raise UserError(f"--device must be auto, cpu or cuda[:N], got {args.device!r}")
     if args.out.exists() and not args.out.is_dir():
-        raise ValueError(f"--out {args.out} exists and is not a folder")
+        raise UserError(f"--out {args.out} exists and is not a folder")
 
     from generators.evaluators import train_evaluators
 
@@ -67,14 +68,15 @@ def add_family_head_parser(pretrain_subparsers) -> None:
     parser.add_argument("--out", type=Path, default=default, help=f"output folder (default: {default})")
     parser.add_argument("--seconds", type=float, default=900.0, help="training time budget (default: 900)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue the head in --out (fresh images, new schedule)")
     parser.set_defaults(run=run_family_head)
 
 
 def run_family_head(args) -> int:
     if args.seconds <= 0:
-        raise ValueError(f"--seconds must be positive, got {args.seconds}")
+        raise UserError(f"--seconds must be positive, got {args.seconds}")
     from generators.sd_mini import family_head
 
-    acc = family_head.train(args.out, args.seconds, seed=args.seed)
+    acc = family_head.train(args.out, args.seconds, seed=args.seed, resume=args.resume)
     print(f"wrote {args.out}: " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()))
     return 0
