@@ -92,7 +92,8 @@ class Job:
         now = time.time()
         with self._lock:
             self.step, self.total = int(step), int(total)
-            self.info = {k: v for k, v in info.items() if isinstance(v, (int, float, str))}
+            # engines report some values (the loss) every few steps only: the last one stays shown
+            self.info.update({k: v for k, v in info.items() if isinstance(v, (int, float, str))})
             if self._first is None or self.step < self._first[0]:
                 self._first = (self.step, now)
             self._last = (self.step, now)

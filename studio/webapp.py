@@ -396,10 +396,10 @@ class Studio:
             raise _user_error(err) from None
 
         def work(job: Job):
-            from generators import diffusion, miniworld
+            from generators import bases, diffusion, miniworld
             from generators.museum import engine
             from generators.museum.config import MuseumConfig
-            from generators.museum.train import learn_style, load_style_tokens
+            from generators.museum.train import learn_style, load_pipe_style_tokens
             from styles.reference import apply_style
 
             t0 = time.time()
@@ -408,7 +408,7 @@ class Studio:
             cfg = MuseumConfig(steps=4, batch_size=batch, checkpoint_every=10**6)
             states, earlier = [None], []
             if museum is not None and museum.n_tasks:
-                load_style_tokens(pipe.tokenizer, pipe.text_encoder, engine.earlier_tokens(museum))
+                load_pipe_style_tokens(pipe, engine.token_vectors(museum, bases.adapter(pipe)))  # as engine.learn
                 states += [museum.lora_state(k) for k in range(1, museum.n_tasks + 1)]
                 earlier = [{"token": s.token, "captions": museum.manifest(s.name).get("captions", [])} for s in museum.styles]
                 first = museum.manifest(museum.styles[0].name)["config"]
@@ -684,7 +684,7 @@ class Studio:
             def progress(step, total, **info):
                 job.progress(step, total, **info)
                 if preview_every and step % preview_every == 0 and step < total:
-                    job.log(f"step {step}/{total}: loss {info.get('loss', float('nan')):.4f}")
+                    job.log(f"step {step}/{total}" + (f": loss {info['loss']:.4f}" if "loss" in info else ""))
 
             def preview(step, pipe, token):
                 if preview_every and step % preview_every == 0 and step < cfg.steps:
@@ -747,14 +747,18 @@ class Studio:
 
     def _plan_lines(self, root, items, configs) -> list[str]:
         lines = [f"plan for {root} -> museum {self.museum_dir} (base {self.base_name()}):"]
-        for it in items:
-            usable = len(it.style.images) if it.style else 0
-            what = f"{it.action:7s} {it.name:24s} {usable:3d} images"
+        for it in items:  # as `studio ingest` prints it
+            what = f"{it.action:7s} {it.name:24s}"
+            usable = getattr(it, "images", len(it.style.images) if it.style else None)
+            if usable is not None:
+                what += f" {usable:3d} images"
             if it.action in ("learn", "resume"):
                 what += f", {configs[it.name].steps} steps"
             if it.rejected:
                 what += f", {len(it.rejected)} files rejected"
             lines.append("  " + what + (f"  ({it.reason})" if it.reason else ""))
+            if it.action == "invalid":
+                lines += [f"      rejected {f}: {why}" for f, why in it.rejected]
         todo = [it for it in items if it.action in ("learn", "resume")]
         got = self.estimate("museum", sum(configs[it.name].steps for it in todo), configs[todo[0].name].batch_size) \
             if todo else None

@@ -440,3 +440,14 @@ def test_a_folder_of_style_folders(app, client, tmp_path):
     assert "pixel_art" in names
     again = client.predict(str(folder), 2, False, api_name="/museum_plan")
     assert "skip    pixel_art" in again, again
+
+
+def test_speed_check_gives_an_estimate(tmp_path):
+    from studio.webapp import Studio
+
+    studio = Studio(tmp_path / "m", None, tmp_path / "home")
+    text = studio.museum_measure(300, 1)
+    assert "Estimated time: about" in text and "s per step at batch 1" in text and "a speed check" in text, text
+    timing = studio.timings()["museum:cpu"]
+    assert timing["s_per_step"] > 0 and timing["batch"] == 1 and timing["overhead_s"] > 0
+    assert not (tmp_path / "m").exists()  # the check learns nothing into the museum
