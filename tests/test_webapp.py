@@ -447,7 +447,7 @@ def test_speed_check_gives_an_estimate(tmp_path):
 
     studio = Studio(tmp_path / "m", None, tmp_path / "home")
     text = studio.museum_measure(300, 1)
-    assert "Estimated time: about" in text and "s per step at batch 1" in text and "a speed check" in text, text
+    assert "Estimated time:** about" in text and "s per step at batch 1" in text and "a speed check" in text, text
     timing = studio.timings()["museum:cpu"]
     assert timing["s_per_step"] > 0 and timing["batch"] == 1 and timing["overhead_s"] > 0
     assert not (tmp_path / "m").exists()  # the check learns nothing into the museum
