@@ -184,6 +184,8 @@ def test_synthetic_upload_extract_fit_export(app, client, tmp_path):
     assert "1 edited" in msg
     status, previews = client.predict("tinyset", "picture", 3, 2, 0, "learnt", True, api_name="/synth_fit")
     assert "finished" in status, status
+    fit_job = demo.studio.board.latest("local", panel="synth_fit")  # "picture" is not in studio-mini's vocabulary
+    assert any("does not know 'picture'" in line for line in fit_job.lines), fit_job.lines
     work = root / "home" / "synthetic" / "tinyset" / "work"
     fit_info = json.loads((work / "fit.json").read_text())
     assert fit_info["bank_edited"] is True and fit_info["config"]["class_words"] == "learnt"
