@@ -500,16 +500,18 @@ class Studio:
         return [s.name for s in museum.styles] if museum else []
 
     def interrupted(self) -> list[dict]:
-        """Tasks stopped mid-way whose checkpoint and uploaded images are still here."""
+        """Tasks stopped mid-way whose checkpoint and uploaded images are still here (not a style the
+        museum already holds: a kill between its commit and the clean-up leaves its work folder)."""
         out = []
         work = self.museum_dir / "work"
         if not work.is_dir():
             return out
         from safetensors import safe_open
 
+        committed = set(self.style_names())
         for d in sorted(work.iterdir()):
             ckpt = d / "checkpoint.safetensors"
-            if not ckpt.is_file():
+            if d.name in committed or not ckpt.is_file():
                 continue
             try:
                 with safe_open(str(ckpt), "pt") as fh:

@@ -453,3 +453,22 @@ def test_speed_check_gives_an_estimate(tmp_path):
     timing = studio.timings()["museum:cpu"]
     assert timing["s_per_step"] > 0 and timing["batch"] == 1 and timing["overhead_s"] > 0
     assert not (tmp_path / "m").exists()  # the check learns nothing into the museum
+
+
+def test_interrupted_skips_styles_the_museum_holds(tmp_path):
+    """A kill between a style's commit and its clean-up leaves work/<name>: it is not an interrupted task."""
+    from safetensors.torch import save_file
+    import torch
+
+    from studio.webapp import Studio
+
+    studio = Studio(tmp_path / "m", None, tmp_path / "home")
+    entry = {"name": "sepia", "token": "<sepia>", "task": 1, "images": 4, "created": "2026-12-06 00:00:00"}
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "museum.json").write_text(json.dumps({"format": 1, "base": studio.base_name(), "styles": [entry]}))
+    for name in ("sepia", "ink"):
+        (tmp_path / "m" / "work" / name).mkdir(parents=True)
+        save_file({"x": torch.zeros(1)}, str(tmp_path / "m" / "work" / name / "checkpoint.safetensors"),
+                  metadata={"step": "3", "config": json.dumps({"steps": 10})})
+    assert [t["name"] for t in studio.interrupted()] == ["ink"]
+    assert "ink: stopped at step 3/10" in studio.styles_html() and "sepia: stopped" not in studio.styles_html()
