@@ -106,6 +106,25 @@ def test_learn_generate_export_reuse(app, client, tmp_path):
     print(f"\nlearn 4 steps + score on studio-mini: {took:.1f} s")
 
 
+def test_a_style_is_kept_in_a_prompt_longer_than_the_base_reads(app, client):
+    """As `studio generate`: the content is shortened so the style token stays in the window (after the learn test)."""
+    from generators import diffusion
+
+    demo, _ = app
+    long = ("a red fish on the sea background, small, facing left, at the top right, "
+            "a blue star on the grass background, large, facing right, in the center, with a green moon on the snow, at night")
+    tok = demo.studio.pipeline(True).tokenizer
+    assert len(tok(long).input_ids) > tok.model_max_length
+    _, downloads, status = client.predict(long, "", ["sepia"], 0, 2, 4.0, 1, api_name="/generate")
+    assert "finished" in status, status
+    meta = diffusion.read_settings(downloads[0])
+    assert meta.prompt.endswith(", <sepia>") and long.startswith(meta.prompt[: -len(", <sepia>")])
+    read = tok(meta.prompt, truncation=True, max_length=tok.model_max_length).input_ids
+    assert tok.convert_tokens_to_ids("<sepia>") in read
+    job = demo.studio.board.latest("local", panel="generate")
+    assert any("shortened to keep the styles" in line for line in job.lines), job.lines
+
+
 def test_stop_keeps_the_museum_consistent(app, client, tmp_path):
     demo, root = app
     files = [handle_file(p) for p in style_images(tmp_path / "halftone", "halftone", seed=3)]
