@@ -43,6 +43,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from generators.museum.scores import score_help, score_text, style_metrics
 from studio.jobs import Job, JobBoard, duration
 
 # --- limits on what the browser may send --------------------------------------------------
@@ -73,40 +74,6 @@ CSS = """
 .studio-table img {width: 48px; height: 48px; image-rendering: pixelated; border-radius: 4px;}
 .studio-heat td {text-align: center; min-width: 3.5em;}
 """
-
-
-def _score_counts() -> tuple[int, int]:
-    """(samples drawn per style score, classes of the style evaluator)."""
-    from generators.museum.engine import SCORE_PROMPTS
-    from styles.reference import REFERENCE_STYLES
-
-    return len(SCORE_PROMPTS), 1 + len(REFERENCE_STYLES)
-
-
-def score_text(metrics: dict | None) -> str:
-    """The museum's style metrics in words: how many samples the style evaluator recognises beside
-    chance (reference styles), or the feature likeness (other styles)."""
-    if not metrics:
-        return "not scored (no evaluator)"
-    n, classes = _score_counts()
-    acc, sim = metrics.get("style_accuracy"), metrics.get("style_similarity")
-    if acc is not None:
-        return f"recognised in {round(acc * n)} of {n} samples (chance: 1 in {classes})"
-    if sim is not None:
-        return f"likeness {sim:.2f} (feature cosine, 1 = same)"
-    score = metrics.get("style_score")
-    return "not scored" if score is None else f"score {score:.2f}"
-
-
-def _score_help() -> str:
-    n, classes = _score_counts()
-    return (f"How well it is drawn: after learning, Studio draws {n} fixed prompts (a star, a fish, a house, a car) with "
-            f"the style's token, and the style evaluator (a classifier of the {classes - 1} reference styles and plain) "
-            f"names the style of each sample. 'Recognised in k of {n}' counts the samples it names as this style: "
-            f"chance is 1 in {classes} (about {n / classes:.1f} of {n}), {n} of {n} is best; with {n} samples the count "
-            f"moves in whole steps, so a short and a long training can share a count. Styles outside the reference set "
-            f"get a likeness instead: the cosine between the evaluator's mean features of the samples and of the style "
-            f"images (1 = the same, higher is better).")
 
 
 DEFAULT_CATEGORY = "bird"  # a word in the embedded base's vocabulary (Studio.category_note checks others)
@@ -540,14 +507,14 @@ class Studio:
                     manifest = museum.manifest(s.name)
                 except Exception:  # noqa: BLE001 - an unreadable manifest only costs the score
                     manifest = {}
-                metrics = manifest.get("metrics") or ({"style_score": s.score} if s.score is not None else None)
+                metrics = style_metrics(museum, s)
                 steps = (manifest.get("result") or {}).get("steps", "")
                 body.append(f"<tr><td>{img}</td><td>{html.escape(s.name)}</td><td><code>{html.escape(s.token)}</code></td>"
                             f"<td>{s.images}</td><td>{steps}</td><td>{html.escape(s.created)}</td>"
                             f"<td>{html.escape(score_text(metrics))}</td></tr>")
             rows = ("<table><thead><tr><th></th><th>name</th><th>token</th><th>images</th><th>steps</th><th>date</th>"
                     "<th>how well it is drawn</th></tr></thead><tbody>" + "".join(body) + "</tbody></table>"
-                    f"<p><small>{html.escape(_score_help())}</small></p>")
+                    f"<p><small>{html.escape(score_help())}</small></p>")
         head += f": {len(museum.styles) if museum else 0} styles.</p>"
         stopped = self.interrupted()
         if stopped:

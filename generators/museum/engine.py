@@ -16,16 +16,10 @@ import torch
 
 from generators import bases, diffusion
 from generators.museum.config import MuseumConfig
+from generators.museum.scores import SCORE_PROMPTS, score_text  # noqa: F401 - engine.SCORE_PROMPTS, engine.score_text
 from generators.museum.train import learn_style, load_pipe_style_tokens, style_prompt
 from styles.folder import StyleFolder
 from styles.museum import Museum
-
-SCORE_PROMPTS = (
-    "a red star on the grass background, medium, facing right, in the center",
-    "a blue fish on the sea background, large, facing left, in the center",
-    "a yellow house on the snow background, medium, facing right, in the center",
-    "a green car on the desert background, large, facing right, in the center",
-)
 
 
 def earlier_tokens(museum: Museum) -> dict[str, torch.Tensor]:

@@ -90,6 +90,7 @@ def run_ingest(args) -> int:
     from generators import diffusion
     from generators.museum import engine
     from generators.museum.ingest import plan
+    from generators.museum.scores import score_text
     from styles.museum import Museum
 
     if args.steps is not None and args.steps < 1:
@@ -149,11 +150,9 @@ def run_ingest(args) -> int:
             print(f"  {it.name}: {it.action} - {it.reason}")
     for it, m in reports:
         r = m["result"]
-        score = m.get("metrics", {}).get("style_score")
         print(f"  {it.name}: learnt as {m['token']}; {len(m['images'])} images used, {len(m['rejected'])} rejected, "
               f"{r['steps']} steps" + (f" (resumed at {r['resumed_from']})" if r["resumed_from"] else "")
-              + f", {m['timings']['total_seconds']:.0f} s, final loss {r['final_loss']:.4f}"
-              + (f", style score {score:.2f}" if score is not None else ""))
+              + f", {m['timings']['total_seconds']:.0f} s, final loss {r['final_loss']:.4f}, {score_text(m.get('metrics'))}")
         for f in m["rejected"]:
             print(f"    rejected {f['file']}: {f['reason']}")
     failed = [it for it in items if it.action in ("refuse", "invalid")]
@@ -169,6 +168,7 @@ def run_ingest(args) -> int:
 
 
 def run_styles(args) -> int:
+    from generators.museum.scores import score_text, style_metrics
     from styles.museum import Museum
 
     museum = Museum.open(museum_dir(args))
@@ -177,9 +177,9 @@ def run_styles(args) -> int:
         print(json.dumps({"museum": str(museum.root), "base": museum.base, "styles": rows}, indent=2))
         return 0
     print(f"museum {museum.root} on base {museum.base}: {len(rows)} styles")
-    for s in rows:
-        score = "-" if s["score"] is None else f"{s['score']:.2f}"
-        print(f"  {s['name']:24s} {s['token']:26s} task {s['task']:3d}  {s['images']:3d} images  score {score}  {s['created']}")
+    for s in museum.styles:
+        print(f"  {s.name:24s} {s.token:26s} task {s.task:3d}  {s.images:3d} images  {s.created}  "
+              f"{score_text(style_metrics(museum, s))}")
     return 0
 
 
