@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 from generators.evaluators import load_evaluator  # noqa: E402
 from generators.gan.evaluate import _pil, _recognised  # noqa: E402
 from generators.gan.lifelong import generate  # noqa: E402
-from generators.gan.pretrain import CHECKPOINT_JSON, CHECKPOINT_TENSORS, _module_state  # noqa: E402
+from generators.files import CHECKPOINT_FILE, save_tensors  # noqa: E402
+from generators.gan.pretrain import CHECKPOINT_JSON, _module_state  # noqa: E402
 from generators.gan.stylegan2 import load_generator  # noqa: E402
 
 THRESHOLD = 0.8  # as `studio eval gan`
@@ -41,10 +42,10 @@ def snapshot(run: Path, out: Path) -> Path | None:
     dest = out / f"{run.name}-{step}"
     if dest.exists():
         return None
-    g_ema = _module_state(load_file(str(run / CHECKPOINT_TENSORS)), "G_ema.")
+    g_ema = _module_state(load_file(str(run / CHECKPOINT_FILE)), "G_ema.")
     tmp = out / f".{run.name}-{step}.tmp"
     tmp.mkdir(parents=True, exist_ok=True)
-    save_file(g_ema, str(tmp / "generator.safetensors"))
+    save_tensors(g_ema, tmp / "generator.safetensors")
     shutil.copy(run / "config.json", tmp / "config.json")
     tmp.rename(dest)
     return dest

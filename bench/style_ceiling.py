@@ -40,9 +40,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from forgetting import DEFAULT_STYLES, content_prompts  # noqa: E402
 
 from generators import diffusion, miniworld  # noqa: E402
+from generators.diffusion_training import TrainableTokenEmbedding, add_style_token, encode_images  # noqa: E402
 from generators.evaluators import load_evaluator  # noqa: E402
 from generators.museum.config import MuseumConfig  # noqa: E402
-from generators.museum.train import TrainableTokenEmbedding, add_style_token, attach_lora, encode_images  # noqa: E402
+from generators.museum.train import attach_lora  # noqa: E402
 from styles.reference import apply_style  # noqa: E402
 
 LEARNING_RATES = {"lora": MuseumConfig().lora_lr, "full": 1e-4}

@@ -23,6 +23,8 @@ import os
 import struct
 from pathlib import Path
 
+from generators.errors import UserError
+
 SINGLE_FILE_SUFFIXES = (".safetensors",)
 CONFIG_SUFFIX = ".config"  # model.safetensors reads its configs from model.config/ beside it
 CONFIG_ENV = "STUDIO_BASE_CONFIG"  # or from the folder this names
@@ -89,11 +91,11 @@ class Adapter:
                 return [tensors[token]]
             if len(tensors) == 1:
                 return [next(iter(tensors.values()))]
-            raise ValueError(f"token file holds {sorted(tensors)}, not {token!r}")
+            raise UserError(f"token file holds {sorted(tensors)}, not {token!r}")
         missing = [k for k in self.embedding_keys if k not in tensors]
         if missing:
-            raise ValueError(f"an {self.label} token file needs the keys {', '.join(self.embedding_keys)}; "
-                             f"this one has {', '.join(sorted(tensors))}")
+            raise UserError(f"an {self.label} token file needs the keys {', '.join(self.embedding_keys)}; "
+                            f"this one has {', '.join(sorted(tensors))}")
         return [tensors[k] for k in self.embedding_keys]
 
     def load_token(self, pipe, token: str, vectors: list) -> None:
@@ -186,7 +188,7 @@ def family_of_folder(path: Path) -> str:
     except (OSError, ValueError) as err:
         raise FileNotFoundError(f"{path / 'model_index.json'} is not readable JSON ({err})") from None
     if name not in CLASS_FAMILY:
-        raise ValueError(f"{path} holds a {name or 'pipeline of unknown class'}; Studio takes {SUPPORTED} bases")
+        raise UserError(f"{path} holds a {name or 'pipeline of unknown class'}; Studio takes {SUPPORTED} bases")
     return CLASS_FAMILY[name]
 
 
@@ -195,14 +197,14 @@ def safetensors_keys(path: Path) -> list[str]:
     with open(path, "rb") as fh:
         head = fh.read(8)
         if len(head) < 8:
-            raise ValueError(f"{path} is not a safetensors file (too short)")
+            raise UserError(f"{path} is not a safetensors file (too short)")
         (n,) = struct.unpack("<Q", head)
         if n > 100_000_000:
-            raise ValueError(f"{path} is not a safetensors file (its header length is implausible)")
+            raise UserError(f"{path} is not a safetensors file (its header length is implausible)")
         try:
             header = json.loads(fh.read(n))
         except ValueError:
-            raise ValueError(f"{path} is not a safetensors file (its header is not JSON)") from None
+            raise UserError(f"{path} is not a safetensors file (its header is not JSON)") from None
     return [k for k in header if k != "__metadata__"]
 
 
@@ -219,16 +221,16 @@ def family_of_keys(keys) -> str | None:
 
 
 def family_of_file(path: Path) -> str:
-    """'sd' or 'sdxl' for a single-file checkpoint; one-line ValueError naming the supported layouts."""
+    """'sd' or 'sdxl' for a single-file checkpoint; one-line UserError naming the supported layouts."""
     path = Path(path)
     if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
-        raise ValueError(f"{path} is not a .safetensors file; --base takes a diffusers pipeline folder, a hub id, or a "
-                         "single .safetensors checkpoint (SD 1.x, SD 2.x or SDXL)")
+        raise UserError(f"{path} is not a .safetensors file; --base takes a diffusers pipeline folder, a hub id, or a "
+                        "single .safetensors checkpoint (SD 1.x, SD 2.x or SDXL)")
     found = family_of_keys(safetensors_keys(path))
     if found is None:
-        raise ValueError(f"{path} is a checkpoint of unknown layout; single files must be SD 1.x "
-                         "(cond_stage_model.transformer.*), SD 2.x (cond_stage_model.model.*) or SDXL "
-                         "(conditioner.embedders.1.*) checkpoints")
+        raise UserError(f"{path} is a checkpoint of unknown layout; single files must be SD 1.x "
+                        "(cond_stage_model.transformer.*), SD 2.x (cond_stage_model.model.*) or SDXL "
+                        "(conditioner.embedders.1.*) checkpoints")
     return "sdxl" if found == "sdxl" else "sd"
 
 
@@ -280,8 +282,8 @@ def load_pipeline(source, kind: str, **kwargs):
         config = single_file_config(source)
         conf_family = family_of_folder(config)
         if conf_family != fam:
-            raise ValueError(f"{source} is an {ADAPTERS[fam].label} checkpoint but its config folder {config} is for "
-                             f"{ADAPTERS[conf_family].label}")
+            raise UserError(f"{source} is an {ADAPTERS[fam].label} checkpoint but its config folder {config} is for "
+                            f"{ADAPTERS[conf_family].label}")
         return adapter(fam).pipeline_class.from_single_file(str(source), config=str(config), local_files_only=True,
                                                             **_family_kwargs(fam, kwargs))
     # a hub id: its model_index.json (through the normal cache) names the class
@@ -290,6 +292,6 @@ def load_pipeline(source, kind: str, **kwargs):
     local = kwargs.get("local_files_only", False)
     name = DiffusionPipeline.load_config(str(source), local_files_only=local).get("_class_name", "")
     if name not in CLASS_FAMILY:
-        raise ValueError(f"{source} is a {name or 'pipeline of unknown class'}; Studio takes {SUPPORTED} bases")
+        raise UserError(f"{source} is a {name or 'pipeline of unknown class'}; Studio takes {SUPPORTED} bases")
     fam = CLASS_FAMILY[name]
     return adapter(fam).pipeline_class.from_pretrained(str(source), **_family_kwargs(fam, kwargs))

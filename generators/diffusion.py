@@ -17,6 +17,7 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from generators.base_source import DEFAULT_BASE, base_source
+from generators.errors import UserError
 
 ASSETS = DEFAULT_BASE.parent
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -31,9 +32,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
         return PartialState().device
     if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but torch sees no CUDA device; use --device cpu or auto")
+        raise UserError("--device cuda asked for, but torch sees no CUDA device; use --device cpu or auto")
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"--device must be auto, cpu or cuda, got {device!r}")
+        raise UserError(f"--device must be auto, cpu or cuda, got {device!r}")
     return torch.device(device)
 
 
@@ -56,11 +57,11 @@ def load_base(base: str | Path | None = None, device: str = "auto", precision: s
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
     if precision not in PRECISIONS:
-        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     dev = resolve_device(device)
     dtype = PRECISIONS[precision]
     if dev.type == "cpu" and dtype == torch.float16:
-        raise ValueError("--precision fp16 needs a GPU; use fp32 or bf16 on the CPU")
+        raise UserError("--precision fp16 needs a GPU; use fp32 or bf16 on the CPU")
     from generators.bases import load_pipeline
 
     kwargs = dict(dtype=dtype, safety_checker=None, requires_safety_checker=False)
@@ -169,7 +170,7 @@ def read_settings(path: Path) -> GenerationSettings:
     with Image.open(path) as im:
         text = im.text.get("studio") if hasattr(im, "text") else None
     if not text:
-        raise ValueError(f"{path} carries no Studio settings (not written by studio generate)")
+        raise UserError(f"{path} carries no Studio settings (not written by studio generate)")
     meta = json.loads(text)
     meta["styles"] = tuple(meta.get("styles", ()))
     return GenerationSettings(**meta)

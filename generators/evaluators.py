@@ -51,8 +51,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from generators.config import SavedConfig
 from generators import miniworld
 from generators.diffusion import resolve_device
+from generators.errors import UserError
 
 IMAGE_SIZE = 64
 DEFAULT_FOLDER = Path(__file__).resolve().parents[1] / "assets" / "evaluators"
@@ -74,8 +76,10 @@ SUBCLASS_SCALES = ("medium", "large")
 
 
 @dataclass
-class EvaluatorConfig:
+class EvaluatorConfig(SavedConfig):
     """Architecture and label spaces; saved as config.json and in the weights' metadata."""
+
+    IGNORE_UNKNOWN = True  # keys a newer Studio added are dropped: the weights' file decides what loads
 
     labels: dict[str, list[str]] = field(default_factory=dict)  # head -> class names, in HEADS order
     widths: tuple[int, ...] = (32, 48, 96, 160, 256)  # stem, then four stride-2 stages
@@ -92,14 +96,6 @@ class EvaluatorConfig:
         labels = {head: list(vocab[head]) for head in HEADS if head != "style"}
         labels["style"] = [PLAIN, *REFERENCE_STYLES]
         return cls(labels={head: labels[head] for head in HEADS}, facing_invisible_kinds=list(mirror_symmetric_kinds()))
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "EvaluatorConfig":
-        data = dict(data)
-        data["widths"] = tuple(data["widths"])
-        data["labels"] = {k: list(v) for k, v in data["labels"].items()}
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def mirror_symmetric_kinds() -> tuple[str, ...]:
@@ -594,14 +590,14 @@ def train_evaluators(
     """
     t0 = time.time()
     if seconds <= 0:
-        raise ValueError(f"seconds must be positive, got {seconds}")
+        raise UserError(f"seconds must be positive, got {seconds}")
     if n_train < 1:
-        raise ValueError(f"n_train must be at least 1, got {n_train}")
+        raise UserError(f"n_train must be at least 1, got {n_train}")
     unknown = [h for h in ignore_heads if h not in HEADS]
     if unknown:
-        raise ValueError(f"unknown head {unknown[0]!r}; heads are {', '.join(HEADS)}")
+        raise UserError(f"unknown head {unknown[0]!r}; heads are {', '.join(HEADS)}")
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+        raise UserError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     dev = resolve_device(device)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -630,7 +626,7 @@ def train_evaluators(
     train_x, train_y = render_set(train_jobs, deadline=t0 + render_fraction * seconds, progress=progress,
                                   total=render_total, done=start)
     if len(train_x) == 0:
-        raise ValueError(f"no training images were rendered within the time budget of {seconds} s; raise --seconds")
+        raise UserError(f"no training images were rendered within the time budget of {seconds} s; raise --seconds")
     # facing is invisible on mirror-symmetric kinds: no facing loss there
     train_y[_facing_invisible(train_y, config), HEADS.index("facing")] = -1
     for head in ignore_heads:

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from generators.errors import UserError
+
 KINDS = ("star", "heart", "house", "tree", "fish", "car", "moon", "umbrella", "flower", "boat", "bird")
 # Fine-grained bird subclasses: (beak, tail, crest, wing stripes). Each pair of subclasses
 # differs in one or two small parts only, so they are hard at a few shots.
@@ -357,13 +359,13 @@ def _draw_background(draw: ImageDraw.ImageDraw, name: str, size: int, rng: np.ra
             x = s * (k + 0.5) / 6
             draw.line([x, 0, x, s * 0.7], fill=(205, 178, 148), width=max(1, s // 64))
     else:
-        raise ValueError(f"unknown background {name!r}; expected one of {BACKGROUNDS}")
+        raise UserError(f"unknown background {name!r}; expected one of {BACKGROUNDS}")
 
 
 def render(attrs: Attributes, size: int = 64, seed: int = 0) -> Image.Image:
     """Draw the image for `attrs`; `seed` only moves the background's texture and small jitter."""
     if size % 8 or not 8 <= size <= 512:
-        raise ValueError(f"size must be a multiple of 8 between 8 and 512, got {size}")
+        raise UserError(f"size must be a multiple of 8 between 8 and 512, got {size}")
     rng = np.random.default_rng([seed, 7])
     big = size * SUPERSAMPLE
     canvas = Image.new("RGB", (big, big))
@@ -431,7 +433,7 @@ def parse_kinds(text: str | None) -> tuple[str, ...]:
     kinds = tuple(k.strip() for k in text.split(",") if k.strip())
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:
-        raise ValueError(f"unknown kind(s) {unknown}; choose from {', '.join(KINDS)}")
+        raise UserError(f"unknown kind(s) {unknown}; choose from {', '.join(KINDS)}")
     return kinds
 
 
@@ -441,7 +443,7 @@ def write_images(out: Path, n: int, seed: int = 0, style: str = "plain", kinds: 
     from styles.reference import PLAIN, REFERENCE_STYLES, apply_style
 
     if style != PLAIN and style not in REFERENCE_STYLES:
-        raise ValueError(f"unknown style {style!r}; choose plain or one of: {', '.join(REFERENCE_STYLES)}")
+        raise UserError(f"unknown style {style!r}; choose plain or one of: {', '.join(REFERENCE_STYLES)}")
     out = Path(out)
     _check_out_dir(out)
     rows = []

@@ -1,8 +1,10 @@
 """The `studio` command line: one sub-command per module under studio/commands.
 
-Errors a user can fix (bad paths, bad arguments, bad files) surface as one line on stderr and
-exit status 2; anything else is a bug and keeps its traceback. Every command runs under Studio's
-thread policy (studio/threads.py), set before any heavy torch work.
+Errors a user can fix (generators.errors.UserError: bad arguments, bad or foreign files, refused
+settings; and the file-system errors a wrong path raises) surface as one line on stderr and exit
+status 2; anything else, a ValueError from inside torch included, is a bug and keeps its
+traceback. Every command runs under Studio's thread policy (studio/threads.py), set before any
+heavy torch work.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import argparse
 import os
 import sys
 
+from generators.errors import UserError
 from studio import threads
 from studio.commands import COMMANDS
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
+USER_ERRORS = (UserError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
 
 
 def build_parser() -> argparse.ArgumentParser:

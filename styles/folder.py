@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from generators.errors import UserError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 MIN_IMAGES, MAX_IMAGES = 3, 50
 MIN_SIDE = 16
@@ -27,7 +29,7 @@ IGNORED = {"style.toml", "metadata.jsonl", "readme.md", ".ds_store", "thumbs.db"
 MAX_CAPTION_BYTES = 4096  # a prompt holds 77 tokens; a longer caption file is cut to its first 4 KB
 
 
-class UnusableStyle(ValueError):
+class UnusableStyle(UserError):
     """A style folder that cannot be learnt as a whole. str() is the full message; `reason` is the
     short why, `usable` the images that could be read and `rejected` the (file, reason) pairs, for plans."""
 
@@ -61,7 +63,7 @@ class StyleFolder:
 
 def check_style_name(name: str, where: str = "") -> str:
     if not NAME_PATTERN.match(name):
-        raise ValueError(
+        raise UserError(
             f"style name {name!r}{where} must be 1-48 characters of lowercase letters, digits, '_' or '-', "
             "starting with a letter or digit (no spaces, dots or path characters); rename the folder or set name in style.toml"
         )
@@ -83,7 +85,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 def open_rgb(path: Path) -> Image.Image:
     """Open, verify, decode in full (a truncated JPEG fails here, not only at verify) and normalize
-    one image to RGB, EXIF-transposed; raises ValueError with the reason if unusable."""
+    one image to RGB, EXIF-transposed; raises UserError with the reason if unusable."""
     try:
         with warnings.catch_warnings():
             # PIL warns above 89 megapixels and refuses above twice that: either way one file is rejected
@@ -94,13 +96,13 @@ def open_rgb(path: Path) -> Image.Image:
                 im.load()
                 im = ImageOps.exif_transpose(im)
                 if min(im.size) < MIN_SIDE:
-                    raise ValueError(f"too small ({im.size[0]}×{im.size[1]} px; at least {MIN_SIDE} px on each side)")
+                    raise UserError(f"too small ({im.size[0]}×{im.size[1]} px; at least {MIN_SIDE} px on each side)")
                 return _to_rgb(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ValueError(f"too large to open safely ({type(err).__name__}: {str(err).splitlines()[0][:80]}); "
-                         "downscale it") from None
+        raise UserError(f"too large to open safely ({type(err).__name__}: {str(err).splitlines()[0][:80]}); "
+                        "downscale it") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise ValueError(f"not a readable image ({type(err).__name__}: {str(err).splitlines()[0][:80]})") from None
+        raise UserError(f"not a readable image ({type(err).__name__}: {str(err).splitlines()[0][:80]})") from None
 
 
 def load_image(path: Path, resolution: int) -> Image.Image:
@@ -124,7 +126,7 @@ def read_caption(path: Path) -> tuple[str | None, str | None]:
 
 
 def read_style_folder(folder: Path, resolution: int, name: str | None = None) -> StyleFolder:
-    """Validate `folder` as one style. Raises ValueError if the style as a whole is unusable."""
+    """Validate `folder` as one style. Raises UserError (UnusableStyle) if the style as a whole is unusable."""
     folder = Path(folder)
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder} is not a folder of style images")
@@ -134,14 +136,14 @@ def read_style_folder(folder: Path, resolution: int, name: str | None = None) ->
         try:
             settings = tomllib.loads(toml_path.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{toml_path}: not valid TOML ({err}); fix or delete it") from None
+            raise UserError(f"{toml_path}: not valid TOML ({err}); fix or delete it") from None
         unknown = set(settings) - {"name", "token", "description", "steps"}
         if unknown:
-            raise ValueError(f"{toml_path}: unknown keys {sorted(unknown)}; allowed: name, token, description, steps")
+            raise UserError(f"{toml_path}: unknown keys {sorted(unknown)}; allowed: name, token, description, steps")
     style_name = check_style_name(str(settings.get("name", name or folder.name)), f" (from {folder})")
     steps = settings.get("steps")
     if steps is not None and (not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"{toml_path}: steps must be a positive integer, got {steps!r}")
+        raise UserError(f"{toml_path}: steps must be a positive integer, got {steps!r}")
 
     images, rejected, seen = [], [], {}
     for path in sorted(folder.iterdir()):

@@ -9,7 +9,7 @@ Layout::
     styles/<name>/thumb.png           one sample
     work/<name>/                      an interrupted task's checkpoint (resumable)
 
-A task's files are written first, then museum.json is replaced in one `os.replace`; files
+A task's files are written first, then museum.json is replaced in one rename (generators/files.py); files
 that no index entry names (left by a kill) are ignored and swept on the next write. A new
 museum's first museum.json is written when its first task starts, so that a run that learns
 nothing writes nothing.
@@ -18,36 +18,24 @@ nothing writes nothing.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+
+from generators.errors import UserError
+from generators.files import atomic_save_tensors, atomic_write_json, save_tensors
 
 INDEX = "museum.json"
 FORMAT_VERSION = 1
 
 
-def default_museum_dir() -> Path:
-    return Path(os.environ.get("STUDIO_HOME", Path.home() / ".studio")) / "museum"
-
-
 def write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def save_tensors_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-    os.replace(tmp, path)
+    """museum.json's layout (sorted keys, no final newline), written atomically."""
+    atomic_write_json(path, data, sort_keys=True, newline=False)
 
 
 @dataclass
@@ -61,16 +49,16 @@ class StyleEntry:
 
 
 def read_index(path: Path) -> dict:
-    """museum.json, checked to be an index; any damage is one ValueError naming the file."""
+    """museum.json, checked to be an index; any damage is one UserError naming the file."""
     fix = "restore it from a backup, or move it away to start a new museum in that folder"
     try:
         index = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); {fix}") from None
+        raise UserError(f"{path} is not valid JSON ({err}); {fix}") from None
     keys = {"name", "token", "task", "images", "created"}
     if (not isinstance(index, dict) or not isinstance(index.get("base"), str) or not isinstance(index.get("styles"), list)
             or not all(isinstance(s, dict) and keys <= set(s) for s in index["styles"])):
-        raise ValueError(f"{path} is not a museum index (an object with \"base\" and a \"styles\" list); {fix}")
+        raise UserError(f"{path} is not a museum index (an object with \"base\" and a \"styles\" list); {fix}")
     return index
 
 
@@ -114,7 +102,7 @@ class Museum:
         if path.exists():
             index = read_index(path)
             if base is not None and index["base"] != base:
-                raise ValueError(_other_base_message(root, index, base))
+                raise UserError(_other_base_message(root, index, base))
             museum = cls(root, index)
             museum.remove_stale_work()
             return museum
@@ -127,7 +115,7 @@ class Museum:
         if root.exists() and any(p.name not in ("work", INDEX + ".tmp") for p in root.iterdir()):
             raise FileExistsError(f"{root} exists and is not a museum; choose an empty or new --museum folder")
         if base is None:
-            raise ValueError("a new museum needs the base it is built on")
+            raise UserError("a new museum needs the base it is built on")
         museum = cls(root, {"format": FORMAT_VERSION, "base": base, "styles": [], "created": time.strftime("%Y-%m-%d %H:%M:%S")})
         family = _family(base)
         if family is not None:  # a hub id's family is known once it is loaded (engine.learn sets it)
@@ -174,7 +162,7 @@ class Museum:
             if s.name == name:
                 return s
         known = ", ".join(s.name for s in self.styles) or "none yet"
-        raise ValueError(f"no style {name!r} in museum {self.root} (styles: {known})")
+        raise UserError(f"no style {name!r} in museum {self.root} (styles: {known})")
 
     def has(self, name: str) -> bool:
         return any(s["name"] == name for s in self.index["styles"])
@@ -209,12 +197,12 @@ class Museum:
         self.write_new()
         task = self.n_tasks + 1
         (self.root / "lora").mkdir(exist_ok=True)
-        save_tensors_atomic(lora, self.lora_path(task), metadata={k: str(v) for k, v in lora_metadata.items()})
+        atomic_save_tensors(lora, self.lora_path(task), metadata={k: str(v) for k, v in lora_metadata.items()})
         final = self.style_dir(name)
         staging = final.with_name(name + ".staging")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        save_file({k: v.detach().contiguous().cpu() for k, v in embedding.items()}, staging / "embedding.safetensors")
+        save_tensors({k: v.detach().contiguous().cpu() for k, v in embedding.items()}, staging / "embedding.safetensors")
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
         if thumbnail is not None:
             thumbnail.save(staging / "thumb.png")
@@ -227,12 +215,6 @@ class Museum:
         shutil.rmtree(self.work_dir(name), ignore_errors=True)
         self.sweep()
         return entry
-
-    def set_score(self, name: str, score: float) -> None:
-        for s in self.index["styles"]:
-            if s["name"] == name:
-                s["score"] = score
-        write_json_atomic(self.root / INDEX, self.index)
 
     def sweep(self) -> None:
         """Remove files no index entry names (left by a kill between writes)."""

@@ -33,6 +33,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageFilter
 
+from generators.errors import UserError
+
 __all__ = [
     "REFERENCE_STYLES",
     "PLAIN",
@@ -581,18 +583,18 @@ def describe_style(name: str) -> str:
     try:
         return _REGISTRY[name][1]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown style {name!r}; valid styles: {_valid_names()}") from None
+        raise UserError(f"unknown style {name!r}; valid styles: {_valid_names()}") from None
 
 
 def apply_style(name: str, image: Image.Image, seed: int = 0) -> Image.Image:
     """Render ``image`` in style ``name``.
 
     RGB in, RGB out, same size.  Deterministic given ``(name, image, seed)``.
-    ``"plain"`` returns an RGB copy.  Unknown names raise ``ValueError`` listing
+    ``"plain"`` returns an RGB copy.  Unknown names raise ``UserError`` listing
     the valid styles.  Non-RGB inputs are converted to RGB first.
     """
     if name != PLAIN and name not in _REGISTRY:
-        raise ValueError(f"unknown style {name!r}; valid styles: {_valid_names()}")
+        raise UserError(f"unknown style {name!r}; valid styles: {_valid_names()}")
     if not isinstance(image, Image.Image):
         raise TypeError(f"image must be a PIL.Image.Image, got {type(image).__name__}")
     img = image.convert("RGB") if image.mode != "RGB" else image.copy()

@@ -332,7 +332,8 @@ def test_checkpoint_round_trips_the_fp16_loss_scale(tmp_path):
 def test_only_the_new_token_learns_and_the_embedding_returns(tiny_pipeline_dir):
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from generators.museum.train import add_style_token, trainable_token
+    from generators.diffusion_training import add_style_token
+    from generators.museum.train import trainable_token
 
     tok = CLIPTokenizer.from_pretrained(tiny_pipeline_dir / "tokenizer")
     text_encoder = CLIPTextModel.from_pretrained(tiny_pipeline_dir / "text_encoder").requires_grad_(False)
@@ -357,7 +358,7 @@ def test_only_the_new_token_learns_and_the_embedding_returns(tiny_pipeline_dir):
 def test_a_token_starts_at_its_init_words_or_the_vocabulary_mean(tiny_pipeline_dir):
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from generators.museum.train import add_style_token
+    from generators.diffusion_training import add_style_token
 
     tok = CLIPTokenizer.from_pretrained(tiny_pipeline_dir / "tokenizer")
     text_encoder = CLIPTextModel.from_pretrained(tiny_pipeline_dir / "text_encoder")

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from generators import miniworld
+from generators.errors import UserError
 from generators.evaluators import Evaluator, frechet_distance
 from generators.gan.stylegan2 import Generator, to_uint8
 
@@ -41,7 +42,7 @@ def evaluate_gan(G: Generator, evaluator: Evaluator, n: int = 1000, seed: int = 
     from generators.gan.lifelong import generate
 
     if n < 2:
-        raise ValueError(f"n must be at least 2 (a Fréchet distance needs a covariance), got {n}")
+        raise UserError(f"n must be at least 2 (a Fréchet distance needs a covariance), got {n}")
     start = time.time()
     stages = 4
     tick = (lambda k: progress(k, stages)) if progress else (lambda k: None)

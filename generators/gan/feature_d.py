@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from generators.errors import UserError
+
 
 class FeatureDiscriminator(nn.Module):
     """Frozen `backbone` (an EvaluatorNet) + one trainable head per stage output in `stages`
@@ -32,7 +34,7 @@ class FeatureDiscriminator(nn.Module):
         super().__init__()
         widths = backbone.config.widths
         if not stages or any(not 0 <= s < len(widths) for s in stages):
-            raise ValueError(f"stages must be between 0 and {len(widths) - 1}, got {stages}")
+            raise UserError(f"stages must be between 0 and {len(widths) - 1}, got {stages}")
         self.backbone = backbone.eval().requires_grad_(False)
         self.stages = tuple(stages)
         self.heads = nn.ModuleList(

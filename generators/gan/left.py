@@ -61,6 +61,8 @@ import tensorly as tl
 import torch
 from torch import nn
 
+from generators.config import SavedConfig
+from generators.errors import UserError
 from generators.gan.stylegan2 import HookedLayer, modulatable_layers
 
 tl.set_backend("pytorch")  # process-wide tensorly default (nothing else in Studio uses tensorly)
@@ -70,7 +72,7 @@ ACTIVATIONS = ("relu", "none")
 
 
 @dataclass
-class LeFTConfig:
+class LeFTConfig(SavedConfig):
     """LeFT modulators of one task (saved in task.json).
 
     rank: r of the core / channel factors (docs/methods.md §2.1; default 1).
@@ -90,22 +92,11 @@ class LeFTConfig:
 
     def __post_init__(self):
         if not isinstance(self.rank, int) or isinstance(self.rank, bool) or self.rank < 1:
-            raise ValueError(f"LeFT rank must be a positive integer, got {self.rank!r}")
+            raise UserError(f"LeFT rank must be a positive integer, got {self.rank!r}")
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"LeFT activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+            raise UserError(f"LeFT activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if not (self.init_std > 0):
-            raise ValueError(f"LeFT init_std must be positive, got {self.init_std!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "LeFTConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown LeFTConfig field(s) {unknown}")
-        return cls(**d)
+            raise UserError(f"LeFT init_std must be positive, got {self.init_std!r}")
 
 
 def _rms(w: torch.Tensor) -> float:
@@ -310,11 +301,11 @@ def load_left_state(G: nn.Module, state: dict[str, torch.Tensor], where: str = "
             own[f"{name}.{k}"] = v
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if missing or unexpected:
-        raise ValueError(f"{where} do not fit this generator and rank (missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]})")
+        raise UserError(f"{where} do not fit this generator and rank (missing {missing[:3]}, "
+                        f"unexpected {unexpected[:3]})")
     for k, v in own.items():
         if tuple(state[k].shape) != tuple(v.shape):
-            raise ValueError(f"{where}: {k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}")
+            raise UserError(f"{where}: {k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}")
     with torch.no_grad():
         for k, v in own.items():
             v.copy_(state[k].to(v.device, v.dtype))

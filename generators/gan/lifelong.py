@@ -40,14 +40,17 @@ import platform
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from generators.config import SavedConfig
 from generators.diffusion import resolve_device
+from generators.errors import UserError
+from generators.files import CHECKPOINT_FILE, atomic_save_tensors, atomic_write_json
 from generators.gan.left import (
     LeFTConfig,
     attach_left,
@@ -64,14 +67,13 @@ from generators.gan.stylegan2 import (
     Discriminator,
     GANConfig,
     Generator,
-    _atomic_save_tensors,
-    _atomic_write_json,
     count_params,
     load_discriminator,
     load_generator,
     seeded_z,
     state_tensors,
 )
+from generators.optim_state import load_optimizer, optimizer_tensors
 
 STORE_FORMAT = "studio-lifelong-gan"
 STORE_VERSION = 1
@@ -80,7 +82,6 @@ TASKS_DIR = "tasks"
 WORK_DIR = "work"
 MODULATORS_FILE = "modulators.safetensors"
 TASK_FILE = "task.json"
-CHECKPOINT_TENSORS = "checkpoint.safetensors"
 CHECKPOINT_JSON = "checkpoint.json"
 DEFAULT_BASE = Path("assets/gan-mini")
 W_AVG_KEY = "w_avg"
@@ -93,7 +94,7 @@ DEFAULT_ITERS = 400
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(SavedConfig):
     """Adversarial fine-tuning of one task (saved in task.json).
 
     iters: iterations (one D step + one G step each; the paper runs 3000 on a GPU, the CPU
@@ -116,20 +117,9 @@ class TrainConfig:
         for name in ("iters", "batch", "r1_interval", "checkpoint_every", "w_avg_samples"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+                raise UserError(f"{name} must be a positive integer, got {v!r}")
         if self.lr <= 0 or self.d_lr <= 0 or self.r1_gamma < 0:
-            raise ValueError("lr and d_lr must be positive and r1_gamma non-negative")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {unknown}")
-        return cls(**d)
+            raise UserError("lr and d_lr must be positive and r1_gamma non-negative")
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -149,8 +139,8 @@ def _sha256(path: Path) -> str:
 
 def check_task_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise ValueError(f"task name {name!r} must be 1-48 characters of lowercase letters, digits, '_' or '-', "
-                         "starting with a letter or digit; choose another --task")
+        raise UserError(f"task name {name!r} must be 1-48 characters of lowercase letters, digits, '_' or '-', "
+                        "starting with a letter or digit; choose another --task")
     return name
 
 
@@ -203,7 +193,7 @@ def read_task_images(folder, resolution: int) -> tuple[torch.Tensor, list[dict],
 
     Each file goes through `styles.folder.load_image` (validated, EXIF-transposed, RGB,
     centre-cropped to `resolution`); unreadable files, other file types, sub-folders and
-    duplicates are rejected with a reason. Fewer than 2 usable images: ValueError.
+    duplicates are rejected with a reason. Fewer than 2 usable images: UserError.
     Returns (images, [{"file", "sha256"}], [(file, reason)]).
     """
     import numpy as np
@@ -239,8 +229,8 @@ def read_task_images(folder, resolution: int) -> tuple[torch.Tensor, list[dict],
         used.append({"file": path.name, "sha256": digest})
     if len(arrays) < MIN_TASK_IMAGES:
         detail = ("; rejected: " + "; ".join(f"{f}: {r}" for f, r in rejected[:5])) if rejected else ""
-        raise ValueError(f"task folder {folder} has {len(arrays)} usable images, needs at least {MIN_TASK_IMAGES}"
-                         f"{detail}")
+        raise UserError(f"task folder {folder} has {len(arrays)} usable images, needs at least {MIN_TASK_IMAGES}"
+                        f"{detail}")
     x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
     return x.contiguous(), used, rejected
 
@@ -274,12 +264,12 @@ class TaskStore:
         try:
             data = json.loads(self.store_json.read_text())
         except json.JSONDecodeError as err:
-            raise ValueError(f"{self.store_json} is not valid JSON ({err})") from None
+            raise UserError(f"{self.store_json} is not valid JSON ({err})") from None
         if data.get("format") != STORE_FORMAT:
-            raise ValueError(f"{self.root} is not a lifelong GAN task store ({STORE_FILE} format "
-                             f"{data.get('format')!r})")
+            raise UserError(f"{self.root} is not a lifelong GAN task store ({STORE_FILE} format "
+                            f"{data.get('format')!r})")
         if data.get("version", 0) > STORE_VERSION:
-            raise ValueError(f"{self.store_json} has version {data['version']}; this code reads up to {STORE_VERSION}")
+            raise UserError(f"{self.store_json} has version {data['version']}; this code reads up to {STORE_VERSION}")
         return data
 
     def base_path(self, base=None) -> tuple[Path, str]:
@@ -295,8 +285,8 @@ class TaskStore:
             raise FileNotFoundError(f"no GAN base at {base}; train one with `studio pretrain gan` or pass --base")
         sha = _sha256(gen)
         if sha != ref["sha256"]:
-            raise ValueError(f"store {self.root} was built on another base ({ref['path']}, sha256 "
-                             f"{ref['sha256'][:12]}); pass --base with that base or use another --store")
+            raise UserError(f"store {self.root} was built on another base ({ref['path']}, sha256 "
+                            f"{ref['sha256'][:12]}); pass --base with that base or use another --store")
         return path, sha
 
     def create_or_check(self, base_path: Path, G: Generator) -> str:
@@ -305,12 +295,12 @@ class TaskStore:
         if self.exists():
             ref = self.info()["base"]
             if ref["sha256"] != sha:
-                raise ValueError(f"store {self.root} was built on another base ({ref['path']}, sha256 "
-                                 f"{ref['sha256'][:12]}); pass --base with that base or use another --store")
+                raise UserError(f"store {self.root} was built on another base ({ref['path']}, sha256 "
+                                f"{ref['sha256'][:12]}); pass --base with that base or use another --store")
             if str(base_path.resolve()) != ref["path"]:  # the same weights moved: remember where they are now
                 data = self.info()
                 data["base"]["path"] = str(base_path.resolve())
-                _atomic_write_json(data, self.store_json)
+                atomic_write_json(self.store_json, data, sort_keys=True)
             return sha
         if self.root.exists() and not self.root.is_dir():
             raise NotADirectoryError(f"{self.root} is not a folder; choose another --store")
@@ -320,7 +310,7 @@ class TaskStore:
         data = {"format": STORE_FORMAT, "version": STORE_VERSION, "created_at": _now(),
                 "base": {"path": str(base_path.resolve()), "sha256": sha, "config": G.config.to_dict(),
                          "g_params": count_params(G)}}
-        _atomic_write_json(data, self.store_json)
+        atomic_write_json(self.store_json, data, sort_keys=True)
         return sha
 
     def task_names(self) -> list[str]:
@@ -345,22 +335,7 @@ class TaskStore:
         try:
             return json.loads(path.read_text())
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON ({err})") from None
-
-
-# --------------------------------------------------------------------------- optimizer / rng state
-
-
-def _optimizer_tensors(opt, params, prefix) -> dict:
-    from generators.gan.pretrain import _optimizer_tensors as impl
-
-    return impl(opt, params, prefix)
-
-
-def _load_optimizer(opt, params, tensors, prefix, device) -> None:
-    from generators.gan.pretrain import _load_optimizer as impl
-
-    impl(opt, params, tensors, prefix, device)
+            raise UserError(f"{path} is not valid JSON ({err})") from None
 
 
 # --------------------------------------------------------------------------- the adaptation loop
@@ -465,8 +440,8 @@ class Adapter:
     def state_tensors(self) -> dict[str, torch.Tensor]:
         t = {f"P.{i}": p.detach().to("cpu").contiguous() for i, p in enumerate(self.params)}
         t.update(state_tensors(self.D, "D."))
-        t.update(_optimizer_tensors(self.opt_G, self.params, "optG."))
-        t.update(_optimizer_tensors(self.opt_D, list(self.D.parameters()), "optD."))
+        t.update(optimizer_tensors(self.opt_G, self.params, "optG."))
+        t.update(optimizer_tensors(self.opt_D, list(self.D.parameters()), "optD."))
         t["rng.gen"] = self.gen.get_state()
         t["rng.cpu"] = torch.get_rng_state()
         if self.device.type == "cuda":
@@ -478,11 +453,11 @@ class Adapter:
             for i, p in enumerate(self.params):
                 src = t[f"P.{i}"]
                 if tuple(src.shape) != tuple(p.shape):
-                    raise ValueError(f"checkpoint parameter {i} has shape {tuple(src.shape)}, expected {tuple(p.shape)}")
+                    raise UserError(f"checkpoint parameter {i} has shape {tuple(src.shape)}, expected {tuple(p.shape)}")
                 p.copy_(src.to(p.device, p.dtype))
         self.D.load_state_dict({k[2:]: v for k, v in t.items() if k.startswith("D.")})
-        _load_optimizer(self.opt_G, self.params, t, "optG.", self.device)
-        _load_optimizer(self.opt_D, list(self.D.parameters()), t, "optD.", self.device)
+        load_optimizer(self.opt_G, self.params, t, "optG.", self.device)
+        load_optimizer(self.opt_D, list(self.D.parameters()), t, "optD.", self.device)
         self.gen.set_state(t["rng.gen"])
         torch.set_rng_state(t["rng.cpu"])
         if self.device.type == "cuda" and "rng.cuda" in t:
@@ -567,25 +542,25 @@ def learn_task(store, name: str, images_dir, base=None, left: LeFTConfig | None 
 
         work = st.work_dir(name)
         key = _resume_key(left, ms, train, used, base_sha)
-        ckpt_json, ckpt_t = work / CHECKPOINT_JSON, work / CHECKPOINT_TENSORS
+        ckpt_json, ckpt_t = work / CHECKPOINT_JSON, work / CHECKPOINT_FILE
         prev_train_s, runs = 0.0, 1
         if ckpt_json.is_file() and ckpt_t.is_file():
             from safetensors.torch import load_file
 
             saved = json.loads(ckpt_json.read_text())
             if saved.get("resume_key") != key:
-                raise ValueError(f"{work} holds an unfinished run of task {name!r} with other images or options; "
-                                 f"rerun with the same ones to resume, or delete {work} to start over")
+                raise UserError(f"{work} holds an unfinished run of task {name!r} with other images or options; "
+                                f"rerun with the same ones to resume, or delete {work} to start over")
             adapter.load_state_tensors(load_file(str(ckpt_t), device="cpu"), saved["step"])
             adapter.history = saved.get("history", [])
             prev_train_s, runs = float(saved.get("train_seconds", 0.0)), int(saved.get("runs", 1)) + 1
 
         def save_checkpoint(train_s):
             work.mkdir(parents=True, exist_ok=True)
-            _atomic_save_tensors(adapter.state_tensors(), ckpt_t, {"format": STORE_FORMAT, "step": str(adapter.step_count)})
-            _atomic_write_json({"format": STORE_FORMAT, "task": name, "step": adapter.step_count, "iters": train.iters,
-                                "resume_key": key, "history": adapter.history, "train_seconds": round(train_s, 3),
-                                "runs": runs, "saved_at": _now()}, ckpt_json)
+            atomic_save_tensors(adapter.state_tensors(), ckpt_t, {"format": STORE_FORMAT, "step": str(adapter.step_count)})
+            atomic_write_json(ckpt_json, {"format": STORE_FORMAT, "task": name, "step": adapter.step_count, "iters": train.iters,
+                                          "resume_key": key, "history": adapter.history, "train_seconds": round(train_s, 3),
+                                          "runs": runs, "saved_at": _now()}, sort_keys=True)
 
         setup_s = time.monotonic() - t_start
         t_loop = time.monotonic()
@@ -647,9 +622,9 @@ def learn_task(store, name: str, images_dir, base=None, left: LeFTConfig | None 
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-        _atomic_save_tensors(tensors, tmp / MODULATORS_FILE, {"format": STORE_FORMAT, "task": name})
+        atomic_save_tensors(tensors, tmp / MODULATORS_FILE, {"format": STORE_FORMAT, "task": name})
         meta["timings"]["wall_s"] = round(time.monotonic() - t_start, 3)
-        _atomic_write_json(meta, tmp / TASK_FILE)
+        atomic_write_json(tmp / TASK_FILE, meta, sort_keys=True)
         os.rename(tmp, st.task_dir(name))
         if work.exists():
             shutil.rmtree(work)
@@ -681,7 +656,7 @@ def load_task_generator(store, name: str, base=None, device="cpu", baked: bool =
     try:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError) as err:
-        raise ValueError(f"{path} is not a readable safetensors file ({err})") from None
+        raise UserError(f"{path} is not a readable safetensors file ({err})") from None
     w_avg = tensors.pop(W_AVG_KEY, None)
     attach_left(G, LeFTConfig.from_dict(meta["config"]["left"]))
     load_left_state(G, tensors, where=str(path))
@@ -697,7 +672,7 @@ def load_task_generator(store, name: str, base=None, device="cpu", baked: bool =
 def generate(G: Generator, n: int, seed: int, truncation_psi: float = 1.0, batch: int = 64) -> torch.Tensor:
     """n images [n, 3, R, R] in [-1, 1] from seeded latents (constant noise): the same seed, the same images."""
     if n < 1:
-        raise ValueError(f"the number of samples must be at least 1, got {n}")
+        raise UserError(f"the number of samples must be at least 1, got {n}")
     dev = next(G.parameters()).device
     z = seeded_z(n, G.z_dim, seed, dev)
     G.eval()

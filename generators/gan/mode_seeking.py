@@ -23,16 +23,19 @@ absolute pixel difference: cheap, for tests and when no evaluator is available).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from generators.config import SavedConfig
+from generators.errors import UserError
 
 DISTANCES = ("perceptual", "pixel")
 
 
 @dataclass
-class ModeSeekingConfig:
+class ModeSeekingConfig(SavedConfig):
     """Cluster-wise mode seeking of one task (saved in task.json).
 
     enabled: add L_ms to the generator loss.
@@ -51,20 +54,9 @@ class ModeSeekingConfig:
 
     def __post_init__(self):
         if self.distance not in DISTANCES:
-            raise ValueError(f"mode-seeking distance must be one of {DISTANCES}, got {self.distance!r}")
+            raise UserError(f"mode-seeking distance must be one of {DISTANCES}, got {self.distance!r}")
         if self.weight < 0 or self.eps <= 0 or self.batch < 0 or self.batch == 1:
-            raise ValueError("mode seeking needs weight >= 0, eps > 0 and batch 0 or >= 2")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModeSeekingConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown ModeSeekingConfig field(s) {unknown}")
-        return cls(**d)
+            raise UserError("mode seeking needs weight >= 0, eps > 0 and batch 0 or >= 2")
 
 
 # --------------------------------------------------------------------------- clusters
@@ -209,7 +201,7 @@ def make_distance(kind: str, reals: torch.Tensor, evaluator=None):
         return PixelDistance(reals)
     if kind == "perceptual":
         if evaluator is None:
-            raise ValueError("mode seeking with the perceptual distance needs the evaluators (assets/evaluators); "
-                             "train them with `studio pretrain evaluators` or use the pixel distance")
+            raise UserError("mode seeking with the perceptual distance needs the evaluators (assets/evaluators); "
+                            "train them with `studio pretrain evaluators` or use the pixel distance")
         return PerceptualDistance(evaluator, reals)
-    raise ValueError(f"unknown distance {kind!r}; choose from {DISTANCES}")
+    raise UserError(f"unknown distance {kind!r}; choose from {DISTANCES}")

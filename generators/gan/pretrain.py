@@ -42,6 +42,7 @@ this run's budget); should_stop() is polled every step and ends the run cleanly 
 from __future__ import annotations
 
 import copy
+import io
 import json
 import math
 import os
@@ -59,6 +60,8 @@ import torch
 import torch.nn.functional as F
 
 from generators.diffusion import resolve_device
+from generators.errors import UserError
+from generators.files import CHECKPOINT_FILE, atomic_save_tensors, atomic_write_bytes, atomic_write_json
 from generators.gan.stylegan2 import (
     CONFIG_FILE,
     DISCRIMINATOR_FILE,
@@ -67,8 +70,6 @@ from generators.gan.stylegan2 import (
     Discriminator,
     GANConfig,
     Generator,
-    _atomic_save_tensors,
-    _atomic_write_json,
     count_params,
     image_grid,
     load_discriminator,
@@ -81,8 +82,8 @@ from generators.gan.stylegan2 import (
     widen_discriminator,
     widen_generator,
 )
+from generators.optim_state import load_optimizer, optimizer_tensors
 
-CHECKPOINT_TENSORS = "checkpoint.safetensors"
 CHECKPOINT_JSON = "checkpoint.json"
 OPTIONS_FILE = "training_options.json"
 SAMPLES_FILE = "samples.png"
@@ -250,29 +251,6 @@ def _device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def _optimizer_tensors(opt: torch.optim.Optimizer, params, prefix: str) -> dict[str, torch.Tensor]:
-    out = {}
-    for i, p in enumerate(params):
-        for key, value in opt.state.get(p, {}).items():
-            t = value if torch.is_tensor(value) else torch.tensor(float(value))
-            out[f"{prefix}{i}.{key}"] = t.detach().to("cpu").contiguous()
-    return out
-
-
-def _load_optimizer(opt: torch.optim.Optimizer, params, tensors: dict, prefix: str, device) -> None:
-    group = opt.param_groups[0]
-    step_device = device if (group.get("fused") or group.get("capturable")) else "cpu"
-    for i, p in enumerate(params):
-        keys = {k[len(f"{prefix}{i}."):]: k for k in tensors if k.startswith(f"{prefix}{i}.")}
-        if not keys:
-            continue
-        state = {}
-        for name, key in keys.items():
-            t = tensors[key]
-            state[name] = t.float().to(step_device) if name == "step" else t.to(device)
-        opt.state[p] = state
-
-
 def _module_state(tensors: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
@@ -281,9 +259,9 @@ def _write_samples(G_ema: Generator, out: Path, device) -> None:
     with torch.no_grad():
         z = seeded_z(64, G_ema.z_dim, SAMPLE_SEED, device)
         imgs = G_ema(z, truncation_psi=1.0, noise_mode="const", clamp=True, fused_modconv=False)
-    tmp = out / (SAMPLES_FILE + ".tmp")
-    image_grid(imgs, nrow=8).save(tmp, format="PNG")
-    os.replace(tmp, out / SAMPLES_FILE)
+    buf = io.BytesIO()
+    image_grid(imgs, nrow=8).save(buf, format="PNG")
+    atomic_write_bytes(out / SAMPLES_FILE, buf.getvalue())
 
 
 # --------------------------------------------------------------------------- training
@@ -343,44 +321,44 @@ def pretrain_gan(
     out = Path(out_dir)
     dev = resolve_device(device)
     if precision not in ("fp32", "bf16", "fp16"):
-        raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+        raise UserError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
     if precision != "fp32" and dev.type != "cuda":
-        raise ValueError(f"precision {precision} needs a CUDA device; use fp32 on the CPU")
+        raise UserError(f"precision {precision} needs a CUDA device; use fp32 on the CPU")
     if precision == "bf16" and not torch.cuda.is_bf16_supported():
-        raise ValueError("this CUDA device does not support bf16; use --precision fp16 or fp32")
+        raise UserError("this CUDA device does not support bf16; use --precision fp16 or fp32")
     if not seconds or seconds <= 0:
-        raise ValueError(f"seconds must be positive, got {seconds}")
+        raise UserError(f"seconds must be positive, got {seconds}")
     batch = int(batch_size) if batch_size is not None else (128 if dev.type == "cuda" else 32)
     if batch < 1:
-        raise ValueError(f"batch size must be at least 1, got {batch}")
+        raise UserError(f"batch size must be at least 1, got {batch}")
     if num_workers is None:
         num_workers = min(6, max(0, (os.cpu_count() or 1) - 2)) if dev.type == "cuda" else 0
     if num_workers < 0:
-        raise ValueError(f"workers must be 0 or more, got {num_workers}")
+        raise UserError(f"workers must be 0 or more, got {num_workers}")
     if pool_images is None:
         pool_images = 32768 if (dev.type == "cuda" and num_workers > 0) else 4096
     if pool_images < 1:
-        raise ValueError(f"pool_images must be at least 1, got {pool_images}")
+        raise UserError(f"pool_images must be at least 1, got {pool_images}")
     if r1_interval < 1 or r1_gamma < 0 or lr <= 0:
-        raise ValueError("r1_interval must be >= 1, r1_gamma >= 0 and lr > 0")
+        raise UserError("r1_interval must be >= 1, r1_gamma >= 0 and lr > 0")
     if not 0 <= style_mixing_prob <= 1:
-        raise ValueError(f"style_mixing_prob must be between 0 and 1, got {style_mixing_prob}")
+        raise UserError(f"style_mixing_prob must be between 0 and 1, got {style_mixing_prob}")
     if pl_weight < 0 or pl_interval < 1:
-        raise ValueError(f"pl_weight must be >= 0 and pl_interval >= 1, got {pl_weight} and {pl_interval}")
+        raise UserError(f"pl_weight must be >= 0 and pl_interval >= 1, got {pl_weight} and {pl_interval}")
     if feature_d_weight <= 0:
-        raise ValueError(f"feature_d_weight must be positive, got {feature_d_weight}")
+        raise UserError(f"feature_d_weight must be positive, got {feature_d_weight}")
     if ema_kimg is not None and ema_kimg <= 0:
-        raise ValueError(f"ema_kimg must be positive, got {ema_kimg}")
+        raise UserError(f"ema_kimg must be positive, got {ema_kimg}")
     from generators.miniworld import KINDS
 
     kinds = tuple(kinds) if kinds else KINDS
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
-        raise ValueError(f"unknown kind(s) {unknown}; choose from {', '.join(KINDS)}")
+        raise UserError(f"unknown kind(s) {unknown}; choose from {', '.join(KINDS)}")
 
     # ---- what is in out_dir
     ckpt_json = out / CHECKPOINT_JSON
-    has_ckpt = ckpt_json.is_file() and (out / CHECKPOINT_TENSORS).is_file()
+    has_ckpt = ckpt_json.is_file() and (out / CHECKPOINT_FILE).is_file()
     has_final = (out / GENERATOR_FILE).is_file() and (out / DISCRIMINATOR_FILE).is_file()
     if resume:
         if not (has_ckpt or has_final):
@@ -391,14 +369,14 @@ def pretrain_gan(
         raise NotADirectoryError(f"{out} is not a folder")
 
     if init_from is not None and resume:
-        raise ValueError("init_from starts a new run from another folder; resume continues this one: use one of them")
+        raise UserError("init_from starts a new run from another folder; resume continues this one: use one of them")
     state = _State()
     ckpt = None
     if resume:
         if has_ckpt:
             ckpt = json.loads(ckpt_json.read_text())
             if ckpt.get("format") != FORMAT:
-                raise ValueError(f"{ckpt_json} is not a gan-mini checkpoint")
+                raise UserError(f"{ckpt_json} is not a gan-mini checkpoint")
             saved_cfg = GANConfig.from_dict(ckpt["config"])
             for k in ("step", "images_seen", "next_index", "train_seconds", "runs", "pl_mean"):
                 setattr(state, k, type(getattr(state, k))(ckpt.get(k, 0)))
@@ -413,7 +391,7 @@ def pretrain_gan(
                 state.runs = int(prev.get("runs", 0))
                 state.pl_mean = float(prev.get("pl_mean", 0.0))
         if config is not None and config != saved_cfg:
-            raise ValueError(f"the given config differs from the one in {out}; resume without a config")
+            raise UserError(f"the given config differs from the one in {out}; resume without a config")
         cfg = saved_cfg
     else:
         cfg = config if config is not None else GANConfig()
@@ -508,7 +486,7 @@ def pretrain_gan(
         started_at=started_at,
         finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    _atomic_write_json(summary, out / OPTIONS_FILE)
+    atomic_write_json(out / OPTIONS_FILE, summary, sort_keys=True)
     return summary
 
 
@@ -516,23 +494,23 @@ def _load_state(out: Path, has_ckpt: bool, G, D, G_ema, opt_G, opt_D, dev, D_fea
     from safetensors.torch import load_file
 
     if has_ckpt:
-        tensors = load_file(str(out / CHECKPOINT_TENSORS), device="cpu")
+        tensors = load_file(str(out / CHECKPOINT_FILE), device="cpu")
         try:
             G.load_state_dict(_module_state(tensors, "G."))
             D.load_state_dict(_module_state(tensors, "D."))
             G_ema.load_state_dict(_module_state(tensors, "G_ema."))
         except RuntimeError as err:
-            raise ValueError(f"{out / CHECKPOINT_TENSORS} does not match its checkpoint.json config") from err
-        _load_optimizer(opt_G, list(G.parameters()), tensors, "opt_G.", dev)
-        _load_optimizer(opt_D, list(D.parameters()), tensors, "opt_D.", dev)
+            raise UserError(f"{out / CHECKPOINT_FILE} does not match its checkpoint.json config") from err
+        load_optimizer(opt_G, list(G.parameters()), tensors, "opt_G.", dev)
+        load_optimizer(opt_D, list(D.parameters()), tensors, "opt_D.", dev)
         heads = _module_state(tensors, "P.")
         if D_feat is not None and heads:  # a run that had feature heads continues with them
             try:
                 D_feat.heads.load_state_dict(heads)
             except RuntimeError as err:
-                raise ValueError(f"the feature discriminator in {out / CHECKPOINT_TENSORS} does not match "
-                                 f"--feature-d's network") from err
-            _load_optimizer(opt_P, list(D_feat.heads.parameters()), tensors, "opt_P.", dev)
+                raise UserError(f"the feature discriminator in {out / CHECKPOINT_FILE} does not match "
+                                f"--feature-d's network") from err
+            load_optimizer(opt_P, list(D_feat.heads.parameters()), tensors, "opt_P.", dev)
     else:  # final weights only: G and G_ema start from G_ema, fresh Adam moments
         tensors = load_file(str(out / GENERATOR_FILE), device="cpu")
         G.load_state_dict(tensors)
@@ -546,7 +524,7 @@ def _init_from(folder: Path, cfg: GANConfig, G, D, G_ema) -> None:
         g_state = widen_generator(load_generator(folder), cfg).state_dict()
         d_state = widen_discriminator(load_discriminator(folder), cfg).state_dict()
     except ValueError as err:
-        raise ValueError(f"cannot start from {folder}: {err}") from None
+        raise UserError(f"cannot start from {folder}: {err}") from None
     G.load_state_dict(g_state)  # load_state_dict copies onto the modules' own device
     G_ema.load_state_dict(g_state)
     D.load_state_dict(d_state)
@@ -558,17 +536,17 @@ def _save_checkpoint(out: Path, G, D, G_ema, opt_G, opt_D, state: _State, cfg: G
     tensors.update(state_tensors(G, "G."))
     tensors.update(state_tensors(D, "D."))
     tensors.update(state_tensors(G_ema, "G_ema."))
-    tensors.update(_optimizer_tensors(opt_G, list(G.parameters()), "opt_G."))
-    tensors.update(_optimizer_tensors(opt_D, list(D.parameters()), "opt_D."))
+    tensors.update(optimizer_tensors(opt_G, list(G.parameters()), "opt_G."))
+    tensors.update(optimizer_tensors(opt_D, list(D.parameters()), "opt_D."))
     if D_feat is not None:  # the heads only: the frozen backbone is the --feature-d folder
         tensors.update(state_tensors(D_feat.heads, "P."))
-        tensors.update(_optimizer_tensors(opt_P, list(D_feat.heads.parameters()), "opt_P."))
-    _atomic_save_tensors(tensors, out / CHECKPOINT_TENSORS, {"format": FORMAT, "step": str(state.step)})
+        tensors.update(optimizer_tensors(opt_P, list(D_feat.heads.parameters()), "opt_P."))
+    atomic_save_tensors(tensors, out / CHECKPOINT_FILE, {"format": FORMAT, "step": str(state.step)})
     data = dict(format=FORMAT, config=cfg.to_dict(), options=options, step=state.step,
                 images_seen=state.images_seen, next_index=state.next_index,
                 train_seconds=round(state.train_seconds, 2), runs=state.runs, pl_mean=state.pl_mean,
                 saved_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    _atomic_write_json(data, out / CHECKPOINT_JSON)
+    atomic_write_json(out / CHECKPOINT_JSON, data, sort_keys=True)
 
 
 def _train_loop(G, D, G_ema, opt_G, opt_D, pool, cfg, state, out, dev, precision, batch, r1_gamma, r1_interval,

@@ -46,14 +46,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from generators.config import SavedConfig
+from generators.errors import UserError
+from generators.files import atomic_save_tensors, atomic_write_json
 
 FORMAT = "studio-gan-mini"
 FORMAT_VERSION = 1
@@ -68,7 +71,7 @@ SQRT_HALF = math.sqrt(0.5)
 
 
 @dataclass
-class GANConfig:
+class GANConfig(SavedConfig):
     """Architecture of gan-mini; saved in every checkpoint and next to every weights file.
 
     `channels[i]` is the generator width at resolution 4 * 2**i (so it lists 4, 8, ..., resolution);
@@ -95,19 +98,19 @@ class GANConfig:
             self.d_channels = tuple(int(c) for c in self.d_channels)
         r = self.resolution
         if not isinstance(r, int) or r < 8 or r > 1024 or r & (r - 1):
-            raise ValueError(f"resolution must be a power of two between 8 and 1024, got {r!r}")
+            raise UserError(f"resolution must be a power of two between 8 and 1024, got {r!r}")
         n = self.num_blocks
         for name in ("channels", "d_channels"):
             chans = getattr(self, name)
             if chans is None:
                 continue
             if len(chans) != n or min(chans) < 1:
-                raise ValueError(f"{name} needs {n} positive widths (resolutions 4..{r}), got {chans}")
+                raise UserError(f"{name} needs {n} positive widths (resolutions 4..{r}), got {chans}")
         for name in ("z_dim", "w_dim", "mapping_layers", "img_channels", "mbstd_group", "mbstd_channels"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.disc_channels()[0] % self.mbstd_channels:
-            raise ValueError("mbstd_channels must divide the 4x4 discriminator width")
+            raise UserError("mbstd_channels must divide the 4x4 discriminator width")
 
     @property
     def num_blocks(self) -> int:
@@ -123,20 +126,6 @@ class GANConfig:
 
     def disc_channels(self) -> tuple[int, ...]:
         return self.d_channels if self.d_channels is not None else self.channels
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["channels"] = list(self.channels)
-        d["d_channels"] = None if self.d_channels is None else list(self.d_channels)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "GANConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown GANConfig field(s) {unknown}")
-        return cls(**d)
 
 
 # --------------------------------------------------------------------------- layers
@@ -490,18 +479,18 @@ def widen_discriminator(old: Discriminator, config: GANConfig) -> Discriminator:
     old_ch, new_ch = tuple(old.config.disc_channels()), tuple(config.disc_channels())
     _check_widening(old.config, config, old_ch, new_ch, "d_channels")
     if new_ch[0] != old_ch[0]:
-        raise ValueError(f"widening a discriminator keeps its 4 px width {old_ch[0]} (the minibatch-std input), "
-                         f"got {new_ch[0]}")
+        raise UserError(f"widening a discriminator keeps its 4 px width {old_ch[0]} (the minibatch-std input), "
+                        f"got {new_ch[0]}")
     return _widened(old, Discriminator(config))
 
 
 def _check_widening(ocfg: GANConfig, config: GANConfig, old_widths: tuple, new_widths: tuple, what: str) -> None:
     for name in ("resolution", "z_dim", "w_dim", "mapping_layers", "img_channels", "mbstd_channels"):
         if getattr(ocfg, name) != getattr(config, name):
-            raise ValueError(f"widening keeps {name}: the old network has {getattr(ocfg, name)}, "
-                             f"the new config {getattr(config, name)}")
+            raise UserError(f"widening keeps {name}: the old network has {getattr(ocfg, name)}, "
+                            f"the new config {getattr(config, name)}")
     if any(n < o for n, o in zip(new_widths, old_widths)):
-        raise ValueError(f"widening only grows the widths ({what}): {old_widths} -> {new_widths}")
+        raise UserError(f"widening only grows the widths ({what}): {old_widths} -> {new_widths}")
 
 
 def _widened(old: nn.Module, new: nn.Module) -> nn.Module:
@@ -572,20 +561,6 @@ def _config_of(module: nn.Module, cfg: GANConfig | None) -> GANConfig:
     return cfg
 
 
-def _atomic_save_tensors(tensors: dict, path: Path, metadata: dict | None = None) -> None:
-    from generators.files import save_tensors
-
-    tmp = path.with_name(path.name + ".tmp")
-    save_tensors(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-
-
-def _atomic_write_json(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def state_tensors(module: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
     """The state dict as contiguous CPU tensors (what safetensors stores)."""
     return {prefix + k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
@@ -593,7 +568,7 @@ def state_tensors(module: nn.Module, prefix: str = "") -> dict[str, torch.Tensor
 
 def write_config(cfg: GANConfig, folder) -> Path:
     path = Path(folder) / CONFIG_FILE
-    _atomic_write_json({"format": FORMAT, "format_version": FORMAT_VERSION, "config": cfg.to_dict()}, path)
+    atomic_write_json(path, {"format": FORMAT, "format_version": FORMAT_VERSION, "config": cfg.to_dict()}, sort_keys=True)
     return path
 
 
@@ -604,11 +579,11 @@ def read_config(folder) -> GANConfig:
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err})") from None
+        raise UserError(f"{path} is not valid JSON ({err})") from None
     if data.get("format") != FORMAT or "config" not in data:
-        raise ValueError(f"{path} is not a gan-mini config (format {data.get('format')!r})")
+        raise UserError(f"{path} is not a gan-mini config (format {data.get('format')!r})")
     if data.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{path} has format version {data['format_version']}; this code reads up to {FORMAT_VERSION}")
+        raise UserError(f"{path} has format version {data['format_version']}; this code reads up to {FORMAT_VERSION}")
     return GANConfig.from_dict(data["config"])
 
 
@@ -617,7 +592,7 @@ def _save_network(module, cfg, folder, file_name, kind) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / file_name
-    _atomic_save_tensors(state_tensors(module), path,
+    atomic_save_tensors(state_tensors(module), path,
                          {"format": FORMAT, "kind": kind, "config": json.dumps(cfg.to_dict(), sort_keys=True)})
     write_config(cfg, folder)
     return path
@@ -636,15 +611,15 @@ def _load_network(cls, folder, file_name, device):
     try:
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError) as err:
-        raise ValueError(f"{path} is not a readable safetensors file ({err})") from None
+        raise UserError(f"{path} is not a readable safetensors file ({err})") from None
     missing = sorted(set(net.state_dict()) - set(state))
     unexpected = sorted(set(state) - set(net.state_dict()))
     if missing or unexpected:
-        raise ValueError(f"{path} does not match its config.json (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise UserError(f"{path} does not match its config.json (missing {missing[:3]}, unexpected {unexpected[:3]})")
     try:
         net.load_state_dict(state)
     except RuntimeError as err:
-        raise ValueError(f"{path} does not match its config.json: {str(err).splitlines()[-1].strip()}") from None
+        raise UserError(f"{path} does not match its config.json: {str(err).splitlines()[-1].strip()}") from None
     return net.to(device).eval().requires_grad_(False)
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
+
+from generators.config import SavedConfig
+from generators.errors import UserError
 
 
 @dataclass
-class MuseumConfig:
+class MuseumConfig(SavedConfig):
     # Shared LoRA (peft) on the UNet attention projections.
     rank: int = 8
     alpha: float = 8.0
@@ -52,28 +55,6 @@ class MuseumConfig:
 
     def __post_init__(self):
         if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+            raise UserError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
         if self.noise_offset < 0:
-            raise ValueError(f"noise_offset must be >= 0, got {self.noise_offset}")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["target_modules"] = list(self.target_modules)
-        d["token_init"] = list(self.token_init)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "MuseumConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown museum config keys {sorted(unknown)}")
-        d = dict(d)
-        for key in ("target_modules", "token_init"):
-            if key in d:
-                d[key] = tuple(d[key])
-        return cls(**d)
-
-    def naive(self) -> "MuseumConfig":
-        """Naive sequential shared LoRA: no regularizers, no distillation (the forgetting baseline)."""
-        return MuseumConfig.from_dict({**self.to_dict(), "use_sdl": False, "use_weight_reg": False, "use_feature_reg": False})
+            raise UserError(f"noise_offset must be >= 0, got {self.noise_offset}")

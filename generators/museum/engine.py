@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from generators import bases, diffusion
+from generators.errors import UserError
 from generators.museum.config import MuseumConfig
 from generators.museum.scores import SCORE_PROMPTS, score_text  # noqa: F401 - engine.SCORE_PROMPTS, engine.score_text
 from generators.museum.train import learn_style, load_pipe_style_tokens, style_prompt
@@ -37,8 +38,8 @@ def check_family(museum: Museum, pipe) -> None:
     """A museum built on one base family refuses a base of another (one line)."""
     have, built = bases.family_of_pipe(pipe), museum.family
     if built is not None and have != built:
-        raise ValueError(f"museum {museum.root} was built on an {bases.ADAPTERS[built].label} base ({museum.base!r}); "
-                         f"this base is {bases.ADAPTERS[have].label}, and a museum keeps one base: use another --museum")
+        raise UserError(f"museum {museum.root} was built on an {bases.ADAPTERS[built].label} base ({museum.base!r}); "
+                        f"this base is {bases.ADAPTERS[have].label}, and a museum keeps one base: use another --museum")
     museum.index.setdefault("family", have)
 
 
@@ -92,13 +93,13 @@ def learn(museum: Museum, style: StyleFolder, cfg: MuseumConfig, base=None, devi
         raise FileExistsError(f"style {style.name!r} is already in museum {museum.root}")
     taken = {s.token for s in museum.styles}
     if style.token in taken:
-        raise ValueError(f"token {style.token!r} is already used by another style in {museum.root}; set another token in style.toml")
+        raise UserError(f"token {style.token!r} is already used by another style in {museum.root}; set another token in style.toml")
     if museum.n_tasks:  # the shared LoRA's shape and scale are fixed by the first task
         first = MuseumConfig.from_dict(museum.manifest(museum.styles[0].name)["config"])
         for key in ("rank", "alpha", "target_modules"):
             if getattr(cfg, key) != getattr(first, key):
-                raise ValueError(f"museum {museum.root} shares a LoRA with {key} {getattr(first, key)!r}; "
-                                 f"this style asks for {getattr(cfg, key)!r} (a museum keeps one LoRA shape)")
+                raise UserError(f"museum {museum.root} shares a LoRA with {key} {getattr(first, key)!r}; "
+                                f"this style asks for {getattr(cfg, key)!r} (a museum keeps one LoRA shape)")
     start = time.time()
     pipe = diffusion.load_base(base, device, "fp32")
     check_family(museum, pipe)

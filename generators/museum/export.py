@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from generators import bases
+from generators.errors import UserError
 from generators.files import save_tensors
 from styles.museum import Museum
 
@@ -139,5 +140,5 @@ def export_kohya(museum: Museum, name: str, out: Path) -> Path:
 
 def export_style(museum: Museum, name: str, fmt: str, out: Path) -> Path:
     if fmt not in FORMATS:
-        raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     return (export_diffusers if fmt == "diffusers" else export_kohya)(museum, name, out)

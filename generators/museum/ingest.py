@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from generators.errors import UserError
+from generators.files import CHECKPOINT_FILE
 from styles.folder import IMAGE_SUFFIXES, StyleFolder, UnusableStyle, check_style_name, read_style_folder
 from styles.museum import Museum
 
@@ -46,17 +48,17 @@ def style_order(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
         try:
             lines = order_file.read_text().splitlines()
         except (UnicodeDecodeError, OSError) as err:
-            raise ValueError(f"{order_file} is not a readable text file ({err}); write one sub-folder name per line") from None
+            raise UserError(f"{order_file} is not a readable text file ({err}); write one sub-folder name per line") from None
         names = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
         inside = root.resolve()
         for n in names:
             target = (root / n).resolve()
             if Path(n).is_absolute() or ".." in Path(n).parts or target == inside or not target.is_relative_to(inside):
-                raise ValueError(f"{order_file} names {n!r}, which is not inside {root}; "
-                                 "list only the names of its sub-folders, one per line")
+                raise UserError(f"{order_file} names {n!r}, which is not inside {root}; "
+                                "list only the names of its sub-folders, one per line")
         missing = [n for n in names if not (root / n).is_dir()]
         if missing:
-            raise ValueError(f"{order_file} names folders that do not exist: {', '.join(missing)}")
+            raise UserError(f"{order_file} names folders that do not exist: {', '.join(missing)}")
         folders = [root / n for n in names]
     named = {p.resolve() for p in folders}
     skipped = [(p, "hidden folder" if p.name.startswith(".") else f"not named in {order_file.name}")
@@ -64,7 +66,7 @@ def style_order(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     if not folders:
         hint = "; its images belong in a sub-folder named after the style" if any(
             p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir()) else ""
-        raise ValueError(f"{root} holds no style folders (one sub-folder of images per style){hint}")
+        raise UserError(f"{root} holds no style folders (one sub-folder of images per style){hint}")
     return folders, skipped
 
 
@@ -106,7 +108,7 @@ def plan(root: Path, museum: Museum, resolution: int, new_version: bool = False)
                 item.reason = (f"the museum already has {style.name!r} with different images; "
                                "pass --new-version to learn it as a new version beside the original")
         work = museum.work_dir(item.name)
-        if item.action == "learn" and (work / "checkpoint.safetensors").exists():
+        if item.action == "learn" and (work / CHECKPOINT_FILE).exists():
             hashes = (work / "hashes.txt").read_text().split() if (work / "hashes.txt").exists() else []
             if hashes == style.hashes:
                 item.action, item.reason = "resume", "continues its interrupted training"

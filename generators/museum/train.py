@@ -23,17 +23,26 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from generators import bases
+from generators.diffusion_training import (
+    LOSS_EVERY,
+    TrainableTokenEmbedding,
+    add_style_token,
+    encode_images,
+    noise_scheduler,
+    prediction_target,
+)
+from generators.errors import UserError
+from generators.files import CHECKPOINT_FILE, atomic_save_tensors
 from generators.museum import losses
 from generators.museum.config import MuseumConfig
+from generators.optim_state import load_optimizer, optimizer_tensors
 
 ADAPTER = "museum"
-LOSS_EVERY = 10  # steps between loss read-outs for progress (each read-out is a host sync)
 
 
 def style_prompt(content: str, tokens: list[str]) -> str:
@@ -86,7 +95,7 @@ def attach_lora(unet, cfg: MuseumConfig, state: dict[str, torch.Tensor] | None) 
         peft_state = {k.removeprefix("unet."): v for k, v in state.items()}
         result = set_peft_model_state_dict(unet, peft_state, adapter_name=ADAPTER)
         if getattr(result, "unexpected_keys", None):
-            raise ValueError(f"stored LoRA state does not fit this base's UNet: {result.unexpected_keys[:3]}")
+            raise UserError(f"stored LoRA state does not fit this base's UNet: {result.unexpected_keys[:3]}")
 
 
 def lora_state(unet) -> dict[str, torch.Tensor]:
@@ -102,53 +111,6 @@ def factors_from_state(state: dict[str, torch.Tensor] | None, names: list[str], 
         return [None] * len(names)
     return [losses.lora_factors(state[f"unet.{n}.lora_A.weight"].float().to(device),
                                 state[f"unet.{n}.lora_B.weight"].float().to(device), scale) for n in names]
-
-
-def add_style_token(tokenizer, text_encoder, token: str, init_words: tuple[str, ...] = ()) -> int:
-    """Add `token` to the vocabulary, initialised at the mean embedding of `init_words` (textual
-    inversion's initializer token; each must be one token of the base) or, without them, of the
-    whole vocabulary; returns its id."""
-    init_ids = []
-    for word in init_words:
-        ids = tokenizer(word, add_special_tokens=False).input_ids
-        if len(ids) != 1:
-            raise ValueError(f"token_init word {word!r} is not one token of the base's vocabulary ({len(ids)} tokens); "
-                             f"choose words the base knows")
-        init_ids += ids
-    if tokenizer.add_tokens(token) != 1:
-        raise ValueError(f"token {token!r} already exists in the base's vocabulary; choose another token")
-    text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    emb = text_encoder.get_input_embeddings().weight
-    with torch.no_grad():
-        emb[-1] = emb[init_ids].mean(0) if init_ids else emb[:-1].mean(0)
-    return len(tokenizer) - 1
-
-
-class TrainableTokenEmbedding(torch.nn.Module):
-    """The text encoder's token embedding with some rows served by one trainable (n × D) matrix.
-
-    Only `rows` is a parameter, so the optimizer and the gradient hold n D-vectors instead of
-    the whole vocabulary (49,408 × 768 for SD's CLIP-L); every other token stays frozen by
-    construction. The museum trains one row (a style's token), a synthetic fit one per class.
-    """
-
-    def __init__(self, embedding: torch.nn.Embedding, token_ids: list[int]):
-        super().__init__()
-        self.embedding = embedding
-        self.register_buffer("token_ids", torch.tensor(token_ids, dtype=torch.long), persistent=False)
-        # A child after the embedding, not a direct parameter: the text encoder's first parameter
-        # (what its `.dtype` reports) stays the frozen table's, not this fp32 master copy.
-        self.trained = torch.nn.ParameterList([embedding.weight[token_ids].detach().float().clone()])
-
-    @property
-    def rows(self) -> torch.nn.Parameter:
-        return self.trained[0]
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        out = self.embedding(input_ids)
-        match = input_ids[..., None] == self.token_ids.to(input_ids.device)
-        served = self.rows.to(out.dtype)[match.long().argmax(-1)]
-        return torch.where(match.any(-1, keepdim=True), served, out)
 
 
 @contextmanager
@@ -186,28 +148,6 @@ def load_pipe_style_tokens(pipe, embeddings: dict[str, list[torch.Tensor]]) -> N
 # --- data -------------------------------------------------------------------------------
 
 
-@dataclass
-class TaskData:
-    means: torch.Tensor  # N×C×h×w posterior means (cached once)
-    stds: torch.Tensor
-    prompts: list[str]
-    set_statistics: torch.Tensor  # z̄: mean latent statistics of the style set
-
-
-@torch.no_grad()
-def encode_images(vae, images, device, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scaled posterior means and stds, encoded a batch at a time (peak memory of one batch)."""
-    means, stds = [], []
-    for i in range(0, len(images), batch_size):
-        x = torch.stack([torch.from_numpy(np.asarray(im, np.float32)).permute(2, 0, 1)
-                         for im in images[i : i + batch_size]]) / 127.5 - 1
-        dist = vae.encode(x.to(device, vae.dtype)).latent_dist
-        means.append(dist.mean.float())
-        stds.append(dist.std.float())
-    scale = vae.config.scaling_factor
-    return torch.cat(means) * scale, torch.cat(stds) * scale
-
-
 def default_caption(image_caption: str | None) -> str:
     return image_caption or "a picture"
 
@@ -223,12 +163,6 @@ class TaskResult:
     seconds: float
     stopped: bool
     resumed_from: int
-
-
-def _noisy(latents, noise, t, alphas):
-    a = alphas[t].sqrt()[:, None, None, None]
-    s = (1 - alphas[t]).sqrt()[:, None, None, None]
-    return a * latents + s * noise
 
 
 def learn_style(
@@ -263,10 +197,9 @@ def learn_style(
     pairs = family.text_pairs(pipe)
     unet, tokenizer, vae = pipe.unet, pipe.tokenizer, pipe.vae
     resolution = int(unet.config.sample_size * pipe.vae_scale_factor)
-    from diffusers import DDPMScheduler
-
-    alphas = DDPMScheduler.from_config(pipe.scheduler.config).alphas_cumprod.to(device)
-    v_prediction = pipe.scheduler.config.get("prediction_type", "epsilon") == "v_prediction"  # SD 2.x at 768 px
+    sched = noise_scheduler(pipe)
+    alphas = sched.alphas_cumprod.to(device)
+    v_prediction = sched.config.get("prediction_type", "epsilon") == "v_prediction"  # SD 2.x at 768 px
     n_train_t = len(alphas)
 
     # Data: cached latents, prompts carrying the token, and the set's statistics (z̄).
@@ -326,7 +259,7 @@ def learn_style(
             idx = torch.randint(len(images), (k,), generator=gen)
             z0 = means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen).to(device)
             t = torch.randint(0, n_train_t, (k,), generator=gen).to(device)
-            zt = _noisy(z0, torch.randn(z0.shape, generator=gen).to(device), t, alphas)
+            zt = sched.add_noise(z0, torch.randn(z0.shape, generator=gen).to(device), t)
             ids = family.tokenize(pipe, texts, device)
             cond, teacher = [], []
             with torch.no_grad(), autocast:  # a training batch at a time: the peak stays a step's
@@ -342,7 +275,7 @@ def learn_style(
         opt = torch.optim.AdamW(groups, weight_decay=0.0)
 
         step, resumed_from = 0, 0
-        ckpt = Path(checkpoint_dir) / "checkpoint.safetensors" if checkpoint_dir else None
+        ckpt = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
         if ckpt is not None and ckpt.exists():
             step = _load_checkpoint(ckpt, layers, vectors, opt, scaler, gen, cfg, len(earlier_states) - 1)
             resumed_from = step
@@ -364,7 +297,7 @@ def learn_style(
             if cfg.noise_offset:  # drawn only when on: runs without it keep their random stream
                 noise = noise + cfg.noise_offset * torch.randn(z0.shape[:2] + (1, 1), generator=gen).to(device)
             t = torch.randint(0, n_train_t, (cfg.batch_size,), generator=gen).to(device)
-            zt = _noisy(z0, noise, t, alphas)
+            zt = sched.add_noise(z0, noise, t)
             replay_step = replay is not None and step % replay_every == 0
             if replay_step:
                 r = torch.randint(replay[0].shape[0], (replay_batch,), generator=gen).to(device)
@@ -372,7 +305,7 @@ def learn_style(
                 cond = family.encode(pipe, [x[idx.to(device)] for x in ids_all], resolution)
                 pred = family.unet(unet, zt, t, cond).float()
             a_t = alphas[t][:, None, None, None]
-            target = a_t.sqrt() * noise - (1 - a_t).sqrt() * z0 if v_prediction else noise
+            target = prediction_target(sched, z0, noise, t)
             loss = F.mse_loss(pred, target.float())
             terms["diff"] = loss.detach()
             if cfg.use_sdl:
@@ -440,23 +373,19 @@ def _save_checkpoint(path: Path, layers, vectors, opt, scaler, gen, step, cfg: M
         tensors[f"lora.{name}.B"] = m.lora_B[ADAPTER].weight
     for i, vector in enumerate(vectors):  # "token": the first encoder's ("token.1": SDXL's second)
         tensors["token" if i == 0 else f"token.{i}"] = vector
-    for gi, group in enumerate(opt.param_groups):
-        for pi, p in enumerate(group["params"]):
-            state = opt.state.get(p, {})
-            for key in ("exp_avg", "exp_avg_sq"):
-                if key in state:
-                    tensors[f"opt.{gi}.{pi}.{key}"] = state[key]
-            if "step" in state:
-                tensors[f"opt.{gi}.{pi}.step"] = torch.as_tensor(state["step"], dtype=torch.float32).reshape(1)
+    tensors.update(optimizer_tensors(opt, _optimizer_labels(opt)))
     if scaler.is_enabled():
         tensors["scaler.scale"] = torch.tensor([scaler.get_scale()], dtype=torch.float64)
         tensors["scaler.growth_tracker"] = torch.tensor([scaler.state_dict()["_growth_tracker"]])
     tensors["rng"] = gen.get_state()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp,
-              metadata={"step": str(step), "config": json.dumps(cfg.to_dict()), "after_tasks": str(after_tasks)})
-    tmp.replace(path)
+    atomic_save_tensors(tensors, path, metadata={"step": str(step), "config": json.dumps(cfg.to_dict()),
+                                                 "after_tasks": str(after_tasks)})
+
+
+def _optimizer_labels(opt) -> dict:
+    """The checkpoint's names of the optimizer's parameters: opt.<group>.<position>."""
+    return {f"opt.{gi}.{pi}": p for gi, group in enumerate(opt.param_groups) for pi, p in enumerate(group["params"])}
 
 
 def _load_checkpoint(path: Path, layers, vectors, opt, scaler, gen, cfg: MuseumConfig, after_tasks: int) -> int:
@@ -469,7 +398,7 @@ def _load_checkpoint(path: Path, layers, vectors, opt, scaler, gen, cfg: MuseumC
     if meta.get("after_tasks") != str(after_tasks):
         return 0
     if MuseumConfig.from_dict(json.loads(meta["config"])) != cfg:  # fields added since take their defaults
-        raise ValueError(f"{path} was written with another training config; delete {path.parent} to start the style over")
+        raise UserError(f"{path} was written with another training config; delete {path.parent} to start the style over")
     tensors = load_file(path)
     with torch.no_grad():
         for name, m in layers.items():
@@ -477,14 +406,7 @@ def _load_checkpoint(path: Path, layers, vectors, opt, scaler, gen, cfg: MuseumC
             m.lora_B[ADAPTER].weight.copy_(tensors[f"lora.{name}.B"])
         for i, vector in enumerate(vectors):
             vector.copy_(tensors["token" if i == 0 else f"token.{i}"])
-    for gi, group in enumerate(opt.param_groups):
-        for pi, p in enumerate(group["params"]):
-            if f"opt.{gi}.{pi}.step" not in tensors:
-                continue
-            state = opt.state[p]
-            state["step"] = tensors[f"opt.{gi}.{pi}.step"].reshape(())
-            for key in ("exp_avg", "exp_avg_sq"):
-                state[key] = tensors[f"opt.{gi}.{pi}.{key}"].to(p.device)
+    load_optimizer(opt, _optimizer_labels(opt), tensors)
     if scaler.is_enabled() and "scaler.scale" in tensors:
         scaler.load_state_dict({**scaler.state_dict(), "scale": float(tensors["scaler.scale"]),
                                 "_growth_tracker": int(tensors["scaler.growth_tracker"])})

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from generators.config import SavedConfig
+
 
 @dataclass
-class MiniBaseConfig:
+class MiniBaseConfig(SavedConfig):
     resolution: int = 64
     max_length: int = 40
     # Autoencoder: 64 px -> 16x16x8 latents (4 channels lost object colours; docs/design.md).

@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from generators import diffusion, miniworld
+from generators.errors import UserError
 
 SCORED = ("kind", "color", "background", "position", "scale", "facing")
 
@@ -37,7 +38,7 @@ def evaluate_base(pipe, evaluator, n: int = 200, seed: int = 0, steps: int = 25,
     """Flat dict: <attribute>_accuracy for each scored attribute, plus the settings. With prompt_form
     "no-colour" the colour is not asked for, so it is not scored."""
     if prompt_form not in PROMPT_FORMS:
-        raise ValueError(f"prompt form must be one of {', '.join(PROMPT_FORMS)}, got {prompt_form!r}")
+        raise UserError(f"prompt form must be one of {', '.join(PROMPT_FORMS)}, got {prompt_form!r}")
     start = time.time()
     attrs = held_out_prompts(n, seed)
     size = diffusion.base_resolution(pipe)

@@ -30,6 +30,8 @@ import torch.nn.functional as F
 
 from generators import miniworld
 from generators.diffusion import resolve_device
+from generators.diffusion_training import min_snr_weight
+from generators.errors import UserError
 from generators.sd_mini.config import MiniBaseConfig
 from generators.sd_mini.tokenizer import build_tokenizer
 
@@ -155,9 +157,9 @@ def render_dataset(n: int, seed: int, size: int, workers: int | None = None, spe
     n_birds = round(n * bird_share) if bird_share else 0
     n_styled = round(n * style_share) if caption_styles else 0
     if n_birds + n_styled > n:
-        raise ValueError(f"bird_share {bird_share} and style_share {style_share} add up to more than the whole set")
+        raise UserError(f"bird_share {bird_share} and style_share {style_share} add up to more than the whole set")
     if family_share and not product_captions:
-        raise ValueError("family_share needs product_captions (the family's words follow the product's caption forms)")
+        raise UserError("family_share needs product_captions (the family's words follow the product's caption forms)")
     family = lambda j: family_share > 0 and (j * family_share) % 1 + family_share >= 1  # noqa: E731  (spread evenly)
     jobs = [(seed, i, size, miniworld.KINDS, species_captions, None) for i in range(n - n_birds - n_styled)]
     jobs += [(seed + 1, i, size, ("bird",), species_captions, None) for i in range(n_birds)]
@@ -178,7 +180,7 @@ def render_dataset(n: int, seed: int, size: int, workers: int | None = None, spe
 def add_style_words(tokenizer, text_encoder, words) -> list[str]:
     """Make each style name one token, added as a museum adds a style's token (at the vocabulary's
     mean). Returns the names added."""
-    from generators.museum.train import add_style_token
+    from generators.diffusion_training import add_style_token
 
     missing = [w for w in words if len(tokenizer(w, add_special_tokens=False).input_ids) != 1]
     for word in missing:
@@ -384,11 +386,12 @@ def train_unet(unet, text_encoder, tokenizer, means, stds, captions, cfg, second
     ema_unet, ema_text = EMA(unet, cfg.ema_decay), EMA(text_encoder, cfg.ema_decay)
     first_step = 0
     if state is not None:
-        from generators.gan.pretrain import _load_optimizer, _module_state
+        from generators.gan.pretrain import _module_state
+        from generators.optim_state import load_optimizer
 
         unet.load_state_dict(_module_state(state, "unet."))
         text_encoder.load_state_dict(_module_state(state, "text."))
-        _load_optimizer(opt, params, state, "opt.", device)
+        load_optimizer(opt, params, state, "opt.", device)
         first_step = int(state["global_step"])
     noise_sched = training_scheduler()
     alphas = noise_sched.alphas_cumprod.to(device)
@@ -406,14 +409,11 @@ def train_unet(unet, text_encoder, tokenizer, means, stds, captions, cfg, second
         tok = torch.where(drop[:, None], empty.expand_as(tok), tok)
         noise = torch.randn(latents.shape, generator=gen, device=device)
         t = torch.randint(0, 1000, (cfg.unet_batch,), generator=gen, device=device)
-        a = alphas[t].sqrt()[:, None, None, None]
-        s = (1 - alphas[t]).sqrt()[:, None, None, None]
-        noisy = a * latents + s * noise
+        noisy = noise_sched.add_noise(latents, noise, t)
         with _autocast(device, precision):
             cond = text_encoder(tok)[0]
             pred = unet(noisy, t, encoder_hidden_states=cond).sample
-        snr = alphas[t] / (1 - alphas[t])
-        weight = torch.clamp(snr, max=cfg.min_snr_gamma) / snr
+        weight = min_snr_weight(alphas, t, cfg.min_snr_gamma)
         loss = (F.mse_loss(pred.float(), noise, reduction="none").mean((1, 2, 3)) * weight).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -434,12 +434,12 @@ def train_unet(unet, text_encoder, tokenizer, means, stds, captions, cfg, second
 
 def train_state_tensors(unet, text_encoder, opt, global_step: int) -> dict[str, torch.Tensor]:
     """Raw (non-EMA) weights, AdamW moments and the global step: an exact resume's state."""
-    from generators.gan.pretrain import _optimizer_tensors
+    from generators.optim_state import optimizer_tensors
 
     params = list(unet.parameters()) + list(text_encoder.parameters())
     out = {f"unet.{k}": v.detach().to("cpu").contiguous() for k, v in unet.state_dict().items()}
     out.update({f"text.{k}": v.detach().to("cpu").contiguous() for k, v in text_encoder.state_dict().items()})
-    out.update(_optimizer_tensors(opt, params, "opt."))
+    out.update(optimizer_tensors(opt, params, "opt."))
     out["global_step"] = torch.tensor(global_step, dtype=torch.int64)
     return out
 
@@ -525,8 +525,8 @@ def pretrain_base(
         vae_seconds = 0
         has_pooled = unet.config.get("addition_embed_type") == "text"
         if has_pooled and not cfg.unet_pooled_text:
-            raise ValueError(f"{out_dir}'s UNet has the pooled-prompt pathway; dropping it (--no-pooled-text) would "
-                             f"discard what it learnt: train a new base without it instead")
+            raise UserError(f"{out_dir}'s UNet has the pooled-prompt pathway; dropping it (--no-pooled-text) would "
+                            f"discard what it learnt: train a new base without it instead")
         if not has_pooled and cfg.unet_pooled_text and "unet_pooled_text" in (overrides or {}):
             # An architecture change on resume: a new UNet, warm-started from the saved one.
             upgraded = build_unet(cfg)
@@ -555,23 +555,23 @@ def pretrain_base(
             warm_start[name] = {"copied": copied, "fresh": fresh}
 
     if cfg.bird_share is not None and not 0 < cfg.bird_share <= 1:
-        raise ValueError(f"bird_share (--bird-share) must be in (0, 1], got {cfg.bird_share}")
+        raise UserError(f"bird_share (--bird-share) must be in (0, 1], got {cfg.bird_share}")
     styles_added = []
     if cfg.style_share and not cfg.caption_styles:
-        raise ValueError(f"style_share {cfg.style_share} names no styles: pass --caption-styles too")
+        raise UserError(f"style_share {cfg.style_share} names no styles: pass --caption-styles too")
     if cfg.caption_styles:
         from styles.reference import REFERENCE_STYLES
 
         unknown = [n for n in cfg.caption_styles if n not in REFERENCE_STYLES]
         if unknown:
-            raise ValueError(f"caption_styles {unknown} are not reference styles; choose from {', '.join(REFERENCE_STYLES)}")
+            raise UserError(f"caption_styles {unknown} are not reference styles; choose from {', '.join(REFERENCE_STYLES)}")
         if not 0 < cfg.style_share < 1:
-            raise ValueError(f"style_share must be in (0, 1) with caption_styles, got {cfg.style_share}")
+            raise UserError(f"style_share must be in (0, 1) with caption_styles, got {cfg.style_share}")
         styles_added = add_style_words(tokenizer, text_encoder, cfg.caption_styles)
     if not 0 <= cfg.family_share <= 1:
-        raise ValueError(f"family_share must be in [0, 1], got {cfg.family_share}")
+        raise UserError(f"family_share must be in [0, 1], got {cfg.family_share}")
     if cfg.lr_schedule not in ("cosine", "constant"):
-        raise ValueError(f"lr_schedule must be cosine or constant, got {cfg.lr_schedule!r}")
+        raise UserError(f"lr_schedule must be cosine or constant, got {cfg.lr_schedule!r}")
     state = None  # an architecture change or a warm start begins a fresh optimizer
     if resume and unet_upgrade is None and init_from is None and (out_dir / TRAIN_STATE).is_file():
         from safetensors.torch import load_file
@@ -582,8 +582,8 @@ def pretrain_base(
 
         words_added = add_style_words(tokenizer, text_encoder, style_family.words() + list(style_family.CATEGORY_WORDS))
         if words_added and state is not None:
-            raise ValueError(f"{out_dir}'s {TRAIN_STATE} predates the words {words_added}; move it aside to start the "
-                             f"optimizer afresh")
+            raise UserError(f"{out_dir}'s {TRAIN_STATE} predates the words {words_added}; move it aside to start the "
+                            f"optimizer afresh")
         styles_added += words_added
     global_step = int(state["global_step"]) if state is not None else 0
 

@@ -23,6 +23,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageFilter
 
+from generators.errors import UserError
+
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -223,7 +225,7 @@ def apply_components(image: Image.Image, names, rng: np.random.Generator) -> Ima
     """The image with each named component applied in the family's order."""
     unknown = [n for n in names if n not in COMPONENT_NAMES]
     if unknown:
-        raise ValueError(f"unknown style components {unknown}; choose from {', '.join(COMPONENT_NAMES)}")
+        raise UserError(f"unknown style components {unknown}; choose from {', '.join(COMPONENT_NAMES)}")
     a = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
     for c in COMPONENTS:
         if c.name in names:

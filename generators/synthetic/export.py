@@ -33,6 +33,7 @@ are split with ``PartialState().split_between_processes``.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import zipfile
@@ -41,6 +42,8 @@ from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
+from generators.errors import UserError
+from generators.files import atomic_write_bytes, atomic_write_text, temporary_path
 from generators.synthetic import extract as ex
 from generators.synthetic import fit as ft
 
@@ -68,11 +71,11 @@ class ExportConfig:
 
     def validate(self) -> None:
         if self.context not in CONTEXTS:
-            raise ValueError(f"--context must be one of {', '.join(CONTEXTS)}, got {self.context!r}")
+            raise UserError(f"--context must be one of {', '.join(CONTEXTS)}, got {self.context!r}")
         if self.per_class < 1 or self.steps < 1 or self.batch_size < 1:
-            raise ValueError("--per-class, --steps and --batch-size must be at least 1")
+            raise UserError("--per-class, --steps and --batch-size must be at least 1")
         if self.size is not None and (self.size < 8 or self.size % 8):
-            raise ValueError(f"--size must be a positive multiple of 8, got {self.size}")
+            raise UserError(f"--size must be a positive multiple of 8, got {self.size}")
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ def plan_export(work: Path, cfg: ExportConfig) -> Plan:
     if cfg.context == "same-class":
         empty = [c for c, v in by_class.items() if not v]
         if empty:
-            raise ValueError(f"--context same-class: class {empty[0]!r} has no line in {bank_path}; add one or use --context bank")
+            raise UserError(f"--context same-class: class {empty[0]!r} has no line in {bank_path}; add one or use --context bank")
     jobs, batches = [], []
     for label, c in enumerate(classes):
         pool = bank if cfg.context == "bank" else by_class[c] if cfg.context == "same-class" else []
@@ -190,18 +193,15 @@ def _check_out(out: Path, fp: dict) -> None:
         raise FileExistsError(f"{out} exists and is not an empty folder; choose a new --out")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+# Temporary names are hidden (.name.tmp): an export's folders must list only its files.
 
 
 def _save_png(image: Image.Image, row: dict, path: Path) -> None:
     info = PngImagePlugin.PngInfo()
     info.add_text("studio", json.dumps(row, sort_keys=True))
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG", pnginfo=info)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=info)
+    atomic_write_bytes(path, buf.getvalue(), hidden=True)
 
 
 def load_pipeline(plan: Plan, device: str = "auto"):
@@ -211,10 +211,10 @@ def load_pipeline(plan: Plan, device: str = "auto"):
     pipe = diffusion.load_base(plan.fit_config.base, device, plan.cfg.precision)
     lora = plan.work / ft.LORA_FILE
     if ft.sha256_file(lora) != plan.fit_info["lora_sha256"]:
-        raise ValueError(f"{lora} does not match the sha256 in {plan.work / ft.RESULT_FILE}; fit again")
+        raise UserError(f"{lora} does not match the sha256 in {plan.work / ft.RESULT_FILE}; fit again")
     tokens = plan.work / ft.CLASS_TOKENS_FILE
     if plan.fit_info.get("class_tokens_sha256") and ft.sha256_file(tokens) != plan.fit_info["class_tokens_sha256"]:
-        raise ValueError(f"{tokens} does not match the sha256 in {plan.work / ft.RESULT_FILE}; fit again")
+        raise UserError(f"{tokens} does not match the sha256 in {plan.work / ft.RESULT_FILE}; fit again")
     return ft.load_lora_into(pipe, lora)
 
 
@@ -263,7 +263,7 @@ def export(work: Path, out: Path, cfg: ExportConfig, device: str = "auto", progr
     if state.is_main_process:
         (out / "train").mkdir(parents=True, exist_ok=True)
         if not (out / "generation_config.json").is_file():
-            _write_atomic(out / MARKER, json.dumps(fp, indent=2) + "\n")
+            atomic_write_text(out / MARKER, json.dumps(fp, indent=2) + "\n", hidden=True)
         for c in plan.classes:
             (out / "train" / c).mkdir(exist_ok=True)
             for stale in (out / "train" / c).glob(".*.tmp"):
@@ -388,12 +388,12 @@ def _class_tokens_load(base) -> str:
 
 def _finish(plan: Plan, out: Path, fp: dict, scheduler: str) -> None:
     rows = [metadata_row(plan, j, scheduler) for j in plan.jobs]
-    _write_atomic(out / "train" / "metadata.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_text(out / "train" / "metadata.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), hidden=True)
     classes = {"classes": plan.classes, "class_to_idx": {c: i for i, c in enumerate(plan.classes)},
                "class_words": {c: ft.class_phrase(plan.fit_config, c) for c in plan.classes}}
-    _write_atomic(out / "classes.json", json.dumps(classes, indent=2) + "\n")
-    _write_atomic(out / "generation_config.json", json.dumps(generation_config(plan, fp, scheduler), indent=2) + "\n")
-    _write_atomic(out / "README.md", dataset_card(plan, scheduler))
+    atomic_write_text(out / "classes.json", json.dumps(classes, indent=2) + "\n", hidden=True)
+    atomic_write_text(out / "generation_config.json", json.dumps(generation_config(plan, fp, scheduler), indent=2) + "\n", hidden=True)
+    atomic_write_text(out / "README.md", dataset_card(plan, scheduler), hidden=True)
 
 
 def dataset_card(plan: Plan, scheduler: str) -> str:
@@ -465,7 +465,7 @@ def write_zip(out: Path) -> Path:
     """OUT.zip beside OUT: sorted entries, fixed timestamps (the same export gives the same bytes)."""
     out = Path(out)
     target = out.with_name(out.name + ".zip")
-    tmp = target.with_name(f".{target.name}.tmp")
+    tmp = temporary_path(target, hidden=True)  # streamed (a set can be larger than memory), then renamed
     files = sorted(p for p in out.rglob("*") if p.is_file() and not p.name.startswith("."))
     with zipfile.ZipFile(tmp, "w") as zf:
         for path in files:
@@ -492,11 +492,11 @@ def regenerate(out: Path, file_name: str, work: Path | None = None, device: str 
                        size=fp["width"], precision=fp["precision"])
     plan = plan_export(Path(work or gc["work"]), cfg)
     if plan.fit_info["lora_sha256"] != fp["lora_sha256"] or plan.bank_sha256 != fp["bank_sha256"]:
-        raise ValueError(f"the work folder's LoRA or bank differs from the one {out} was made with; pass the original --work")
+        raise UserError(f"the work folder's LoRA or bank differs from the one {out} was made with; pass the original --work")
     for batch in plan.batches:
         for k, job in enumerate(batch):
             if job.file_name == file_name:
                 pipe = load_pipeline(plan, device)
                 return diffusion.generate(pipe, _settings(plan, batch, _scheduler_name(plan)), batch_size=len(batch))[k]
-    raise ValueError(f"{file_name!r} is not an image of {out} (expected '<class>/<index:06d>.png')")
+    raise UserError(f"{file_name!r} is not an image of {out} (expected '<class>/<index:06d>.png')")
 

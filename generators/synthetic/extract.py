@@ -35,6 +35,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from generators.errors import UserError
+from generators.files import atomic_write_text
 from styles.folder import IMAGE_SUFFIXES, load_image
 
 BANK_FILE = "bank.jsonl"
@@ -80,19 +82,19 @@ def class_words(class_name: str) -> str:
 def read_class_folders(root: Path, resolution: int = 64) -> tuple[list[str], list[RealImage], list[tuple[str, str]]]:
     """Classes (sorted folder names), their usable images and the rejected files with reasons.
 
-    Raises ValueError when the folder holds no class folders or a class has no usable image.
+    Raises UserError when the folder holds no class folders or a class has no usable image.
     """
     root = Path(root)
     if not root.is_dir():
         raise NotADirectoryError(f"{root} is not a folder; pass a folder of class folders (DIR/<class>/<image>)")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
-        raise ValueError(f"{root} holds no class folders; put each class's images in DIR/<class>/")
+        raise UserError(f"{root} holds no class folders; put each class's images in DIR/<class>/")
     classes, images, rejected = [], [], []
     for folder in class_dirs:
         if not CLASS_NAME.match(folder.name):
-            raise ValueError(f"class folder name {folder.name!r} in {root}: use letters, digits, space, '_', '-', '.', '+' "
-                             "(at most 64 characters, starting with a letter or digit); rename the folder")
+            raise UserError(f"class folder name {folder.name!r} in {root}: use letters, digits, space, '_', '-', '.', '+' "
+                            "(at most 64 characters, starting with a letter or digit); rename the folder")
         count = 0
         for path in sorted(folder.iterdir()):
             if path.name.startswith(".") or path.is_dir():
@@ -108,7 +110,7 @@ def read_class_folders(root: Path, resolution: int = 64) -> tuple[list[str], lis
             images.append(RealImage(rel, folder.name, path, image))
             count += 1
         if count == 0:
-            raise ValueError(f"class folder {folder} has no usable image ({', '.join(IMAGE_SUFFIXES)}); add a few or remove the folder")
+            raise UserError(f"class folder {folder} has no usable image ({', '.join(IMAGE_SUFFIXES)}); add a few or remove the folder")
         classes.append(folder.name)
     return classes, images, rejected
 
@@ -153,8 +155,8 @@ class SidecarExtractor(Extractor):
                     row = json.loads(line)
                     self.table[str(row["file"])] = Context(_clean(row["background"]), _clean(row["pose"]))
                 except (json.JSONDecodeError, KeyError, TypeError) as err:
-                    raise ValueError(f"{jsonl} line {n}: expected {{\"file\": \"<class>/<image>\", \"background\": ..., "
-                                     f"\"pose\": ...}} ({type(err).__name__}); fix the line") from None
+                    raise UserError(f"{jsonl} line {n}: expected {{\"file\": \"<class>/<image>\", \"background\": ..., "
+                                    f"\"pose\": ...}} ({type(err).__name__}); fix the line") from None
 
     @classmethod
     def parse_txt(cls, text: str, path: Path) -> Context:
@@ -168,8 +170,8 @@ class SidecarExtractor(Extractor):
         match = cls._CAPTION.search(" ".join(text.split()))
         if match:
             return Context(_clean(match["background"]), _clean(match["pose"] or ""))
-        raise ValueError(f"{path}: write 'background: <phrase>' and 'pose: <phrase>' lines "
-                         "(or a caption '... on the <background> background, <pose>')")
+        raise UserError(f"{path}: write 'background: <phrase>' and 'pose: <phrase>' lines "
+                        "(or a caption '... on the <background> background, <pose>')")
 
     def extract(self, items, category):
         out = []
@@ -278,9 +280,9 @@ class CaptionerExtractor(Extractor):
 def make_extractors(kind: str, root: Path, captioner: str | None = None, device: str = "cpu") -> list[Extractor]:
     """The chain for --extractor: each later one fills the images the earlier ones left."""
     if kind not in EXTRACTORS:
-        raise ValueError(f"--extractor must be one of {', '.join(EXTRACTORS)}, got {kind!r}")
+        raise UserError(f"--extractor must be one of {', '.join(EXTRACTORS)}, got {kind!r}")
     if kind == "captioner" and not captioner:
-        raise ValueError("--extractor captioner needs --captioner ID_OR_PATH (a local folder or hub id of a vision-language model)")
+        raise UserError("--extractor captioner needs --captioner ID_OR_PATH (a local folder or hub id of a vision-language model)")
     if kind == "sidecar":
         return [SidecarExtractor(root)]
     if kind == "miniworld":
@@ -320,8 +322,8 @@ def build_bank(items: list[RealImage], category: str, extractors: list[Extractor
                 found[i] = BankEntry(items[i].file, items[i].class_name, ctx.background, ctx.pose, extractor.source())
     missing = [items[i].file for i in range(len(items)) if i not in found]
     if missing:
-        raise ValueError(f"no attributes for {missing[0]} (and {len(missing) - 1} more); add sidecars "
-                         f"(DIR/{ATTRIBUTES_FILE} or a .txt per image) or use --extractor auto|miniworld|captioner")
+        raise UserError(f"no attributes for {missing[0]} (and {len(missing) - 1} more); add sidecars "
+                        f"(DIR/{ATTRIBUTES_FILE} or a .txt per image) or use --extractor auto|miniworld|captioner")
     return [found[i] for i in range(len(items))]
 
 
@@ -336,11 +338,9 @@ def save_bank(path: Path, entries: list[BankEntry]) -> str:
     """Write the bank (atomically) and remember its hash, so a later hand edit can be told; returns the sha256."""
     path = Path(path)
     text = bank_text(entries)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write_text(path, text)
     digest = hashlib.sha256(text.encode()).hexdigest()
-    path.with_name(BANK_STAMP).write_text(digest + "\n")
+    atomic_write_text(path.with_name(BANK_STAMP), digest + "\n")
     return digest
 
 
@@ -369,15 +369,15 @@ def load_bank(path: Path, classes: list[str] | None = None) -> list[BankEntry]:
             entry = BankEntry(str(row["file"]), str(row["class_name"]), _clean(row["background"]), _clean(row["pose"]),
                               str(row.get("source", "edited")))
         except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(f"{path} line {n}: not a bank line ({type(err).__name__}: {err}); each line is "
-                             '{"file": ..., "class_name": ..., "background": ..., "pose": ...}; fix it or delete the file to re-extract') from None
+            raise UserError(f"{path} line {n}: not a bank line ({type(err).__name__}: {err}); each line is "
+                            '{"file": ..., "class_name": ..., "background": ..., "pose": ...}; fix it or delete the file to re-extract') from None
         if classes is not None and entry.class_name not in classes:
-            raise ValueError(f"{path} line {n}: class {entry.class_name!r} is not one of the fitted classes "
-                             f"({', '.join(classes)}); fix the line")
+            raise UserError(f"{path} line {n}: class {entry.class_name!r} is not one of the fitted classes "
+                            f"({', '.join(classes)}); fix the line")
         if entry.file in seen:
-            raise ValueError(f"{path} line {n}: {entry.file} appears twice; keep one line per real image")
+            raise UserError(f"{path} line {n}: {entry.file} appears twice; keep one line per real image")
         seen.add(entry.file)
         entries.append(entry)
     if not entries:
-        raise ValueError(f"{path} is empty; delete it to re-extract the bank")
+        raise UserError(f"{path} is empty; delete it to re-extract the bank")
     return entries

@@ -33,7 +33,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -41,14 +41,24 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from generators import bases
-from generators.files import save_tensors
+from generators.config import SavedConfig
+from generators.diffusion_training import (
+    LOSS_EVERY,
+    TrainableTokenEmbedding,
+    encode_images,
+    noise_scheduler,
+    prediction_target,
+)
+from generators.errors import UserError
+from generators.files import CHECKPOINT_FILE, atomic_save_tensors, atomic_write_json
+from generators.optim_state import load_optimizer, optimizer_tensors
 from generators.synthetic import extract as ex
 
 ADAPTER = "synth"
 CONFIG_FILE = "fit_config.json"
+OPTIMIZER_LAYOUT = "m.{state}.{param}"  # the checkpoint's names of Adam's moments: m.exp_avg.<parameter>
 RESULT_FILE = "fit.json"
 LORA_FILE = "pytorch_lora_weights.safetensors"
-CHECKPOINT_FILE = "checkpoint.safetensors"
 CLASS_TOKENS_FILE = "class_tokens.safetensors"
 CLASS_WORDS = ("plain", "learnt")
 TEMPLATE = "a {class} {category} on the {background} background, {pose}"
@@ -56,7 +66,7 @@ PLAIN_TEMPLATE = "a {class} {category}"
 
 
 @dataclass
-class FitConfig:
+class FitConfig(SavedConfig):
     category: str = "object"
     base: str | None = None  # None: the embedded studio-mini; else a resolved folder path or a hub id
     # LoRA (peft): rank = alpha as in BOB; UNet attention, optionally the text encoder attention.
@@ -81,37 +91,21 @@ class FitConfig:
     extractor: str = "auto"
     captioner: str | None = None
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["target_modules"] = list(self.target_modules)
-        d["text_target_modules"] = list(self.text_target_modules)
-        return d
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "FitConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown fit config keys {sorted(unknown)}")
-        d = dict(d)
-        for key in ("target_modules", "text_target_modules"):
-            if key in d:
-                d[key] = tuple(d[key])
-        return cls(**d)
 
     def validate(self) -> None:
         if not self.category.strip():
-            raise ValueError("--category must be a word, e.g. bird or aircraft")
+            raise UserError("--category must be a word, e.g. bird or aircraft")
         if self.steps < 1 or self.batch_size < 1 or self.rank < 1:
-            raise ValueError("--steps, --batch-size and --rank must be at least 1")
+            raise UserError("--steps, --batch-size and --rank must be at least 1")
         if self.class_words not in CLASS_WORDS:
-            raise ValueError(f"class_words must be one of {', '.join(CLASS_WORDS)}, got {self.class_words!r}")
+            raise UserError(f"class_words must be one of {', '.join(CLASS_WORDS)}, got {self.class_words!r}")
         if not 0.0 <= self.context_dropout <= 1.0:
-            raise ValueError(f"context dropout must be in [0, 1], got {self.context_dropout}")
+            raise UserError(f"context dropout must be in [0, 1], got {self.context_dropout}")
         for name, text, keys in (("template", self.template, ("{class}",)), ("plain template", self.plain_template, ("{class}",))):
             for key in keys:
                 if key not in text:
-                    raise ValueError(f"the {name} {text!r} lacks {key}")
+                    raise UserError(f"the {name} {text!r} lacks {key}")
 
 
 def fill(template: str, class_phrase: str, category: str, background: str = "", pose: str = "") -> str:
@@ -187,7 +181,7 @@ def attach(pipe, cfg: FitConfig) -> list[tuple[str, torch.nn.Parameter]]:
                 p.requires_grad_(True)
                 params.append((f"{prefix}.{name}", p))
     if not params:
-        raise ValueError("the LoRA found no target modules in this base; check the base is a Stable Diffusion pipeline")
+        raise UserError("the LoRA found no target modules in this base; check the base is a Stable Diffusion pipeline")
     return sorted(params, key=lambda kv: kv[0])
 
 
@@ -198,7 +192,7 @@ def add_class_tokens(pipe, classes: list[str], tok=None, te=None) -> list[int]:
     tokens = [class_token(c) for c in classes]
     taken = [t for t in tokens if t in tok.get_vocab()]
     if taken:
-        raise ValueError(f"the base's vocabulary already has {taken[0]}; rename that class folder or use class_words='plain'")
+        raise UserError(f"the base's vocabulary already has {taken[0]}; rename that class folder or use class_words='plain'")
     word_ids = [tok(ex.class_words(c), add_special_tokens=False).input_ids for c in classes]
     tok.add_tokens(tokens)
     te.resize_token_embeddings(len(tok))
@@ -289,8 +283,8 @@ def _check_config(work: Path, cfg: FitConfig) -> None:
         old = json.loads(path.read_text())
         if old != cfg.to_dict():
             diff = sorted(k for k in set(old) | set(cfg.to_dict()) if old.get(k) != cfg.to_dict().get(k))
-            raise ValueError(f"{work} holds a fit with other settings ({', '.join(diff)}); use a new --work folder "
-                             "or the same settings")
+            raise UserError(f"{work} holds a fit with other settings ({', '.join(diff)}); use a new --work folder "
+                            "or the same settings")
 
 
 def prepare_bank(work: Path, data_dir: Path, cfg: FitConfig, classes, items, device: str = "cpu", log=print):
@@ -302,8 +296,8 @@ def prepare_bank(work: Path, data_dir: Path, cfg: FitConfig, classes, items, dev
         by_file = {e.file for e in entries}
         missing = [it.file for it in items if it.file not in by_file]
         if missing:
-            raise ValueError(f"{path} has no line for {missing[0]} ({len(missing)} real images lack one); add lines or delete "
-                             f"{path} to extract the bank again")
+            raise UserError(f"{path} has no line for {missing[0]} ({len(missing)} real images lack one); add lines or delete "
+                            f"{path} to extract the bank again")
         if edited:
             log(f"using the edited caption bank {path}")
         return entries, edited
@@ -362,8 +356,6 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progre
     prompts_ctx = [prompt_for(cfg, it.class_name, c) for it, c in zip(items, contexts)]
     prompts_plain = [prompt_for(cfg, it.class_name, None) for it in items]
 
-    from generators.museum.train import LOSS_EVERY, TrainableTokenEmbedding, encode_images
-
     means, stds = encode_images(pipe.vae, [it.image for it in items], dev)
     family = bases.adapter(pipe)  # SD 1.x/2.x or SDXL: how prompts reach the UNet
     resolution = int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
@@ -384,11 +376,8 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progre
     ids_ctx, ids_plain = ids(prompts_ctx), ids(prompts_plain)
     params = [p for _, p in named]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
-    from diffusers import DDPMScheduler
-
-    noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
-    alphas = noise_sched.alphas_cumprod.to(dev)
-    prediction = pipe.scheduler.config.get("prediction_type", "epsilon")
+    noise_sched = noise_scheduler(pipe)
+    n_train_t = len(noise_sched.alphas_cumprod)
     gen = torch.Generator("cpu").manual_seed(cfg.seed)
 
     step = 0
@@ -408,13 +397,11 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progre
         idx = torch.randint(len(items), (b,), generator=gen)
         z0 = means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen).to(dev)
         noise = torch.randn(z0.shape, generator=gen).to(dev)
-        t = torch.randint(0, len(alphas), (b,), generator=gen).to(dev)
+        t = torch.randint(0, n_train_t, (b,), generator=gen).to(dev)
         use_ctx = (torch.rand(b, generator=gen) < p_ctx).to(dev)
         input_ids = [torch.where(use_ctx[:, None], c[idx.to(dev)], p[idx.to(dev)]) for c, p in zip(ids_ctx, ids_plain)]
-        a = alphas[t].sqrt()[:, None, None, None]
-        s = (1 - alphas[t]).sqrt()[:, None, None, None]
-        zt = a * z0 + s * noise
-        target = a * noise - s * z0 if prediction == "v_prediction" else noise
+        zt = noise_sched.add_noise(z0, noise, t)
+        target = prediction_target(noise_sched, z0, noise, t)
         lr = _lr(cfg, step)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -443,32 +430,28 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progre
     if class_embeddings:
         tokens = class_token_file(family, [class_token(c) for c in classes],
                                   [m.rows.detach().float().cpu().clone() for _, m in class_embeddings])
-        tmp = work / (CLASS_TOKENS_FILE + ".tmp")
-        save_tensors(tokens, str(tmp), metadata={"format": "pt"})
-        tmp.replace(work / CLASS_TOKENS_FILE)
+        atomic_save_tensors(tokens, work / CLASS_TOKENS_FILE, metadata={"format": "pt"})
         result.class_tokens_sha256 = sha256_file(work / CLASS_TOKENS_FILE)
         for te, module in class_embeddings:
             te.set_input_embeddings(module.embedding)
     state = lora_state(pipe, cfg)
     lora_path = work / LORA_FILE
-    tmp = work / (LORA_FILE + ".tmp")
     # One metadata key only: safetensors writes metadata in hash order, and the file's sha256 must be
     # a function of the weights (what the LoRA is for lives in fit.json).
-    save_tensors(state, str(tmp), metadata={"format": "pt"})
-    tmp.replace(lora_path)
+    atomic_save_tensors(state, lora_path, metadata={"format": "pt"})
     result.lora_sha256 = sha256_file(lora_path)
     info = {"steps": step, "final_loss": result.final_loss, "seconds": result.seconds, "lora_file": LORA_FILE,
             "lora_sha256": result.lora_sha256, "class_tokens_sha256": result.class_tokens_sha256, "bank_sha256": bank_hash, "bank_edited": edited, "classes": classes,
             "files": [it.file for it in items], "n_real": len(items), "data_dir": str(data_dir.resolve()),
             "resolution": resolution, "base": diffusion.base_name(cfg.base), "config": cfg.to_dict()}
-    tmp = work / (RESULT_FILE + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    tmp.replace(done)
+    atomic_write_json(done, info)
     ckpt.unlink(missing_ok=True)
     return result
 
 
 def _lr(cfg: FitConfig, step: int) -> float:
+    """Linear warmup from lr/warmup_steps, then cosine decay to 0 at cfg.steps. (Not diffusers'
+    get_cosine_schedule_with_warmup: that warmup starts at 0, one step behind this one.)"""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     span = max(1, cfg.steps - cfg.warmup_steps)
@@ -478,18 +461,9 @@ def _lr(cfg: FitConfig, step: int) -> float:
 def _save_checkpoint(path: Path, named, opt, gen, step: int, cfg: FitConfig, bank_hash: str) -> None:
     """LoRA weights, Adam moments, the data RNG and the step: an exact resume point."""
     tensors = {f"w.{name}": p for name, p in named}
-    for name, p in named:
-        state = opt.state.get(p, {})
-        for key in ("exp_avg", "exp_avg_sq"):
-            if key in state:
-                tensors[f"m.{key}.{name}"] = state[key]
-        if "step" in state:
-            tensors[f"m.step.{name}"] = torch.as_tensor(state["step"], dtype=torch.float32).reshape(1)
+    tensors.update(optimizer_tensors(opt, dict(named), layout=OPTIMIZER_LAYOUT))
     tensors["rng"] = gen.get_state()
-    tmp = path.with_name(path.name + ".tmp")
-    save_tensors({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
-              metadata={"step": str(step), "config": json.dumps(cfg.to_dict()), "bank_sha256": bank_hash})
-    tmp.replace(path)
+    atomic_save_tensors(tensors, path, metadata={"step": str(step), "config": json.dumps(cfg.to_dict()), "bank_sha256": bank_hash})
 
 
 def _load_checkpoint(path: Path, named, opt, gen, cfg: FitConfig, bank_hash: str) -> int:
@@ -498,23 +472,11 @@ def _load_checkpoint(path: Path, named, opt, gen, cfg: FitConfig, bank_hash: str
     with safe_open(str(path), "pt") as fh:
         meta = fh.metadata()
     if json.loads(meta["config"]) != cfg.to_dict() or meta.get("bank_sha256") != bank_hash:
-        raise ValueError(f"{path} was written with other settings or another bank; delete it to train from the start")
+        raise UserError(f"{path} was written with other settings or another bank; delete it to train from the start")
     tensors = load_file(str(path))
     with torch.no_grad():
         for name, p in named:
             p.copy_(tensors[f"w.{name}"])
-    for name, p in named:
-        if f"m.step.{name}" not in tensors:
-            continue
-        state = opt.state[p]
-        state["step"] = tensors[f"m.step.{name}"].reshape(())
-        for key in ("exp_avg", "exp_avg_sq"):
-            state[key] = tensors[f"m.{key}.{name}"].to(p.device)
+    load_optimizer(opt, dict(named), tensors, layout=OPTIMIZER_LAYOUT)
     gen.set_state(tensors["rng"])
     return int(meta["step"])
-
-
-def class_prompts(cfg: FitConfig, classes: list[str]) -> dict[str, str]:
-    """The context-free prompt of every class (for the dataset card)."""
-    return {c: prompt_for(cfg, c, None) for c in classes}
-

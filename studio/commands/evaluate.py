@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from generators.errors import UserError
 from studio.commands.common import add_base_arguments
 from studio.progress import TqdmProgress
 
@@ -46,7 +47,7 @@ def run_base(args) -> int:
     from generators.sd_mini.evaluate import evaluate_base
 
     if args.n < 1:
-        raise ValueError(f"--n must be at least 1, got {args.n}")
+        raise UserError(f"--n must be at least 1, got {args.n}")
     pipe = diffusion.load_base(args.base, args.device, args.precision)
     evaluator = load_evaluator(args.evaluators, device=str(pipe.device))
     kept = [] if args.samples else None
@@ -73,11 +74,11 @@ def run_gan(args) -> int:
     from generators.gan.stylegan2 import image_grid
 
     if args.n < 2:
-        raise ValueError(f"--n must be at least 2, got {args.n}")
+        raise UserError(f"--n must be at least 2, got {args.n}")
     if not 0 < args.threshold <= 1:
-        raise ValueError(f"--threshold is a probability in (0, 1], got {args.threshold}")
+        raise UserError(f"--threshold is a probability in (0, 1], got {args.threshold}")
     if not 0 <= args.truncation <= 1:
-        raise ValueError(f"--truncation is a psi in [0, 1] (1: no truncation), got {args.truncation}")
+        raise UserError(f"--truncation is a psi in [0, 1] (1: no truncation), got {args.truncation}")
     device = resolve_device(args.device)
     G, path = load_base(args.base, device=device)
     options = path / "training_options.json"  # a base trained on some kinds only is compared with those

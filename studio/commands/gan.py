@@ -15,24 +15,9 @@ import json
 import sys
 from pathlib import Path
 
+from generators.errors import UserError
+from studio.commands.common import StopFlag, parse_set
 from studio.progress import TqdmProgress
-
-
-class _StopFlag:
-    """should_stop() for the engine: true after Ctrl-C or SIGTERM, so the task checkpoints and stops cleanly."""
-
-    def __init__(self):
-        import signal
-
-        self.stopped = False
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame):
-        self.stopped = True
-
-    def __call__(self) -> bool:
-        return self.stopped
 
 
 def _add_store(p) -> None:
@@ -64,6 +49,10 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and training noise (default 0)")
     p.add_argument("--checkpoint-every", type=int, default=None, help="iterations between resumable checkpoints "
                                                                          "(default 100)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="set any TrainConfig field, or left.FIELD (LeFTConfig), mode_seeking.FIELD (ModeSeekingConfig) "
+                        "(repeatable; VALUE is JSON, or a plain string; applied after the other options), "
+                        "e.g. --set r1_gamma=5 --set left.init_std=0.05 --set mode_seeking.weight=0.5")
     _add_base(p, learn=True)
     p.set_defaults(run=run_learn)
 
@@ -84,17 +73,30 @@ def register(sub) -> None:
     t.set_defaults(run=run_tasks)
 
 
+def _apply_set(pairs: list[str], train, left, ms):
+    """--set over the three configs of a task: plain keys are TrainConfig's, left.* and mode_seeking.* the others'."""
+    from dataclasses import replace
+
+    groups = {"": [], "left.": [], "mode_seeking.": []}
+    for pair in pairs:
+        prefix = next((p for p in ("left.", "mode_seeking.") if pair.startswith(p)), "")
+        groups[prefix].append(pair[len(prefix):])
+    return (replace(train, **parse_set(groups[""], type(train))),
+            replace(left, **parse_set(groups["left."], type(left), "left.")),
+            replace(ms, **parse_set(groups["mode_seeking."], type(ms), "mode_seeking.")))
+
+
 def run_learn(args) -> int:
     from generators.gan.left import LeFTConfig
     from generators.gan.lifelong import TrainConfig, learn_task
     from generators.gan.mode_seeking import ModeSeekingConfig
 
     if args.iters is not None and args.iters < 1:
-        raise ValueError(f"--iters must be at least 1, got {args.iters}")
+        raise UserError(f"--iters must be at least 1, got {args.iters}")
     if args.rank is not None and args.rank < 1:
-        raise ValueError(f"--rank must be at least 1, got {args.rank}")
+        raise UserError(f"--rank must be at least 1, got {args.rank}")
     if args.checkpoint_every is not None and args.checkpoint_every < 1:
-        raise ValueError(f"--checkpoint-every must be at least 1, got {args.checkpoint_every}")
+        raise UserError(f"--checkpoint-every must be at least 1, got {args.checkpoint_every}")
     train = TrainConfig(seed=args.seed)
     if args.iters:
         train.iters = args.iters
@@ -102,7 +104,8 @@ def run_learn(args) -> int:
         train.checkpoint_every = args.checkpoint_every
     left = LeFTConfig(rank=args.rank or 1)
     ms = ModeSeekingConfig(enabled=not args.no_mode_seeking, distance=args.ms_distance)
-    stop = _StopFlag()
+    train, left, ms = _apply_set(args.set, train, left, ms)
+    stop = StopFlag()
     with TqdmProgress(f"gan learn {args.task}") as progress:
         meta = learn_task(args.store, args.task, args.dir, base=args.base, left=left, train=train, mode_seeking=ms,
                           device=args.device, progress=progress, should_stop=stop)
@@ -125,7 +128,7 @@ def run_sample(args) -> int:
     from generators.gan.stylegan2 import to_uint8
 
     if args.n < 1:
-        raise ValueError(f"--n must be at least 1, got {args.n}")
+        raise UserError(f"--n must be at least 1, got {args.n}")
     G, meta = load_task_generator(args.store, args.task, base=args.base, device=args.device)
     images = generate(G, args.n, args.seed, truncation_psi=args.truncation)
     if args.out.exists() and not args.out.is_dir():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from generators.errors import UserError
 from studio.commands.common import add_base_arguments, check_base
 from studio.progress import TqdmProgress
 
@@ -31,9 +32,9 @@ def register(sub) -> None:
 def preflight(args) -> None:
     """The arguments' own checks, before torch is imported (studio/cli.py)."""
     if args.n < 1 or args.steps < 1:
-        raise ValueError("--n and --steps must be at least 1")
+        raise UserError("--n and --steps must be at least 1")
     if args.size is not None and (args.size < 8 or args.size % 8):
-        raise ValueError(f"--size must be a positive multiple of 8 (the autoencoder halves it three times), got {args.size}")
+        raise UserError(f"--size must be a positive multiple of 8 (the autoencoder halves it three times), got {args.size}")
     check_base(args)
 
 

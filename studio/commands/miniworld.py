@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from generators.errors import UserError
 from studio.progress import TqdmProgress
 
 
@@ -30,11 +31,11 @@ def run_render(args) -> int:
     from generators import miniworld
 
     if args.n < 1:
-        raise ValueError(f"--n must be at least 1, got {args.n}")
+        raise UserError(f"--n must be at least 1, got {args.n}")
     kinds = miniworld.parse_kinds(args.kinds)
     if args.as_style_folders:
         if args.style != "plain":
-            raise ValueError("--style and --as-style-folders exclude each other (style folders hold every style)")
+            raise UserError("--style and --as-style-folders exclude each other (style folders hold every style)")
         with TqdmProgress("render") as progress:
             miniworld.write_style_folders(args.out, args.n, args.seed, kinds, args.size, progress)
     else:

@@ -6,7 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from studio.commands.common import add_base_arguments
+from generators.errors import UserError
+from studio.commands.common import StopFlag, add_base_arguments, add_set_argument, parse_set
 from studio.progress import TqdmProgress
 
 
@@ -16,7 +17,7 @@ def add_museum_argument(parser) -> None:
 
 
 def museum_dir(args) -> Path:
-    from styles.museum import default_museum_dir
+    from styles.home import default_museum_dir
 
     return args.museum or default_museum_dir()
 
@@ -39,6 +40,7 @@ def register(sub) -> None:
                    help="leave the base's plain prompts out of the feature regularizer (ablation: the style then leaks into every prompt)")
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="recompute UNet activations in the backward pass: less memory, about a third more time")
+    add_set_argument(p, "MuseumConfig", "lambda_sdl=0.1 --set lora_lr=5e-4")
     add_base_arguments(p, precision_help="autocast precision of training (the LoRA and tokens stay fp32; default: fp32)")
     p.set_defaults(run=run_ingest)
 
@@ -55,23 +57,6 @@ def register(sub) -> None:
     e.set_defaults(run=run_export)
 
 
-class StopFlag:
-    """should_stop() for the engines: true after Ctrl-C or SIGTERM, so the task checkpoints and stops cleanly."""
-
-    def __init__(self):
-        import signal
-
-        self.stopped = False
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame):
-        self.stopped = True
-
-    def __call__(self) -> bool:
-        return self.stopped
-
-
 def _config(args, style):
     from dataclasses import replace
 
@@ -79,31 +64,36 @@ def _config(args, style):
 
     default = MuseumConfig()
     rank = {"rank": args.rank, "alpha": float(args.rank)} if args.rank else {}
-    return replace(default, **rank, steps=args.steps or style.steps or default.steps,
-                   checkpoint_every=args.checkpoint_every or default.checkpoint_every,
-                   noise_offset=args.noise_offset, use_sdl=not args.no_sdl, use_weight_reg=not args.no_weight_reg,
-                   use_feature_reg=not args.no_feature_reg, preserve_base=not args.no_preserve_base,
-                   precision=args.precision, gradient_checkpointing=args.gradient_checkpointing)
+    cfg = replace(default, **rank, steps=args.steps or style.steps or default.steps,
+                  checkpoint_every=args.checkpoint_every or default.checkpoint_every,
+                  noise_offset=args.noise_offset, use_sdl=not args.no_sdl, use_weight_reg=not args.no_weight_reg,
+                  use_feature_reg=not args.no_feature_reg, preserve_base=not args.no_preserve_base,
+                  precision=args.precision, gradient_checkpointing=args.gradient_checkpointing)
+    return replace(cfg, **parse_set(args.set, MuseumConfig))
 
 
 def run_ingest(args) -> int:
+    from dataclasses import replace
+
     from generators import diffusion
+    from generators.museum.config import MuseumConfig
     from generators.museum import engine
     from generators.museum.ingest import plan
     from generators.museum.scores import score_text
     from styles.museum import Museum
 
     if args.steps is not None and args.steps < 1:
-        raise ValueError(f"--steps must be at least 1, got {args.steps}")
+        raise UserError(f"--steps must be at least 1, got {args.steps}")
     if args.noise_offset < 0:
-        raise ValueError(f"--noise-offset must be 0 (off) or more, got {args.noise_offset}")
+        raise UserError(f"--noise-offset must be 0 (off) or more, got {args.noise_offset}")
+    replace(MuseumConfig(), **parse_set(args.set, MuseumConfig))  # a bad --set fails now, before any work
     root = museum_dir(args)
     base = diffusion.base_name(args.base)
     museum = Museum.open(root, base=base, create=True)
     if museum.n_tasks:
         first = museum.manifest(museum.styles[0].name)["config"]
         if args.rank and args.rank != first["rank"]:
-            raise ValueError(f"museum {root} uses LoRA rank {first['rank']}; --rank cannot change it")
+            raise UserError(f"museum {root} uses LoRA rank {first['rank']}; --rank cannot change it")
         args.rank = first["rank"]
     items = plan(args.dir, museum, diffusion.resolution_of(args.base), args.new_version)
 
@@ -158,12 +148,12 @@ def run_ingest(args) -> int:
     failed = [it for it in items if it.action in ("refuse", "invalid")]
     if len(failed) == 1:
         it = failed[0]
-        raise ValueError(f"{it.folder} not learnt: {it.reason}" + (
+        raise UserError(f"{it.folder} not learnt: {it.reason}" + (
             "; fix or remove the folder (the plan above says why each file was rejected) and run again"
             if it.action == "invalid" else ""))
     if failed:
-        raise ValueError(f"{len(failed)} style folders not learnt ({', '.join(str(it.folder) for it in failed)}); "
-                         "fix them as the report above says, or remove them, and run again")
+        raise UserError(f"{len(failed)} style folders not learnt ({', '.join(str(it.folder) for it in failed)}); "
+                        "fix them as the report above says, or remove them, and run again")
     return 0
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from generators.sd_mini.config import MiniBaseConfig
 from studio.commands import pretrain_evaluators, pretrain_gan
+from studio.commands.common import add_set_argument, parse_set
 from studio.progress import TqdmProgress
 
 
@@ -53,9 +54,7 @@ def register(sub) -> None:
                       help="start the UNet and text encoder from this pipeline's weights where shapes match "
                            "(after a new autoencoder: a warm start instead of from scratch)")
     base.add_argument("--log", type=Path, default=None, help="append JSON lines of losses to this file")
-    base.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                      help="set any MiniBaseConfig field (repeatable; VALUE is JSON, or a plain string), e.g. "
-                           "--set family_share=0.5 --set product_captions=true --set lr_schedule=constant")
+    add_set_argument(base, "MiniBaseConfig", "family_share=0.5 --set product_captions=true --set lr_schedule=constant")
     base.set_defaults(run=run_base)
 
     pretrain_gan.add_parser(psub)
@@ -63,29 +62,9 @@ def register(sub) -> None:
     pretrain_evaluators.add_family_head_parser(psub)
 
 
-def parse_set(pairs: list[str], config_cls) -> dict:
-    """`--set KEY=VALUE` pairs as config overrides; VALUE is read as JSON, else taken as a string."""
-    import dataclasses
-    import json
-
-    fields = {f.name for f in dataclasses.fields(config_cls)}
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or key not in fields:
-            raise ValueError(f"--set {pair!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(fields))}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-        if isinstance(out[key], list):
-            out[key] = tuple(out[key])
-    return out
-
-
 def run_base(args) -> int:
     from generators.sd_mini.pretrain import pretrain_base
-    from studio.commands.museum import StopFlag
+    from studio.commands.common import StopFlag
 
     overrides = {k: v for k, v in dict(n_images=args.n_images, unet_batch=args.unet_batch, unet_lr=args.unet_lr,
                                          vae_batch=args.vae_batch, latent_channels=args.latent_channels,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from generators.errors import UserError
 from studio.progress import TqdmProgress
 
 DEFAULT_CHANNELS = "256,256,128,64,32"  # GANConfig().channels (kept literal: the CLI starts without torch)
@@ -69,8 +70,8 @@ def run_pretrain_gan(args) -> int:
 
     config = None
     if args.resume and (args.channels or args.d_channels):
-        raise ValueError("--channels and --d-channels set a new run's architecture; a resumed run keeps its own "
-                         "(drop them)")
+        raise UserError("--channels and --d-channels set a new run's architecture; a resumed run keeps its own "
+                        "(drop them)")
     widths, d_widths = _widths(args.channels, "--channels"), _widths(args.d_channels, "--d-channels")
     if args.init_from is not None:  # its architecture, widened where asked
         from generators.gan.stylegan2 import GANConfig, read_config
@@ -102,4 +103,4 @@ def _widths(text: str | None, flag: str) -> tuple[int, ...] | None:
     try:
         return tuple(int(c) for c in text.split(","))
     except ValueError:
-        raise ValueError(f"{flag} takes comma-separated integers such as 128,128,64,32,16, got {text!r}") from None
+        raise UserError(f"{flag} takes comma-separated integers such as 128,128,64,32,16, got {text!r}") from None

@@ -12,7 +12,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from studio.commands.common import check_base
+from generators.errors import UserError
+from studio.commands.common import StopFlag, add_set_argument, check_base, parse_set
 from studio.progress import TqdmProgress
 
 
@@ -43,6 +44,7 @@ def register(sub) -> None:
     f.add_argument("--no-context", action="store_true",
                    help="DataDream baseline: train the class prompt alone, without background and pose")
     f.add_argument("--extract-only", action="store_true", help="write W/bank.jsonl and stop (edit it, then fit)")
+    add_set_argument(f, "FitConfig", "context_dropout=0.2 --set warmup_steps=20")
     f.set_defaults(run=run_fit, preflight=check_base)
 
     e = s.add_parser("export", help="sample the fitted LoRA into an image-classification dataset")
@@ -64,13 +66,9 @@ def register(sub) -> None:
     e.set_defaults(run=run_export)
 
 
-def _stop_flag():
-    from studio.commands.museum import StopFlag
-
-    return StopFlag()
-
-
 def run_fit(args) -> int:
+    from dataclasses import replace
+
     from generators.synthetic.fit import FitConfig, fit, resolve_base
 
     cfg = FitConfig(category=args.category.strip(), base=resolve_base(args.base), seed=args.seed,
@@ -78,13 +76,14 @@ def run_fit(args) -> int:
                     text_encoder_lora=not args.no_text_encoder_lora, use_context=not args.no_context,
                     class_words=args.class_words)
     if args.extractor == "captioner" and not args.captioner:
-        raise ValueError("--extractor captioner needs --captioner ID_OR_PATH")
+        raise UserError("--extractor captioner needs --captioner ID_OR_PATH")
     for name in ("steps", "batch_size", "lr"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     if args.rank is not None:
         cfg.rank, cfg.alpha = args.rank, float(args.rank)
-    stop = _stop_flag()
+    cfg = replace(cfg, **parse_set(args.set, FitConfig))
+    stop = StopFlag()
     log = lambda msg: print(msg, file=sys.stderr)
     with TqdmProgress("synth fit") as progress:
         result = fit(args.dir, args.work, cfg, device=args.device, progress=progress, should_stop=stop,
@@ -110,7 +109,7 @@ def run_export(args) -> int:
                        size=args.size, precision=args.precision)
     cfg.validate()
     main = process_state(args.device).is_main_process
-    stop = _stop_flag()
+    stop = StopFlag()
     with TqdmProgress("synth export") as progress:
         result = export(args.work, args.out, cfg, device=args.device, progress=progress if main else None,
                         should_stop=stop, zip_archive=args.zip, log=lambda msg: print(msg, file=sys.stderr))
