@@ -223,3 +223,49 @@ def test_every_tab_and_one_image_in_a_real_browser(served, tmp_path):
     assert shot.stat().st_size > 10_000
     pngs = list((root / "outputs").rglob("*.png"))
     assert len(pngs) == batch, pngs  # as typed into the page
+
+
+def test_folder_of_style_folders_plan_and_learn_all_in_a_real_browser(served, tmp_path):
+    """The Museum tab's folder of style folders (issue 33, item 4): type a server path holding two style
+    folders, Plan shows `studio ingest`'s plan, Learn all (2 steps per style) learns both and reports them."""
+    from playwright.sync_api import expect, sync_playwright
+
+    demo, root = served
+    folder = tmp_path / "style-folders"
+    names = {"ingest_sepia": "sepia", "ingest_pixel": "pixel_art"}
+    for name, style in names.items():
+        _style_files(folder / name, style)
+    timeout_ms = 240_000
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(demo.local_url)
+            expect(page.get_by_role("button", name="Learn style")).to_be_visible(timeout=timeout_ms)
+            page.get_by_text("Learn a folder of style folders (on this machine)").click()
+            box = page.get_by_label("Folder (full path on this machine)", exact=True)
+            expect(box).to_be_visible(timeout=10_000)
+            box.fill(str(folder))
+            steps = page.locator("input[aria-label='Steps per style (0 = style.toml\\'s, else 300)']:visible").first
+            steps.fill("2")
+            steps.press("Tab")
+            page.wait_for_timeout(500)
+            page.get_by_role("button", name="Plan", exact=True).click()
+            expect(page.get_by_text(re.compile(r"plan for .*style-folders -> museum")).first).to_be_visible(timeout=60_000)
+            for name in names:
+                expect(page.get_by_text(re.compile(rf"learn\s+{name}\s+4 images, 2 steps")).first).to_be_visible()
+            assert not any(s == n for s in demo.studio.style_names() for n in names)  # Plan learns nothing
+
+            page.get_by_role("button", name="Learn all", exact=True).click()
+            expect(page.get_by_text(re.compile(r"ingest \S*style-folders\): finished")).first).to_be_visible(timeout=timeout_ms)
+            expect(page.get_by_text(re.compile(r"report:")).first).to_be_visible(timeout=30_000)
+            for name in names:
+                expect(page.get_by_text(re.compile(rf"{name}: learnt as <{name}>; 4 images used, 0 rejected, 2 steps")).first
+                       ).to_be_visible()
+            page.wait_for_timeout(1000)
+            assert _error_badges(page) == 0
+            job = demo.studio.board.latest("local", "museum")
+            assert job.title.endswith("style-folders") and job.status == "finished" and not job.error, job.lines[-5:]
+            assert set(names) <= set(demo.studio.style_names())
+        finally:
+            browser.close()
