@@ -491,3 +491,23 @@ def test_interrupted_skips_styles_the_museum_holds(tmp_path):
                   metadata={"step": "3", "config": json.dumps({"steps": 10})})
     assert [t["name"] for t in studio.interrupted()] == ["ink"]
     assert "ink: stopped at step 3/10" in studio.styles_html() and "sepia: stopped" not in studio.styles_html()
+
+
+def test_page_errors_shows_user_errors_and_logs_bugs(caplog):
+    """The web app's one error wrapper: a user error reaches the page as is (and fails its job); a bug
+    names its type on the page and leaves its traceback in the server's log and the job's."""
+    from studio.jobs import JobBoard
+    from studio.webapp import UserError, page_errors
+
+    board = JobBoard()
+    job = board.submit("museum", "x", "local")
+    with pytest.raises(gr.Error) as caught:
+        with page_errors(board, job):
+            raise UserError("bad name")
+    assert caught.value.message == "bad name" and job.status == "failed" and job.error == "bad name"
+    other = board.submit("museum", "y", "local")
+    with caplog.at_level("ERROR", logger="studio.webapp"), pytest.raises(gr.Error) as caught:
+        with page_errors(board, other):
+            1 / 0
+    assert caught.value.message.startswith("ZeroDivisionError: division by zero (the job's log")
+    assert "Traceback" in caplog.text and "Traceback" in board.log_text(other.id) and other.status == "failed"
