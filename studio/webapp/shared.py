@@ -54,7 +54,9 @@ CSS = """
 
 
 def studio_home_dir(studio_home=None) -> Path:
-    return Path(studio_home or os.environ.get("STUDIO_HOME") or Path.home() / ".studio").expanduser().resolve()
+    from styles.home import studio_home as resolve  # the CLI's rule, once
+
+    return resolve(studio_home)
 
 
 def _owner(request: gr.Request | None) -> str:
