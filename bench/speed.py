@@ -18,10 +18,16 @@ child process per measurement. Parts (`--parts`, all by default):
     python bench/speed.py --shape sd15 --resolution 256 --batch 1 --parts museum,memory,sampling --json docs/speed-sd15-cpu.json
     bench/gpu_check.sh OUTDIR      # the GPU run: sd15 at 512 px in bf16, then the mini parts
     python bench/speed.py --parts threads --steps 4 --warmup 1 --repeats 1 --json docs/figures/speed-threads-cpu.json
+    python bench/speed.py --shape sdxl --resolution 256 --sdxl-depths 1,1,2 --text-layers 3,8 --batch 1 --parts museum \
+        --steps 2 --warmup 1 --repeats 1 --threads 1 --json docs/figures/speed-sdxl-256-slim-museum-cpu.json
 
 Shapes: `mini` is the embedded studio-mini; `sd15` is Stable Diffusion 1.5's architecture (UNet,
 VAE and CLIP text encoder configs as published) with random weights: speed does not depend on
-weight values, so nothing is downloaded.
+weight values, so nothing is downloaded. `sdxl` is SDXL 1.0 base's architecture the same way (UNet
+320/640/1280 with transformer depths 1,2,10, cross-attention 2048, text_time added conditioning;
+CLIP-L and OpenCLIP-G with projection; VAE; default 1024 px); on a small CPU `--sdxl-depths` and
+`--text-layers` make it shallower (fewer transformer blocks per level, fewer text encoder layers)
+while every width stays SDXL's. Its reference is diffusers' train_text_to_image_lora_sdxl step.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from generators import diffusion, miniworld  # noqa: E402
 from generators.museum.config import MuseumConfig  # noqa: E402
-from generators.museum.train import attach_lora, learn_style, load_style_tokens, lora_layers  # noqa: E402
+from generators.museum.train import attach_lora, learn_style, load_pipe_style_tokens, lora_layers  # noqa: E402
 from styles.reference import apply_style  # noqa: E402
 
 
@@ -71,6 +77,43 @@ def sd15_pipeline(folder: Path, resolution: int) -> Path:
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=tok, unet=unet, scheduler=PNDMScheduler(skip_prk_steps=True),
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(folder / "pipe")
+    return folder / "pipe"
+
+
+def sdxl_pipeline(folder: Path, resolution: int, depths=(1, 2, 10), text_layers=(12, 32)) -> Path:
+    """SDXL 1.0 base's published architecture with random weights, saved as a pipeline folder.
+    depths: transformer blocks per UNet level (SDXL: 1, 2, 10; the first level has none);
+    text_layers: layers of CLIP-L and OpenCLIP-G (SDXL: 12, 32). Widths are always SDXL's."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    from generators.sd_mini.tokenizer import build_tokenizer
+
+    build_tokenizer(miniworld.caption_words(), folder / "tok", 77)
+    tok, tok2 = CLIPTokenizer.from_pretrained(folder / "tok"), CLIPTokenizer.from_pretrained(folder / "tok")
+
+    def text_config(width, layers, heads, act):
+        return CLIPTextConfig(vocab_size=len(tok), hidden_size=width, intermediate_size=4 * width, num_hidden_layers=layers,
+                              num_attention_heads=heads, max_position_embeddings=77, hidden_act=act, projection_dim=1280,
+                              bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+
+    te = CLIPTextModel(text_config(768, text_layers[0], 12, "quick_gelu"))
+    te2 = CLIPTextModelWithProjection(text_config(1280, text_layers[1], 20, "gelu"))
+    unet = UNet2DConditionModel(
+        sample_size=resolution // 8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(5, 10, 20),
+        use_linear_projection=True, cross_attention_dim=2048, transformer_layers_per_block=tuple(depths),
+        addition_embed_type="text_time", addition_embed_type_num_heads=64, addition_time_embed_dim=256,
+        projection_class_embeddings_input_dim=2816)
+    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                        sample_size=resolution, scaling_factor=0.13025)
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       steps_offset=1, timestep_spacing="leading")
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=te, text_encoder_2=te2, tokenizer=tok, tokenizer_2=tok2,
+                                     unet=unet, scheduler=scheduler)
+    pipe.save_pretrained(folder / "pipe", safe_serialization=True)
     return folder / "pipe"
 
 
@@ -162,7 +205,9 @@ def first_task(args) -> dict:
     size = diffusion.base_resolution(pipe)
     cfg = MuseumConfig(steps=2, batch_size=args.batch, checkpoint_every=10**9)
     lora, vec, _ = learn_style(pipe, "<first>", style_images(6, size, "sepia", 1), [None] * 6, cfg, None, [None], [])
-    save_file({**{k: v.contiguous() for k, v in lora.items()}, "<first>": vec}, args.first_task)
+    vecs = vec if isinstance(vec, (list, tuple)) else [vec]  # SDXL: one vector per text encoder
+    save_file({**{k: v.contiguous() for k, v in lora.items()}, **{f"<first>.{i}": v.contiguous() for i, v in enumerate(vecs)}},
+              args.first_task)
     return {}
 
 
@@ -175,11 +220,11 @@ def museum_step(args) -> dict:
 
     variant = getattr(args, "variant", None) or {}
     first = load_file(args.first_task)  # written by first_task() in another process: this one holds one pipeline
-    first_vec = first.pop("<first>")
+    first_vecs = [first.pop(k) for k in sorted(k for k in list(first) if k.startswith("<first>."))]
     first_lora = first
     pipe2, device = _load(args)
     size = diffusion.base_resolution(pipe2)
-    load_style_tokens(pipe2.tokenizer, pipe2.text_encoder, {"<first>": first_vec})
+    load_pipe_style_tokens(pipe2, {"<first>": first_vecs})
     if variant.get("attention") == "classic":
         from diffusers.models.attention_processor import AttnProcessor
 
@@ -224,6 +269,8 @@ def reference_step(args) -> dict:
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
     images = style_images(6, size, "pixel_art", 2)
     x_all = torch.stack([torch.from_numpy(np.asarray(im, np.float32)).permute(2, 0, 1) for im in images]) / 127.5 - 1
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        return _reference_sdxl(args, pipe, device, size, params, opt, sched, x_all)
     ids_all = pipe.tokenizer(["a picture, <second>"] * 6, padding="max_length", max_length=pipe.tokenizer.model_max_length,
                              truncation=True, return_tensors="pt").input_ids
     times = []
@@ -239,6 +286,45 @@ def reference_step(args) -> dict:
             t = torch.randint(0, sched.config.num_train_timesteps, (args.batch,), device=device)
             noisy = sched.add_noise(latents, noise, t)
             pred = pipe.unet(noisy, t, encoder_hidden_states=cond).sample
+        loss = F.mse_loss(pred.float(), noise.float())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return {"step_s": statistics.mean(times[args.warmup:]), "peak_mib": _peak_memory(device)}
+
+
+def _reference_sdxl(args, pipe, device, size, params, opt, sched, x_all) -> dict:
+    """diffusers' train_text_to_image_lora_sdxl step: the VAE encodes in fp32, both text encoders
+    frozen (penultimate hidden states concatenated, text_encoder_2's pooled projection), the added
+    time ids (original size, crop top-left, target size), epsilon MSE on the UNet's LoRA only."""
+    texts = ["a picture, <second>"] * 6
+    ids_all = [tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
+               for tok in (pipe.tokenizer, pipe.tokenizer_2)]
+    encoders = (pipe.text_encoder, pipe.text_encoder_2)
+    time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=torch.float32, device=device)
+    times = []
+    autocast = _autocast(device, args.precision)
+    for step in range(args.warmup + args.steps):
+        t0 = time.perf_counter()
+        idx = torch.randint(6, (args.batch,))
+        with torch.no_grad():  # the recipe keeps the VAE in fp32 (fp16 SDXL VAE overflows)
+            latents = pipe.vae.encode(x_all[idx].to(device)).latent_dist.sample() * pipe.vae.config.scaling_factor
+        with autocast:
+            with torch.no_grad():  # encode_prompt() of the recipe
+                hidden = []
+                for te, ids in zip(encoders, ids_all):
+                    out = te(ids[idx].to(device), output_hidden_states=True)
+                    pooled = out[0]
+                    hidden.append(out.hidden_states[-2])
+                cond = torch.cat(hidden, dim=-1)
+            noise = torch.randn_like(latents)
+            t = torch.randint(0, sched.config.num_train_timesteps, (args.batch,), device=device)
+            noisy = sched.add_noise(latents, noise, t)
+            added = {"time_ids": time_ids.repeat(args.batch, 1), "text_embeds": pooled}
+            pred = pipe.unet(noisy, t, encoder_hidden_states=cond, added_cond_kwargs=added).sample
         loss = F.mse_loss(pred.float(), noise.float())
         opt.zero_grad()
         loss.backward()
@@ -422,9 +508,11 @@ def thread_policy(args, med) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shape", choices=["mini", "sd15"], default="mini")
+    p.add_argument("--shape", choices=["mini", "sd15", "sdxl"], default="mini")
     p.add_argument("--base", default=None, help="mini shape: another pipeline folder than the embedded studio-mini")
-    p.add_argument("--resolution", type=int, default=None, help="sd15 only (default 512)")
+    p.add_argument("--resolution", type=int, default=None, help="sd15 (default 512) and sdxl (default 1024) only")
+    p.add_argument("--sdxl-depths", default="1,2,10", help="sdxl: transformer blocks per UNet level (SDXL's: 1,2,10)")
+    p.add_argument("--text-layers", default="12,32", help="sdxl: layers of CLIP-L, OpenCLIP-G (SDXL's: 12,32)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--batch", type=int, default=8)
@@ -449,11 +537,22 @@ def main() -> None:
         tmp = tempfile.TemporaryDirectory()
         args.resolution = args.resolution or 512
         args.base_path = str(sd15_pipeline(Path(tmp.name), args.resolution))
+    elif args.shape == "sdxl":
+        tmp = tempfile.TemporaryDirectory()
+        args.resolution = args.resolution or 1024
+        depths = tuple(int(x) for x in args.sdxl_depths.split(","))
+        text_layers = tuple(int(x) for x in args.text_layers.split(","))
+        if len(depths) != 3 or len(text_layers) != 2:
+            p.error("--sdxl-depths takes 3 numbers, --text-layers 2")
+        args.base_path = str(sdxl_pipeline(Path(tmp.name), args.resolution, depths, text_layers))
     else:
         args.base_path = args.base
     out = {"shape": args.shape, "resolution": args.resolution or diffusion.resolution_of(args.base_path), "device": args.device,
            "precision": args.precision, "batch": args.batch, "command": " ".join(sys.argv), "threads": args.threads,
            "machine": torch.cuda.get_device_name(0) if args.device == "cuda" else f"cpu, {os.cpu_count()} cores"}
+    if args.shape == "sdxl":
+        out.update(sdxl_depths=args.sdxl_depths, text_layers=args.text_layers,
+                   sdxl_reduced=args.sdxl_depths != "1,2,10" or args.text_layers != "12,32")
     med = lambda rows, k: statistics.median(r[k] for r in rows)  # noqa: E731
     if {"museum", "memory", "threads"} & set(parts):
         scratch = tempfile.TemporaryDirectory()
