@@ -516,7 +516,7 @@ def pretrain_base(
         if not (out_dir / "model_index.json").exists():
             raise FileNotFoundError(f"--resume: {out_dir} holds no pipeline (model_index.json) to continue from")
         opts = json.loads((out_dir / "training_options.json").read_text())
-        cfg = replace(MiniBaseConfig(**opts["config"]), **(overrides or {}))
+        cfg = replace(MiniBaseConfig.from_dict(opts["config"]), **(overrides or {}))
         history = opts.get("history", []) + [{k: v for k, v in opts.items() if k != "history"}]
         tokenizer = CLIPTokenizer.from_pretrained(out_dir / "tokenizer")
         vae = AutoencoderKL.from_pretrained(out_dir / "vae")
