@@ -70,8 +70,7 @@ def write_drop_folder(root: Path, styles: list[str], n: int, seed: int, size: in
 
 def ingest(root: Path, museum: Museum, args, evaluator) -> list[dict]:
     """`studio ingest root`: plan (reads every folder), then learn each planned style in order."""
-    cfg = MuseumConfig.from_dict({**MuseumConfig().to_dict(), "steps": args.steps, **args.set})
-    items = plan(root, museum, diffusion.resolution_of(args.base))
+    items = plan(root, museum, diffusion.resolution_of(args.base), overrides={"steps": args.steps, **args.set})
     bad = [f"{it.name}: {it.action} ({it.reason})" for it in items if it.action not in ("learn", "resume", "skip")]
     if bad:
         raise SystemExit("ingestion refused: " + "; ".join(bad))
@@ -81,7 +80,7 @@ def ingest(root: Path, museum: Museum, args, evaluator) -> list[dict]:
             continue
         captioned = sum(im.caption is not None for im in it.style.images)
         t0 = time.time()
-        manifest = engine.learn(museum, it.style, cfg, args.base, args.device, evaluator=evaluator)
+        manifest = engine.learn(museum, it.style, it.config, args.base, args.device, evaluator=evaluator)
         row = {"name": it.name, "token": manifest["token"], "images": len(manifest["images"]), "captioned_images": captioned,
                "steps": manifest["result"]["steps"], "final_loss": manifest["result"]["final_loss"],
                "ingest_style_score": manifest.get("metrics", {}).get("style_score"), "seconds": round(time.time() - t0, 1)}

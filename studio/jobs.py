@@ -88,7 +88,7 @@ class Job:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # --- the engines' seams -------------------------------------------------------------
-    def progress(self, step: int, total: int, **info) -> None:
+    def progress(self, step: int, total: int, /, **info) -> None:
         now = time.time()
         with self._lock:
             self.step, self.total = int(step), int(total)

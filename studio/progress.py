@@ -12,7 +12,7 @@ class TqdmProgress:
         self.desc = desc
         self.bar = None
 
-    def __call__(self, step: int, total: int, **info) -> None:
+    def __call__(self, step: int, total: int, /, **info) -> None:
         if self.bar is None:
             self.bar = tqdm(total=total, desc=self.desc, dynamic_ncols=True)
         self.bar.total = total

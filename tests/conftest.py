@@ -20,7 +20,8 @@ def tiny_pipeline_dir(tmp_path_factory):
     from dataclasses import replace
 
     from generators import miniworld
-    from generators.sd_mini.pretrain import MiniBaseConfig, build_text_encoder, build_unet, build_vae, save_pipeline
+    from generators.sd_mini.config import MiniBaseConfig
+    from generators.sd_mini.models import build_text_encoder, build_unet, build_vae, save_pipeline
     from generators.sd_mini.tokenizer import build_tokenizer
 
     torch.manual_seed(0)

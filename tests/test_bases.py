@@ -104,7 +104,7 @@ def test_pretraining_data_excludes_held_out_triples():
 
 def test_species_pretraining_data_names_each_birds_subclass():
     from generators import miniworld
-    from generators.sd_mini.pretrain import render_dataset
+    from generators.sd_mini.data import render_dataset
 
     images, captions = render_dataset(200, 1000, 32, workers=1, species_captions=True, bird_share=0.5)
     assert images.shape == (200, 32, 32, 3)
@@ -128,7 +128,9 @@ def test_style_pretraining_data_names_each_style_and_adds_its_token(tmp_path):
 
     from generators import miniworld
     from generators.sd_mini.config import MiniBaseConfig
-    from generators.sd_mini.pretrain import add_style_words, build_text_encoder, pretrain_base, render_dataset
+    from generators.sd_mini.models import add_style_words, build_text_encoder
+    from generators.sd_mini.pretrain import pretrain_base
+    from generators.sd_mini.data import render_dataset
     from generators.sd_mini.tokenizer import build_tokenizer
     from styles.reference import apply_style
 
@@ -168,7 +170,7 @@ def test_autoencoder_augmentation_is_varied_bounded_and_seeded():
     import torch
 
     from generators import miniworld
-    from generators.sd_mini.pretrain import generic_textures
+    from generators.sd_mini.data import generic_textures
 
     images = np.stack([np.asarray(miniworld.generate(3, i, size=32).image) for i in range(90)])
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -182,7 +184,7 @@ def test_autoencoder_augmentation_is_varied_bounded_and_seeded():
 def test_gradient_map_is_a_monotone_ramp_of_random_palettes():
     import torch
 
-    from generators.sd_mini.pretrain import gradient_map
+    from generators.sd_mini.data import gradient_map
 
     luma = torch.linspace(0, 1, 32).expand(6, 1, 8, 32)  # dark on the left, light on the right
     out = gradient_map(luma, torch.Generator().manual_seed(0))
@@ -197,7 +199,7 @@ def test_gradient_map_is_a_monotone_ramp_of_random_palettes():
 def test_dot_screen_is_two_tone_with_ink_following_darkness():
     import torch
 
-    from generators.sd_mini.pretrain import dot_screen
+    from generators.sd_mini.data import dot_screen
 
     x = torch.zeros(8, 3, 48, 80)  # flat mid grey, not square: cells are in pixels, so any aspect works
     for level in (0.0, 0.25, 0.5, 0.75, 1.0):
@@ -211,7 +213,7 @@ def test_dot_screen_is_two_tone_with_ink_following_darkness():
 def test_autoencoder_augmentation_includes_gradient_maps_and_dot_screens():
     import torch
 
-    from generators.sd_mini.pretrain import generic_textures
+    from generators.sd_mini.data import generic_textures
 
     flat = torch.zeros(200, 3, 16, 16)  # mid grey everywhere: each variant leaves its own signature
     out = generic_textures(flat, torch.Generator().manual_seed(0))
@@ -256,7 +258,8 @@ def test_pooled_text_pathway_starts_silent_and_upgrades_a_saved_base(tmp_path):
     from diffusers import StableDiffusionPipeline
 
     from generators.sd_mini.config import MiniBaseConfig
-    from generators.sd_mini.pretrain import build_unet, copy_matching_weights, pretrain_base
+    from generators.sd_mini.models import build_unet, copy_matching_weights
+    from generators.sd_mini.pretrain import pretrain_base
 
     cfg = MiniBaseConfig(**{k: v for k, v in TINY_BASE.items()})
     torch.manual_seed(0)

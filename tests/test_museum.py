@@ -18,6 +18,7 @@ from generators.museum import losses
 from generators.museum.config import MuseumConfig
 from generators.museum.engine import learn, load_museum_pipeline
 from generators.museum.export import export_style
+from generators.run import Run
 from studio.cli import main
 from styles.folder import read_style_folder
 from styles.museum import Museum
@@ -165,7 +166,7 @@ def test_resume_starts_over_when_the_museum_moved_on(tiny_pipeline_dir, tmp_path
     first = read_style_folder(make_style_folder(tmp_path / "in" / "mosaic", "mosaic"), 32)
     second = read_style_folder(make_style_folder(tmp_path / "in" / "sepia", "sepia", seed=1), 32)
     museum = Museum.open(tmp_path / "m", base=str(tiny_pipeline_dir), create=True)
-    assert learn(museum, first, tiny_cfg(), str(tiny_pipeline_dir), "cpu", should_stop=stop_after(3)).get("stopped")
+    assert learn(museum, first, tiny_cfg(), str(tiny_pipeline_dir), "cpu", run=Run(should_stop=stop_after(3))).get("stopped")
     learn(museum, second, tiny_cfg(), str(tiny_pipeline_dir), "cpu")
     manifest = learn(museum, first, tiny_cfg(), str(tiny_pipeline_dir), "cpu")
     assert manifest["result"]["resumed_from"] == 0 and museum.n_tasks == 2
@@ -203,7 +204,7 @@ def test_a_checkpoint_from_before_a_new_config_field_still_resumes(tiny_pipeline
 
     style = read_style_folder(make_style_folder(tmp_path / "in" / "mosaic", "mosaic"), 32)
     museum = Museum.open(tmp_path / "m", base=str(tiny_pipeline_dir), create=True)
-    assert learn(museum, style, tiny_cfg(), str(tiny_pipeline_dir), "cpu", should_stop=stop_after(3)).get("stopped")
+    assert learn(museum, style, tiny_cfg(), str(tiny_pipeline_dir), "cpu", run=Run(should_stop=stop_after(3))).get("stopped")
     ckpt = museum.work_dir("mosaic") / "checkpoint.safetensors"
     with safe_open(ckpt, "pt") as fh:
         meta, tensors = fh.metadata(), {k: fh.get_tensor(k) for k in fh.keys()}
@@ -289,7 +290,7 @@ def test_interrupted_task_resumes_to_the_same_result(tiny_pipeline_dir, tmp_path
 
     resumed = Museum.open(tmp_path / "b", base=str(tiny_pipeline_dir), create=True)
     manifest = learn(resumed, style, tiny_cfg(precision=precision), str(tiny_pipeline_dir), "cpu",
-                     should_stop=stop_after(3))
+                     run=Run(should_stop=stop_after(3)))
     assert manifest.get("stopped") and resumed.n_tasks == 0
     with safe_open(resumed.work_dir("mosaic") / "checkpoint.safetensors", "pt") as fh:
         # the fp16 loss scale is part of the resume point; Adam holds moments of the LoRA and the

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from generators import bases, diffusion
+from generators.run import Run
 
 
 def build_tiny_sdxl(root):
@@ -395,6 +396,7 @@ def test_synth_fit_and_export_on_sdxl(sdxl_dir, tmp_path, capsys):
 
     from generators.synthetic import export as exp
     from generators.synthetic import fit as ft
+    from generators.synthetic import lora
     from studio.cli import main
     from tests.test_synthetic import render_birds
 
@@ -414,14 +416,13 @@ def test_synth_fit_and_export_on_sdxl(sdxl_dir, tmp_path, capsys):
     # learnt class words: one trained row per class in each encoder, loaded back by the export
     cfg = ft.FitConfig(category="bird", base=str(sdxl_dir), steps=2, batch_size=2, rank=2, alpha=2.0, warmup_steps=1,
                        extractor="miniworld", class_words="learnt")
-    ft.fit(data, tmp_path / "t", cfg, device="cpu", log=lambda m: None)
-    vectors = load_file(str(tmp_path / "t" / ft.CLASS_TOKENS_FILE))
+    ft.fit(data, tmp_path / "t", cfg, device="cpu")
+    vectors = load_file(str(tmp_path / "t" / lora.CLASS_TOKENS_FILE))
     assert sorted(vectors) == sorted(f"{k}.<{c}>" for k in ("clip_l", "clip_g") for c in ("finch", "robin", "sparrow"))
-    pipe = ft.load_lora_into(diffusion.load_base(str(sdxl_dir), device="cpu"), tmp_path / "t" / ft.LORA_FILE, fuse=False)
+    pipe = lora.load_lora_into(diffusion.load_base(str(sdxl_dir), device="cpu"), tmp_path / "t" / ft.LORA_FILE, fuse=False)
     tid = pipe.tokenizer_2.convert_tokens_to_ids("<robin>")
     assert torch.allclose(pipe.text_encoder_2.get_input_embeddings().weight[tid], vectors["clip_g.<robin>"])
-    exp.export(tmp_path / "t", tmp_path / "o2", exp.ExportConfig(per_class=1, seed=1, steps=1, batch_size=2), device="cpu",
-               log=lambda m: None)
+    exp.export(tmp_path / "t", tmp_path / "o2", exp.ExportConfig(per_class=1, seed=1, steps=1, batch_size=2), device="cpu")
     assert len(list((tmp_path / "o2" / "train").glob("*/*.png"))) == 3
 
 
@@ -452,7 +453,7 @@ def test_interrupted_sdxl_task_resumes_to_the_same_result(sdxl_dir, tmp_path):
     learn(straight, read_style_folder(folder, 32), _museum_cfg(), str(sdxl_dir), "cpu")
     resumed = Museum.open(tmp_path / "b", base=str(sdxl_dir), create=True)
     assert learn(resumed, read_style_folder(folder, 32), _museum_cfg(), str(sdxl_dir), "cpu",
-                 should_stop=stop_after(2)).get("stopped")
+                 run=Run(should_stop=stop_after(2))).get("stopped")
     manifest = learn(resumed, read_style_folder(folder, 32), _museum_cfg(), str(sdxl_dir), "cpu")
     assert manifest["result"]["resumed_from"] == 2
     for key in ("clip_l", "clip_g"):

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from generators import miniworld
 from generators.sd_mini import style_family as sf
@@ -31,7 +32,7 @@ def test_family_keeps_out_of_the_reference_styles():
 
 
 def test_product_captions_cover_the_prompt_forms_and_name_the_components():
-    from generators.sd_mini.pretrain import render_dataset
+    from generators.sd_mini.data import render_dataset
 
     images, captions = render_dataset(400, 9, 32, workers=1, bird_share=0.25, family_share=0.5, product_captions=True)
     assert images.shape == (400, 32, 32, 3)
@@ -67,6 +68,13 @@ def test_a_chunk_resumes_exactly_from_its_train_state(tmp_path):
     assert second["tokens_added"] == []  # the words were added once
     pretrain_base(base, None, unet_seconds=0, device="cpu", workers=1, resume=True)
     assert (base / TRAIN_STATE).is_file()  # a run without UNet steps keeps the state
+    # the autoencoder trains on only when asked, anchored, keeping its scaling factor
+    vae_before = load_file(base / "vae" / "diffusion_pytorch_model.safetensors")
+    third = pretrain_base(base, None, vae_seconds=1, unet_seconds=1, device="cpu", workers=1, resume=True)
+    vae_after = load_file(base / "vae" / "diffusion_pytorch_model.safetensors")
+    assert third["vae_steps"] > 0 and any(not torch.equal(vae_before[k], vae_after[k]) for k in vae_before)
+    assert third["latent_scaling_factor"] == first["latent_scaling_factor"]
+    assert third["global_step"] == second["global_step"] + third["unet_steps"]
     with pytest.raises(ValueError, match="lr_schedule"):
         pretrain_base(tmp_path / "other", {**TINY_BASE, "lr_schedule": "linear"}, device="cpu")
 

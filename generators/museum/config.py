@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from generators.config import SavedConfig
 from generators.errors import UserError
@@ -10,6 +11,12 @@ from generators.errors import UserError
 
 @dataclass
 class MuseumConfig(SavedConfig):
+    # Fixed by a museum's first task: its styles share one LoRA.
+    SHARED_FIELDS: ClassVar[tuple[str, ...]] = ("rank", "alpha", "target_modules")
+    # How a task runs, not what it learns: these may change when an interrupted task resumes.
+    RUN_FIELDS: ClassVar[tuple[str, ...]] = ("checkpoint_every", "precision", "gradient_checkpointing",
+                                             "sample_steps", "guidance")
+
     # Shared LoRA (peft) on the UNet attention projections.
     rank: int = 8
     alpha: float = 8.0

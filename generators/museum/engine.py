@@ -1,8 +1,9 @@
 """The museum's operations: learn a style into a museum, sample from it, score it.
 
-`learn` is the unit of work behind `studio ingest` and the web app: it loads the base,
-the earlier tokens and the shared LoRA, runs one task (resumable from its checkpoint),
-scores the result and commits it to the museum in one atomic index write.
+`learn` is one task: it loads the base, the earlier tokens and the shared LoRA, runs the task
+(resumable from its checkpoint), scores the result and commits it to the museum in one atomic
+index write. The fronts reach it through ingest.py (plan, then ingest), which decides each task's
+config.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from generators.errors import UserError
 from generators.museum.config import MuseumConfig
 from generators.museum.scores import SCORE_PROMPTS, score_text  # noqa: F401 - engine.SCORE_PROMPTS, engine.score_text
 from generators.museum.train import learn_style, load_pipe_style_tokens, style_prompt
+from generators.run import Run
 from styles.folder import StyleFolder
 from styles.museum import Museum
 
@@ -87,8 +89,9 @@ def score_style(pipe, token: str, style_images, name: str, cfg: MuseumConfig, ev
 
 
 def learn(museum: Museum, style: StyleFolder, cfg: MuseumConfig, base=None, device: str = "auto",
-          progress=None, should_stop=None, evaluator=None, preview=None) -> dict:
-    """Learn `style` as the museum's next task. Returns the manifest (with 'stopped' if interrupted)."""
+          run: Run | None = None, evaluator=None) -> dict:
+    """Learn `style` as the museum's next task with `cfg` (ingest.task_config's). Returns the
+    manifest (with 'stopped' if run.should_stop() ended it; its checkpoint then resumes)."""
     if museum.has(style.name):
         raise FileExistsError(f"style {style.name!r} is already in museum {museum.root}")
     taken = {s.token for s in museum.styles}
@@ -96,7 +99,7 @@ def learn(museum: Museum, style: StyleFolder, cfg: MuseumConfig, base=None, devi
         raise UserError(f"token {style.token!r} is already used by another style in {museum.root}; set another token in style.toml")
     if museum.n_tasks:  # the shared LoRA's shape and scale are fixed by the first task
         first = MuseumConfig.from_dict(museum.manifest(museum.styles[0].name)["config"])
-        for key in ("rank", "alpha", "target_modules"):
+        for key in MuseumConfig.SHARED_FIELDS:
             if getattr(cfg, key) != getattr(first, key):
                 raise UserError(f"museum {museum.root} shares a LoRA with {key} {getattr(first, key)!r}; "
                                 f"this style asks for {getattr(cfg, key)!r} (a museum keeps one LoRA shape)")
@@ -115,8 +118,7 @@ def learn(museum: Museum, style: StyleFolder, cfg: MuseumConfig, base=None, devi
     (work / "hashes.txt").write_text("\n".join(style.hashes))
     lora, vector, result = learn_style(
         pipe, style.token, [im.image for im in style.images], [im.caption for im in style.images], cfg,
-        earlier_states[-1], earlier_states, earlier_styles, checkpoint_dir=work, progress=progress, should_stop=should_stop,
-        preview=preview,
+        earlier_states[-1], earlier_states, earlier_styles, checkpoint_dir=work, run=run,
     )
     manifest = {
         "name": style.name,

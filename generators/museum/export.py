@@ -88,17 +88,15 @@ def export_diffusers(museum: Museum, name: str, out: Path) -> Path:
 
 
 def kohya_state_dict(state: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
-    """diffusers/peft keys 'unet.<module>.lora_A.weight' -> kohya 'lora_unet_<module_>.lora_down.weight'."""
-    out = {}
-    for key, value in state.items():
-        if not key.startswith("unet.") or ".lora_" not in key:
-            raise ValueError(f"unexpected LoRA key {key!r}")
-        module, _, rest = key.removeprefix("unet.").rpartition(".lora_")
-        kohya = "lora_unet_" + module.replace(".", "_")
-        kind = {"A.weight": "lora_down.weight", "B.weight": "lora_up.weight"}[rest]
-        out[f"{kohya}.{kind}"] = value.contiguous()
-        out[f"{kohya}.alpha"] = torch.tensor(float(alpha))
-    return out
+    """diffusers/peft keys 'unet.<module>.lora_A.weight' -> kohya 'lora_unet_<module_>.lora_down.weight',
+    by diffusers' convert_state_dict_to_kohya, with the LoRA's own alpha: the library writes
+    alpha = rank (scale 1), which would change the scale of a LoRA trained with another alpha."""
+    from diffusers.utils import convert_state_dict_to_kohya
+
+    if any(not key.startswith("unet.") or ".lora_" not in key for key in state):
+        raise ValueError(f"unexpected LoRA keys {[k for k in state if not k.startswith('unet.') or '.lora_' not in k][:3]}")
+    out = convert_state_dict_to_kohya(state)
+    return {key: torch.tensor(float(alpha)) if key.endswith(".alpha") else value.contiguous() for key, value in out.items()}
 
 
 def export_kohya(museum: Museum, name: str, out: Path) -> Path:

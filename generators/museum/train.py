@@ -16,6 +16,7 @@ start of the task.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from generators import bases
+from generators import bases, diffusion
 from generators.diffusion_training import (
     LOSS_EVERY,
     TrainableTokenEmbedding,
@@ -41,6 +42,7 @@ from generators.files import CHECKPOINT_FILE, atomic_save_tensors
 from generators.museum import losses
 from generators.museum.config import MuseumConfig
 from generators.optim_state import load_optimizer, optimizer_tensors
+from generators.run import Run, as_run
 
 ADAPTER = "museum"
 
@@ -175,9 +177,7 @@ def learn_style(
     earlier_states: list[dict[str, torch.Tensor] | None],
     earlier_styles: list[dict],
     checkpoint_dir: Path | None = None,
-    progress=None,
-    should_stop=None,
-    preview=None,
+    run: Run | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, TaskResult]:
     """Train one style into `pipe` (already holding earlier styles' tokens, frozen).
 
@@ -185,12 +185,13 @@ def learn_style(
     earlier_states: the LoRA state after each earlier task, [None, s1, s2, ...], for ΔW_j.
     earlier_styles: [{"token": ..., "captions": [...]}] for the feature term's replay prompts.
     Returns (LoRA state after this task, the token's vector, result); on a base with several text
-    encoders (SDXL) the token has one vector per encoder and the second item is their list. If should_stop() turns
-    true, returns early with result.stopped = True (the checkpoint keeps the progress).
-    preview(step, pipe=..., token=...) is called after every step with the model being trained
-    (the web app samples live previews from it; it must not consume the training RNG).
+    encoders (SDXL) the token has one vector per encoder and the second item is their list.
+    run (generators/run.py): progress counts steps of cfg.steps; if should_stop() turns true the
+    task writes its checkpoint and returns with result.stopped = True; every run.preview_every
+    steps it samples PREVIEW_PROMPTS with the token (seeds of their own: the training RNG is
+    untouched) and hands them to run.preview.
     """
-    should_stop = should_stop or (lambda: False)
+    run = as_run(run)
     device = pipe.unet.device
     start = time.time()
     family = bases.adapter(pipe)  # what differs between SD 1.x/2.x and SDXL: the text side
@@ -288,7 +289,7 @@ def learn_style(
         stopped = False
         unet.train()
         while step < cfg.steps:
-            if should_stop():
+            if run.should_stop():
                 stopped = True
                 break
             idx = torch.randint(len(images), (cfg.batch_size,), generator=gen)
@@ -340,12 +341,11 @@ def learn_style(
                     for vector, mean_norm in zip(vectors, mean_norms):
                         vector.mul_((cfg.token_max_norm_ratio * mean_norm / vector.norm()).clamp(max=1.0))
             step += 1
-            if progress:
-                # the loss only every LOSS_EVERY steps: .item() waits for the device
-                progress(step, cfg.steps, **({"loss": loss.item()} if step % LOSS_EVERY == 0 or step == cfg.steps else {}))
-            if preview:
+            # the loss only every LOSS_EVERY steps: .item() waits for the device
+            run.progress(step, cfg.steps, **({"loss": loss.item()} if step % LOSS_EVERY == 0 or step == cfg.steps else {}))
+            if run.wants_preview(step) and step < cfg.steps:
                 unet.eval()
-                preview(step, pipe=pipe, token=token)
+                run.preview(step, *preview_images(pipe, token, cfg))
                 unet.train()
             if ckpt is not None and (step % cfg.checkpoint_every == 0) and step < cfg.steps:
                 _save_checkpoint(ckpt, layers, vectors, opt, scaler, gen, step, cfg, len(earlier_states) - 1)
@@ -361,6 +361,21 @@ def learn_style(
             _save_checkpoint(ckpt, layers, vectors, opt, scaler, gen, step, cfg, len(earlier_states) - 1)
         out = [v.detach().float().cpu().reshape(-1).clone() for v in vectors]
         return lora_state(unet), out[0] if len(out) == 1 else out, result
+
+
+PREVIEW_PROMPTS = (
+    "a red star on the grass background, medium, facing right, in the center",
+    "a yellow house on the snow background, medium, facing right, in the center",
+)
+
+
+def preview_images(pipe, token: str, cfg: MuseumConfig) -> tuple[list, list[str]]:
+    """(images, captions): PREVIEW_PROMPTS in the style, seeds 0, 1, ... (at most 20 sampling steps)."""
+    size = diffusion.base_resolution(pipe)
+    prompts = [style_prompt(p, [token]) for p in PREVIEW_PROMPTS]
+    settings = [diffusion.GenerationSettings(prompt=p, seed=i, steps=min(cfg.sample_steps, 20), guidance=cfg.guidance,
+                                             width=size, height=size) for i, p in enumerate(prompts)]
+    return diffusion.generate(pipe, settings), prompts
 
 
 def _save_checkpoint(path: Path, layers, vectors, opt, scaler, gen, step, cfg: MuseumConfig, after_tasks: int) -> None:
@@ -397,8 +412,12 @@ def _load_checkpoint(path: Path, layers, vectors, opt, scaler, gen, cfg: MuseumC
         meta = fh.metadata()
     if meta.get("after_tasks") != str(after_tasks):
         return 0
-    if MuseumConfig.from_dict(json.loads(meta["config"])) != cfg:  # fields added since take their defaults
-        raise UserError(f"{path} was written with another training config; delete {path.parent} to start the style over")
+    started = MuseumConfig.from_dict(json.loads(meta["config"]))  # fields added since take their defaults
+    changed = [f.name for f in dataclasses.fields(cfg)
+               if f.name not in MuseumConfig.RUN_FIELDS and getattr(started, f.name) != getattr(cfg, f.name)]
+    if changed:  # ingest.task_config refuses this first, naming the field; a library caller lands here
+        raise UserError(f"{path} was written with another training config ({', '.join(changed)} differ); "
+                        f"delete {path.parent} to start the style over")
     tensors = load_file(path)
     with torch.no_grad():
         for name, m in layers.items():

@@ -32,6 +32,10 @@ class MiniBaseConfig(SavedConfig):
     n_images: int = 60_000
     vae_batch: int = 32
     vae_lr: float = 2e-3
+    # Continuing a trained autoencoder (--resume with --vae-seconds): weight of the anchor that keeps
+    # its posterior means (in the UNet's scaled units) near where they were, so the UNet trained on
+    # them stays close to valid while the autoencoder learns what it could not reconstruct.
+    vae_anchor: float = 1.0
     unet_batch: int = 32
     unet_lr: float = 5e-4
     min_snr_gamma: float = 5.0  # Min-SNR loss weighting (Hang et al. 2023): faster convergence

@@ -24,7 +24,6 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -32,258 +31,23 @@ from generators import miniworld
 from generators.diffusion import resolve_device
 from generators.diffusion_training import min_snr_weight
 from generators.errors import UserError
+from generators.run import Run, as_run
 from generators.sd_mini.config import MiniBaseConfig
+from generators.sd_mini.data import encode_dataset, generic_textures, render_dataset, to_tensor
+from generators.sd_mini.models import (add_style_words, build_text_encoder, build_unet, build_vae, copy_matching_weights,
+                                       save_pipeline, training_scheduler)
 from generators.sd_mini.tokenizer import build_tokenizer
-
-
-
-
-def build_vae(cfg: MiniBaseConfig):
-    from diffusers import AutoencoderKL
-
-    n = len(cfg.vae_channels)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * n,
-        up_block_types=("UpDecoderBlock2D",) * n,
-        block_out_channels=tuple(cfg.vae_channels),
-        layers_per_block=cfg.vae_layers_per_block,
-        latent_channels=cfg.latent_channels,
-        norm_num_groups=8,
-        sample_size=cfg.resolution,
-    )
-
-
-def build_unet(cfg: MiniBaseConfig):
-    """The UNet. With cfg.unet_pooled_text its pooled-prompt embedding starts silent (output norm
-    zeroed), so a warm start from a UNet without it begins as that UNet and grows the new path."""
-    from diffusers import UNet2DConditionModel
-
-    unet = UNet2DConditionModel(
-        sample_size=cfg.resolution // 2 ** (len(cfg.vae_channels) - 1),
-        in_channels=cfg.latent_channels,
-        out_channels=cfg.latent_channels,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=tuple(cfg.unet_channels),
-        layers_per_block=cfg.unet_layers_per_block,
-        cross_attention_dim=cfg.text_width,
-        attention_head_dim=cfg.unet_heads,
-        norm_num_groups=cfg.unet_norm_groups,
-        addition_embed_type="text" if cfg.unet_pooled_text else None,
-        addition_embed_type_num_heads=cfg.unet_heads,
-    )
-    if cfg.unet_pooled_text:
-        with torch.no_grad():
-            unet.add_embedding.norm2.weight.zero_()
-            unet.add_embedding.norm2.bias.zero_()
-    return unet
-
-
-def build_text_encoder(cfg: MiniBaseConfig, tokenizer):
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    config = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=cfg.text_width,
-        intermediate_size=cfg.text_width * 4,
-        num_hidden_layers=cfg.text_layers,
-        num_attention_heads=cfg.text_heads,
-        max_position_embeddings=cfg.max_length,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        projection_dim=cfg.text_width,
-    )
-    return CLIPTextModel(config)
-
-
-def training_scheduler():
-    from diffusers import DDPMScheduler
-
-    return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
-
-
-def sampling_scheduler():
-    from diffusers import DPMSolverMultistepScheduler
-
-    return DPMSolverMultistepScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
-    )
-
-
-# --- data ---------------------------------------------------------------------------------
-
-
-def _render_one(args):
-    seed, index, size, kinds, species, style, family, product = args
-    sample = miniworld.generate(seed, index, size=size, held_out=False, kinds=kinds)
-    attrs = sample.attributes
-    image = sample.image
-    if product:
-        from generators.sd_mini import style_family
-
-        rng = np.random.default_rng([seed, index, 7])
-        caption = style_family.pretraining_caption(attrs, rng)
-        if family:
-            components = style_family.sample_components(rng)
-            image = style_family.apply_components(image, components, rng)
-            caption = f"{caption}, {', '.join(components)}"
-        return np.asarray(image, dtype=np.uint8), caption
-    # Every other bird without its colour word: the prompts that name a class (DataDream's "a
-    # sparrow bird", BOB's template) carry no colour, and a species word learnt only after one did
-    # not fire without it (docs/lab/2026-12-notebook.md). Other kinds keep their plain caption.
-    caption = attrs.species_caption(with_colour=index % 2 == 0) if species else attrs.caption
-    if style:
-        from styles.reference import apply_style
-
-        # The style's name where a museum puts a style's token: after the content.
-        image, caption = apply_style(style, image, seed=index), f"{caption}, {style}"
-    return np.asarray(image, dtype=np.uint8), caption
-
-
-def render_dataset(n: int, seed: int, size: int, workers: int | None = None, species_captions: bool = False,
-                   bird_share: float | None = None, caption_styles: tuple[str, ...] = (), style_share: float = 0.0,
-                   family_share: float = 0.0, product_captions: bool = False):
-    """n images (uint8 N×H×W×3) and their captions; held-out triples excluded.
-
-    bird_share: that fraction of the images are birds (drawn with seed + 1), the rest every kind
-    equally often; species_captions: birds' captions name their subclass. style_share: that
-    fraction (drawn with seed + 2) rendered in caption_styles in turn, the style's name ending the
-    caption; the rest plain. product_captions: captions in the product's prompt forms
-    (style_family.pretraining_caption), and family_share of the images (every k-th, spread evenly)
-    drawn with style-family components named at the caption's end."""
-    n_birds = round(n * bird_share) if bird_share else 0
-    n_styled = round(n * style_share) if caption_styles else 0
-    if n_birds + n_styled > n:
-        raise UserError(f"bird_share {bird_share} and style_share {style_share} add up to more than the whole set")
-    if family_share and not product_captions:
-        raise UserError("family_share needs product_captions (the family's words follow the product's caption forms)")
-    family = lambda j: family_share > 0 and (j * family_share) % 1 + family_share >= 1  # noqa: E731  (spread evenly)
-    jobs = [(seed, i, size, miniworld.KINDS, species_captions, None) for i in range(n - n_birds - n_styled)]
-    jobs += [(seed + 1, i, size, ("bird",), species_captions, None) for i in range(n_birds)]
-    jobs += [(seed + 2, i, size, miniworld.KINDS, species_captions, caption_styles[i % len(caption_styles)])
-             for i in range(n_styled)]
-    jobs = [job + (family(j), product_captions) for j, job in enumerate(jobs)]
-    workers = workers if workers is not None else min(16, os.cpu_count() or 1)
-    if workers > 1 and n >= 2000:
-        import multiprocessing as mp
-
-        with mp.get_context("fork").Pool(workers) as pool:
-            out = pool.map(_render_one, jobs, chunksize=256)
-    else:
-        out = [_render_one(j) for j in jobs]
-    return np.stack([o[0] for o in out]), [o[1] for o in out]
-
-
-def add_style_words(tokenizer, text_encoder, words) -> list[str]:
-    """Make each style name one token, added as a museum adds a style's token (at the vocabulary's
-    mean). Returns the names added."""
-    from generators.diffusion_training import add_style_token
-
-    missing = [w for w in words if len(tokenizer(w, add_special_tokens=False).input_ids) != 1]
-    for word in missing:
-        add_style_token(tokenizer, text_encoder, word)
-    return missing
-
-
-def to_tensor(images_uint8: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(images_uint8).permute(0, 3, 1, 2).contiguous()
-
-
-def gradient_map(luma: torch.Tensor, generator: torch.Generator, colours: int = 4) -> torch.Tensor:
-    """Luminance through a random ramp of `colours` colours (tinted and false-colour palettes).
-
-    luma: B×1×H×W in [0, 1]; returns B×3×H×W in [-1, 1]. Sorting each channel of the random
-    colours keeps the ramp monotone, so darker input stays darker output."""
-    b, _, h, w = luma.shape
-    ramp = torch.rand(b, colours, 3, generator=generator, device=luma.device).sort(dim=1).values
-    pos = luma.clamp(0, 1) * (colours - 1)
-    lo = pos.floor().clamp(max=colours - 2).long()
-    frac = pos - lo
-    pick = lambda i: torch.gather(ramp, 1, i.flatten(1)[..., None].expand(-1, -1, 3)).view(b, h, w, 3).permute(0, 3, 1, 2)  # noqa: E731
-    return (pick(lo) * (1 - frac) + pick(lo + 1) * frac) * 2 - 1
-
-
-def dot_screen(x: torch.Tensor, luma: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """A printed-dot screen: dots of a random dark ink on a rotated grid of random pitch (4-10 px),
-    covering about 1 - luma of the area, on white paper or on the image itself.
-
-    x: B×3×H×W in [-1, 1]; luma: B×1×H×W in [0, 1]; returns B×3×H×W in [-1, 1]."""
-    b, _, h, w = x.shape
-    r = lambda *s: torch.rand(*s, generator=generator, device=x.device)  # noqa: E731
-    py, px = torch.meshgrid(torch.arange(h, device=x.device, dtype=x.dtype), torch.arange(w, device=x.device, dtype=x.dtype),
-                            indexing="ij")  # pixel units, so the cells stay square on any aspect ratio
-    theta = r(b)[:, None, None] * math.pi
-    pitch = (4 + r(b) * 6)[:, None, None]
-    along = (px * torch.cos(theta) + py * torch.sin(theta)) / pitch
-    across = (-px * torch.sin(theta) + py * torch.cos(theta)) / pitch
-    cell = lambda u: torch.remainder(u, 1.0) - 0.5  # noqa: E731
-    dist = torch.sqrt(cell(along) ** 2 + cell(across) ** 2)[:, None]  # 0 at dot centres, at most 0.71
-    # Dot radius for ink coverage 1 - luma: a round dot of radius r covers πr² of its cell while it
-    # fits (r ≤ 0.5, coverage ≤ π/4); darker tones grow it on to the cell's corner (0.71, all ink).
-    dark = (1 - luma).clamp(0, 1)
-    fits = dark <= math.pi / 4
-    radius = torch.where(fits, torch.sqrt(dark / math.pi), 0.5 + 0.21 * (dark - math.pi / 4) / (1 - math.pi / 4))
-    ink = (dist < radius).to(x.dtype)
-    ink_colour = r(b, 3)[:, :, None, None] * 0.5
-    paper = torch.where(r(b)[:, None, None, None] < 0.5, torch.ones_like(x), (x + 1) / 2)
-    return ((1 - ink) * paper + ink * ink_colour) * 2 - 1
-
-
-def generic_textures(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Generic image statistics for the autoencoder, each at random parameters.
-
-    x: B×3×H×W in [-1, 1]. A third of the batch is left as it is; the rest gets one of gratings,
-    grain, posterize, grey, blur, a `gradient_map` or a `dot_screen`. They are deliberately not
-    the reference styles' renderers: they only widen what the autoencoder can reconstruct, so
-    that the museum can teach styles later.
-    """
-    b, _, h, w = x.shape
-    dev = x.device
-    r = lambda *s: torch.rand(*s, generator=generator, device=dev)  # noqa: E731
-    choice = (r(b) * 15).long()  # 0-4: unchanged
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h, device=dev), torch.linspace(-1, 1, w, device=dev), indexing="ij")
-    theta = r(b) * math.pi
-    along = xx[None] * torch.cos(theta)[:, None, None] + yy[None] * torch.sin(theta)[:, None, None]
-    freq = 4 + r(b) * 28
-    grating = torch.sin(along * freq[:, None, None])[:, None] * (0.2 + 0.5 * r(b))[:, None, None, None]
-    luma = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3] + 1) / 2  # Rec. 601, in [0, 1]
-    grey = (luma * 2 - 1).expand_as(x)
-    levels = (2 + (r(b) * 4).long()).float()[:, None, None, None]
-    posterized = torch.round((x + 1) / 2 * (levels - 1)) / (levels - 1) * 2 - 1
-    noise = (torch.rand(x.shape, generator=generator, device=dev) - 0.5) * 0.6
-    blurred = F.avg_pool2d(x, 3, 1, 1)
-    mapped = gradient_map(luma, generator)
-    screened = dot_screen(x, luma, generator)
-    variants = {5: x + grating, 6: grey, 7: posterized, 8: grey + grating, 9: x + noise, 10: blurred,
-                11: mapped, 12: mapped, 13: screened, 14: screened}
-    out = x.clone()
-    for key, v in variants.items():
-        out = torch.where((choice == key)[:, None, None, None], v, out)
-    return out.clamp(-1, 1)
 
 
 # --- training -----------------------------------------------------------------------------
 
 
-class EMA:
-    """Exponential moving average of a module's float parameters."""
+def ema_of(module: torch.nn.Module, decay: float):
+    """diffusers' EMAModel over the module's parameters (decay warmup (1 + s) / (10 + s), capped at
+    `decay`; a resumed chunk sets its optimization_step to the global step so it does not warm up again)."""
+    from diffusers.training_utils import EMAModel
 
-    def __init__(self, module: torch.nn.Module, decay: float):
-        self.decay = decay
-        self.shadow = [p.detach().clone().float() for p in module.parameters()]
-
-    @torch.no_grad()
-    def update(self, module: torch.nn.Module, step: int) -> None:
-        decay = min(self.decay, (1 + step) / (10 + step))
-        torch._foreach_lerp_(self.shadow, [p.detach().float() for p in module.parameters()], 1 - decay)
-
-    @torch.no_grad()
-    def copy_to(self, module: torch.nn.Module) -> None:
-        for s, p in zip(self.shadow, module.parameters()):
-            p.copy_(s.to(p.dtype))
+    return EMAModel(module.parameters(), decay=decay, foreach=True)
 
 
 def lr_factor(step: int, warmup: int, elapsed_fraction: float, schedule: str = "cosine") -> float:
@@ -308,11 +72,19 @@ def _autocast(device: torch.device, precision: str):
 
 
 def train_vae(vae, images: torch.Tensor, cfg: MiniBaseConfig, seconds: float, device, precision, log, should_stop,
-              decoder_only: bool = False):
+              decoder_only: bool = False, anchor: float = 0.0):
     """Stage 1. images: uint8 N×3×H×W on `device`.
 
     decoder_only: fine-tune the decoder with the encoder frozen. The latents do not move, so a
-    UNet trained on them stays valid; this sharpens reconstructions (colours) of a trained base."""
+    UNet trained on them stays valid; this sharpens reconstructions (colours) of a trained base.
+    anchor > 0 (continuing a trained autoencoder): add anchor · MSE between the posterior means
+    and those of the autoencoder as it was at the start, both times the latent scaling factor."""
+    import copy
+
+    reference = None
+    if anchor > 0 and not decoder_only:
+        reference = copy.deepcopy(vae).to(device).eval().requires_grad_(False)
+        scaling = float(vae.config.scaling_factor)
     vae.train().to(device)
     vae.encoder.requires_grad_(not decoder_only)
     vae.quant_conv.requires_grad_(not decoder_only)
@@ -333,6 +105,10 @@ def train_vae(vae, images: torch.Tensor, cfg: MiniBaseConfig, seconds: float, de
         loss_rec = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
         kl = posterior.kl().mean() / (x.shape[1] * x.shape[2] * x.shape[3])
         loss = loss_rec + (0.0 if decoder_only else 1e-6) * kl
+        if reference is not None:
+            with torch.no_grad():
+                before = reference.encode(x).latent_dist.mean
+            loss = loss + anchor * F.mse_loss(posterior.mean.float() * scaling, before.float() * scaling)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -344,28 +120,6 @@ def train_vae(vae, images: torch.Tensor, cfg: MiniBaseConfig, seconds: float, de
     vae.requires_grad_(False)
     vae.eval()
     return step
-
-
-@torch.no_grad()
-def copy_matching_weights(source: torch.nn.Module, target: torch.nn.Module) -> tuple[int, list[str]]:
-    """Copy every tensor of source's state dict into target where name and shape match.
-    Returns (number copied, names left as initialised)."""
-    src, dst = source.state_dict(), target.state_dict()
-    fresh = [k for k in dst if k not in src or src[k].shape != dst[k].shape]
-    target.load_state_dict({k: (dst[k] if k in fresh else src[k]) for k in dst})
-    return len(dst) - len(fresh), fresh
-
-
-@torch.no_grad()
-def encode_dataset(vae, images: torch.Tensor, device, batch: int = 512):
-    """Posterior mean and std of every image (cached once; sampled per training step)."""
-    means, stds = [], []
-    for i in range(0, images.shape[0], batch):
-        x = images[i : i + batch].to(device).float() / 127.5 - 1
-        dist = vae.encode(x).latent_dist
-        means.append(dist.mean.float())
-        stds.append(dist.std.float())
-    return torch.cat(means), torch.cat(stds)
 
 
 TRAIN_STATE = "train_state.safetensors"  # beside the pipeline: what an exact resume needs
@@ -383,16 +137,17 @@ def train_unet(unet, text_encoder, tokenizer, means, stds, captions, cfg, second
     text_encoder.train().to(device)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
-    ema_unet, ema_text = EMA(unet, cfg.ema_decay), EMA(text_encoder, cfg.ema_decay)
+    # the EMA starts from the weights as loaded: a resumed chunk's saved (EMA) pipeline
+    ema_unet, ema_text = ema_of(unet, cfg.ema_decay), ema_of(text_encoder, cfg.ema_decay)
     first_step = 0
     if state is not None:
-        from generators.gan.pretrain import _module_state
         from generators.optim_state import load_optimizer
 
-        unet.load_state_dict(_module_state(state, "unet."))
-        text_encoder.load_state_dict(_module_state(state, "text."))
+        for prefix, module in (("unet.", unet), ("text.", text_encoder)):
+            module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
         load_optimizer(opt, params, state, "opt.", device)
         first_step = int(state["global_step"])
+        ema_unet.optimization_step = ema_text.optimization_step = first_step
     noise_sched = training_scheduler()
     alphas = noise_sched.alphas_cumprod.to(device)
     ids = tokenizer(captions, padding="max_length", max_length=cfg.max_length, truncation=True, return_tensors="pt").input_ids.to(device)
@@ -421,8 +176,8 @@ def train_unet(unet, text_encoder, tokenizer, means, stds, captions, cfg, second
         _set_lr(opt, cfg.unet_lr, lr_factor(first_step + step, cfg.warmup_steps, (time.time() - start) / seconds,
                                             cfg.lr_schedule))
         opt.step()
-        ema_unet.update(unet, first_step + step)
-        ema_text.update(text_encoder, first_step + step)
+        ema_unet.step(unet.parameters())
+        ema_text.step(text_encoder.parameters())
         step += 1
         if step % 100 == 0:
             log(stage="unet", step=step, loss=float(loss), seconds=round(time.time() - start, 1))
@@ -444,44 +199,17 @@ def train_state_tensors(unet, text_encoder, opt, global_step: int) -> dict[str, 
     return out
 
 
-def save_pipeline(out_dir: Path, vae, text_encoder, tokenizer, unet) -> None:
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline(
-        vae=vae.to("cpu", torch.float32),
-        text_encoder=text_encoder.to("cpu", torch.float32),
-        tokenizer=tokenizer,
-        unet=unet.to("cpu", torch.float32),
-        scheduler=sampling_scheduler(),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    if tmp.exists():
-        import shutil
-
-        shutil.rmtree(tmp)
-    pipe.save_pretrained(tmp, safe_serialization=True)
-    from generators.files import honour_umask
-
-    for weights in tmp.rglob("*.safetensors"):  # safetensors writes them 0600
-        honour_umask(weights)
-    return tmp
-
-
 def pretrain_base(
     out_dir,
     overrides: dict | None = None,
-    vae_seconds: float = 600,
+    vae_seconds: float | None = None,
     unet_seconds: float = 3600,
     device: str = "auto",
     precision: str = "fp32",
     seed: int = 0,
     resume: bool = False,
     workers: int | None = None,
-    progress=None,
-    should_stop=None,
+    run: Run | None = None,
     log_file=None,
     decoder_seconds: float = 0,
     init_from=None,
@@ -491,8 +219,11 @@ def pretrain_base(
     `overrides` sets MiniBaseConfig fields (on resume, only training fields make sense).
 
     With resume=True the pipeline already in `out_dir` is loaded and its UNet and text
-    encoder trained further (the autoencoder stays as it is, since the UNet depends on its
-    latents); the new options are appended to training_options.json's history.
+    encoder trained further; the new options are appended to training_options.json's history.
+    The autoencoder stays as it is (the UNet depends on its latents) unless vae_seconds > 0 is
+    given: it then trains on from its weights with the latent anchor (cfg.vae_anchor), keeping
+    its scaling factor, and the UNet stage that follows learns the moved latents.
+    vae_seconds None: 600 for a new base, 0 on resume.
     init_from: another studio-mini pipeline whose UNet and text encoder weights start this run
     wherever the shapes match (a warm start after the autoencoder changed: the UNet's
     latent-facing convolutions then start fresh, and its pooled-prompt pathway too if the source
@@ -500,6 +231,11 @@ def pretrain_base(
     pathway, the UNet is rebuilt with it around the saved weights (recorded as warm_start.upgrade).
     decoder_seconds > 0 then fine-tunes the autoencoder's decoder alone (encoder frozen, so the
     latents and the UNet stay valid); unet_seconds = 0 skips the UNet stage.
+
+    run (generators/run.py): progress counts whole seconds of the stages' budget (vae, then
+    decoder, then unet seconds; info: stage, step, loss) every 100 steps; should_stop() ends the
+    current stage and writes the base with its exact-resume state; log gets the data line.
+    log_file: every stage's lines (JSON), appended.
     """
     import shutil
 
@@ -507,7 +243,8 @@ def pretrain_base(
     from transformers import CLIPTextModel, CLIPTokenizer
 
     out_dir = Path(out_dir)
-    should_stop = should_stop or (lambda: False)
+    run = as_run(run)
+    should_stop = run.should_stop
     dev = resolve_device(device)
     torch.manual_seed(seed)
     history = []
@@ -522,7 +259,7 @@ def pretrain_base(
         vae = AutoencoderKL.from_pretrained(out_dir / "vae")
         unet = UNet2DConditionModel.from_pretrained(out_dir / "unet")
         text_encoder = CLIPTextModel.from_pretrained(out_dir / "text_encoder")
-        vae_seconds = 0
+        vae_seconds = vae_seconds or 0  # only when asked: the UNet depends on the autoencoder's latents
         has_pooled = unet.config.get("addition_embed_type") == "text"
         if has_pooled and not cfg.unet_pooled_text:
             raise UserError(f"{out_dir}'s UNet has the pooled-prompt pathway; dropping it (--no-pooled-text) would "
@@ -537,6 +274,7 @@ def pretrain_base(
         else:
             cfg = replace(cfg, unet_pooled_text=has_pooled)  # what the saved UNet is
     else:
+        vae_seconds = 600 if vae_seconds is None else vae_seconds
         if (out_dir / "model_index.json").exists():
             raise FileExistsError(f"{out_dir} already holds a pipeline; pass --resume to train it further or pick a new --out")
         cfg = replace(MiniBaseConfig(), **(overrides or {}))
@@ -588,14 +326,19 @@ def pretrain_base(
     global_step = int(state["global_step"]) if state is not None else 0
 
     log_lines = []
+    budget = max(1, math.ceil(vae_seconds + decoder_seconds + unet_seconds))
+    stage_start = {"vae": 0, "decoder": vae_seconds, "unet": vae_seconds + decoder_seconds}
 
     def log(**info):
         log_lines.append(info)
         if log_file:
             with open(log_file, "a") as fh:
                 fh.write(json.dumps(info) + "\n")
-        if progress:
-            progress(info.get("step", 0), 0, **{k: v for k, v in info.items() if k != "step"})
+        if info["stage"] in stage_start:
+            done = min(budget - 1, int(stage_start[info["stage"]] + info["seconds"]))  # budget itself: when written
+            run.progress(done, budget, **{k: v for k, v in info.items() if k != "seconds"})
+        else:
+            run.log(json.dumps(info))
 
     t0 = time.time()
     images_np, captions = render_dataset(cfg.n_images, cfg.data_seed + len(history) * 7919, cfg.resolution, workers,
@@ -606,7 +349,8 @@ def pretrain_base(
 
     vae_steps = decoder_steps = 0
     if vae_seconds > 0:
-        vae_steps = train_vae(vae, images, cfg, vae_seconds, dev, precision, log, should_stop)
+        vae_steps = train_vae(vae, images, cfg, vae_seconds, dev, precision, log, should_stop,
+                              anchor=cfg.vae_anchor if resume else 0.0)
     if decoder_seconds > 0:
         decoder_steps = train_vae(vae, images, cfg, decoder_seconds, dev, precision, log, should_stop, decoder_only=True)
     vae.to(dev).eval()
@@ -619,14 +363,14 @@ def pretrain_base(
         vae.register_to_config(scaling_factor=scaling)
     del images
 
-    def write_base(unet_steps: int, ema_unet: EMA, ema_text: EMA, final: bool, opt=None) -> dict:
+    def write_base(unet_steps: int, ema_unet, ema_text, final: bool, opt=None) -> dict:
         """Save the EMA weights as the pipeline in out_dir, and with `opt` the exact-resume state
         beside it (swapped in whole: a kill keeps the old one)."""
         import copy
 
         unet_out, text_out = copy.deepcopy(unet).to("cpu"), copy.deepcopy(text_encoder).to("cpu")
-        ema_unet.copy_to(unet_out)
-        ema_text.copy_to(text_out)
+        ema_unet.copy_to(unet_out.parameters())
+        ema_text.copy_to(text_out.parameters())
         tmp = save_pipeline(out_dir, copy.deepcopy(vae), text_out.eval(), tokenizer, unet_out.eval())
         options = {
             "command": "studio " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("studio") else " ".join(sys.argv),
@@ -675,6 +419,7 @@ def pretrain_base(
             scaling, on_checkpoint=lambda step, eu, et, o: write_base(step, eu, et, final=False, opt=o), state=state,
         )
     else:
-        unet_steps, ema_unet, ema_text, opt = 0, EMA(unet, 0.0), EMA(text_encoder, 0.0), None
+        unet_steps, ema_unet, ema_text, opt = 0, ema_of(unet, 0.0), ema_of(text_encoder, 0.0), None
     options = write_base(unet_steps, ema_unet, ema_text, final=True, opt=opt)
+    run.progress(budget, budget)
     return options

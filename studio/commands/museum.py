@@ -29,7 +29,7 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="training steps per style (default 300, or style.toml's)")
     p.add_argument("--rank", type=int, default=None, help="shared LoRA rank (fixed by the museum's first style)")
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps between resumable checkpoints (default 50)")
-    p.add_argument("--noise-offset", type=float, default=0.0,
+    p.add_argument("--noise-offset", type=float, default=None,
                    help="kohya's noise_offset for the style images (default 0: off; docs/lab/2026-12-notebook.md measures 0.1)")
     p.add_argument("--new-version", action="store_true",
                    help="learn a style whose name exists with different images as <name>-v2 beside the original")
@@ -57,63 +57,48 @@ def register(sub) -> None:
     e.set_defaults(run=run_export)
 
 
-def _config(args, style):
-    from dataclasses import replace
-
+def _overrides(args) -> dict:
+    """The MuseumConfig fields this command line sets (flags given, then --set); the rest comes from
+    the museum's policy (ingest.task_config)."""
     from generators.museum.config import MuseumConfig
 
-    default = MuseumConfig()
-    rank = {"rank": args.rank, "alpha": float(args.rank)} if args.rank else {}
-    cfg = replace(default, **rank, steps=args.steps or style.steps or default.steps,
-                  checkpoint_every=args.checkpoint_every or default.checkpoint_every,
-                  noise_offset=args.noise_offset, use_sdl=not args.no_sdl, use_weight_reg=not args.no_weight_reg,
-                  use_feature_reg=not args.no_feature_reg, preserve_base=not args.no_preserve_base,
-                  precision=args.precision, gradient_checkpointing=args.gradient_checkpointing)
-    return replace(cfg, **parse_set(args.set, MuseumConfig))
+    given = {"steps": args.steps, "rank": args.rank, "checkpoint_every": args.checkpoint_every,
+             "noise_offset": args.noise_offset, "precision": args.precision}
+    out = {k: v for k, v in given.items() if v is not None}
+    for flag, key in (("no_sdl", "use_sdl"), ("no_weight_reg", "use_weight_reg"), ("no_feature_reg", "use_feature_reg"),
+                      ("no_preserve_base", "preserve_base")):
+        if getattr(args, flag):
+            out[key] = False
+    if args.gradient_checkpointing:
+        out["gradient_checkpointing"] = True
+    out.update(parse_set(args.set, MuseumConfig))
+    MuseumConfig(**out)  # a bad value fails now, before any work
+    return out
 
 
 def run_ingest(args) -> int:
-    from dataclasses import replace
-
     from generators import diffusion
-    from generators.museum.config import MuseumConfig
-    from generators.museum import engine
-    from generators.museum.ingest import plan
-    from generators.museum.scores import score_text
+    from generators.museum.ingest import ingest, plan, plan_lines, task_report, todo
+    from generators.run import Run
     from styles.museum import Museum
 
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps must be at least 1, got {args.steps}")
-    if args.noise_offset < 0:
+    if args.noise_offset is not None and args.noise_offset < 0:
         raise UserError(f"--noise-offset must be 0 (off) or more, got {args.noise_offset}")
-    replace(MuseumConfig(), **parse_set(args.set, MuseumConfig))  # a bad --set fails now, before any work
+    overrides = _overrides(args)
     root = museum_dir(args)
     base = diffusion.base_name(args.base)
     museum = Museum.open(root, base=base, create=True)
-    if museum.n_tasks:
-        first = museum.manifest(museum.styles[0].name)["config"]
-        if args.rank and args.rank != first["rank"]:
-            raise UserError(f"museum {root} uses LoRA rank {first['rank']}; --rank cannot change it")
-        args.rank = first["rank"]
-    items = plan(args.dir, museum, diffusion.resolution_of(args.base), args.new_version)
+    items = plan(args.dir, museum, diffusion.resolution_of(args.base), args.new_version, overrides)
 
     print(f"plan for {args.dir} -> museum {root} (base {base}):")
-    for it in items:
-        what = f"{it.action:7s} {it.name:24s}"
-        if it.images is not None:
-            what += f" {it.images:3d} images"
-        if it.action in ("learn", "resume"):
-            what += f", {_config(args, it.style).steps} steps"
-        if it.rejected:
-            what += f", {len(it.rejected)} files rejected"
-        print("  " + what + (f"  ({it.reason})" if it.reason else ""))
-        if it.action == "invalid":  # a learnt style lists its rejected files in the report instead
-            for f, why in it.rejected:
-                print(f"      rejected {f}: {why}")
-    todo = [it for it in items if it.action in ("learn", "resume")]
+    for line in plan_lines(items):
+        print(line)
+    tasks = todo(items)
 
     evaluator = None
-    if todo:
+    if tasks:
         try:
             from generators.evaluators import load_evaluator
 
@@ -121,30 +106,21 @@ def run_ingest(args) -> int:
         except FileNotFoundError:
             print("(no evaluators under assets/: style scores are skipped)", file=sys.stderr)
 
-    stop = StopFlag()
-    reports = []
-    for k, it in enumerate(todo, 1):
-        cfg = _config(args, it.style)
-        with TqdmProgress(f"[{k}/{len(todo)}] {it.name}") as progress:
-            manifest = engine.learn(museum, it.style, cfg, args.base, args.device, progress=progress,
-                                    should_stop=stop, evaluator=evaluator)
-        if manifest.get("stopped"):
-            print(f"stopped during {it.name} at step {manifest['result']['steps']}: the museum holds the styles "
-                  "learnt before it; run the same command again to resume", file=sys.stderr)
-            return 130
-        reports.append((it, manifest))
+    with TqdmProgress(f"{len(tasks)} styles") as progress:
+        manifests = ingest(museum, items, args.base, args.device, Run(progress=progress, should_stop=StopFlag()),
+                           evaluator)
+    if manifests and manifests[-1].get("stopped"):
+        m = manifests[-1]
+        print(f"stopped during {m['name']} at step {m['result']['steps']}: the museum holds the styles "
+              "learnt before it; run the same command again to resume", file=sys.stderr)
+        return 130
 
     print("report:")
     for it in items:
         if it.action in ("skip", "refuse", "invalid"):
             print(f"  {it.name}: {it.action} - {it.reason}")
-    for it, m in reports:
-        r = m["result"]
-        print(f"  {it.name}: learnt as {m['token']}; {len(m['images'])} images used, {len(m['rejected'])} rejected, "
-              f"{r['steps']} steps" + (f" (resumed at {r['resumed_from']})" if r["resumed_from"] else "")
-              + f", {m['timings']['total_seconds']:.0f} s, final loss {r['final_loss']:.4f}, {score_text(m.get('metrics'))}")
-        for f in m["rejected"]:
-            print(f"    rejected {f['file']}: {f['reason']}")
+    for m in manifests:
+        print("\n".join(task_report(m)))
     failed = [it for it in items if it.action in ("refuse", "invalid")]
     if len(failed) == 1:
         it = failed[0]

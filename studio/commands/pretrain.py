@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from generators.sd_mini.config import MiniBaseConfig
@@ -18,7 +19,9 @@ def register(sub) -> None:
     D = MiniBaseConfig()
     base = psub.add_parser("base", help="train studio-mini, a diffusers StableDiffusionPipeline (autoencoder, text encoder, UNet)")
     base.add_argument("--out", type=Path, default=Path("assets/studio-mini"), help="pipeline folder to write")
-    base.add_argument("--vae-seconds", type=float, default=1200, help="time budget of the autoencoder stage")
+    base.add_argument("--vae-seconds", type=float, default=None,
+                      help="time budget of the autoencoder stage (default 1200 for a new base; on --resume 0: give it to "
+                           "train the autoencoder on, anchored to its latents, before the UNet stage)")
     base.add_argument("--unet-seconds", type=float, default=10800, help="time budget of the UNet + text encoder stage")
     base.add_argument("--decoder-seconds", type=float, default=0,
                       help="with --resume: fine-tune the autoencoder's decoder alone (encoder frozen: the UNet stays valid)")
@@ -63,6 +66,7 @@ def register(sub) -> None:
 
 
 def run_base(args) -> int:
+    from generators.run import Run
     from generators.sd_mini.pretrain import pretrain_base
     from studio.commands.common import StopFlag
 
@@ -74,10 +78,12 @@ def run_base(args) -> int:
                                          ).items() if v is not None}
     overrides.update(parse_set(args.set, MiniBaseConfig))
     with TqdmProgress("pretrain base") as progress:
-        opts = pretrain_base(args.out, overrides, args.vae_seconds, args.unet_seconds, args.device, args.precision,
-                             args.seed, args.resume, args.workers, progress, log_file=args.log,
+        vae_seconds = args.vae_seconds if args.vae_seconds is not None or args.resume else 1200
+        opts = pretrain_base(args.out, overrides, vae_seconds, args.unet_seconds, args.device, args.precision,
+                             args.seed, args.resume, args.workers, log_file=args.log,
                              decoder_seconds=args.decoder_seconds, init_from=args.init_from,
-                             should_stop=StopFlag())  # Ctrl-C / SIGTERM: finish the step, write the base and its state
+                             # Ctrl-C / SIGTERM: finish the step, write the base and its state
+                             run=Run(progress=progress, should_stop=StopFlag(), log=lambda line: print(line, file=sys.stderr)))
     print(f"wrote {args.out}: {opts['vae_steps']} autoencoder steps, {opts['unet_steps']} UNet steps, "
           f"{opts['wall_seconds']:.0f} s on {opts['device']}")
     return 0

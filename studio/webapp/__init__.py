@@ -42,7 +42,6 @@ from generators.museum.scores import score_text
 from studio.webapp.app import Studio, create_app, launch
 from studio.webapp.gan import GAN_COLUMNS
 from studio.webapp.jobs import JOB_COLUMNS, PANELS
-from studio.webapp.museum import PREVIEW_PROMPTS
 from studio.webapp.shared import (CAPTION_SUFFIXES, CSS, HEAVY, IMAGE_SUFFIXES, LAUNCH_MAX_FILE_SIZE, LIGHT, MAX_BATCH,
                                   MAX_FILE_BYTES, MAX_PROMPT, MAX_STYLE_FILES, MAX_UPLOAD_BYTES, MAX_ZIP_BYTES,
                                   MAX_ZIP_MEMBERS, NAME, SAFE_NAME, StudioBase, UserError, page_errors, studio_home_dir)
@@ -52,7 +51,7 @@ from studio.webapp.uploads import check_uploads, safe_extract_zip, safe_file_nam
 __all__ = [
     "BANK_COLUMNS", "CAPTION_SUFFIXES", "CSS", "DEFAULT_CATEGORY", "GAN_COLUMNS", "HEAVY", "IMAGE_SUFFIXES",
     "JOB_COLUMNS", "LAUNCH_MAX_FILE_SIZE", "LIGHT", "MAX_BATCH", "MAX_FILE_BYTES", "MAX_PROMPT", "MAX_STYLE_FILES",
-    "MAX_UPLOAD_BYTES", "MAX_ZIP_BYTES", "MAX_ZIP_MEMBERS", "NAME", "PANELS", "PREVIEW_PROMPTS", "SAFE_NAME", "Studio",
+    "MAX_UPLOAD_BYTES", "MAX_ZIP_BYTES", "MAX_ZIP_MEMBERS", "NAME", "PANELS", "SAFE_NAME", "Studio",
     "StudioBase", "UserError", "check_uploads", "create_app", "launch", "page_errors", "safe_extract_zip",
     "safe_file_name", "score_text", "studio_home_dir", "zip_folder",
 ]

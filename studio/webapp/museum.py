@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import gradio as gr
 
 from generators.museum.scores import score_help, score_text, style_metrics
+from generators.run import Run
 from studio.jobs import Job, duration
 from studio.webapp.shared import (CAPTION_SUFFIXES, HEAVY, IMAGE_SUFFIXES, LIGHT, StudioBase, UserError, _bind_stop,
                                   _img_data_uri, _owner, _registrar, _status_md, page_errors)
@@ -22,12 +23,6 @@ from studio.webapp.uploads import check_uploads, zip_folder
 
 if TYPE_CHECKING:
     from studio.webapp.app import Studio
-
-PREVIEW_PROMPTS = (
-    "a red star on the grass background, medium, facing right, in the center",
-    "a yellow house on the snow background, medium, facing right, in the center",
-)
-
 
 class MuseumMixin(StudioBase):
     """The Museum tab's events."""
@@ -54,25 +49,25 @@ class MuseumMixin(StudioBase):
             from generators import bases, diffusion, miniworld
             from generators.museum import engine
             from generators.museum.config import MuseumConfig
+            from generators.museum.ingest import task_config
             from generators.museum.train import learn_style, load_pipe_style_tokens
             from styles.reference import apply_style
 
             t0 = time.time()
             pipe = diffusion.load_base(self.base, self.device, "fp32")
             museum = self.open_museum()
-            cfg = MuseumConfig(steps=4, batch_size=batch, checkpoint_every=10**6)
+            run_fields = {"steps": 4, "batch_size": batch, "checkpoint_every": 10**6}
+            cfg = MuseumConfig(**run_fields) if museum is None else task_config(museum, "speed-check", None, run_fields)
             states, earlier = [None], []
             if museum is not None and museum.n_tasks:
                 load_pipe_style_tokens(pipe, engine.token_vectors(museum, bases.adapter(pipe)))  # as engine.learn
                 states += [museum.lora_state(k) for k in range(1, museum.n_tasks + 1)]
                 earlier = [{"token": s.token, "captions": museum.manifest(s.name).get("captions", [])} for s in museum.styles]
-                first = museum.manifest(museum.styles[0].name)["config"]
-                cfg.rank, cfg.alpha = first["rank"], first["alpha"]
             load_s = time.time() - t0
             size = diffusion.base_resolution(pipe)
             images = [apply_style("sepia", miniworld.generate(0, i, size=size).image, seed=i) for i in range(4)]
             learn_style(pipe, "<studio-speed-check>", images, [None] * len(images), cfg, states[-1], states, earlier,
-                        progress=job.progress, should_stop=job.should_stop)
+                        run=Run(progress=job.progress, should_stop=job.should_stop))
             rate = job.seconds_per_step()
             if rate is None or job.should_stop():
                 return {"stopped": True}
@@ -258,30 +253,21 @@ class MuseumMixin(StudioBase):
 
         def work(job: Job):
             from generators import diffusion
-            from generators.museum import engine
-            from generators.museum.config import MuseumConfig
-            from generators.museum.train import style_prompt
-            from styles.folder import read_style_folder
+            from generators.museum.ingest import ingest, plan_style
 
             museum = self.open_museum(create=True)
-            style = read_style_folder(folder, diffusion.resolution_of(self.base), name=name)
-            cfg = MuseumConfig(steps=steps, batch_size=batch_size, checkpoint_every=max(1, min(50, steps // 4 or 1)))
-            ckpt = museum.work_dir(style.name) / "checkpoint.safetensors"
-            hashes = museum.work_dir(style.name) / "hashes.txt"
-            if ckpt.is_file() and (not hashes.is_file() or hashes.read_text().split() != style.hashes):
-                job.log(f"the interrupted run of {style.name} used other images: starting over")
-                shutil.rmtree(museum.work_dir(style.name))
-            if ckpt.is_file():  # resume with the config the task was started with
-                from safetensors import safe_open
-
-                with safe_open(str(ckpt), "pt") as fh:
-                    cfg = MuseumConfig.from_dict(json.loads(fh.metadata()["config"]))
+            overrides = {"steps": steps, "batch_size": batch_size, "checkpoint_every": max(1, min(50, steps // 4 or 1))}
+            item = plan_style(folder, museum, diffusion.resolution_of(self.base), name, overrides)
+            if item.action in ("refuse", "invalid"):
+                raise UserError(item.reason + "".join(f"; rejected {f}: {why}" for f, why in item.rejected))
+            if resuming and item.action != "resume":
+                raise UserError(f"no checkpoint left for {item.name} ({item.reason or 'nothing to resume'}); "
+                                "upload its images again")
+            cfg, style = item.config, item.style
+            if item.action == "resume":
                 job.log(f"resuming {style.name} from its checkpoint ({cfg.steps} steps in all)")
-            elif resuming:
-                raise UserError(f"no checkpoint left for {style.name}; upload its images again")
-            if museum.n_tasks:
-                first = museum.manifest(museum.styles[0].name)["config"]
-                cfg.rank, cfg.alpha = first["rank"], first["alpha"]
+            elif item.reason:
+                job.log(f"{style.name}: {item.reason}")
             job.log(f"{len(style.images)} images ({len(style.rejected)} rejected) -> token {style.token}; "
                     f"{cfg.steps} steps of batch {cfg.batch_size} (images x repeats = {cfg.steps * cfg.batch_size} samples)")
             for f, why in style.rejected:
@@ -292,19 +278,9 @@ class MuseumMixin(StudioBase):
                 if preview_every and step % preview_every == 0 and step < total:
                     job.log(f"step {step}/{total}" + (f": loss {info['loss']:.4f}" if "loss" in info else ""))
 
-            def preview(step, pipe, token):
-                if preview_every and step % preview_every == 0 and step < cfg.steps:
-                    token_now = token
-                    size = diffusion.base_resolution(pipe)
-                    settings = [diffusion.GenerationSettings(prompt=style_prompt(p, [token_now]), seed=i,
-                                                             steps=min(cfg.sample_steps, 20), guidance=cfg.guidance,
-                                                             width=size, height=size)
-                                for i, p in enumerate(PREVIEW_PROMPTS)]
-                    images = diffusion.generate(pipe, settings)
-                    job.set_previews([(im, f"step {step}") for im in images])
-
-            manifest = engine.learn(museum, style, cfg, self.base, self.device, progress=progress,
-                                    should_stop=job.should_stop, evaluator=self.evaluator(), preview=preview)
+            run = Run(progress=progress, should_stop=job.should_stop, preview_every=preview_every,
+                      preview=lambda step, images, captions: job.set_previews([(im, f"step {step}") for im in images]))
+            manifest = ingest(museum, [item], self.base, self.device, run, self.evaluator())[0]
             if manifest.get("stopped"):
                 job.log(f"stopped at step {manifest['result']['steps']}/{cfg.steps}; the checkpoint is kept: "
                         "press Learn style again with the same name (no files needed) to resume")
