@@ -27,11 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from generators.evaluators import load_evaluator  # noqa: E402
-from generators.gan.evaluate import _pil, _recognised  # noqa: E402
-from generators.gan.lifelong import generate  # noqa: E402
 from generators.files import CHECKPOINT_FILE, save_tensors  # noqa: E402
-from generators.gan.pretrain import CHECKPOINT_JSON, _module_state  # noqa: E402
-from generators.gan.stylegan2 import load_generator  # noqa: E402
+from generators.gan.evaluate import kinds_recognised  # noqa: E402
+from generators.gan.folder import load_generator  # noqa: E402
+from generators.gan.pretrain_files import CHECKPOINT_JSON, module_state  # noqa: E402
+from generators.gan.sampling import generate, to_pil  # noqa: E402
 
 THRESHOLD = 0.8  # as `studio eval gan`
 
@@ -42,7 +42,7 @@ def snapshot(run: Path, out: Path) -> Path | None:
     dest = out / f"{run.name}-{step}"
     if dest.exists():
         return None
-    g_ema = _module_state(load_file(str(run / CHECKPOINT_FILE)), "G_ema.")
+    g_ema = module_state(load_file(str(run / CHECKPOINT_FILE)), "G_ema.")
     tmp = out / f".{run.name}-{step}.tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     save_tensors(g_ema, tmp / "generator.safetensors")
@@ -71,7 +71,7 @@ def screen(folders: list[Path], seeds: list[int], n: int, json_out: Path) -> Non
     rows = []
     for folder in folders:
         G = load_generator(folder)
-        kind = [_recognised(evaluator, _pil(generate(G, n, s, 1.0)), THRESHOLD)[0] for s in seeds]
+        kind = [kinds_recognised(evaluator, to_pil(generate(G, n, s, 1.0)), THRESHOLD)[0] for s in seeds]
         rows.append({"folder": str(folder), "kind_recognised": kind, "mean": round(sum(kind) / len(kind), 4)})
         print(json.dumps(rows[-1]), flush=True)
     json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -56,26 +56,13 @@ if str(ROOT) not in sys.path:
 
 from generators import miniworld  # noqa: E402
 from generators.gan.left import LeFTConfig  # noqa: E402
-from generators.gan.lifelong import (  # noqa: E402
-    Adapter,
-    TrainConfig,
-    generate,
-    learn_task,
-    load_task_generator,
-    resolve_base,
-)
+from generators.gan.folder import load_generator, resolve_base, save_discriminator, save_generator  # noqa: E402
+from generators.gan.lifelong import learn_task, load_task_generator  # noqa: E402
 from generators.gan.mode_seeking import ModeSeekingConfig, PerceptualDistance  # noqa: E402
-from generators.gan.stylegan2 import (  # noqa: E402
-    DISCRIMINATOR_FILE,
-    Discriminator,
-    GANConfig,
-    Generator,
-    count_params,
-    load_discriminator,
-    load_generator,
-    save_discriminator,
-    save_generator,
-)
+from generators.gan.sampling import generate  # noqa: E402
+from generators.gan.stylegan2 import Discriminator, GANConfig, Generator, count_params  # noqa: E402
+from generators.gan.task_trainer import TaskTrainer, TrainConfig, mapping_w_avg, task_discriminator  # noqa: E402
+from generators.run import Run  # noqa: E402
 
 METHODS = ("left_ms", "left", "full_ft", "seq_ft")
 SHOT_SEED, EVAL_SEED = 31_000, 93_000
@@ -177,16 +164,12 @@ def full_finetune(G: Generator, base_path: Path, shots: torch.Tensor, train: Tra
     """Fine-tune every parameter of (a copy of) G on `shots`, D from the base; returns (G, seconds)."""
     t0 = time.monotonic()
     G = copy.deepcopy(G).to(device).train().requires_grad_(True)
-    if (base_path / DISCRIMINATOR_FILE).is_file():
-        D = load_discriminator(base_path, device=device).train().requires_grad_(True)
-    else:
-        torch.manual_seed(train.seed + 17)
-        D = Discriminator(G.config).to(device).train()
-    adapter = Adapter(G, D, list(G.parameters()), shots, train, ModeSeekingConfig(enabled=False), None, device)
+    D, _ = task_discriminator(base_path, G.config, train.seed, device)
+    trainer = TaskTrainer(G, D, list(G.parameters()), shots, train, ModeSeekingConfig(enabled=False), None, device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(train.seed)
         for _ in range(train.iters):
-            adapter.step()
+            trainer.step()
     return G.eval().requires_grad_(False), time.monotonic() - t0
 
 
@@ -383,8 +366,6 @@ def time_default_task(args) -> dict:
     """One task at default settings (TrainConfig(), LeFT rank 1, mode seeking with the evaluators) on a
     random base of the default GANConfig architecture. With --time-iters K the run stops after K
     iterations and the full default task is extrapolated from the measured setup and s/iter."""
-    from generators.gan.lifelong import TrainConfig as TC
-
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="lifelong-gan-time-"))
     cfg = GANConfig()
@@ -397,7 +378,7 @@ def time_default_task(args) -> dict:
     folder.mkdir()
     for i, im in enumerate(render_domain(d, SHOT_SEED, 10, cfg.resolution)):
         im.save(folder / f"{i:02d}.png")
-    default = TC()
+    default = TrainConfig()
     stop_after = args.time_iters or default.iters
     count = {"n": 0}
 
@@ -406,14 +387,13 @@ def time_default_task(args) -> dict:
         return count["n"] > stop_after
 
     t0 = time.monotonic()
-    meta = learn_task(work / "store", "timing", folder, base=base, device=args.device, should_stop=should_stop)
+    meta = learn_task(work / "store", "timing", folder, base=base, device=args.device, run=Run(should_stop=should_stop))
     wall = time.monotonic() - t0
     if meta.get("stopped"):  # extrapolate: measured s/iter over the default iterations + setup + w_avg + write
         ck = json.loads((work / "store" / "work" / "timing" / "checkpoint.json").read_text())
         s_iter = ck["train_seconds"] / ck["step"]
         G = load_generator(base)
         from generators.gan.left import attach_left
-        from generators.gan.lifelong import mapping_w_avg
 
         attach_left(G)
         t1 = time.monotonic()

@@ -47,8 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import stats  # noqa: E402
-from bench.forgetting import (DEFAULT_STYLES, SEPARATION_TARGET, config_value, content_prompts, metric_ci,  # noqa: E402
-                              score, separation_report, style_folders)
+from bench.forgetting import DEFAULT_STYLES, config_value, content_prompts, score, style_folders  # noqa: E402
+from bench.forgetting_report import SEPARATION_TARGET, metric_ci, separation_report  # noqa: E402
 from generators import diffusion  # noqa: E402
 from generators.evaluators import load_evaluator  # noqa: E402
 from generators.museum import engine  # noqa: E402

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,8 +19,10 @@ from PIL import Image, PngImagePlugin
 
 from generators.base_source import DEFAULT_BASE, base_source
 from generators.errors import UserError
+from generators.run import Run, as_run
 
 ASSETS = DEFAULT_BASE.parent
+PROGRESS_EVERY_S = 0.25  # generate reports progress at most this often (the run seam: a few times a second)
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -111,31 +114,68 @@ class GenerationSettings:
     styles: tuple[str, ...] = ()
 
 
+class GeneratedImages(list):
+    """The images `generate` returns: a plain list of PIL images, marked `stopped` when the run's
+    should_stop cut the call short (the job board reads `.stopped`)."""
+
+    stopped: bool = False
+
+
 @torch.no_grad()
-def generate(pipe, settings: list[GenerationSettings], batch_size: int = 8, callback=None,
-             on_step=None) -> list[Image.Image]:
+def generate(pipe, settings: list[GenerationSettings], batch_size: int = 8, run: Run | None = None) -> GeneratedImages:
     """Images for a list of settings (same steps/guidance/size in a batch); each its own seed.
 
-    callback(images_done, n_images) after each batch; on_step(steps_done, total_steps) after each
-    denoising step of every batch (a batch is one pipeline call, so that is the finest progress).
+    Settings are drawn in batches of `batch_size`, one pipeline call each. Every image's noise comes
+    from its own torch.Generator(seed) on the CPU, so an image depends on its seed and settings
+    only, not on the batch it was drawn in (up to float rounding) nor on the device, nor on `run`.
 
-    Every image's noise comes from its own torch.Generator(seed) on the CPU, so an image
-    depends on its seed and settings only, not on the batch it was drawn in (up to float
-    rounding) nor on the device.
+    The run seam (generators/run.py), all optional:
+    - run.progress(done, total, images_done=k): the unit is one denoising step of one batch, so
+      total = the sum of every batch's steps (fixed for the call) and the bar moves smoothly; it is
+      reported at the start (0), at most about four times a second, and after every batch, so
+      done == total when the call finishes (a stopped call leaves it where it was, below total).
+    - run.should_stop(): polled before every batch and after every denoising step. When it turns
+      true mid-batch the pipeline is interrupted the way diffusers supports (`pipe._interrupt` from
+      `callback_on_step_end`: the remaining steps are skipped) and that batch's images are dropped.
+      A stopped call returns the images of the batches that finished, i.e. the images of the first
+      len(result) settings (a whole number of batches, possibly none), exactly as an unstopped call
+      would have drawn them, with result.stopped = True; it raises nothing. A stop that comes on a
+      batch's last step keeps that batch (it is finished).
+    - run.preview(done, images, captions): each finished batch's images with their prompts as
+      captions, as it finishes (a front shows or saves them while the rest are drawn).
     """
-    out: list[Image.Image] = []
+    run = as_run(run)
+    out = GeneratedImages()
     chunks = [settings[start : start + batch_size] for start in range(0, len(settings), batch_size)]
-    total_steps = sum(chunk[0].steps for chunk in chunks)
-    done = [0]
+    total = sum(chunk[0].steps for chunk in chunks)
+    state = {"base": 0, "steps": 1, "reported": None, "at": 0.0, "interrupted": False}
 
-    def step_end(_pipe, _i, _t, kwargs):
-        done[0] += 1
-        on_step(done[0], total_steps)
+    def report(done: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if done == state["reported"] or not (force or now - state["at"] >= PROGRESS_EVERY_S):
+            return
+        state["reported"], state["at"] = done, now
+        run.progress(done, total, images_done=len(out))
+
+    def step_end(pipeline, i, _t, kwargs):
+        # A scheduler may take more timesteps than steps (Heun: 2 per step): count in steps.
+        n = max(1, int(getattr(pipeline, "num_timesteps", 0) or state["steps"]))
+        if i + 1 >= n:  # the batch's last step: it is reported, with its images, once decoded
+            return kwargs
+        if run.should_stop():
+            pipeline._interrupt = True  # diffusers skips the remaining steps of this call
+            state["interrupted"] = True
+        else:
+            report(state["base"] + (i + 1) * state["steps"] // n)
         return kwargs
 
+    if total:
+        report(0, force=True)
     for chunk in chunks:
+        if run.should_stop():
+            break
         first = chunk[0]
-        extra = {"callback_on_step_end": step_end} if on_step else {}
+        state["steps"], state["interrupted"] = first.steps, False
         images = pipe(
             prompt=[s.prompt for s in chunk],
             negative_prompt=[s.negative_prompt for s in chunk],
@@ -144,11 +184,15 @@ def generate(pipe, settings: list[GenerationSettings], batch_size: int = 8, call
             height=first.height,
             width=first.width,
             generator=[torch.Generator("cpu").manual_seed(s.seed) for s in chunk],
-            **extra,
+            callback_on_step_end=step_end,
         ).images
+        if state["interrupted"]:  # half-denoised: not an image of these settings
+            break
         out.extend(images)
-        if callback:
-            callback(len(out), len(settings))
+        state["base"] += first.steps
+        report(state["base"], force=True)
+        run.preview(state["base"], list(images), [s.prompt for s in chunk])
+    out.stopped = len(out) < len(settings)
     return out
 
 

@@ -1,10 +1,11 @@
-"""The evaluators: small classifiers trained on mini-world renderings.
+"""The evaluators: small classifiers trained on mini-world renderings; the network and its inference API.
 
 They are the project's offline stand-in for CLIP / Inception: one multi-head CNN
 (:class:`EvaluatorNet`, ~1.6 M parameters, 64x64 RGB input) reads an image and predicts
 every mini-world attribute plus the reference style it is drawn in. Besides per-head
-predictions it gives penultimate features (for a mini FID, :func:`mini_fid`) and an
-LPIPS-like :meth:`Evaluator.perceptual_distance`.
+predictions it gives penultimate features (for a mini FID, :func:`mini_fid`: FID's Fréchet
+distance on these features instead of Inception's, docs/methods.md §2.3) and an LPIPS-like
+:meth:`Evaluator.perceptual_distance` (LPIPS without its learnt channel weights).
 
 Heads and where their labels apply (the training losses are masked the same way):
 
@@ -25,11 +26,10 @@ Heads and where their labels apply (the training losses are masked the same way)
   its prediction on anything else (another kind, a small bird) is meaningless.
 * ``style`` (``"plain"`` + the reference styles): every image.
 
-Training (:func:`train_evaluators`) pre-renders a set (half plain, half in a random
-reference style, plus extra medium/large birds for the subclass head), trains with AdamW
-and a time-based warmup + cosine schedule until the time budget is spent, measures
-accuracy per head on fresh renderings from a different seed range and writes
-``evaluator.safetensors``, ``config.json``, ``accuracy.json`` and ``training_options.json``.
+Here: the network (:class:`EvaluatorConfig`, :class:`EvaluatorNet`), the trained evaluator
+(:class:`Evaluator`, :func:`load_evaluator`, :func:`save_evaluator`) and the distances.
+Rendering the labelled sets and measuring accuracy: generators/evaluator_sets.py; training
+(``studio pretrain evaluators``): generators/evaluator_training.py.
 
 Weights are read with safetensors only; nothing here unpickles files.
 """
@@ -37,13 +37,9 @@ Weights are read with safetensors only; nothing here unpickles files.
 from __future__ import annotations
 
 import json
-import math
-import os
-import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -51,25 +47,15 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from generators.config import SavedConfig
 from generators import miniworld
+from generators.config import SavedConfig
 from generators.diffusion import resolve_device
-from generators.errors import UserError
 
 IMAGE_SIZE = 64
 DEFAULT_FOLDER = Path(__file__).resolve().parents[1] / "assets" / "evaluators"
 WEIGHTS_FILE = "evaluator.safetensors"
 CONFIG_FILE = "config.json"
-ACCURACY_FILE = "accuracy.json"
-OPTIONS_FILE = "training_options.json"
 HEADS = ("kind", "subclass", "color", "background", "position", "scale", "tilt", "facing", "style")
-PRECISIONS = ("fp32", "bf16")
-
-# Mini-world seeds: training and accuracy measurement draw from disjoint streams.
-TRAIN_WORLD_SEED = 510_000
-EVAL_WORLD_SEED = 920_000
-_STREAM_MAIN, _STREAM_BIRDS, _STREAM_STYLED = 0, 1, 2
-SUBCLASS_SCALES = ("medium", "large")
 
 
 # --- the network ---------------------------------------------------------------------------
@@ -326,416 +312,3 @@ def mini_fid(evaluator: Evaluator, images_a, images_b) -> float:
     """Fréchet distance between the evaluator's features of two image sets."""
     return frechet_distance(evaluator.features(images_a), evaluator.features(images_b))
 
-
-# --- rendering training / evaluation sets -------------------------------------------------------
-
-
-def _render_chunk(job: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """Render images [start, start+count) of one stream -> (uint8 N x 64 x 64 x 3, int16 N x len(HEADS)).
-
-    job = (world_seed, start, count, kinds, scales, style_mode, labels) where style_mode is
-    "half" (half plain, half a random reference style), "all" (uniform over plain + styles)
-    or "plain". Labels are -1 where a head does not apply.
-    """
-    from styles.reference import COLOR_PRESERVING, PLAIN, REFERENCE_STYLES, apply_style
-
-    world_seed, start, count, kinds, scales, style_mode, labels = job
-    index = {h: {name: i for i, name in enumerate(names)} for h, names in labels.items()}
-    images = np.empty((count, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
-    out = np.full((count, len(HEADS)), -1, np.int16)
-    for j in range(count):
-        i = start + j
-        sample = miniworld.generate(world_seed, i, size=IMAGE_SIZE, kinds=kinds, scales=scales)
-        rng = np.random.default_rng([world_seed, i, 77])
-        if style_mode == "plain":
-            style = PLAIN
-        elif style_mode == "half":
-            style = PLAIN if rng.random() < 0.5 else REFERENCE_STYLES[rng.integers(len(REFERENCE_STYLES))]
-        else:
-            names = (PLAIN, *REFERENCE_STYLES)
-            style = names[rng.integers(len(names))]
-        image = sample.image if style == PLAIN else apply_style(style, sample.image, seed=int(rng.integers(2**31)))
-        images[j] = np.asarray(image, dtype=np.uint8)
-        attrs = sample.attributes
-        for h_i, head in enumerate(HEADS):
-            if head == "style":
-                value = style
-            elif head == "subclass":
-                value = attrs.subclass if attrs.kind == "bird" and attrs.scale in SUBCLASS_SCALES else None
-            elif head == "color":
-                value = attrs.color if style == PLAIN or style in COLOR_PRESERVING else None
-            else:
-                value = getattr(attrs, head)
-            if value is not None:
-                out[j, h_i] = index[head][value]
-    return images, out
-
-
-def _workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def render_set(jobs: list[tuple], deadline: float | None = None, progress=None, total: int | None = None,
-               done: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Run render jobs (a Pool when >= 4 CPUs and enough work, else a plain loop), stopping
-    early (keeping what is done) once `deadline` (time.time()) has passed."""
-    total = total or sum(j[2] for j in jobs)
-    parts: list[tuple[np.ndarray, np.ndarray]] = []
-    n_cpu = _workers()
-    if n_cpu >= 4 and sum(j[2] for j in jobs) >= 2000:
-        import multiprocessing as mp
-
-        ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-        with ctx.Pool(min(n_cpu, 32)) as pool:
-            for part in pool.imap(_render_chunk, jobs):
-                parts.append(part)
-                done += len(part[0])
-                if progress:
-                    progress(done, total, phase="render")
-                if deadline is not None and time.time() > deadline:
-                    pool.terminate()
-                    break
-    else:
-        for job in jobs:
-            parts.append(_render_chunk(job))
-            done += len(parts[-1][0])
-            if progress:
-                progress(done, total, phase="render")
-            if deadline is not None and time.time() > deadline:
-                break
-    if not parts:
-        return np.empty((0, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8), np.empty((0, len(HEADS)), np.int16)
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-
-def _jobs(world_seed: int, n: int, chunk: int, labels: dict, kinds=miniworld.KINDS, scales=None, style_mode="half"):
-    return [(world_seed, s, min(chunk, n - s), tuple(kinds), scales, style_mode, labels) for s in range(0, n, chunk)]
-
-
-def _interleave(jobs_a: list, jobs_b: list) -> list:
-    """Mix two job lists evenly, so a render cut short by the deadline keeps both streams."""
-    out, ia, ib = [], 0, 0
-    total = len(jobs_a) + len(jobs_b)
-    while ia + ib < total:
-        if ib >= len(jobs_b) or (ia < len(jobs_a) and ia * len(jobs_b) <= ib * len(jobs_a)):
-            out.append(jobs_a[ia])
-            ia += 1
-        else:
-            out.append(jobs_b[ib])
-            ib += 1
-    return out
-
-
-def eval_jobs(labels: dict, seed: int, n_plain: int, n_birds: int, n_styled: int, chunk: int = 250) -> dict[str, list]:
-    """Fresh renderings for the accuracy pass, from the EVAL_WORLD_SEED range."""
-    base = EVAL_WORLD_SEED + 10 * seed
-    return {
-        "plain": _jobs(base + _STREAM_MAIN, n_plain, chunk, labels, style_mode="plain"),
-        "birds": _jobs(base + _STREAM_BIRDS, n_birds, chunk, labels, kinds=("bird",), scales=SUBCLASS_SCALES, style_mode="plain"),
-        "styled": _jobs(base + _STREAM_STYLED, n_styled, chunk, labels, style_mode="all"),
-    }
-
-
-# --- accuracy -----------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def _predict_u8(net: EvaluatorNet, images: np.ndarray | torch.Tensor, device: torch.device, batch: int = 512,
-                autocast_dtype=None) -> dict[str, torch.Tensor]:
-    net.eval()
-    preds: dict[str, list[torch.Tensor]] = {h: [] for h in net.config.labels}
-    data = torch.as_tensor(images)
-    for i in range(0, len(data), batch):
-        x = data[i:i + batch].to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            out = net(x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x)
-        for h, v in out.items():
-            preds[h].append(v.argmax(-1).cpu())
-    return {h: torch.cat(v) if v else torch.empty(0, dtype=torch.long) for h, v in preds.items()}
-
-
-def _acc(pred: torch.Tensor, target: np.ndarray, mask: np.ndarray | None = None) -> float | None:
-    target_t = torch.as_tensor(target.astype(np.int64))
-    keep = target_t >= 0
-    if mask is not None:
-        keep &= torch.as_tensor(mask)
-    if int(keep.sum()) == 0:
-        return None
-    return round(float((pred[keep] == target_t[keep]).float().mean()), 4)
-
-
-def _facing_invisible(y: np.ndarray, config: EvaluatorConfig) -> np.ndarray:
-    """Rows whose kind is drawn mirror-symmetric (facing cannot be seen)."""
-    ids = [config.labels["kind"].index(k) for k in config.facing_invisible_kinds]
-    return np.isin(y[:, HEADS.index("kind")], ids)
-
-
-def measure_accuracy(net: EvaluatorNet, sets: dict[str, tuple[np.ndarray, np.ndarray]], device: torch.device,
-                     autocast_dtype=None) -> dict:
-    """Accuracy per head on the evaluation sets from :func:`eval_jobs`:
-    attribute heads on plain renderings, subclass on plain medium/large birds, style on
-    renderings with a random style (plain included), plus kind (and colour, where the
-    style keeps it) on the styled ones and per-style accuracy of the style head.
-    ``facing`` and ``tilt`` count kinds whose facing is visible; ``*_all`` every kind."""
-    col = {h: i for i, h in enumerate(HEADS)}
-    result: dict = {}
-    counts: dict = {}
-    plain_x, plain_y = sets["plain"]
-    if len(plain_x):
-        p = _predict_u8(net, plain_x, device, autocast_dtype=autocast_dtype)
-        visible = ~_facing_invisible(plain_y, net.config)
-        for head in HEADS:
-            if head not in ("subclass", "style"):
-                result[head] = _acc(p[head], plain_y[:, col[head]])
-        for head in ("facing", "tilt"):
-            result[f"{head}_all"] = result[head]
-            result[head] = _acc(p[head], plain_y[:, col[head]], visible)
-        counts["plain"] = len(plain_x)
-    birds_x, birds_y = sets["birds"]
-    if len(birds_x):
-        p = _predict_u8(net, birds_x, device, autocast_dtype=autocast_dtype)
-        result["subclass"] = _acc(p["subclass"], birds_y[:, col["subclass"]])
-        counts["birds"] = len(birds_x)
-    styled_x, styled_y = sets["styled"]
-    if len(styled_x):
-        p = _predict_u8(net, styled_x, device, autocast_dtype=autocast_dtype)
-        style_col = styled_y[:, col["style"]]
-        result["style"] = _acc(p["style"], style_col)
-        not_plain = style_col != 0  # index 0 is "plain"
-        result["kind_styled"] = _acc(p["kind"], styled_y[:, col["kind"]], not_plain)
-        result["color_styled"] = _acc(p["color"], styled_y[:, col["color"]], not_plain)
-        visible = ~_facing_invisible(styled_y, net.config)
-        for head in ("background", "position", "scale", "tilt", "facing"):
-            mask = not_plain & visible if head in ("tilt", "facing") else not_plain
-            result[f"{head}_styled"] = _acc(p[head], styled_y[:, col[head]], mask)
-        result["style_per_class"] = {
-            name: _acc(p["style"], style_col, style_col == i) for i, name in enumerate(net.config.labels["style"])
-        }
-        result["kind_per_style"] = {
-            name: _acc(p["kind"], styled_y[:, col["kind"]], style_col == i) for i, name in enumerate(net.config.labels["style"])
-        }
-        counts["styled"] = len(styled_x)
-    result["n"] = counts
-    return result
-
-
-# --- training -----------------------------------------------------------------------------------
-
-
-def _augment(x: torch.Tensor, max_shift: int = 2) -> torch.Tensor:
-    """Random integer translation by up to `max_shift` px (edges replicated). No flips:
-    facing is a label; no colour jitter: colour is a label."""
-    b = x.shape[0]
-    shift = torch.randint(-max_shift, max_shift + 1, (b, 2), device=x.device).float() * (2.0 / x.shape[-1])
-    theta = torch.zeros(b, 2, 3, device=x.device)
-    theta[:, 0, 0] = 1
-    theta[:, 1, 1] = 1
-    theta[:, :, 2] = shift
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def _loss(logits: dict[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
-    """Sum over heads of the mean cross-entropy over the rows where the head applies (label >= 0)."""
-    total = 0.0
-    for h_i, head in enumerate(HEADS):
-        target = y[:, h_i]
-        n = (target >= 0).sum()
-        ce = F.cross_entropy(logits[head].float(), target, ignore_index=-1, reduction="sum")
-        total = total + ce / n.clamp(min=1)
-    return total
-
-
-def train_evaluators(
-    out_dir: str | Path,
-    seconds: float,
-    device: str = "auto",
-    precision: str = "fp32",
-    seed: int = 0,
-    n_train: int = 100_000,
-    progress: Callable | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    *,
-    bird_fraction: float = 0.2,
-    n_eval: int = 2000,
-    n_eval_birds: int = 1000,
-    n_eval_styled: int = 2000,
-    batch_size: int | None = None,
-    lr: float | None = None,
-    augment: bool = True,
-    render_fraction: float = 0.4,
-    config: EvaluatorConfig | None = None,
-    ignore_heads: tuple[str, ...] = (),
-) -> dict:
-    """Train the evaluator for about `seconds` of wall time in total and write it to `out_dir`.
-
-    Steps: render the accuracy sets (fresh, EVAL_WORLD_SEED range) and the training set
-    (`n_train` images: `1 - bird_fraction` of them from the whole world, `bird_fraction`
-    medium/large birds; each half plain, half a random reference style). Rendering the
-    training set stops early, keeping what it has, once `render_fraction` of the budget is
-    spent. Then AdamW with a warmup + cosine schedule over the remaining time (minus a
-    reserve for the accuracy pass), the accuracy pass, and the files: evaluator.safetensors,
-    config.json, accuracy.json, training_options.json.
-
-    progress(step, total, **info) is called while rendering (phase="render") and training
-    (step/total in seconds, with loss). should_stop() returning True ends training early;
-    the model trained so far is still measured and written. Returns the accuracy dict.
-
-    ignore_heads: heads that get no loss (their labels hidden), e.g. ("subclass",) for a backbone
-    that knows the world but not the bird subclasses (bench/synthetic.py's classifier); their
-    accuracy is still measured, and stays at chance.
-    """
-    t0 = time.time()
-    if seconds <= 0:
-        raise UserError(f"seconds must be positive, got {seconds}")
-    if n_train < 1:
-        raise UserError(f"n_train must be at least 1, got {n_train}")
-    unknown = [h for h in ignore_heads if h not in HEADS]
-    if unknown:
-        raise UserError(f"unknown head {unknown[0]!r}; heads are {', '.join(HEADS)}")
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
-    dev = resolve_device(device)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"{out_dir} exists and is not a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    config = config or EvaluatorConfig.default()
-    labels = config.labels
-
-    # 1. render: accuracy sets first (always complete), then the training set (may be cut short)
-    sets_jobs = eval_jobs(labels, seed, n_eval, n_eval_birds, n_eval_styled)
-    n_eval_total = n_eval + n_eval_birds + n_eval_styled
-    n_birds = int(round(n_train * bird_fraction))
-    base = TRAIN_WORLD_SEED + 10 * seed
-    chunk = max(50, min(500, n_train // 64 or 1))
-    train_jobs = _interleave(_jobs(base + _STREAM_MAIN, n_train - n_birds, chunk, labels),
-                             _jobs(base + _STREAM_BIRDS, n_birds, chunk, labels, kinds=("bird",), scales=SUBCLASS_SCALES))
-    render_total = n_eval_total + n_train
-    all_x, all_y = render_set([job for jobs in sets_jobs.values() for job in jobs], progress=progress, total=render_total)
-    eval_sets, start = {}, 0
-    for name, jobs in sets_jobs.items():
-        stop = start + sum(job[2] for job in jobs)
-        eval_sets[name] = (all_x[start:stop], all_y[start:stop])
-        start = stop
-    train_x, train_y = render_set(train_jobs, deadline=t0 + render_fraction * seconds, progress=progress,
-                                  total=render_total, done=start)
-    if len(train_x) == 0:
-        raise UserError(f"no training images were rendered within the time budget of {seconds} s; raise --seconds")
-    # facing is invisible on mirror-symmetric kinds: no facing loss there
-    train_y[_facing_invisible(train_y, config), HEADS.index("facing")] = -1
-    for head in ignore_heads:
-        train_y[:, HEADS.index(head)] = -1
-    render_s = time.time() - t0
-    render_rate = (len(train_x) + n_eval_total) / max(render_s, 1e-6)
-
-    # 2. train
-    use_cuda = dev.type == "cuda"
-    if use_cuda:
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    autocast_dtype = torch.bfloat16 if precision == "bf16" else None
-    batch_size = batch_size or (512 if use_cuda else 128)
-    batch_size = min(batch_size, len(train_x))
-    peak_lr = lr or (3e-3 if batch_size >= 512 else 1.5e-3)
-    memory_format = torch.channels_last if use_cuda else torch.contiguous_format  # channels_last is slower on CPU
-    net = EvaluatorNet(config).to(dev).to(memory_format=memory_format)
-    decay = [p for n, p in net.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in net.named_parameters() if p.ndim <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=peak_lr, betas=(0.9, 0.99), **({"fused": True} if use_cuda else {}))
-    data = torch.from_numpy(train_x).to(dev)  # uint8 N x 64 x 64 x 3 stays on the device
-    targets = torch.from_numpy(train_y.astype(np.int64)).to(dev)
-    n = len(data)
-    gen = torch.Generator(device=dev).manual_seed(seed)
-
-    train_start = time.time()
-    eval_reserve = 2.0 + n_eval_total * 0.002  # refined below from the measured step time
-    deadline = t0 + seconds - eval_reserve
-    step, seen, last_loss, losses = 0, 0, float("nan"), []
-    perm, pos = torch.randperm(n, device=dev, generator=gen), 0
-    stopped_early = False
-    net.train()
-    while True:
-        now = time.time()
-        if step > 0 and now >= deadline:
-            break
-        if should_stop is not None and should_stop():
-            stopped_early = True
-            break
-        frac = min(1.0, (now - train_start) / max(deadline - train_start, 1e-6))
-        warm = 0.03
-        scale = frac / warm if frac < warm else 0.5 * (1 + math.cos(math.pi * (frac - warm) / (1 - warm)))
-        for g in opt.param_groups:
-            g["lr"] = peak_lr * max(scale, 0.01)
-        if pos + batch_size > n:
-            perm, pos = torch.randperm(n, device=dev, generator=gen), 0
-        idx = perm[pos:pos + batch_size]
-        pos += batch_size
-        x = data[idx].permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-        if augment:
-            x = _augment(x)
-        x = x.contiguous(memory_format=memory_format)
-        y = targets[idx]
-        with torch.autocast(dev.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            logits = net(x)
-        loss = _loss(logits, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        seen += len(idx)
-        if step % 25 == 0 or step <= 2:
-            last_loss = float(loss.detach())  # syncs the GPU only every 25 steps
-            losses.append((step, round(time.time() - train_start, 2), round(last_loss, 4)))
-            # forward of the accuracy sets is ~1/3 of a training step's time per image, plus slack
-            per_image = (time.time() - train_start) / max(seen, 1)
-            eval_reserve = 2.0 + 1.5 * n_eval_total * per_image / 3
-            deadline = t0 + seconds - eval_reserve
-            if progress:
-                progress(int(time.time() - train_start), max(1, int(deadline - train_start)), phase="train",
-                         steps=step, loss=last_loss)
-    if use_cuda:
-        torch.cuda.synchronize()
-    train_s = time.time() - train_start
-
-    # 3. measure on fresh renderings, write
-    accuracy = measure_accuracy(net, eval_sets, dev, autocast_dtype=autocast_dtype)
-    net.eval()
-    save_evaluator(net.to("cpu").to(memory_format=torch.contiguous_format), out_dir)
-    (out_dir / ACCURACY_FILE).write_text(json.dumps(accuracy, indent=2) + "\n")
-    device_name = torch.cuda.get_device_name(dev) if use_cuda else "cpu"
-    options = {
-        "options": {
-            "seconds": seconds, "device": device, "precision": precision, "seed": seed, "n_train": n_train,
-            "bird_fraction": bird_fraction, "n_eval": n_eval, "n_eval_birds": n_eval_birds,
-            "n_eval_styled": n_eval_styled, "batch_size": batch_size, "lr": peak_lr, "augment": augment,
-            "render_fraction": render_fraction, "ignore_heads": list(ignore_heads), "weight_decay": 0.05, "schedule": "time-based warmup 3% + cosine",
-        },
-        "n_train_rendered": int(len(train_x)),
-        "wall_time_s": round(time.time() - t0, 2),
-        "render_s": round(render_s, 2),
-        "render_images_per_s": round(render_rate, 1),
-        "train_s": round(train_s, 2),
-        "steps": step,
-        "epochs": round(seen / n, 2),
-        "train_images_per_s": round(seen / max(train_s, 1e-6), 1),
-        "stopped_early": stopped_early,
-        "final_loss": last_loss,
-        "loss_curve": losses[:: max(1, len(losses) // 50)],
-        "device": str(dev),
-        "device_name": device_name,
-        "torch": torch.__version__,
-        "cpu_count": _workers(),
-        "parameters": count_parameters(net),
-        "command": " ".join(sys.argv),
-        "world_seeds": {"train": base, "eval": EVAL_WORLD_SEED + 10 * seed},
-    }
-    (out_dir / OPTIONS_FILE).write_text(json.dumps(options, indent=2) + "\n")
-    return accuracy

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from generators.errors import UserError
+from generators.run import Run, as_run
 
 KINDS = ("star", "heart", "house", "tree", "fish", "car", "moon", "umbrella", "flower", "boat", "bird")
 # Fine-grained bird subclasses: (beak, tail, crest, wing stripes). Each pair of subclasses
@@ -438,9 +439,11 @@ def parse_kinds(text: str | None) -> tuple[str, ...]:
 
 
 def write_images(out: Path, n: int, seed: int = 0, style: str = "plain", kinds: tuple[str, ...] = KINDS,
-                 size: int = 64, progress=None) -> list[dict]:
-    """Write n images as NNNNNN.png + NNNNNN.txt (caption) and a metadata.jsonl of attributes."""
+                 size: int = 64, run: Run | None = None) -> list[dict]:
+    """Write n images as NNNNNN.png + NNNNNN.txt (caption) and a metadata.jsonl of attributes; run: progress per image."""
     from styles.reference import PLAIN, REFERENCE_STYLES, apply_style
+
+    run = as_run(run)
 
     if style != PLAIN and style not in REFERENCE_STYLES:
         raise UserError(f"unknown style {style!r}; choose plain or one of: {', '.join(REFERENCE_STYLES)}")
@@ -453,20 +456,22 @@ def write_images(out: Path, n: int, seed: int = 0, style: str = "plain", kinds: 
         _save_png(apply_style(style, sample.image, seed=seed * 1_000_003 + i), out / f"{name}.png")
         (out / f"{name}.txt").write_text(sample.attributes.caption + "\n")
         rows.append(metadata_row(sample, f"{name}.png", style))
-        if progress:
-            progress(i + 1, n)
+        run.progress(i + 1, n)
     write_jsonl(out / "metadata.jsonl", rows)
     return rows
 
 
 def write_style_folders(out: Path, n: int, seed: int = 0, kinds: tuple[str, ...] = KINDS, size: int = 64,
-                        progress=None) -> list[dict]:
+                        run: Run | None = None) -> list[dict]:
     """One folder per reference style with n images each (varied content, caption sidecars).
 
     This is the layout `studio ingest` reads; the attributes of every image go in
-    out/metadata.jsonl with paths relative to out.
+    out/metadata.jsonl with paths relative to out. run: progress(images written, n x styles)
+    after every image.
     """
     from styles.reference import REFERENCE_STYLES, apply_style
+
+    run = as_run(run)
 
     out = Path(out)
     _check_out_dir(out)
@@ -482,7 +487,6 @@ def write_style_folders(out: Path, n: int, seed: int = 0, kinds: tuple[str, ...]
             _save_png(apply_style(style, sample.image, seed=seed * 1_000_003 + index), folder / f"{name}.png")
             (folder / f"{name}.txt").write_text(sample.attributes.caption + "\n")
             rows.append(metadata_row(sample, f"{style}/{name}.png", style))
-            if progress:
-                progress(index + 1, total)
+            run.progress(index + 1, total)
     write_jsonl(out / "metadata.jsonl", rows)
     return rows

@@ -59,9 +59,9 @@ def test_bits_round_trip_and_format():
 
 
 def _forgetting_module():
-    from bench import forgetting
+    from bench import forgetting_report
 
-    return forgetting
+    return forgetting_report
 
 
 def test_forgetting_metrics_match_the_matrix_formulas():

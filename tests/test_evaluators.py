@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from generators import evaluator_sets as es
+from generators import evaluator_training as tr
 from generators import evaluators as ev
 from generators import miniworld
+from generators.run import Run
 
 TINY = dict(widths=(8, 8, 12, 12, 16), spatial_channels=4, feature_dim=16)
 
@@ -84,12 +87,17 @@ def test_frechet_distance():
 def test_tiny_training_run_writes_and_reloads(tmp_path):
     config = ev.EvaluatorConfig(labels=ev.EvaluatorConfig.default().labels, **TINY)
     calls = []
-    accuracy = ev.train_evaluators(tmp_path, seconds=5, device="cpu", seed=1, n_train=40, n_eval=16,
+    accuracy = tr.train_evaluators(tmp_path, seconds=5, device="cpu", seed=1, n_train=40, n_eval=16,
                                    n_eval_birds=8, n_eval_styled=16, batch_size=16, config=config,
-                                   progress=lambda s, t, **info: calls.append(info.get("phase")))
+                                   run=Run(progress=lambda s, t, **info: calls.append((info["phase"], s, t))))
     for name in ("evaluator.safetensors", "config.json", "accuracy.json", "training_options.json"):
         assert (tmp_path / name).is_file(), name
-    assert {"render", "train"} <= set(calls)
+    for phase in ("render", "train"):  # the run seam: one fixed total per phase, done rising to it
+        done = [s for p, s, _ in calls if p == phase]
+        totals = {t for p, _, t in calls if p == phase}
+        assert done and len(totals) == 1 and done == sorted(done) and done[-1] == totals.pop(), (phase, calls)
+    assert [p for p, _, _ in calls] == sorted(p for p, _, _ in calls)  # render first, then train
+    assert "stopped" not in accuracy
     saved = json.loads((tmp_path / "accuracy.json").read_text())
     assert saved == json.loads(json.dumps(accuracy))
     assert all(0 <= saved[h] <= 1 for h in ev.HEADS)
@@ -102,16 +110,16 @@ def test_tiny_training_run_writes_and_reloads(tmp_path):
     assert a.predict(pics) == b.predict(pics)
     assert torch.equal(a.features(pics), b.features(pics))
     # the reloaded weights reproduce the accuracy measured right after training
-    jobs = ev.eval_jobs(config.labels, seed=1, n_plain=16, n_birds=8, n_styled=16)
-    sets = {k: ev.render_set(v) for k, v in jobs.items()}
-    again = ev.measure_accuracy(a.net, sets, torch.device("cpu"))
+    jobs = es.eval_jobs(config.labels, seed=1, n_plain=16, n_birds=8, n_styled=16)
+    sets = {k: es.render_set(v) for k, v in jobs.items()}
+    again = es.measure_accuracy(a.net, sets, torch.device("cpu"))
     assert {h: again[h] for h in ev.HEADS} == {h: saved[h] for h in ev.HEADS}
 
 
 def test_ignored_head_gets_no_gradient(tmp_path):
     """ignore_heads=("subclass",): a backbone that never sees subclass labels (bench/synthetic.py)."""
     config = ev.EvaluatorConfig(labels=ev.EvaluatorConfig.default().labels, **TINY)
-    ev.train_evaluators(tmp_path, seconds=3, device="cpu", seed=1, n_train=40, n_eval=8, n_eval_birds=8,
+    tr.train_evaluators(tmp_path, seconds=3, device="cpu", seed=1, n_train=40, n_eval=8, n_eval_birds=8,
                         n_eval_styled=8, batch_size=16, config=config, ignore_heads=("subclass",))
     options = json.loads((tmp_path / "training_options.json").read_text())
     assert options["options"]["ignore_heads"] == ["subclass"]
@@ -119,18 +127,31 @@ def test_ignored_head_gets_no_gradient(tmp_path):
     x = torch.zeros(2, 3, 64, 64)
     y = torch.full((2, len(ev.HEADS)), -1, dtype=torch.long)
     y[:, ev.HEADS.index("kind")] = 0
-    ev._loss(net(x), y).backward()
+    tr._loss(net(x), y).backward()
     assert net.heads["subclass"].weight.grad.abs().sum() == 0 and net.heads["kind"].weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="unknown head"):
-        ev.train_evaluators(tmp_path / "b", seconds=3, device="cpu", n_train=8, n_eval=4, n_eval_birds=4,
+        tr.train_evaluators(tmp_path / "b", seconds=3, device="cpu", n_train=8, n_eval=4, n_eval_birds=4,
                             n_eval_styled=4, config=config, ignore_heads=("beak",))
+
+
+def test_stop_ends_training_and_writes_what_it_has(tmp_path):
+    config = ev.EvaluatorConfig(labels=ev.EvaluatorConfig.default().labels, **TINY)
+    small = dict(seconds=30, device="cpu", seed=1, n_train=40, n_eval=8, n_eval_birds=8, n_eval_styled=8,
+                 batch_size=16, config=config)
+    polls = iter(range(1000))
+    result = tr.train_evaluators(tmp_path / "a", run=Run(should_stop=lambda: next(polls) >= 4), **small)
+    options = json.loads((tmp_path / "a" / "training_options.json").read_text())
+    assert result["stopped"] and options["stopped_early"] and 1 <= options["steps"] <= 4
+    assert "stopped" not in json.loads((tmp_path / "a" / "accuracy.json").read_text())
+    assert tr.train_evaluators(tmp_path / "b", run=Run(should_stop=lambda: True), **small) == {"stopped": True}
+    assert not (tmp_path / "b" / "evaluator.safetensors").exists()  # nothing trained, nothing written
 
 
 def test_load_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
         ev.load_evaluator(tmp_path)
     with pytest.raises(ValueError):
-        ev.train_evaluators(tmp_path, seconds=5, precision="fp8")
+        tr.train_evaluators(tmp_path, seconds=5, precision="fp8")
 
 
 def test_cli_parser_and_user_errors(tmp_path):
@@ -151,7 +172,7 @@ def test_cli_parser_and_user_errors(tmp_path):
 @pytest.mark.skipif(not (ev.DEFAULT_FOLDER / ev.WEIGHTS_FILE).is_file(), reason="no committed evaluator in assets/evaluators")
 def test_committed_evaluator_accuracy():
     evaluator = ev.load_evaluator()
-    samples = [miniworld.generate(ev.EVAL_WORLD_SEED + 12345, i) for i in range(200)]
+    samples = [miniworld.generate(es.EVAL_WORLD_SEED + 12345, i) for i in range(200)]
     pred = evaluator.predict([s.image for s in samples])
     for head in ("kind", "color", "background"):
         truth = [getattr(s.attributes, head) for s in samples]

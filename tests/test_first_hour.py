@@ -77,12 +77,15 @@ def test_tensor_files_honour_the_umask(tiny_pipeline_dir, tmp_path):
     assert modes == {0o666 & ~old}
 
 
-def test_generate_reports_progress_per_denoising_step(tiny_pipeline_dir, tmp_path, capsys):
+def test_generate_reports_progress_per_denoising_step(tiny_pipeline_dir, tmp_path, capsys, monkeypatch):
+    from generators.run import Run
+
+    monkeypatch.setattr(diffusion, "PROGRESS_EVERY_S", 0.0)  # every step (it is throttled to a few a second)
     pipe = diffusion.load_base(str(tiny_pipeline_dir), "cpu")
     settings = [diffusion.GenerationSettings(prompt="a red star", seed=k, steps=3, width=32, height=32) for k in range(3)]
     steps = []
-    diffusion.generate(pipe, settings, batch_size=2, on_step=lambda done, total: steps.append((done, total)))
-    assert steps == [(k, 6) for k in range(1, 7)]  # two batches of three steps, each step reported
+    diffusion.generate(pipe, settings, batch_size=2, run=Run(progress=lambda done, total, **_: steps.append((done, total))))
+    assert steps == [(k, 6) for k in range(0, 7)]  # two batches of three steps, each step reported
     assert main(["generate", "--prompt", "a red star", "--n", "2", "--steps", "3", "--base", str(tiny_pipeline_dir),
                  "--device", "cpu", "--out", str(tmp_path / "g")]) == 0
     assert "generate 2 images (steps)" in capsys.readouterr().err

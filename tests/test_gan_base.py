@@ -8,21 +8,12 @@ import json
 import pytest
 import torch
 
+from generators.gan.folder import load_discriminator, load_generator, save_discriminator, save_generator
+from generators.gan.layers import HookedLayer, ModulatedConv2d, modulatable_layers
 from generators.gan.pretrain import pretrain_gan
-from generators.gan.stylegan2 import (
-    Discriminator,
-    GANConfig,
-    Generator,
-    HookedLayer,
-    ModulatedConv2d,
-    load_discriminator,
-    load_generator,
-    modulatable_layers,
-    save_discriminator,
-    save_generator,
-    widen_discriminator,
-    widen_generator,
-)
+from generators.gan.stylegan2 import Discriminator, GANConfig, Generator
+from generators.gan.widening import widen_discriminator, widen_generator
+from generators.run import Run
 
 TINY = GANConfig(resolution=16, z_dim=16, w_dim=16, mapping_layers=2, channels=(16, 16, 8))
 
@@ -126,7 +117,7 @@ def test_pretrain_writes_files_and_resumes(tmp_path):
     out = tmp_path / "run"
     seen = []
     first = pretrain_gan(out, TINY, seconds=3, device="cpu", batch_size=4, pool_images=64,
-                         progress=lambda step, total, **info: seen.append(info))
+                         run=Run(progress=lambda done, total, **info: seen.append((done, total, info))))
     for name in ("generator.safetensors", "config.json", "discriminator.safetensors", "training_options.json",
                  "checkpoint.safetensors", "checkpoint.json", "samples.png"):
         assert (out / name).is_file(), name
@@ -134,7 +125,11 @@ def test_pretrain_writes_files_and_resumes(tmp_path):
     assert opts["steps"] == first["steps"] >= 1
     assert opts["images_seen"] == 4 * opts["steps"] and opts["options"]["batch_size"] == 4
     assert opts["device_name"] and "command_line" in opts and opts["config"]["resolution"] == 16
-    assert seen and all(torch.isfinite(torch.tensor(v["loss_D"])) for v in seen)
+    assert seen and all(torch.isfinite(torch.tensor(info["loss_D"])) for _, _, info in seen)
+    # the progress unit is whole seconds of the budget: total fixed, done reaching it when the budget is spent
+    done = [d for d, _, _ in seen]
+    assert {total for _, total, _ in seen} == {3} and done == sorted(done) and done[-1] == 3
+    assert first["stopped_by"] == "time"
     assert json.loads((out / "checkpoint.json").read_text())["step"] == first["steps"]
     G = load_generator(out, "cpu")
     with torch.no_grad():

@@ -26,17 +26,8 @@ from generators.gan.left import (
     left_modules,
     left_parameters,
 )
-from generators.gan.lifelong import (
-    MODULATORS_FILE,
-    TASK_FILE,
-    TrainConfig,
-    learn_task,
-    list_tasks,
-    load_task_generator,
-    read_task_images,
-    sample_task,
-    synthesize,
-)
+from generators.gan.folder import read_config, save_discriminator, save_generator
+from generators.gan.lifelong import learn_task, load_task_generator, read_task_images, sample_task
 from generators.gan.mode_seeking import (
     ModeSeekingConfig,
     PixelDistance,
@@ -44,16 +35,11 @@ from generators.gan.mode_seeking import (
     cluster_pairs,
     mode_seeking_loss,
 )
-from generators.gan.stylegan2 import (
-    Discriminator,
-    GANConfig,
-    Generator,
-    count_params,
-    read_config,
-    save_discriminator,
-    save_generator,
-    seeded_z,
-)
+from generators.gan.sampling import seeded_z
+from generators.gan.stylegan2 import Discriminator, GANConfig, Generator, count_params
+from generators.gan.task_store import MODULATORS_FILE, TASK_FILE, list_tasks
+from generators.gan.task_trainer import TrainConfig
+from generators.run import Run
 from styles.reference import apply_style
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -157,7 +143,7 @@ def test_additive_branch_trains():
 
     def grads():
         opt.zero_grad(set_to_none=True)
-        img, _ = synthesize(G, G.mapping(seeded_z(4, TINY.z_dim, 1)), noise_mode="const")
+        img, _ = G.synthesis(G.mapping(seeded_z(4, TINY.z_dim, 1)), noise_mode="const", return_features=True)
         ((img - target) ** 2).mean().backward()
         return {(name, k): p.grad for name, mod in left_modules(G).items() for k, p in mod.named_parameters()}
 
@@ -312,12 +298,12 @@ def test_resume_after_kill_equals_uninterrupted(tiny_base, folders, tmp_path):
     store = tmp_path / "b"
     with pytest.raises(Killed):
         learn_task(store, "pixel", folders["pixel_art"], base=tiny_base, train=train, mode_seeking=PIXEL_MS,
-                   should_stop=kill_at_iteration_4)
+                   run=Run(should_stop=kill_at_iteration_4))
     assert not (store / "tasks" / "pixel").exists()
     assert json.loads((store / "work" / "pixel" / "checkpoint.json").read_text())["step"] == 2
     # a clean stop (Ctrl-C) checkpoints where it is
     stopped = learn_task(store, "pixel", folders["pixel_art"], base=tiny_base, train=train, mode_seeking=PIXEL_MS,
-                         should_stop=iter([False, True]).__next__)
+                         run=Run(should_stop=iter([False, True]).__next__))
     assert stopped["stopped"] and stopped["step"] == 3
     # other options cannot resume it
     with pytest.raises(ValueError, match="other images or options"):
@@ -372,6 +358,86 @@ def test_images_are_validated_and_normalised(folders):
     x, used, rejected = read_task_images(folders["sepia"], 16)
     assert x.shape == (10, 3, 16, 16) and x.min() >= -1 and x.max() <= 1 and not rejected
     assert [u["file"] for u in used] == [f"{i:02d}.png" for i in range(10)]
+
+
+# --------------------------------------------------------------------------- the run seam (generators/run.py)
+
+
+class Listener:
+    """A Run whose callables record what learn_task reports; should_stop() is true at poll number `stop_at`."""
+
+    def __init__(self, preview_every: int = 0, stop_at: int | None = None):
+        self.progress, self.previews, self.lines, self.polls, self.stop_at = [], [], [], 0, stop_at
+        self.run = Run(progress=lambda done, total, **info: self.progress.append((done, total)),
+                       should_stop=self.should_stop, preview_every=preview_every, log=self.lines.append,
+                       preview=lambda step, images, captions: self.previews.append((step, images, captions)))
+
+    def should_stop(self) -> bool:
+        self.polls += 1
+        return self.polls == self.stop_at
+
+
+def check_progress(calls: list, total: int, last: int) -> None:
+    """run.py: total > 0 and fixed for the call; done ints, non-decreasing, ending at `last`."""
+    assert calls and {t for _, t in calls} == {total}
+    done = [d for d, _ in calls]
+    assert all(isinstance(d, int) for d in done) and done == sorted(done) and done[-1] == last
+
+
+SEAM_ITERS = 6
+SEAM_CASES = {  # name: (preview_every, should_stop true at poll, the steps previews arrive at)
+    "progress only": (0, None, []),
+    "previews every 2": (2, None, [2, 4]),  # none at the last iteration: the finished task's samples stand for it
+    "previews every 4": (4, None, [4]),
+    "stopped after 3 iterations, resumed": (2, 4, [2, 4]),  # polled before every iteration
+}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_base, folders, tmp_path_factory):
+    """The modulators of a task learnt without a Run, with the seam cases' options."""
+    from safetensors.torch import load_file
+
+    store = tmp_path_factory.mktemp("seam-reference")
+    learn_task(store, "pixel", folders["pixel_art"], base=tiny_base, train=fast_train(iters=SEAM_ITERS),
+               mode_seeking=PIXEL_MS)
+    return load_file(str(store / "tasks" / "pixel" / MODULATORS_FILE))
+
+
+@pytest.mark.parametrize("case", SEAM_CASES)
+def test_learn_task_run_seam(case, tiny_base, folders, tmp_path, uninterrupted):
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    from generators.gan.sampling import PREVIEW_N
+
+    preview_every, stop_at, preview_steps = SEAM_CASES[case]
+    store, train = tmp_path / "store", fast_train(iters=SEAM_ITERS)
+    first = Listener(preview_every, stop_at)
+    result = learn_task(store, "pixel", folders["pixel_art"], base=tiny_base, train=train, mode_seeking=PIXEL_MS,
+                        run=first.run)
+    listeners = [first]
+    if stop_at is not None:
+        done = stop_at - 1
+        assert result == {"stopped": True, "step": done, "iters": SEAM_ITERS, "work": str(store / "work" / "pixel")}
+        check_progress(first.progress, SEAM_ITERS, done)
+        assert json.loads((store / "work" / "pixel" / "checkpoint.json").read_text())["step"] == done
+        resumed = Listener(preview_every)
+        result = learn_task(store, "pixel", folders["pixel_art"], base=tiny_base, train=train, mode_seeking=PIXEL_MS,
+                            run=resumed.run)
+        assert resumed.progress[0][0] == done + 1
+        assert any(f"at iteration {done}/{SEAM_ITERS}" in line for line in resumed.lines)
+        listeners.append(resumed)
+    check_progress(listeners[-1].progress, SEAM_ITERS, SEAM_ITERS)
+    assert "stopped" not in result and result["timings"]["runs"] == len(listeners)
+    previews = [p for listener in listeners for p in listener.previews]
+    assert [step for step, _, _ in previews] == preview_steps
+    for step, images, captions in previews:
+        assert len(images) == len(captions) == PREVIEW_N and set(captions) == {f"iteration {step}"}
+        assert all(isinstance(im, Image.Image) and im.mode == "RGB" and im.size == (16, 16) for im in images)
+    # previews, a stop and a resume leave the training alone: the modulators of a run without a Run
+    mods = load_file(str(store / "tasks" / "pixel" / MODULATORS_FILE))
+    assert mods.keys() == uninterrupted.keys() and all(torch.equal(mods[k], uninterrupted[k]) for k in mods)
 
 
 # --------------------------------------------------------------------------- CLI

@@ -235,9 +235,9 @@ def test_configs_round_trip_and_old_files_load():
     from generators.errors import UserError
     from generators.evaluators import EvaluatorConfig
     from generators.gan.left import LeFTConfig
-    from generators.gan.lifelong import TrainConfig
     from generators.gan.mode_seeking import ModeSeekingConfig
     from generators.gan.stylegan2 import GANConfig
+    from generators.gan.task_trainer import TrainConfig
     from generators.museum.config import MuseumConfig
     from generators.sd_mini.config import MiniBaseConfig
     from generators.synthetic.fit import FitConfig

@@ -14,9 +14,11 @@ import pytest
 from PIL import Image
 
 from generators import miniworld
+from generators.run import Run
 from generators.synthetic import extract as ex
 from generators.synthetic import export as exp
 from generators.synthetic import fit as ft
+from generators.synthetic import lora
 
 CLASSES = ("finch", "robin", "sparrow")
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +56,7 @@ def data_dir(tmp_path_factory):
 def work(tiny_pipeline_dir, data_dir, tmp_path_factory):
     w = tmp_path_factory.mktemp("work") / "w"
     cfg = fit_cfg(base=str(tiny_pipeline_dir), extractor="miniworld")
-    result = ft.fit(data_dir, w, cfg, device="cpu", log=lambda m: None)
+    result = ft.fit(data_dir, w, cfg, device="cpu")
     assert result.steps == 4 and len(result.lora_sha256) == 64
     return w
 
@@ -143,7 +145,7 @@ def test_captioner_is_asked_the_category_only(tmp_path, monkeypatch):
 def test_bank_round_trip_and_hand_edit(tiny_pipeline_dir, data_dir, tmp_path):
     w = tmp_path / "w"
     cfg = fit_cfg(base=str(tiny_pipeline_dir), extractor="miniworld")
-    r = ft.fit(data_dir, w, cfg, device="cpu", extract_only=True, log=lambda m: None)
+    r = ft.fit(data_dir, w, cfg, device="cpu", extract_only=True)
     bank_path = w / ex.BANK_FILE
     entries = ex.load_bank(bank_path)
     assert len(entries) == r.n_real == 9 and {e.class_name for e in entries} == set(CLASSES)
@@ -158,7 +160,7 @@ def test_bank_round_trip_and_hand_edit(tiny_pipeline_dir, data_dir, tmp_path):
     bank_path.write_text("\n".join(lines) + "\n")
     assert ex.bank_was_edited(bank_path)
     logs = []
-    r = ft.fit(data_dir, w, cfg, device="cpu", log=logs.append)
+    r = ft.fit(data_dir, w, cfg, device="cpu", run=Run(log=logs.append))
     assert r.bank_edited and any("edited" in m for m in logs)
     assert ex.load_bank(bank_path)[0].background == "lighthouse"  # the edit survives the fit
     plan = exp.plan_export(w, exp.ExportConfig(per_class=40, seed=0, context="bank"))
@@ -172,14 +174,63 @@ def test_bank_round_trip_and_hand_edit(tiny_pipeline_dir, data_dir, tmp_path):
 def test_fit_resumes_exactly(tiny_pipeline_dir, data_dir, tmp_path):
     cfg = fit_cfg(base=str(tiny_pipeline_dir), extractor="miniworld", text_encoder_lora=True)
     calls = iter(range(100))
-    stopped = ft.fit(data_dir, tmp_path / "a", cfg, device="cpu", should_stop=lambda: next(calls) >= 2, log=lambda m: None)
+    stopped = ft.fit(data_dir, tmp_path / "a", cfg, device="cpu", run=Run(should_stop=lambda: next(calls) >= 2))
     assert stopped.stopped and stopped.steps == 2 and (tmp_path / "a" / ft.CHECKPOINT_FILE).is_file()
-    resumed = ft.fit(data_dir, tmp_path / "a", cfg, device="cpu", log=lambda m: None)
-    straight = ft.fit(data_dir, tmp_path / "b", cfg, device="cpu", log=lambda m: None)
+    resumed = ft.fit(data_dir, tmp_path / "a", cfg, device="cpu")
+    straight = ft.fit(data_dir, tmp_path / "b", cfg, device="cpu")
     assert resumed.resumed_from == 2 and resumed.lora_sha256 == straight.lora_sha256
     assert not (tmp_path / "a" / ft.CHECKPOINT_FILE).exists()
     with pytest.raises(ValueError, match="other settings"):
-        ft.fit(data_dir, tmp_path / "a", fit_cfg(base=str(tiny_pipeline_dir), steps=9), device="cpu", log=lambda m: None)
+        ft.fit(data_dir, tmp_path / "a", fit_cfg(base=str(tiny_pipeline_dir), steps=9), device="cpu")
+
+
+class Recorder:
+    """A Run that records what the fit reports through the seam (generators/run.py)."""
+
+    def __init__(self, stop_at: int | None = None, preview_every: int = 0):
+        self.progress, self.previews, self.polls = [], [], 0
+        self.stop_at = stop_at
+        self.run = Run(progress=lambda done, total, **info: self.progress.append((done, total)),
+                       should_stop=self.should_stop, preview_every=preview_every,
+                       preview=lambda step, images, captions: self.previews.append((step, images, captions)))
+
+    def should_stop(self) -> bool:
+        self.polls += 1
+        return self.stop_at is not None and self.polls > self.stop_at
+
+
+@pytest.mark.parametrize("stop_at, preview_every", [(None, 0), (None, 2), (2, 0), (1, 3)],
+                         ids=["plain", "previews", "stop-resume", "stop-resume-previews"])
+def test_fit_follows_the_run_seam(work, data_dir, tiny_pipeline_dir, tmp_path, stop_at, preview_every):
+    """progress: total cfg.steps, done rising to it; should_stop: a stopped result whose checkpoint the
+    next call resumes; previews: PIL images every preview_every steps (the last step has none); and the
+    same LoRA as the module's fit without any of it (`work`, the same settings)."""
+    cfg = fit_cfg(base=str(tiny_pipeline_dir), extractor="miniworld")
+    reference = json.loads((work / ft.RESULT_FILE).read_text())["lora_sha256"]
+    calls = [Recorder(stop_at, preview_every)]
+    result = ft.fit(data_dir, tmp_path / "w", cfg, device="cpu", run=calls[0].run)
+    if stop_at is not None:
+        assert result.stopped and result.steps == stop_at and (tmp_path / "w" / ft.CHECKPOINT_FILE).is_file()
+        assert not result.lora_sha256 and calls[0].progress[-1] == (stop_at, cfg.steps)
+        calls.append(Recorder(None, preview_every))
+        result = ft.fit(data_dir, tmp_path / "w", cfg, device="cpu", run=calls[1].run)
+        assert result.resumed_from == stop_at
+    assert not result.stopped and result.steps == cfg.steps and result.lora_sha256 == reference
+    for rec in calls:
+        assert {total for _, total in rec.progress} == {cfg.steps}
+        done = [d for d, _ in rec.progress]
+        assert done == sorted(done) and rec.polls >= len(done)
+    assert calls[-1].progress[-1] == (cfg.steps, cfg.steps)
+    previews = [p for rec in calls for p in rec.previews]
+    expected = [k for k in range(1, cfg.steps) if preview_every and k % preview_every == 0]
+    assert [step for step, _, _ in previews] == expected
+    for step, images, captions in previews:
+        assert len(images) == len(captions) == len(CLASSES)
+        assert all(isinstance(im, Image.Image) and im.size == (32, 32) for im in images)
+        assert captions == [f"{c}, step {step}" for c in CLASSES]
+    finished = Recorder(None, preview_every)  # a finished fit returns at once, at its total
+    assert ft.fit(data_dir, tmp_path / "w", cfg, device="cpu", run=finished.run).lora_sha256 == reference
+    assert finished.progress == [(cfg.steps, cfg.steps)] and not finished.previews
 
 
 def test_lora_loads_in_stock_diffusers(work, tiny_pipeline_dir):
@@ -234,7 +285,7 @@ def imagefolder(root: Path):
 @pytest.fixture(scope="module")
 def exported(work, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "out"
-    result = exp.export(work, out, small_export(), device="cpu", zip_archive=True, log=lambda m: None)
+    result = exp.export(work, out, small_export(), device="cpu", zip_archive=True)
     assert result.complete and result.written == 9
     return out
 
@@ -288,19 +339,23 @@ def test_any_single_image_regenerates_exactly(exported, work):
 def test_interrupted_export_continues_without_duplicates_or_gaps(work, exported, tmp_path):
     out = tmp_path / "out"
     calls = iter(range(100))
-    first = exp.export(work, out, small_export(), device="cpu", should_stop=lambda: next(calls) >= 2, log=lambda m: None)
+    first = exp.export(work, out, small_export(), device="cpu", run=Run(should_stop=lambda: next(calls) >= 2))
     assert first.stopped and not first.complete and 0 < first.written < 9
     assert not (out / "train" / "metadata.jsonl").exists() and (out / exp.MARKER).is_file()
     (out / "train" / "robin" / ".000002.png.tmp").write_bytes(b"half a file")  # a kill mid-write
     with pytest.raises(FileExistsError, match="other settings"):
-        exp.export(work, out, small_export(seed=2), device="cpu", log=lambda m: None)
-    second = exp.export(work, out, small_export(), device="cpu", log=lambda m: None)
+        exp.export(work, out, small_export(seed=2), device="cpu")
+    reports = []
+    second = exp.export(work, out, small_export(), device="cpu", run=Run(progress=lambda *a: reports.append(a)))
     assert second.complete and first.written + second.written == 9
+    # images of the total, those already there counted as done: a fixed total, done rising to it
+    assert {total for _, total in reports} == {9} and reports == sorted(reports) and reports[-1] == (9, 9)
     a, b = tree(out), tree(exported)
     a.pop("README.md"), b.pop("README.md")
     assert a == b  # same bytes as the uninterrupted export: nothing duplicated, nothing missing
-    third = exp.export(work, out, small_export(), device="cpu", log=lambda m: None)
-    assert third.complete and third.written == 0
+    reports.clear()
+    third = exp.export(work, out, small_export(), device="cpu", run=Run(progress=lambda *a: reports.append(a)))
+    assert third.complete and third.written == 0 and reports == [(9, 9)]
 
 
 def test_two_processes_write_the_same_files_as_one(work, exported, tmp_path):
@@ -356,23 +411,23 @@ def test_learnt_class_tokens_train_resume_and_export(tiny_pipeline_dir, data_dir
     cfg = fit_cfg(base=str(tiny_pipeline_dir), extractor="miniworld", class_words="learnt")
     assert ft.prompt_for(cfg, "sea_gull", None) == "a <sea-gull> bird"
     calls = iter(range(100))
-    ft.fit(data_dir, tmp_path / "a", cfg, device="cpu", should_stop=lambda: next(calls) >= 2, log=lambda m: None)
-    resumed = ft.fit(data_dir, tmp_path / "a", cfg, device="cpu", log=lambda m: None)
-    straight = ft.fit(data_dir, tmp_path / "b", cfg, device="cpu", log=lambda m: None)
+    ft.fit(data_dir, tmp_path / "a", cfg, device="cpu", run=Run(should_stop=lambda: next(calls) >= 2))
+    resumed = ft.fit(data_dir, tmp_path / "a", cfg, device="cpu")
+    straight = ft.fit(data_dir, tmp_path / "b", cfg, device="cpu")
     assert resumed.resumed_from == 2 and resumed.class_tokens_sha256 == straight.class_tokens_sha256 != ""
-    vectors = load_file(str(tmp_path / "b" / ft.CLASS_TOKENS_FILE))
+    vectors = load_file(str(tmp_path / "b" / lora.CLASS_TOKENS_FILE))
     assert sorted(vectors) == ["<finch>", "<robin>", "<sparrow>"]
 
     pipe = StableDiffusionPipeline.from_pretrained(tiny_pipeline_dir, safety_checker=None, requires_safety_checker=False)
     table = pipe.text_encoder.get_input_embeddings().weight.detach().clone()
     words = pipe.tokenizer("finch", add_special_tokens=False).input_ids
     assert not np.allclose(vectors["<finch>"].numpy(), table[words].mean(0).numpy())  # trained away from its start
-    ft.load_lora_into(pipe, tmp_path / "b" / ft.LORA_FILE, fuse=False)
+    lora.load_lora_into(pipe, tmp_path / "b" / ft.LORA_FILE, fuse=False)
     token_id = pipe.tokenizer.convert_tokens_to_ids("<finch>")
     assert np.allclose(pipe.text_encoder.get_input_embeddings().weight[token_id].detach().numpy(), vectors["<finch>"].numpy())
 
     out = tmp_path / "out"
-    exp.export(tmp_path / "b", out, small_export(per_class=2), device="cpu", log=lambda m: None)
+    exp.export(tmp_path / "b", out, small_export(per_class=2), device="cpu")
     rows = [json.loads(line) for line in (out / "train" / "metadata.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and all(f"<{r['class_name']}>" in r["prompt"] for r in rows)
     config = json.loads((out / "generation_config.json").read_text())

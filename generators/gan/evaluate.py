@@ -19,15 +19,12 @@ from PIL import Image
 from generators import miniworld
 from generators.errors import UserError
 from generators.evaluators import Evaluator, frechet_distance
-from generators.gan.stylegan2 import Generator, to_uint8
+from generators.gan.sampling import generate, to_pil
+from generators.gan.stylegan2 import Generator
+from generators.run import Run, as_run
 
 # Fresh renderings come from world seeds that base pretraining (world seed 0) never draws.
 REAL_WORLD_SEEDS = (90_001, 90_002)
-
-
-def _pil(images: torch.Tensor) -> list[Image.Image]:
-    """Generated images quantized to 8 bits like the renderings they are compared with."""
-    return [Image.fromarray(a) for a in to_uint8(images)]
 
 
 def render_real(n: int, world_seed: int, size: int, kinds=miniworld.KINDS) -> list[Image.Image]:
@@ -35,30 +32,28 @@ def render_real(n: int, world_seed: int, size: int, kinds=miniworld.KINDS) -> li
 
 
 def evaluate_gan(G: Generator, evaluator: Evaluator, n: int = 1000, seed: int = 0, threshold: float = 0.8,
-                 kinds=miniworld.KINDS, progress=None, truncation_psi: float = 1.0) -> dict:
+                 kinds=miniworld.KINDS, run: Run | None = None, truncation_psi: float = 1.0) -> dict:
     """Flat dict of the figures above; `kinds`: what the base was trained on (the real sets hold
     those only); `truncation_psi`: the samples' truncation (the untrained reference is never
-    truncated: its average w means nothing). `progress(done, total)` after each stage."""
-    from generators.gan.lifelong import generate
-
+    truncated: its average w means nothing). run.progress(done, 4) after each of the 4 stages."""
+    run = as_run(run)
     if n < 2:
         raise UserError(f"n must be at least 2 (a Fréchet distance needs a covariance), got {n}")
     start = time.time()
     stages = 4
-    tick = (lambda k: progress(k, stages)) if progress else (lambda k: None)
-    samples = _pil(generate(G, n, seed, truncation_psi))
-    untrained = _pil(generate(_fresh_like(G, seed), n, seed))
-    tick(1)
+    samples = to_pil(generate(G, n, seed, truncation_psi))
+    untrained = to_pil(generate(_fresh_like(G, seed), n, seed))
+    run.progress(1, stages)
     real_a = render_real(n, REAL_WORLD_SEEDS[0], G.resolution, kinds)
     real_b = render_real(n, REAL_WORLD_SEEDS[1], G.resolution, kinds)
-    tick(2)
+    run.progress(2, stages)
     f_samples, f_untrained = evaluator.features(samples), evaluator.features(untrained)
     f_a, f_b = evaluator.features(real_a), evaluator.features(real_b)
-    tick(3)
-    recognised, seen = _recognised(evaluator, samples, threshold)
-    recognised_real, _ = _recognised(evaluator, real_a, threshold)
-    recognised_untrained, _ = _recognised(evaluator, untrained, threshold)
-    tick(4)
+    run.progress(3, stages)
+    recognised, seen = kinds_recognised(evaluator, samples, threshold)
+    recognised_real, _ = kinds_recognised(evaluator, real_a, threshold)
+    recognised_untrained, _ = kinds_recognised(evaluator, untrained, threshold)
+    run.progress(4, stages)
     return {
         "mini_fid": round(frechet_distance(f_samples, f_a), 4),
         "mini_fid_real_vs_real": round(frechet_distance(f_b, f_a), 4),
@@ -78,7 +73,7 @@ def evaluate_gan(G: Generator, evaluator: Evaluator, n: int = 1000, seed: int = 
     }
 
 
-def _recognised(evaluator: Evaluator, images, threshold: float) -> tuple[float, list[str]]:
+def kinds_recognised(evaluator: Evaluator, images, threshold: float) -> tuple[float, list[str]]:
     """The fraction of images whose most likely kind has probability >= threshold, and those kinds."""
     p = evaluator.probabilities(images)["kind"]
     confident = p.max(-1).values >= threshold

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import copy
 import types
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import tensorly as tl
 import torch
@@ -63,7 +63,7 @@ from torch import nn
 
 from generators.config import SavedConfig
 from generators.errors import UserError
-from generators.gan.stylegan2 import HookedLayer, modulatable_layers
+from generators.gan.layers import HookedLayer, modulatable_layers
 
 tl.set_backend("pytorch")  # process-wide tensorly default (nothing else in Studio uses tensorly)
 
@@ -342,15 +342,8 @@ def bake(G: nn.Module, w_avg: torch.Tensor | None = None) -> nn.Module:
     return baked.eval().requires_grad_(False)
 
 
-def storage_report(G: nn.Module, base_params: int, extra: int = 0) -> dict:
-    """Per-task storage: LeFT factors (+ `extra` stored numbers), and their share of the base G."""
-    n = count_left_parameters(G) + int(extra)
-    return {"params": n, "base_params": int(base_params), "percent_of_G": round(100.0 * n / max(base_params, 1), 4),
-            "bytes_fp32": 4 * n}
-
-
 __all__ = [
     "LeFTConfig", "LeFTConv", "LeFTLinear", "attach_left", "detach_left", "has_left", "left_modules",
-    "left_parameters", "left_state", "load_left_state", "count_left_parameters", "bake", "storage_report",
+    "left_parameters", "left_state", "load_left_state", "count_left_parameters", "bake",
 ]
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from generators import diffusion, miniworld
 from generators.errors import UserError
+from generators.run import Run
 
 SCORED = ("kind", "color", "background", "position", "scale", "facing")
 
@@ -33,10 +34,11 @@ def prompt_for(attrs: miniworld.Attributes, form: str) -> str:
 
 
 def evaluate_base(pipe, evaluator, n: int = 200, seed: int = 0, steps: int = 25, guidance: float = 5.0,
-                  base: str = "studio-mini", batch_size: int = 16, progress=None, keep_images: list | None = None,
-                  prompt_form: str = "caption") -> dict:
+                  base: str = "studio-mini", batch_size: int = 16, run: Run | None = None,
+                  keep_images: list | None = None, prompt_form: str = "caption") -> dict:
     """Flat dict: <attribute>_accuracy for each scored attribute, plus the settings. With prompt_form
-    "no-colour" the colour is not asked for, so it is not scored."""
+    "no-colour" the colour is not asked for, so it is not scored. run: diffusion.generate's (progress
+    in denoising steps of all the samples)."""
     if prompt_form not in PROMPT_FORMS:
         raise UserError(f"prompt form must be one of {', '.join(PROMPT_FORMS)}, got {prompt_form!r}")
     start = time.time()
@@ -47,7 +49,7 @@ def evaluate_base(pipe, evaluator, n: int = 200, seed: int = 0, steps: int = 25,
                                      width=size, height=size, base=base)
         for i, a in enumerate(attrs)
     ]
-    images = diffusion.generate(pipe, settings, batch_size=batch_size, callback=progress)
+    images = diffusion.generate(pipe, settings, batch_size=batch_size, run=run)
     if keep_images is not None:
         keep_images.extend(zip(images, settings))
     predicted = evaluator.predict(images)

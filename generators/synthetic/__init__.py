@@ -11,8 +11,10 @@
    dataset (class folders, metadata.jsonl, classes.json, generation_config.json, card)
    with per-image seeds, resumable and splittable across processes (accelerate).
 
-Entry points: ``generators.synthetic.fit.fit`` and ``generators.synthetic.export.export``
-(the submodules keep their names; only classes and helpers are re-exported here).
+Entry points: ``generators.synthetic.fit.fit`` and ``generators.synthetic.export.export``,
+each taking one ``run`` (generators/run.py); the LoRA and class-token plumbing is in
+``lora.py``, the exported dataset's files in ``dataset.py``. Only classes and helpers are
+re-exported here (``regenerate`` is the one the dataset card names).
 """
 
 from generators.synthetic.extract import BankEntry, Context, Extractor, load_bank, read_class_folders, save_bank

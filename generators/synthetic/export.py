@@ -1,12 +1,7 @@
-"""Sampling the fitted LoRA into an image-classification dataset.
+"""Sampling the fitted LoRA into an image-classification dataset (BOB's marginalized context, docs/methods.md §3.3).
 
-Layout (``OUT``)::
-
-    train/<class>/<index:06d>.png   the images (settings also in the PNG's text chunk "studio")
-    train/metadata.jsonl            one row per image (datasets' imagefolder reads it)
-    classes.json                    {"classes": [...], "class_to_idx": {...}}: sorted names, as ImageFolder
-    generation_config.json          everything that determines the images
-    README.md                       the dataset card
+The dataset's files and layout (``OUT/train/<class>/<index:06d>.png``, ``metadata.jsonl``,
+``classes.json``, ``generation_config.json``, the card): generators/synthetic/dataset.py.
 
 Context (``ExportConfig.context``): ``bank`` draws each image's (background, pose)
 uniformly from the whole bank, all classes together (BOB's marginalization);
@@ -33,23 +28,23 @@ are split with ``PartialState().split_between_processes``.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
 from generators.errors import UserError
-from generators.files import atomic_write_bytes, atomic_write_text, temporary_path
+from generators.files import atomic_write_text
+from generators.run import Run, as_run
 from generators.synthetic import extract as ex
 from generators.synthetic import fit as ft
+from generators.synthetic.dataset import metadata_row, save_png, write_dataset_files, write_zip
+from generators.synthetic.lora import CLASS_TOKENS_FILE, load_lora_into
 
 CONTEXTS = ("bank", "same-class", "none")
 MARKER = ".studio-export.json"
-SEED_RULE = 'int.from_bytes(sha256(f"{purpose}|{seed}|{class_name}|{index}".encode()).digest()[:8], "big") & (2**63 - 1)'
 
 
 def derive_seed(seed: int, class_name: str, index: int, purpose: str = "image") -> int:
@@ -151,16 +146,6 @@ def fingerprint(plan: Plan, device_type: str) -> dict:
             **({"class_tokens_sha256": plan.fit_info["class_tokens_sha256"]} if plan.fit_info.get("class_tokens_sha256") else {})}
 
 
-def metadata_row(plan: Plan, job: Job, scheduler: str) -> dict:
-    c = plan.cfg
-    return {"file_name": job.file_name, "label": job.label, "class_name": job.class_name, "prompt": job.prompt,
-            "negative_prompt": c.negative_prompt, "seed": job.seed, "index": job.index, "background": job.background,
-            "pose": job.pose, "context": c.context, "context_source": job.context_source, "context_class": job.context_class,
-            "base": plan.fit_info["base"], "lora_sha256": plan.fit_info["lora_sha256"], "scheduler": scheduler,
-            "steps": c.steps, "guidance": float(c.guidance), "width": plan.width, "height": plan.height,
-            "is_synthetic": True}
-
-
 @dataclass
 class ExportResult:
     out: Path
@@ -193,17 +178,6 @@ def _check_out(out: Path, fp: dict) -> None:
         raise FileExistsError(f"{out} exists and is not an empty folder; choose a new --out")
 
 
-# Temporary names are hidden (.name.tmp): an export's folders must list only its files.
-
-
-def _save_png(image: Image.Image, row: dict, path: Path) -> None:
-    info = PngImagePlugin.PngInfo()
-    info.add_text("studio", json.dumps(row, sort_keys=True))
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", pnginfo=info)
-    atomic_write_bytes(path, buf.getvalue(), hidden=True)
-
-
 def load_pipeline(plan: Plan, device: str = "auto"):
     """The base with the fitted LoRA, loaded and fused as stock diffusers would."""
     from generators import diffusion
@@ -212,10 +186,10 @@ def load_pipeline(plan: Plan, device: str = "auto"):
     lora = plan.work / ft.LORA_FILE
     if ft.sha256_file(lora) != plan.fit_info["lora_sha256"]:
         raise UserError(f"{lora} does not match the sha256 in {plan.work / ft.RESULT_FILE}; fit again")
-    tokens = plan.work / ft.CLASS_TOKENS_FILE
+    tokens = plan.work / CLASS_TOKENS_FILE
     if plan.fit_info.get("class_tokens_sha256") and ft.sha256_file(tokens) != plan.fit_info["class_tokens_sha256"]:
         raise UserError(f"{tokens} does not match the sha256 in {plan.work / ft.RESULT_FILE}; fit again")
-    return ft.load_lora_into(pipe, lora)
+    return load_lora_into(pipe, lora)
 
 
 def _settings(plan: Plan, batch: list[Job], scheduler: str):
@@ -242,20 +216,27 @@ def process_state(device: str = "auto"):
     return PartialState(cpu=cpu)
 
 
-def export(work: Path, out: Path, cfg: ExportConfig, device: str = "auto", progress=None, should_stop=None,
-           zip_archive: bool = False, log=print) -> ExportResult:
-    """Write (or continue) the dataset in OUT; under accelerate, this process's share of it."""
+def export(work: Path, out: Path, cfg: ExportConfig, device: str = "auto", run: Run | None = None,
+           zip_archive: bool = False) -> ExportResult:
+    """Write (or continue) the dataset in OUT; under accelerate, this process's share of it.
+
+    run (generators/run.py): progress(images done, images of this process's batches) on the main
+    process after every batch it samples, images already there counted as done (they are
+    reported with the next sampled batch, or once at the end); should_stop() is polled before
+    every batch to sample and leaves OUT resumable, the result marked stopped and not complete;
+    log(message): the note on a bank edited after the fit.
+    """
     from generators import diffusion
 
-    should_stop = should_stop or (lambda: False)
+    run = as_run(run)
     out = Path(out)
     state = process_state(device)
     if state.num_processes > 1 and device in ("auto", "cuda"):
         device = "auto"  # each process on its own accelerator (PartialState().device), not all on cuda:0
     plan = plan_export(work, cfg)
     if state.is_main_process and plan.bank_sha256 != plan.fit_info.get("bank_sha256"):
-        log(f"note: {Path(work) / ex.BANK_FILE} was edited after the fit; exporting with the edited contexts "
-            "(run `studio synth fit` again to train on them too)")
+        run.log(f"note: {Path(work) / ex.BANK_FILE} was edited after the fit; exporting with the edited contexts "
+                "(run `studio synth fit` again to train on them too)")
     device_type = diffusion.resolve_device(device).type
     fp = fingerprint(plan, device_type)
     _check_out(out, fp)  # every process, before anyone writes
@@ -275,7 +256,8 @@ def export(work: Path, out: Path, cfg: ExportConfig, device: str = "auto", progr
     with state.split_between_processes(list(range(len(plan.batches)))) as mine:
         mine = list(mine)
         total = sum(len(plan.batches[b]) for b in mine)
-        done = 0
+        done = reported = 0
+        report = state.is_main_process and total > 0
         for b in mine:
             batch = plan.batches[b]
             paths = [out / "train" / j.file_name for j in batch]
@@ -283,7 +265,7 @@ def export(work: Path, out: Path, cfg: ExportConfig, device: str = "auto", progr
                 result.skipped += len(batch)
                 done += len(batch)
                 continue
-            if should_stop():
+            if run.should_stop():
                 result.stopped = True
                 break
             if pipe is None:
@@ -291,19 +273,22 @@ def export(work: Path, out: Path, cfg: ExportConfig, device: str = "auto", progr
             images = diffusion.generate(pipe, _settings(plan, batch, scheduler), batch_size=len(batch))
             for job, image, path in zip(batch, images, paths):
                 if not path.is_file():
-                    _save_png(image, metadata_row(plan, job, scheduler), path)
+                    save_png(image, metadata_row(plan, job, scheduler), path)
                     result.written += 1
                 else:
                     result.skipped += 1
             done += len(batch)
-            if progress and state.is_main_process:
-                progress(done, total)
+            if report:
+                run.progress(done, total)
+                reported = done
+        if report and not result.stopped and reported < done:  # the tail was already there
+            run.progress(done, total)
     state.wait_for_everyone()
     result.missing = [j.file_name for j in plan.jobs if not (out / "train" / j.file_name).is_file()]
     if result.missing:
         return result
     if state.is_main_process:
-        _finish(plan, out, fp, scheduler)
+        write_dataset_files(plan, out, fp, scheduler)
         if zip_archive:
             result.zip_path = write_zip(out)
         (out / MARKER).unlink(missing_ok=True)
@@ -330,153 +315,6 @@ def _scheduler_name(plan: Plan) -> str:
         return ""
 
 
-def _scheduler_config(plan: Plan) -> dict:
-    from generators import diffusion
-
-    base = plan.fit_config.base
-    path = diffusion.DEFAULT_BASE if base is None else Path(base)
-    cfg_file = path / "scheduler" / "scheduler_config.json"
-    if cfg_file.is_file():
-        return {k: v for k, v in json.loads(cfg_file.read_text()).items() if k != "_diffusers_version"}
-    return {}
-
-
-def generation_config(plan: Plan, fp: dict, scheduler: str) -> dict:
-    fc = plan.fit_config
-    return {
-        "fingerprint": fp,
-        "category": fc.category,
-        "classes": plan.classes,
-        "n_images": len(plan.jobs),
-        "template": fc.template,
-        "plain_template": fc.plain_template,
-        "class_words": {c: ft.class_phrase(plan.fit_config, c) for c in plan.classes},
-        "context": plan.cfg.context,
-        "bank_size": len(plan.bank),
-        "seed_rule": SEED_RULE,
-        "image_seed_purpose": "image",
-        "context_draw_rule": "pool[derive_seed(seed, class_name, index, 'context') % len(pool)], pool = bank (all classes) | "
-                             "the class's bank lines | none",
-        "batches": "per class, images [k*batch_size, (k+1)*batch_size); noise per image from torch.Generator('cpu').manual_seed(seed)",
-        "sampler": scheduler,
-        "scheduler_config": _scheduler_config(plan),
-        "lora": {"file": ft.LORA_FILE, "sha256": plan.fit_info["lora_sha256"], "rank": fc.rank, "alpha": fc.alpha,
-                 "text_encoder": fc.text_encoder_lora, "fit_steps": plan.fit_info["steps"], "fused": True},
-        "class_tokens": ({"file": ft.CLASS_TOKENS_FILE, "sha256": plan.fit_info["class_tokens_sha256"],
-                          "load": _class_tokens_load(fc.base)}
-                         if plan.fit_info.get("class_tokens_sha256") else None),
-        "fit": {"n_real": plan.fit_info["n_real"], "use_context": fc.use_context, "context_dropout": fc.context_dropout,
-                "extractor": fc.extractor, "captioner": fc.captioner},
-        "work": str(Path(plan.work).resolve()),
-    }
-
-
-def _class_tokens_load(base) -> str:
-    """How stock diffusers loads the fit's class tokens on this base's family."""
-    from generators.bases import family_of
-
-    try:
-        family = family_of(base)
-    except (OSError, ValueError):
-        family = None
-    if family == "sdxl":  # one vector per text encoder: keys clip_l.<token> and clip_g.<token>
-        return ("for key, te, tok in (('clip_l', pipe.text_encoder, pipe.tokenizer), ('clip_g', pipe.text_encoder_2, "
-                "pipe.tokenizer_2)): pipe.load_textual_inversion([vectors[f'{key}.{t}'] for t in tokens], token=tokens, "
-                "text_encoder=te, tokenizer=tok)")
-    return "pipe.load_textual_inversion([vectors[t] for t in tokens], token=tokens)"
-
-
-def _finish(plan: Plan, out: Path, fp: dict, scheduler: str) -> None:
-    rows = [metadata_row(plan, j, scheduler) for j in plan.jobs]
-    atomic_write_text(out / "train" / "metadata.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), hidden=True)
-    classes = {"classes": plan.classes, "class_to_idx": {c: i for i, c in enumerate(plan.classes)},
-               "class_words": {c: ft.class_phrase(plan.fit_config, c) for c in plan.classes}}
-    atomic_write_text(out / "classes.json", json.dumps(classes, indent=2) + "\n", hidden=True)
-    atomic_write_text(out / "generation_config.json", json.dumps(generation_config(plan, fp, scheduler), indent=2) + "\n", hidden=True)
-    atomic_write_text(out / "README.md", dataset_card(plan, scheduler), hidden=True)
-
-
-def dataset_card(plan: Plan, scheduler: str) -> str:
-    c, fc, n = plan.cfg, plan.fit_config, len(plan.jobs)
-    size_cat = "n<1K" if n < 1000 else "1K<n<10K" if n < 10_000 else "10K<n<100K" if n < 100_000 else "100K<n<1M"
-    context_text = {
-        "bank": "each image's (background, pose) drawn uniformly from the whole caption bank, all classes together "
-                "(BOB's marginalization of the context)",
-        "same-class": "each image's (background, pose) drawn from its own class's real images only",
-        "none": "no context: the class prompt alone",
-    }[c.context]
-    example = plan.jobs[0]
-    lines = [
-        "---",
-        "task_categories:",
-        "- image-classification",
-        "tags:",
-        "- synthetic",
-        "- studio",
-        f"size_categories:\n- {size_cat}",
-        f"pretty_name: synthetic {fc.category} ({len(plan.classes)} classes)",
-        "---",
-        "",
-        f"# Synthetic {fc.category} images, {len(plan.classes)} classes × {c.per_class}",
-        "",
-        f"Made by Studio (`studio synth`) from {plan.fit_info['n_real']} real images: one LoRA fitted on all classes "
-        f"of the base `{plan.fit_info['base']}` (sha256 `{plan.fit_info['lora_sha256'][:16]}…`), prompts "
-        f"`{fc.template}`; {context_text}. Every image is synthetic (`is_synthetic`).",
-        "",
-        f"Classes (label = index): {', '.join(f'{i} {cl}' for i, cl in enumerate(plan.classes))}.",
-        "",
-        f"Sampling: {scheduler}, {c.steps} steps, guidance {c.guidance}, {plan.width}×{plan.height}, "
-        f"seed {c.seed}, batches of {c.batch_size}. Example prompt: “{example.prompt}”.",
-        "",
-        "## Files",
-        "",
-        "- `train/<class>/<index>.png`: the images (their settings also in the PNG text chunk `studio`)",
-        "- `train/metadata.jsonl`: file_name, label, class_name, prompt, negative_prompt, seed, index, background, pose, "
-        "context, context_source (the real image whose context was used), context_class, base, lora_sha256, scheduler, "
-        "steps, guidance, width, height, is_synthetic",
-        "- `classes.json`: class names in label order (sorted, as torchvision's ImageFolder numbers them)",
-        "- `generation_config.json`: every setting, the seed rule and the hashes",
-        "",
-        "## Loading",
-        "",
-        "```python",
-        "from datasets import load_dataset",
-        "ds = load_dataset('imagefolder', data_dir='path/to/this/folder', split='train')  # image, label, prompt, ...",
-        "# or torchvision: torchvision.datasets.ImageFolder('path/to/this/folder/train')  (labels as in classes.json)",
-        "```",
-        "",
-        "## Regenerating one image",
-        "",
-        "Image `index` of class `c` has seed "
-        "`int.from_bytes(sha256(f'image|{seed}|{c}|{index}'.encode()).digest()[:8], 'big') & (2**63 - 1)` and its noise "
-        "from `torch.Generator('cpu').manual_seed(seed)`; `generators.synthetic.regenerate(OUT, file_name)` recomputes "
-        "it bit for bit on the same kind of device (it reruns the image's batch).",
-        "",
-        "## Limitations",
-        "",
-        "Synthetic images carry the base model's biases and errors; the class is only as right as the fitted LoRA. "
-        "Train with real images mixed in and select models on held-out real images.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def write_zip(out: Path) -> Path:
-    """OUT.zip beside OUT: sorted entries, fixed timestamps (the same export gives the same bytes)."""
-    out = Path(out)
-    target = out.with_name(out.name + ".zip")
-    tmp = temporary_path(target, hidden=True)  # streamed (a set can be larger than memory), then renamed
-    files = sorted(p for p in out.rglob("*") if p.is_file() and not p.name.startswith("."))
-    with zipfile.ZipFile(tmp, "w") as zf:
-        for path in files:
-            info = zipfile.ZipInfo(f"{out.name}/{path.relative_to(out).as_posix()}", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_STORED if path.suffix == ".png" else zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, path.read_bytes())
-    tmp.replace(target)
-    return target
-
-
 def regenerate(out: Path, file_name: str, work: Path | None = None, device: str = "cpu") -> Image.Image:
     """Recompute one exported image (file_name as in metadata.jsonl, e.g. 'robin/000003.png')."""
     from generators import diffusion
@@ -499,4 +337,3 @@ def regenerate(out: Path, file_name: str, work: Path | None = None, device: str 
                 pipe = load_pipeline(plan, device)
                 return diffusion.generate(pipe, _settings(plan, batch, _scheduler_name(plan)), batch_size=len(batch))[k]
     raise UserError(f"{file_name!r} is not an image of {out} (expected '<class>/<index:06d>.png')")
-

@@ -1,4 +1,4 @@
-"""One LoRA for all classes, conditioned on class, background and pose (BOB, docs/methods.md §3).
+"""One LoRA for all classes, conditioned on class, background and pose (BOB, docs/methods.md §3.2).
 
 Every real image is trained with the prompt ``template(class words, category, background,
 pose)`` built from its bank entry; with probability ``context_dropout`` the context-free
@@ -15,6 +15,7 @@ through the base family's adapter, generators/bases.py).
 ``class_words="learnt"`` instead gives every class its own new token ``<class-words>``, started
 at the mean embedding of the class's plain words and trained with the LoRA (textual inversion
 beside it); the vectors go to ``W/class_tokens.safetensors``. bench/synthetic.py measures both.
+Attaching, saving and loading the LoRA and the class tokens: generators/synthetic/lora.py.
 
 Work folder::
 
@@ -52,17 +53,26 @@ from generators.diffusion_training import (
 from generators.errors import UserError
 from generators.files import CHECKPOINT_FILE, atomic_save_tensors, atomic_write_json
 from generators.optim_state import load_optimizer, optimizer_tensors
+from generators.run import Run, as_run
 from generators.synthetic import extract as ex
+from generators.synthetic.lora import (
+    CLASS_TOKENS_FILE,
+    add_class_tokens,
+    attach,
+    class_token,
+    class_token_file,
+    lora_state,
+    text_encoder_prefixes,
+)
 
-ADAPTER = "synth"
 CONFIG_FILE = "fit_config.json"
 OPTIMIZER_LAYOUT = "m.{state}.{param}"  # the checkpoint's names of Adam's moments: m.exp_avg.<parameter>
 RESULT_FILE = "fit.json"
 LORA_FILE = "pytorch_lora_weights.safetensors"
-CLASS_TOKENS_FILE = "class_tokens.safetensors"
 CLASS_WORDS = ("plain", "learnt")
 TEMPLATE = "a {class} {category} on the {background} background, {pose}"
 PLAIN_TEMPLATE = "a {class} {category}"
+PREVIEW_CLASSES, PREVIEW_SEED, PREVIEW_STEPS, PREVIEW_GUIDANCE = 4, 0, 20, 2.0  # what fit's previews sample
 
 
 @dataclass
@@ -114,11 +124,6 @@ def fill(template: str, class_phrase: str, category: str, background: str = "", 
     return " ".join(out.split()).strip(" ,")
 
 
-def class_token(class_name: str) -> str:
-    """The learnt token of a class: '<' + its words joined by '-' + '>' ('sea_gull' -> '<sea-gull>')."""
-    return "<" + ex.class_words(class_name).replace(" ", "-") + ">"
-
-
 def class_phrase(cfg: FitConfig, class_name: str) -> str:
     """How the class enters the prompt: its plain words, or its learnt token."""
     return class_token(class_name) if cfg.class_words == "learnt" else ex.class_words(class_name)
@@ -148,103 +153,6 @@ def resolve_base(base: str | Path | None) -> str | None:
         return None
     path = Path(base)
     return str(path.resolve()) if path.exists() else str(base)
-
-
-# --- LoRA plumbing ---------------------------------------------------------------------------
-
-
-def text_encoder_prefixes(pipe) -> list[tuple[str, torch.nn.Module]]:
-    """(LoRA key prefix, text encoder) of every encoder of the base: 'text_encoder' and, on SDXL,
-    'text_encoder_2' (the prefixes diffusers' load_lora_weights reads)."""
-    return [("text_encoder" if i == 0 else f"text_encoder_{i + 1}", te)
-            for i, te in enumerate(bases.adapter(pipe).text_encoders(pipe))]
-
-
-def attach(pipe, cfg: FitConfig) -> list[tuple[str, torch.nn.Parameter]]:
-    """Add the LoRA to the UNet (and every text encoder); returns the trainable (name, parameter) pairs."""
-    from peft import LoraConfig, inject_adapter_in_model
-
-    encoders = text_encoder_prefixes(pipe)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        pipe.unet.add_adapter(LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=list(cfg.target_modules),
-                                         init_lora_weights=True), adapter_name=ADAPTER)
-        if cfg.text_encoder_lora:
-            for _, te in encoders:
-                inject_adapter_in_model(LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=list(cfg.text_target_modules),
-                                                   init_lora_weights=True), te, adapter_name=ADAPTER)
-    params = []
-    for prefix, model in [("unet", pipe.unet)] + encoders:
-        model.requires_grad_(False)
-        for name, p in model.named_parameters():
-            if f".{ADAPTER}." in name or name.endswith(f".{ADAPTER}.weight"):
-                p.requires_grad_(True)
-                params.append((f"{prefix}.{name}", p))
-    if not params:
-        raise UserError("the LoRA found no target modules in this base; check the base is a Stable Diffusion pipeline")
-    return sorted(params, key=lambda kv: kv[0])
-
-
-def add_class_tokens(pipe, classes: list[str], tok=None, te=None) -> list[int]:
-    """A new token per class, each started at the mean embedding of the class's plain words (in the
-    given tokenizer and text encoder; default the first)."""
-    tok, te = tok or pipe.tokenizer, te or pipe.text_encoder
-    tokens = [class_token(c) for c in classes]
-    taken = [t for t in tokens if t in tok.get_vocab()]
-    if taken:
-        raise UserError(f"the base's vocabulary already has {taken[0]}; rename that class folder or use class_words='plain'")
-    word_ids = [tok(ex.class_words(c), add_special_tokens=False).input_ids for c in classes]
-    tok.add_tokens(tokens)
-    te.resize_token_embeddings(len(tok))
-    ids = tok.convert_tokens_to_ids(tokens)
-    weight = te.get_input_embeddings().weight
-    with torch.no_grad():
-        for token_id, words in zip(ids, word_ids):
-            weight[token_id] = weight[words].mean(0)
-    return ids
-
-
-def class_token_file(family: bases.Adapter, tokens: list[str], rows: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """{token: vector} on one encoder; on SDXL {"clip_l.<token>": ..., "clip_g.<token>": ...}."""
-    if family.embedding_keys is None:
-        return {t: r.clone() for t, r in zip(tokens, rows[0])}
-    return {f"{key}.{t}": r.clone() for key, enc in zip(family.embedding_keys, rows) for t, r in zip(tokens, enc)}
-
-
-def load_class_tokens(pipe, path: Path) -> None:
-    """Add a fit's learnt class tokens, as stock diffusers' load_textual_inversion would (into each encoder)."""
-    vectors = load_file(str(path))
-    family = bases.adapter(pipe)
-    keys = family.embedding_keys or ("",)
-    for key, (tok, te) in zip(keys, family.text_pairs(pipe)):
-        prefix = f"{key}." if key else ""
-        tokens = sorted(k.removeprefix(prefix) for k in vectors if k.startswith(prefix))
-        pipe.load_textual_inversion([vectors[prefix + t].to(te.dtype) for t in tokens], token=tokens,
-                                    tokenizer=tok, text_encoder=te)
-
-
-def lora_state(pipe, cfg: FitConfig) -> dict[str, torch.Tensor]:
-    """diffusers' LoRA format: peft keys with 'unet.' / 'text_encoder.' prefixes (pipe.load_lora_weights)."""
-    from peft.utils import get_peft_model_state_dict
-
-    state = {f"unet.{k}": v for k, v in get_peft_model_state_dict(pipe.unet, adapter_name=ADAPTER).items()}
-    if cfg.text_encoder_lora:
-        for prefix, te in text_encoder_prefixes(pipe):
-            state.update({f"{prefix}.{k}": v for k, v in get_peft_model_state_dict(te, adapter_name=ADAPTER).items()})
-    return {k: v.detach().float().cpu().contiguous().clone() for k, v in state.items()}
-
-
-def load_lora_into(pipe, lora_path: Path, fuse: bool = True):
-    """Load a fitted LoRA exactly as stock diffusers would, and fuse it (free at sampling time);
-    the learnt class tokens beside it too, if the fit has them."""
-    tokens = Path(lora_path).with_name(CLASS_TOKENS_FILE)
-    if tokens.is_file():
-        load_class_tokens(pipe, tokens)
-    state = load_file(str(lora_path))
-    pipe.load_lora_weights({k: v.to(pipe.unet.dtype) for k, v in state.items()}, adapter_name=ADAPTER)
-    if fuse:
-        pipe.fuse_lora(adapter_names=[ADAPTER])
-    return pipe
 
 
 # --- the work folder -----------------------------------------------------------------------
@@ -307,18 +215,27 @@ def prepare_bank(work: Path, data_dir: Path, cfg: FitConfig, classes, items, dev
     return entries, False
 
 
-def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progress=None, should_stop=None,
-        extract_only: bool = False, log=print, preview=None) -> FitResult:
+def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", run: Run | None = None,
+        extract_only: bool = False) -> FitResult:
     """Extract the bank (or reuse it) and train the LoRA; resumable from W/checkpoint.safetensors.
 
     A finished fit with the same settings and bank returns at once; if the bank was edited
-    since, the LoRA is trained again on the edited prompts. preview(step, pipe=..., items=...)
-    is called after every step with the pipeline being trained.
+    since, the LoRA is trained again on the edited prompts.
+
+    run (generators/run.py): progress(step, cfg.steps, lr=..., loss=...) after every training
+    step (the loss every LOSS_EVERY steps; a fit found finished reports cfg.steps at once);
+    should_stop() is polled before every step and stops the fit with its checkpoint written, a
+    result marked stopped that the next call resumes exactly. When run.wants_preview(step), on
+    every step but the last, the fit samples one image per class (the first PREVIEW_CLASSES
+    classes, context-free prompt, seed PREVIEW_SEED, PREVIEW_STEPS steps) and hands them to
+    run.preview(step, images, captions); sampling leaves the training RNG and weights untouched.
+    log(message): skipped images, the edited bank, a fit found finished.
     """
     from generators import diffusion
 
     cfg.validate()
-    should_stop = should_stop or (lambda: False)
+    run = as_run(run)
+    log = run.log
     data_dir, work = Path(data_dir), Path(work)
     if work.exists() and not work.is_dir():
         raise FileExistsError(f"--work {work} is a file; give a folder")
@@ -344,6 +261,7 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progre
             result.lora_sha256 = info["lora_sha256"]
             result.class_tokens_sha256 = info.get("class_tokens_sha256", "")
             log(f"{work} already holds this fit (LoRA sha256 {info['lora_sha256'][:12]}); nothing to do")
+            run.progress(cfg.steps, cfg.steps)
             return result
         log("the bank or the images changed since the last fit; training the LoRA again")
         done.unlink()
@@ -390,7 +308,7 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progre
     for te in family.text_encoders(pipe):
         te.train(cfg.text_encoder_lora)
     while step < cfg.steps:
-        if should_stop():
+        if run.should_stop():
             result.stopped = True
             break
         b = cfg.batch_size
@@ -412,10 +330,10 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progre
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
-        if progress:  # the loss only every LOSS_EVERY steps: .item() waits for the device
-            progress(step, cfg.steps, lr=lr, **({"loss": loss.item()} if step % LOSS_EVERY == 0 else {}))
-        if preview:
-            preview(step, pipe=pipe, items=items)
+        # the loss only every LOSS_EVERY steps: .item() waits for the device
+        run.progress(step, cfg.steps, lr=lr, **({"loss": loss.item()} if step % LOSS_EVERY == 0 else {}))
+        if step < cfg.steps and run.wants_preview(step):
+            run.preview(step, *sample_previews(pipe, cfg, items, step))
         if step % cfg.checkpoint_every == 0 and step < cfg.steps:
             _save_checkpoint(ckpt, named, opt, gen, step, cfg, bank_hash)
     pipe.unet.eval()
@@ -447,6 +365,33 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", progre
     atomic_write_json(done, info)
     ckpt.unlink(missing_ok=True)
     return result
+
+
+def sample_previews(pipe, cfg: FitConfig, items, step: int) -> tuple[list, list[str]]:
+    """Preview images of the model being trained and their captions ("<class>, step <step>").
+
+    Each image's noise comes from its own CPU generator (diffusion.generate); the models sample
+    in eval mode and get their training modes back, and the global RNG state is restored, so a
+    fit with previews trains exactly as one without."""
+    from generators import diffusion
+
+    names = sorted({it.class_name for it in items})[:PREVIEW_CLASSES]
+    size = diffusion.base_resolution(pipe)
+    settings = [diffusion.GenerationSettings(prompt=prompt_for(cfg, c, None), seed=PREVIEW_SEED, steps=PREVIEW_STEPS,
+                                             guidance=PREVIEW_GUIDANCE, width=size, height=size) for c in names]
+    models = [pipe.unet, *bases.adapter(pipe).text_encoders(pipe)]
+    modes = [m.training for m in models]
+    dev = pipe.unet.device
+    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        for m in models:
+            m.eval()
+        try:
+            images = diffusion.generate(pipe, settings)
+        finally:
+            for m, mode in zip(models, modes):
+                m.train(mode)
+    return images, [f"{c}, step {step}" for c in names]
 
 
 def _lr(cfg: FitConfig, step: int) -> float:

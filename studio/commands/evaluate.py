@@ -44,6 +44,7 @@ def register(sub) -> None:
 def run_base(args) -> int:
     from generators import diffusion
     from generators.evaluators import load_evaluator
+    from generators.run import Run
     from generators.sd_mini.evaluate import evaluate_base
 
     if args.n < 1:
@@ -53,7 +54,7 @@ def run_base(args) -> int:
     kept = [] if args.samples else None
     with TqdmProgress("eval base") as progress:
         result = evaluate_base(pipe, evaluator, args.n, args.seed, args.steps, args.guidance,
-                               diffusion.base_name(args.base), progress=progress, keep_images=kept,
+                               diffusion.base_name(args.base), run=Run(progress=progress), keep_images=kept,
                                prompt_form=args.prompt_form)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
@@ -70,8 +71,9 @@ def run_gan(args) -> int:
     from generators.diffusion import resolve_device
     from generators.evaluators import load_evaluator
     from generators.gan.evaluate import evaluate_gan
-    from generators.gan.lifelong import generate, load_base
-    from generators.gan.stylegan2 import image_grid
+    from generators.gan.folder import load_base
+    from generators.gan.sampling import generate, image_grid
+    from generators.run import Run
 
     if args.n < 2:
         raise UserError(f"--n must be at least 2, got {args.n}")
@@ -86,7 +88,7 @@ def run_gan(args) -> int:
     evaluator = load_evaluator(args.evaluators, device=str(device))
     with TqdmProgress("eval gan") as progress:
         result = evaluate_gan(G, evaluator, args.n, args.seed, args.threshold, tuple(kinds or miniworld.KINDS),
-                              progress=progress, truncation_psi=args.truncation)
+                              run=Run(progress=progress), truncation_psi=args.truncation)
     result["base"] = str(path)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -88,8 +88,10 @@ def _apply_set(pairs: list[str], train, left, ms):
 
 def run_learn(args) -> int:
     from generators.gan.left import LeFTConfig
-    from generators.gan.lifelong import TrainConfig, learn_task
+    from generators.gan.lifelong import learn_task
     from generators.gan.mode_seeking import ModeSeekingConfig
+    from generators.gan.task_trainer import TrainConfig
+    from generators.run import Run
 
     if args.iters is not None and args.iters < 1:
         raise UserError(f"--iters must be at least 1, got {args.iters}")
@@ -105,10 +107,9 @@ def run_learn(args) -> int:
     left = LeFTConfig(rank=args.rank or 1)
     ms = ModeSeekingConfig(enabled=not args.no_mode_seeking, distance=args.ms_distance)
     train, left, ms = _apply_set(args.set, train, left, ms)
-    stop = StopFlag()
     with TqdmProgress(f"gan learn {args.task}") as progress:
         meta = learn_task(args.store, args.task, args.dir, base=args.base, left=left, train=train, mode_seeking=ms,
-                          device=args.device, progress=progress, should_stop=stop)
+                          device=args.device, run=Run(progress=progress, should_stop=StopFlag()))
     if meta.get("stopped"):
         print(f"stopped task {args.task} at iteration {meta['step']}/{meta['iters']} (checkpoint in {meta['work']}); "
               "run the same command again to resume", file=sys.stderr)
@@ -124,26 +125,24 @@ def run_learn(args) -> int:
 
 
 def run_sample(args) -> int:
-    from generators.gan.lifelong import generate, load_task_generator
-    from generators.gan.stylegan2 import to_uint8
+    from generators.gan.lifelong import sample_task
+    from generators.gan.sampling import to_pil
 
     if args.n < 1:
         raise UserError(f"--n must be at least 1, got {args.n}")
-    G, meta = load_task_generator(args.store, args.task, base=args.base, device=args.device)
-    images = generate(G, args.n, args.seed, truncation_psi=args.truncation)
+    images = sample_task(args.store, args.task, args.n, args.seed, truncation_psi=args.truncation, base=args.base,
+                         device=args.device)
     if args.out.exists() and not args.out.is_dir():
         raise NotADirectoryError(f"{args.out} is not a folder; choose another --out")
     args.out.mkdir(parents=True, exist_ok=True)
-    from PIL import Image
-
-    for i, arr in enumerate(to_uint8(images)):
-        Image.fromarray(arr).save(args.out / f"{args.task}-seed{args.seed}-{i:04d}.png")
+    for i, image in enumerate(to_pil(images)):
+        image.save(args.out / f"{args.task}-seed{args.seed}-{i:04d}.png")
     print(f"wrote {args.n} samples of task {args.task} to {args.out}")
     return 0
 
 
 def run_tasks(args) -> int:
-    from generators.gan.lifelong import TaskStore, list_tasks, unfinished_tasks
+    from generators.gan.task_store import TaskStore, list_tasks, unfinished_tasks
 
     rows = list_tasks(args.store)
     info = TaskStore(args.store).info()

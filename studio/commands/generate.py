@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 from generators.errors import UserError
-from studio.commands.common import add_base_arguments, check_base
+from generators.run import Run
+from studio.commands.common import StopFlag, add_base_arguments, check_base
 from studio.progress import TqdmProgress
 
 
@@ -74,10 +75,14 @@ def run(args) -> int:
     taken = [p for p in paths if p.exists()]
     if taken:
         raise FileExistsError(f"{taken[0]} already exists; choose another --out or --seed")
-    # The bar moves per denoising step: a batch of images is one pipeline call.
+    # The bar moves per denoising step: a batch of images is one pipeline call. Ctrl-C (or SIGTERM)
+    # stops after the current step; the images of the batches finished by then are written.
     with TqdmProgress(f"generate {len(settings)} image{'s' * (len(settings) > 1)} (steps)") as progress:
-        images = diffusion.generate(pipe, settings, on_step=progress)
+        images = diffusion.generate(pipe, settings, run=Run(progress=progress, should_stop=StopFlag()))
     for image, s, path in zip(images, settings, paths):
         diffusion.save_with_settings(image, s, path)
+    if images.stopped:
+        print(f"studio: stopped; wrote the {len(images)} of {len(settings)} images finished to {args.out}", file=sys.stderr)
+        return 130
     print(f"wrote {len(paths)} images to {args.out}")
     return 0

@@ -29,6 +29,7 @@ def register(sub) -> None:
 
 def run_render(args) -> int:
     from generators import miniworld
+    from generators.run import Run
 
     if args.n < 1:
         raise UserError(f"--n must be at least 1, got {args.n}")
@@ -37,10 +38,10 @@ def run_render(args) -> int:
         if args.style != "plain":
             raise UserError("--style and --as-style-folders exclude each other (style folders hold every style)")
         with TqdmProgress("render") as progress:
-            miniworld.write_style_folders(args.out, args.n, args.seed, kinds, args.size, progress)
+            miniworld.write_style_folders(args.out, args.n, args.seed, kinds, args.size, Run(progress=progress))
     else:
         with TqdmProgress("render") as progress:
-            miniworld.write_images(args.out, args.n, args.seed, args.style, kinds, args.size, progress)
+            miniworld.write_images(args.out, args.n, args.seed, args.style, kinds, args.size, Run(progress=progress))
     print(f"wrote {args.out}")
     return 0
 

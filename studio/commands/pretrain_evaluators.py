@@ -5,9 +5,11 @@ Wired into `studio pretrain` by `add_parser(pretrain_subparsers)`.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from generators.errors import UserError
+from studio.commands.common import StopFlag
 from studio.progress import TqdmProgress
 
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "assets" / "evaluators"
@@ -46,13 +48,23 @@ def run_evaluators(args) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} exists and is not a folder")
 
-    from generators.evaluators import train_evaluators
+    from generators.evaluator_training import train_evaluators
+    from generators.run import Run
 
-    with TqdmProgress("evaluators") as progress:
+    with TqdmProgress("evaluators: render (images)") as render, TqdmProgress("evaluators: train (s)") as train:
+        bars = {"render": render, "train": train}  # one bar per phase: each has its own unit and total
+        run = Run(progress=lambda done, total, phase, **info: bars[phase](done, total, **info),
+                  should_stop=StopFlag(), log=lambda line: print(line, file=sys.stderr))
         accuracy = train_evaluators(args.out, args.seconds, device=args.device, precision=args.precision,
-                                    seed=args.seed, n_train=args.n_train, progress=progress)
+                                    seed=args.seed, n_train=args.n_train, run=run)
+    if accuracy.get("stopped") and len(accuracy) == 1:
+        print("stopped before training; nothing written", file=sys.stderr)
+        return 130
     heads = ("kind", "subclass", "color", "background", "position", "scale", "tilt", "facing", "style", "kind_styled")
     print("accuracy: " + ", ".join(f"{h} {accuracy[h]:.3f}" for h in heads if accuracy.get(h) is not None))
+    if accuracy.get("stopped"):
+        print(f"stopped early: wrote the evaluator trained so far to {args.out}", file=sys.stderr)
+        return 130
     print(f"wrote {args.out}")
     return 0
 

@@ -5,9 +5,11 @@ Wire it in with `pretrain_gan.add_parser(pretrain_subparsers)` from `studio pret
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from generators.errors import UserError
+from studio.commands.common import StopFlag
 from studio.progress import TqdmProgress
 
 DEFAULT_CHANNELS = "256,256,128,64,32"  # GANConfig().channels (kept literal: the CLI starts without torch)
@@ -67,6 +69,7 @@ def add_parser(pretrain_subparsers) -> None:
 
 def run_pretrain_gan(args) -> int:
     from generators.gan.pretrain import pretrain_gan
+    from generators.run import Run
 
     config = None
     if args.resume and (args.channels or args.d_channels):
@@ -74,7 +77,8 @@ def run_pretrain_gan(args) -> int:
                         "(drop them)")
     widths, d_widths = _widths(args.channels, "--channels"), _widths(args.d_channels, "--d-channels")
     if args.init_from is not None:  # its architecture, widened where asked
-        from generators.gan.stylegan2 import GANConfig, read_config
+        from generators.gan.folder import read_config
+        from generators.gan.stylegan2 import GANConfig
 
         old = read_config(args.init_from)
         config = GANConfig.from_dict({**old.to_dict(), "channels": widths or old.channels,
@@ -86,14 +90,17 @@ def run_pretrain_gan(args) -> int:
     with TqdmProgress("pretrain gan (s)") as progress:
         summary = pretrain_gan(
             args.out, config, seconds=args.seconds, device=args.device, precision=args.precision, seed=args.seed,
-            resume=args.resume, progress=progress, batch_size=args.batch, num_workers=args.workers,
-            pool_images=args.pool_images, init_from=args.init_from, r1_gamma=args.r1_gamma, lr=args.lr,
-            ema_kimg=args.ema_kimg, style_mixing_prob=args.style_mixing, feature_d=args.feature_d,
+            resume=args.resume, run=Run(progress=progress, should_stop=StopFlag()), batch_size=args.batch,
+            num_workers=args.workers, pool_images=args.pool_images, init_from=args.init_from, r1_gamma=args.r1_gamma,
+            lr=args.lr, ema_kimg=args.ema_kimg, style_mixing_prob=args.style_mixing, feature_d=args.feature_d,
             feature_d_weight=args.feature_d_weight, pl_weight=args.pl_weight,
         )
     losses = ", ".join(f"{k} {v:.3f}" for k, v in summary["final_losses"].items())
     print(f"wrote {args.out}: {summary['steps']} steps ({summary['images_seen']} images) on "
           f"{summary['device_name']}, {summary['s_per_step']:.4f} s/step; {losses}")
+    if summary["stopped_by"] == "should_stop":
+        print(f"stopped before the budget was spent; continue with --resume --out {args.out}", file=sys.stderr)
+        return 130
     return 0
 
 

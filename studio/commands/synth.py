@@ -69,6 +69,7 @@ def register(sub) -> None:
 def run_fit(args) -> int:
     from dataclasses import replace
 
+    from generators.run import Run
     from generators.synthetic.fit import FitConfig, fit, resolve_base
 
     cfg = FitConfig(category=args.category.strip(), base=resolve_base(args.base), seed=args.seed,
@@ -83,11 +84,9 @@ def run_fit(args) -> int:
     if args.rank is not None:
         cfg.rank, cfg.alpha = args.rank, float(args.rank)
     cfg = replace(cfg, **parse_set(args.set, FitConfig))
-    stop = StopFlag()
-    log = lambda msg: print(msg, file=sys.stderr)
     with TqdmProgress("synth fit") as progress:
-        result = fit(args.dir, args.work, cfg, device=args.device, progress=progress, should_stop=stop,
-                     extract_only=args.extract_only, log=log)
+        run = Run(progress=progress, should_stop=StopFlag(), log=_log)
+        result = fit(args.dir, args.work, cfg, device=args.device, run=run, extract_only=args.extract_only)
     bank = args.work / "bank.jsonl"
     if args.extract_only:
         print(f"wrote the caption bank {bank} ({result.n_real} real images, {len(result.classes)} classes); "
@@ -102,6 +101,7 @@ def run_fit(args) -> int:
 
 
 def run_export(args) -> int:
+    from generators.run import Run
     from generators.synthetic.export import ExportConfig, export, process_state
 
     cfg = ExportConfig(per_class=args.per_class, seed=args.seed, context=args.context, steps=args.steps,
@@ -109,10 +109,9 @@ def run_export(args) -> int:
                        size=args.size, precision=args.precision)
     cfg.validate()
     main = process_state(args.device).is_main_process
-    stop = StopFlag()
-    with TqdmProgress("synth export") as progress:
-        result = export(args.work, args.out, cfg, device=args.device, progress=progress if main else None,
-                        should_stop=stop, zip_archive=args.zip, log=lambda msg: print(msg, file=sys.stderr))
+    with TqdmProgress("synth export") as progress:  # only the main process reports progress
+        run = Run(progress=progress, should_stop=StopFlag(), log=_log)
+        result = export(args.work, args.out, cfg, device=args.device, run=run, zip_archive=args.zip)
     if not result.complete:
         if main:
             print(f"stopped: {result.total - len(result.missing)} of {result.total} images in {args.out}; "
@@ -123,3 +122,7 @@ def run_export(args) -> int:
         procs = f"{result.num_processes} process{'es' if result.num_processes > 1 else ''}"
         print(f"wrote {result.total} images to {args.out} ({cfg.context} context, {procs}){extra}")
     return 0
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr)

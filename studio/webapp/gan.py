@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import gradio as gr
 
+from generators.gan.task_trainer import TrainConfig
+from generators.run import Run
 from studio.jobs import Job
 from studio.webapp.shared import (HEAVY, IMAGE_SUFFIXES, LIGHT, StudioBase, UserError, _bind_stop, _owner, _registrar,
                                   _status_md, page_errors)
@@ -19,25 +21,6 @@ if TYPE_CHECKING:
     from studio.webapp.app import Studio
 
 GAN_COLUMNS = ["task", "#", "images", "iterations", "rank", "% of G stored", "train s", "created"]
-
-
-def _to_pil(images) -> list:
-    from PIL import Image
-
-    from generators.gan.stylegan2 import to_uint8
-
-    return [Image.fromarray(a) for a in to_uint8(images)]
-
-
-def _gan_samples(G, n: int, seed: int) -> list:
-    """n images from a generator as it is (training or not): constant noise, no gradients, no RNG used."""
-    import torch
-
-    from generators.gan.stylegan2 import seeded_z
-
-    with torch.no_grad():
-        dev = next(G.parameters()).device
-        return _to_pil(G(seeded_z(n, G.z_dim, seed, dev), noise_mode="const", clamp=True))
 
 
 def _labelled_grid(rows: list[tuple[str, list]], min_side: int = 64):
@@ -66,7 +49,7 @@ class GanMixin(StudioBase):
 
     def gan_refresh(self):
         """(tasks table, note on unfinished tasks, task dropdown update)."""
-        from generators.gan.lifelong import TaskStore, list_tasks, unfinished_tasks
+        from generators.gan.task_store import TaskStore, list_tasks, unfinished_tasks
 
         rows, names, note = [], [], ""
         try:
@@ -87,7 +70,7 @@ class GanMixin(StudioBase):
 
     def gan_learn(self, files, name, iters, mode_seeking, preview_every, job_id=None, request: gr.Request | None = None):
         """Learn a GAN task from uploaded images; streams (status, previews)."""
-        from generators.gan.lifelong import check_task_name
+        from generators.gan.task_store import check_task_name
 
         job = self.board.claim(job_id, "gan", f"learn GAN task {name}", _owner(request))
         job.panel = "gan"
@@ -109,28 +92,25 @@ class GanMixin(StudioBase):
                 raise UserError("upload the task's images (about 10; png, jpg, webp)")
 
         def work(job: Job):
-            from generators.gan.lifelong import ModeSeekingConfig, TrainConfig, learn_task
+            from generators.gan.lifelong import learn_task, sample_task
+            from generators.gan.mode_seeking import ModeSeekingConfig
+            from generators.gan.sampling import PREVIEW_N, PREVIEW_SEED, to_pil
+            from generators.gan.task_trainer import TrainConfig
 
             train = TrainConfig(iters=iters, checkpoint_every=max(1, min(100, iters // 4 or 1)))
             ms = ModeSeekingConfig(enabled=mode_seeking != "off", distance="pixel" if mode_seeking == "pixel" else "perceptual")
-            last = [0]
-
-            def preview(step, G):
-                if preview_every and step - last[0] >= preview_every and step < iters:
-                    last[0] = step
-                    job.set_previews([(im, f"iteration {step}") for im in _gan_samples(G, 8, 0)])
-
+            run = Run(progress=job.progress, should_stop=job.should_stop, preview_every=preview_every, log=job.log,
+                      preview=lambda step, images, captions: job.set_previews(list(zip(images, captions))))
             job.log(f"learning {name} from {folder.name}: {iters} iterations, mode seeking {mode_seeking}")
             meta = learn_task(self.gan_store, name, folder, base=self.gan_base, train=train, mode_seeking=ms,
-                              device=self.device, progress=job.progress, should_stop=job.should_stop, preview=preview)
+                              device=self.device, run=run)
             if meta.get("stopped"):
                 job.log(f"stopped at iteration {meta['step']}/{meta['iters']}; the checkpoint is kept: press Learn task "
                         "again with the same name (no files needed) to resume")
-            else:
-                from generators.gan.lifelong import load_task_generator
-
-                G, _ = load_task_generator(self.gan_store, name, base=self.gan_base, device=self.device)
-                job.set_previews([(im, f"{name}: seed 0 #{i}") for i, im in enumerate(_gan_samples(G, 8, 0))])
+            else:  # the finished task's own samples of the preview seeds
+                images = to_pil(sample_task(self.gan_store, name, PREVIEW_N, PREVIEW_SEED, base=self.gan_base,
+                                            device=self.device))
+                job.set_previews([(im, f"{name}: seed {PREVIEW_SEED} #{i}") for i, im in enumerate(images)])
                 job.log(f"learnt {name}: {len(meta['images'])} images, {meta['storage']['params']} stored parameters "
                         f"({meta['storage']['percent_of_G']:.2f} % of G), {meta['timings']['train_s']:.0f} s")
             return meta
@@ -144,11 +124,12 @@ class GanMixin(StudioBase):
             raise gr.Error("seed 0..2^32-1, 1-64 images, truncation 0-2")
 
         def work(job: Job):
-            from generators.gan.lifelong import check_task_name, generate, load_task_generator
+            from generators.gan.lifelong import sample_task
+            from generators.gan.sampling import to_pil
 
-            G, _ = load_task_generator(self.gan_store, check_task_name(str(name or "")), base=self.gan_base,
-                                       device=self.device)
-            return [(im, f"{name} seed {seed} #{i}") for i, im in enumerate(_to_pil(generate(G, n, seed, truncation)))]
+            images = sample_task(self.gan_store, str(name or ""), n, seed, truncation, base=self.gan_base,
+                                 device=self.device)
+            return [(im, f"{name} seed {seed} #{i}") for i, im in enumerate(to_pil(images))]
 
         return self.run_sync("gan", f"sample GAN task {name}", request, work)
 
@@ -159,8 +140,10 @@ class GanMixin(StudioBase):
             raise gr.Error("seed 0..2^32-1, 1-16 columns, truncation 0-2")
 
         def work(job: Job):
-            from generators.gan.lifelong import TaskStore, generate, load_task_generator
-            from generators.gan.stylegan2 import load_generator
+            from generators.gan.folder import load_generator
+            from generators.gan.lifelong import load_task_generator
+            from generators.gan.sampling import generate, to_pil
+            from generators.gan.task_store import TaskStore
 
             st = TaskStore(self.gan_store)
             names = st.task_names() if st.exists() else []
@@ -169,10 +152,10 @@ class GanMixin(StudioBase):
             rows = []
             if include_base:
                 base_path, _ = st.base_path(self.gan_base)
-                rows.append(("base", _to_pil(generate(load_generator(base_path, device=self.device), n, seed, truncation))))
+                rows.append(("base", to_pil(generate(load_generator(base_path, device=self.device), n, seed, truncation))))
             for k, task in enumerate(names, 1):
                 G, _ = load_task_generator(self.gan_store, task, base=self.gan_base, device=self.device)
-                rows.append((task, _to_pil(generate(G, n, seed, truncation))))
+                rows.append((task, to_pil(generate(G, n, seed, truncation))))
                 job.progress(k, len(names))
             return _labelled_grid(rows)
 
@@ -192,7 +175,8 @@ def _gan_tab(studio: Studio, panels: dict) -> list:
                                 file_types=list(IMAGE_SUFFIXES))
                 with gr.Row():
                     name = gr.Textbox(label="Task name", placeholder="lowercase letters, digits, _ or -", max_length=48)
-                    iters = gr.Number(label="Iterations", value=400, precision=0, minimum=1, maximum=100_000)
+                    iters = gr.Number(label="Iterations", value=TrainConfig().iters, precision=0, minimum=1,
+                                      maximum=100_000)
                     mode = gr.Radio(["perceptual", "pixel", "off"], value="perceptual", label="Mode seeking")
                     preview_every = gr.Number(label="Preview every (iterations, 0 = never)", value=50, precision=0, minimum=0)
                 with gr.Row():

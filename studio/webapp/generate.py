@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import gradio as gr
 
+from generators.run import Run
 from studio.jobs import Job
 from studio.webapp.shared import (HEAVY, LIGHT, MAX_BATCH, MAX_PROMPT, StudioBase, UserError, _bind_stop, _owner,
                                   _registrar, page_errors)
@@ -82,19 +83,28 @@ class GenerateMixin(StudioBase):
             out_dir.mkdir(parents=True, exist_ok=True)
             stamp = time.strftime("%H%M%S")
             job.log(f"prompt: {full}")
-            for i in range(batch):
-                if job.should_stop():
-                    break
-                s = diffusion.GenerationSettings(prompt=full, negative_prompt=negative, seed=seed + i, steps=steps,
-                                                 guidance=guidance, width=size, height=size, base=self.base_name(),
-                                                 scheduler=type(pipe.scheduler).__name__, styles=tuple(styles))
-                image = diffusion.generate(pipe, [s])[0]
-                path = out_dir / f"{stamp}-job{job.id}-seed{s.seed}.png"
-                diffusion.save_with_settings(image, s, path)
-                job.add_output(str(path))
-                job.progress(i + 1, batch)
+            settings = [diffusion.GenerationSettings(prompt=full, negative_prompt=negative, seed=seed + i, steps=steps,
+                                                     guidance=guidance, width=size, height=size, base=self.base_name(),
+                                                     scheduler=type(pipe.scheduler).__name__, styles=tuple(styles))
+                        for i in range(batch)]
+            written: list[tuple[str, str]] = []
+
+            def keep(_done, images, _captions):
+                """Each finished batch is written and shown at once (the gallery renders job.outputs)."""
+                for image in images:
+                    s = settings[len(written)]
+                    path = out_dir / f"{stamp}-job{job.id}-seed{s.seed}.png"
+                    diffusion.save_with_settings(image, s, path)
+                    written.append((str(path), f"seed {s.seed}"))
+                    job.add_output(str(path))
+                job.set_previews(written)
+
+            # One job, the whole batch: progress in denoising steps, Stop after the current step (the
+            # images of the batches finished by then are kept).
+            images = diffusion.generate(pipe, settings, run=Run(progress=job.progress, should_stop=job.should_stop,
+                                                                preview=keep))
             job.log(f"wrote {len(job.outputs)} images to $STUDIO_HOME/{out_dir.relative_to(self.home)}")
-            return list(job.outputs)
+            return {"outputs": list(job.outputs), "stopped": images.stopped}
 
         yield from self.run_job(job, work, lambda j: self.render_panel("generate", j))
 
@@ -138,6 +148,9 @@ class GenerateMixin(StudioBase):
 
 
 def _generate_tab(studio: Studio) -> dict:
+    from generators.diffusion import GenerationSettings
+
+    defaults = GenerationSettings(prompt="")  # the form starts at the engine's defaults
     ui = {}
     with gr.Row():
         with gr.Column(scale=2):
@@ -148,8 +161,8 @@ def _generate_tab(studio: Studio) -> dict:
                                          allow_custom_value=True)  # checked against the museum on the server
             with gr.Row():
                 seed = gr.Number(label="Seed", value=0, precision=0, minimum=0)
-                steps = gr.Slider(1, 200, value=25, step=1, label="Steps")
-                guidance = gr.Slider(0, 30, value=5.0, step=0.5, label="Guidance")
+                steps = gr.Slider(1, 200, value=defaults.steps, step=1, label="Steps")
+                guidance = gr.Slider(0, 30, value=defaults.guidance, step=0.5, label="Guidance")
                 batch = gr.Slider(1, MAX_BATCH, value=4, step=1, label="Batch (image i uses seed + i)")
             with gr.Row():
                 go = gr.Button("Generate", variant="primary")

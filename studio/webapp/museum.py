@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import gradio as gr
 
+from generators.museum.config import MuseumConfig
 from generators.museum.scores import score_help, score_text, style_metrics
 from generators.run import Run
 from studio.jobs import Job, duration
@@ -23,6 +24,8 @@ from studio.webapp.uploads import check_uploads, zip_folder
 
 if TYPE_CHECKING:
     from studio.webapp.app import Studio
+
+DEFAULTS = MuseumConfig()  # the form starts at the engine's defaults
 
 class MuseumMixin(StudioBase):
     """The Museum tab's events."""
@@ -332,8 +335,8 @@ def _museum_tab(studio: Studio) -> dict:
                     token = gr.Textbox(label="Token (default <name>)", max_length=50)
                 description = gr.Textbox(label="Description", max_length=500)
                 with gr.Row():
-                    steps = gr.Number(label="Steps", value=300, precision=0, minimum=1, maximum=100_000)
-                    batch = gr.Number(label="Batch size", value=8, precision=0, minimum=1, maximum=64)
+                    steps = gr.Number(label="Steps", value=DEFAULTS.steps, precision=0, minimum=1, maximum=100_000)
+                    batch = gr.Number(label="Batch size", value=DEFAULTS.batch_size, precision=0, minimum=1, maximum=64)
                     preview_every = gr.Number(label="Preview every (steps, 0 = never)", value=50, precision=0, minimum=0)
                 with gr.Row():
                     estimate = gr.Markdown(lambda: studio.estimate_md(300, 8))
@@ -360,7 +363,8 @@ def _museum_tab(studio: Studio) -> dict:
                     "other images is refused unless *new version*. The folder is read on the server, never written.")
         with gr.Row():
             ifolder = gr.Textbox(label="Folder (full path on this machine)", placeholder="/data/styles", scale=3)
-            isteps = gr.Number(label="Steps per style (0 = style.toml's, else 300)", value=0, precision=0, minimum=0)
+            isteps = gr.Number(label=f"Steps per style (0 = style.toml's, else {DEFAULTS.steps})", value=0, precision=0,
+                               minimum=0)
             inew = gr.Checkbox(label="New version for a changed style (<name>-v2)", value=False)
         with gr.Row():
             iplan = gr.Button("Plan")

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import gradio as gr
 
+from generators.synthetic.export import ExportConfig
+from generators.synthetic.fit import FitConfig
 from studio.jobs import Job
 from studio.webapp.shared import (CAPTION_SUFFIXES, HEAVY, IMAGE_SUFFIXES, LIGHT, NAME, StudioBase, UserError,
                                   _bind_stop, _owner, _registrar, _status_md, page_errors)
@@ -24,6 +26,9 @@ DEFAULT_CATEGORY = "bird"  # a word in the embedded base's vocabulary (Studio.ca
 
 BANK_COLUMNS = ["file", "class", "background", "pose", "source"]
 
+
+# the forms start at the engines' defaults
+FIT, EXPORT = FitConfig(), ExportConfig()
 
 class SyntheticMixin(StudioBase):
     """The Synthetic data tab's events."""
@@ -186,10 +191,11 @@ class SyntheticMixin(StudioBase):
             cfg = self._fit_config(category)
 
         def run(job: Job):
+            from generators.run import Run
             from generators.synthetic.fit import fit
 
             use = self._synth_settle(work, cfg, extract_only=True)
-            result = fit(data, work, use, self.device, extract_only=True, log=job.log)
+            result = fit(data, work, use, self.device, Run(log=job.log), extract_only=True)
             job.log(f"{result.n_real} images in {len(result.classes)} classes; {len(result.rejected)} rejected")
             return self.bank_rows(work)
 
@@ -243,8 +249,8 @@ class SyntheticMixin(StudioBase):
                 raise UserError("preview every is at least 0")
 
         def work_fn(job: Job):
-            from generators import diffusion
-            from generators.synthetic.fit import fit, prompt_for
+            from generators.run import Run
+            from generators.synthetic.fit import fit
 
             use = self._synth_settle(work, cfg)
             if self.unknown_words(use.category):
@@ -253,17 +259,10 @@ class SyntheticMixin(StudioBase):
             if use is not cfg:
                 job.log(f"resuming the stopped fit ({use.steps} steps in all)")
 
-            def preview(step, pipe, items):
-                if preview_every and step % preview_every == 0 and step < use.steps:
-                    classes = items
-                    names = sorted({it.class_name for it in classes})[:4]
-                    size = diffusion.base_resolution(pipe)
-                    settings = [diffusion.GenerationSettings(prompt=prompt_for(use, c, None), seed=0, steps=20,
-                                                             guidance=2.0, width=size, height=size) for c in names]
-                    job.set_previews([(im, f"{c}, step {step}") for im, c in zip(diffusion.generate(pipe, settings), names)])
-
-            result = fit(data, work, use, self.device, progress=job.progress, should_stop=job.should_stop, log=job.log,
-                         preview=preview)
+            run = Run(progress=job.progress, should_stop=job.should_stop,
+                      preview=lambda step, images, captions: job.set_previews(list(zip(images, captions))),
+                      preview_every=preview_every, log=job.log)
+            result = fit(data, work, use, self.device, run)
             if result.stopped:
                 job.log(f"stopped at step {result.steps}/{use.steps}; the checkpoint is kept: press Fine-tune again to resume")
             else:
@@ -316,16 +315,17 @@ class SyntheticMixin(StudioBase):
             work, cfg, plan = self._synth_plan(set_name, per_class, seed, context, steps, guidance)
 
         def run(job: Job):
-            from generators.synthetic.export import export
-
             import hashlib
+
+            from generators.run import Run
+            from generators.synthetic.export import export
 
             key = json.dumps([plan.fit_info["lora_sha256"], plan.bank_sha256, cfg.per_class, cfg.seed, cfg.context,
                               cfg.steps, cfg.guidance])  # the same settings continue (or reuse) the same export
             tag = hashlib.sha256(key.encode()).hexdigest()[:10]
             out = self.home / "exports" / f"synthetic-{set_name}-{cfg.per_class}x{len(plan.classes)}-seed{cfg.seed}-{tag}"
-            result = export(work, out, cfg, self.device, progress=job.progress, should_stop=job.should_stop,
-                            zip_archive=True, log=job.log)
+            result = export(work, out, cfg, self.device, Run(progress=job.progress, should_stop=job.should_stop,
+                                                             log=job.log), zip_archive=True)
             if result.stopped or not result.complete:
                 job.log(f"stopped with {len(result.missing)} images to go; export again with the same settings to finish")
                 return None
@@ -368,8 +368,8 @@ def _synthetic_tab(studio: Studio, panels: dict) -> None:
         with gr.Row():
             with gr.Column(scale=2):
                 with gr.Row():
-                    steps = gr.Number(label="Steps", value=400, precision=0, minimum=1, maximum=100_000)
-                    batch = gr.Number(label="Batch size", value=8, precision=0, minimum=1, maximum=64)
+                    steps = gr.Number(label="Steps", value=FIT.steps, precision=0, minimum=1, maximum=100_000)
+                    batch = gr.Number(label="Batch size", value=FIT.batch_size, precision=0, minimum=1, maximum=64)
                     preview_every = gr.Number(label="Preview every (steps, 0 = never)", value=100, precision=0, minimum=0)
                 with gr.Row():
                     class_words = gr.Radio([("plain words", "plain"), ("a learnt token per class", "learnt")],
@@ -392,11 +392,11 @@ def _synthetic_tab(studio: Studio, panels: dict) -> None:
         _bind_stop(studio, stop, "synthetic", status, "synth_stop")
     with gr.Accordion("4. Preview and export", open=True):
         with gr.Row():
-            per_class = gr.Number(label="Images per class", value=100, precision=0, minimum=1, maximum=1000)
-            seed = gr.Number(label="Seed", value=0, precision=0, minimum=0)
-            context = gr.Radio(["bank", "same-class", "none"], value="bank", label="Context")
-            esteps = gr.Slider(1, 200, value=25, step=1, label="Sampling steps")
-            guidance = gr.Slider(0, 30, value=2.0, step=0.5, label="Guidance")
+            per_class = gr.Number(label="Images per class", value=EXPORT.per_class, precision=0, minimum=1, maximum=1000)
+            seed = gr.Number(label="Seed", value=EXPORT.seed, precision=0, minimum=0)
+            context = gr.Radio(["bank", "same-class", "none"], value=EXPORT.context, label="Context")
+            esteps = gr.Slider(1, 200, value=EXPORT.steps, step=1, label="Sampling steps")
+            guidance = gr.Slider(0, 30, value=EXPORT.guidance, step=0.5, label="Guidance")
         with gr.Row():
             preview = gr.Button("Preview (up to 8 per class)")
             export = gr.Button("Export (zip)", variant="primary")

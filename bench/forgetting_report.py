@@ -1,0 +1,149 @@
+"""The forgetting benchmark's report (bench/forgetting.py runs the protocol): the metrics with their 95 %
+bootstrap intervals over content prompts, token separation, the plasticity gap to `separate`, the
+table printed at the end and the heatmap. Reads only the results' JSON, so `--merge` recomputes it all."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from bench import stats
+
+SEPARATION_TARGET = 0.80  # issue 34: token pairs told apart, correctly, on the same prompt and seed
+
+
+def metric_ci(statistic, *per_prompt, args=None, **_) -> dict:
+    return stats.bootstrap_ci(statistic, *per_prompt, n_resamples=args.bootstrap, seed=args.seed)
+
+
+def _matrix(C: np.ndarray) -> np.ndarray:
+    """prompts × T × T per-prompt accuracies (nan above the diagonal) -> the T × T matrix."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the empty cells above the diagonal stay nan
+        return np.nanmean(C, axis=0)
+
+
+def average_of(C: np.ndarray) -> float:
+    M = _matrix(C)
+    return float(np.mean([np.mean(M[i, : i + 1]) for i in range(M.shape[0])]))
+
+
+def forgetting_of(C: np.ndarray) -> float:
+    M = _matrix(C)
+    T = M.shape[0]
+    return float(np.mean([max(M[j, j] - M[i, j] for i in range(j + 1, T)) for j in range(T - 1)])) if T > 1 else 0.0
+
+
+def final_row_of(C: np.ndarray) -> float:
+    return float(np.mean(_matrix(C)[-1]))
+
+
+def diagonal_of(C: np.ndarray) -> float:
+    return float(np.mean(np.diagonal(_matrix(C))))
+
+
+def separation(pred: np.ndarray, names: list[str]) -> dict:
+    """Token separation at one model: pred is prompts × seeds × styles (the style label of each
+    style's image for the same prompt and seed). For every unordered pair of tokens, the share of
+    (prompt, seed) whose two images get different labels that are both the style asked for (both
+    correct implies different); also the share that merely differ. Per prompt, for the bootstrap."""
+    P, S, T = pred.shape
+    pairs = list(itertools.combinations(range(T), 2))
+    if not pairs:
+        return {"per_prompt_correct": np.zeros(P), "per_prompt_different": np.zeros(P), "per_pair": {}}
+    correct = np.stack([pred[:, :, t] == names[t] for t in range(T)], -1)
+    both = np.stack([correct[:, :, a] & correct[:, :, b] for a, b in pairs], -1).astype(float)  # P × S × pairs
+    diff = np.stack([pred[:, :, a] != pred[:, :, b] for a, b in pairs], -1).astype(float)
+    return {"per_prompt_correct": both.mean((1, 2)), "per_prompt_different": diff.mean((1, 2)),
+            "per_pair": {f"{names[a]}|{names[b]}": round(float(both[:, :, n].mean()), 4) for n, (a, b) in enumerate(pairs)}}
+
+
+def separation_report(pred: np.ndarray, names: list[str], args) -> dict | None:
+    if len(names) < 2:  # one style: no pair of tokens to tell apart
+        return None
+    sep = separation(pred, names)
+    mean = lambda x: float(np.mean(x))  # noqa: E731
+    return {"correct_and_different": metric_ci(mean, sep["per_prompt_correct"], args=args),
+            "different": metric_ci(mean, sep["per_prompt_different"], args=args),
+            "target": SEPARATION_TARGET, "pairs": len(sep["per_pair"]), "per_pair": sep["per_pair"]}
+
+
+def per_prompt_arrays(r: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """A result's stored 0/1 verdicts as prompts × T × T arrays (seeds averaged; nan not learnt yet)."""
+    pp = r.get("per_prompt")
+    if not pp:
+        return None
+    P, S = pp["shape"]
+    T = len(pp["style"])
+
+    def arr(rows):
+        out = np.full((P, T, T), np.nan)
+        for i in range(T):
+            for j in range(T):
+                if rows[i][j] is not None:
+                    out[:, i, j] = stats.unbits(rows[i][j]).reshape(P, S).mean(1)
+        return out
+
+    return arr(pp["style"]), arr(pp["content"])
+
+
+def analyse(results: dict, args) -> None:
+    """Intervals for every method with per-prompt verdicts, and each method's plasticity gap to
+    `separate` (paired over prompts: the same prompts and seeds), in place."""
+    arrays = {m: per_prompt_arrays(r) for m, r in results.items()}
+    ci = lambda f, *a: metric_ci(f, *a, args=args)  # noqa: E731
+    for m, r in results.items():
+        if arrays[m] is None:
+            continue
+        C, K = arrays[m]
+        r["average_ci"], r["forgetting_ci"], r["content_ci"] = ci(average_of, C), ci(forgetting_of, C), ci(final_row_of, K)
+        r["diagonal"] = np.diagonal(_matrix(C)).round(4).tolist()
+        r["diagonal_ci"] = ci(diagonal_of, C)
+    sep = arrays.get("separate")
+    for m, r in results.items():
+        if m == "separate" or sep is None or arrays[m] is None or arrays[m][0].shape != sep[0].shape:
+            continue
+        # plasticity gap: how much less each style is learnt right after its task than by a fresh LoRA
+        r["plasticity_gap"] = ci(lambda a, b: diagonal_of(a) - diagonal_of(b), sep[0], arrays[m][0])
+        r["plasticity_gap_per_style"] = (np.diagonal(_matrix(sep[0])) - np.diagonal(_matrix(arrays[m][0]))).round(4).tolist()
+
+
+def print_table(results: dict, base_ref: dict | None = None) -> None:
+    """Each method's metrics with their 95 % bootstrap intervals over prompts."""
+    f = stats.fmt_ci
+    print("\n| method | diagonal | Average | Forgetting | content | plasticity gap vs separate | token separation | plain kind | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for m, r in results.items():
+        diag = " ".join(f"{v:.2f}" for v in r.get("diagonal", []))
+        sep = (r.get("token_separation") or {}).get("correct_and_different")
+        print(f"| {m} | {diag} | {f(r.get('average_ci')) if r.get('average_ci') else format(r['average'], '.2f')} "
+              f"| {f(r.get('forgetting_ci')) if r.get('forgetting_ci') else format(r['forgetting'], '.2f')} "
+              f"| {f(r.get('content_ci')) if r.get('content_ci') else format(r['content_accuracy'], '.2f')} "
+              f"| {f(r.get('plasticity_gap'))} | {f(sep)} | {f(r.get('plain_kind_ci')) if r.get('plain_kind_ci') else '-'} | {r['seconds']} |")
+    if base_ref:
+        print(f"\nthe bare base on the same prompts and seeds: kind {f(base_ref['kind'])}, judged plain {f(base_ref['plain_style'])}")
+
+
+def heatmap(results: dict, styles, path: Path) -> None:
+    """One accuracy matrix per method, side by side (PIL only: no plotting dependency)."""
+    from PIL import Image, ImageDraw
+
+    cell, pad = 28, 16
+    T = len(styles)
+    width = len(results) * (T * cell + pad) + pad
+    img = Image.new("RGB", (width, T * cell + 3 * pad + 14), "white")
+    draw = ImageDraw.Draw(img)
+    for m, (method, r) in enumerate(results.items()):
+        x0 = pad + m * (T * cell + pad)
+        draw.text((x0, 4), f"{method} A{r['average']:.2f} F{r['forgetting']:.2f}", fill="black")
+        for i in range(T):
+            for j in range(T):
+                v = r["matrix"][i][j]
+                if v != v:  # nan: not learnt yet
+                    continue
+                shade = (int(255 * (1 - v)), int(200 * v + 55), 60)
+                draw.rectangle([x0 + j * cell, 2 * pad + i * cell, x0 + (j + 1) * cell - 1, 2 * pad + (i + 1) * cell - 1], fill=shade)
+    img.save(path)
