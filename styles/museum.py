@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file
 
 from generators.errors import UserError
-from generators.files import atomic_save_tensors, atomic_write_json, save_tensors
+from generators.files import CHECKPOINT_FILE, atomic_save_tensors, atomic_write_json, save_tensors
 
 INDEX = "museum.json"
 FORMAT_VERSION = 1
@@ -186,6 +186,30 @@ class Museum:
 
     def work_dir(self, name: str) -> Path:
         return self.root / "work" / name
+
+    @staticmethod
+    def index_path(root: Path) -> Path:
+        """The museum's index file: it exists once the museum's first task has started."""
+        return Path(root) / INDEX
+
+    def interrupted(self) -> list[dict]:
+        """[{name, step, steps}] of the tasks stopped mid-way whose checkpoint is still here (not a
+        style already held: a kill between its commit and the clean-up leaves its work folder)."""
+        from safetensors import safe_open
+
+        work, held, out = self.root / "work", {s.name for s in self.styles}, []
+        for d in sorted(work.iterdir()) if work.is_dir() else []:
+            ckpt = d / CHECKPOINT_FILE
+            if d.name in held or not ckpt.is_file():
+                continue
+            try:
+                with safe_open(str(ckpt), "pt") as fh:
+                    meta = fh.metadata() or {}
+                out.append({"name": d.name, "step": int(meta.get("step", 0)),
+                            "steps": json.loads(meta.get("config", "{}")).get("steps")})
+            except Exception:  # noqa: BLE001 - a half-written checkpoint is simply not offered
+                continue
+        return out
 
     # --- writing -------------------------------------------------------------------------
 

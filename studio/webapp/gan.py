@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import gradio as gr
 
+from generators.gan.task_store import TaskStore
 from generators.gan.task_trainer import TrainConfig
 from generators.run import Run
 from studio.jobs import Job
@@ -88,7 +89,7 @@ class GanMixin(StudioBase):
                 folder.mkdir(parents=True)
                 for src, safe in uploads:
                     shutil.copyfile(src, folder / safe)
-            elif not (folder.is_dir() and (self.gan_store / "work" / name).is_dir()):
+            elif not (folder.is_dir() and TaskStore(self.gan_store).work_dir(name).is_dir()):
                 raise UserError("upload the task's images (about 10; png, jpg, webp)")
 
         def work(job: Job):

@@ -25,8 +25,9 @@ class GenerateMixin(StudioBase):
     def pipeline(self, with_museum: bool):
         """The generation pipeline, cached until the museum changes."""
         from generators import diffusion
+        from styles.museum import Museum
 
-        index = self.museum_dir / "museum.json"
+        index = Museum.index_path(self.museum_dir)
         stamp = index.stat().st_mtime_ns if with_museum and index.exists() else None
         key = (self.base, self.device, stamp)
         if self._pipe[0] != key:

@@ -93,7 +93,7 @@ class MuseumMixin(StudioBase):
     def open_museum(self, create: bool = False):
         from styles.museum import Museum
 
-        if not create and not (self.museum_dir / "museum.json").exists():
+        if not create and not Museum.index_path(self.museum_dir).exists():
             return None
         return Museum.open(self.museum_dir, base=self.base_name(), create=create)
 
@@ -105,28 +105,13 @@ class MuseumMixin(StudioBase):
         return [s.name for s in museum.styles] if museum else []
 
     def interrupted(self) -> list[dict]:
-        """Tasks stopped mid-way whose checkpoint and uploaded images are still here (not a style the
-        museum already holds: a kill between its commit and the clean-up leaves its work folder)."""
-        out = []
-        work = self.museum_dir / "work"
-        if not work.is_dir():
-            return out
-        from safetensors import safe_open
-
-        committed = set(self.style_names())
-        for d in sorted(work.iterdir()):
-            ckpt = d / "checkpoint.safetensors"
-            if d.name in committed or not ckpt.is_file():
-                continue
-            try:
-                with safe_open(str(ckpt), "pt") as fh:
-                    meta = fh.metadata() or {}
-                steps = json.loads(meta.get("config", "{}")).get("steps")
-                out.append({"name": d.name, "step": int(meta.get("step", 0)), "steps": steps,
-                            "images_kept": (self.home / "uploads" / "museum" / d.name).is_dir()})
-            except Exception:  # noqa: BLE001 - a half-written checkpoint is simply not offered
-                continue
-        return out
+        """The museum's interrupted tasks, each with whether its uploaded images are still staged here."""
+        try:
+            museum = self.open_museum()
+        except ValueError:
+            return []
+        return [{**task, "images_kept": (self.home / "uploads" / "museum" / task["name"]).is_dir()}
+                for task in (museum.interrupted() if museum else [])]
 
     def styles_html(self) -> str:
         try:
@@ -226,7 +211,7 @@ class MuseumMixin(StudioBase):
         if n_images > MAX_IMAGES:
             raise UserError(f"too many style images: {n_images} uploaded, at most {MAX_IMAGES}")
         if not uploads:
-            if (folder.is_dir() and (self.museum_dir / "work" / name / "checkpoint.safetensors").is_file()):
+            if folder.is_dir() and any(t["name"] == name for t in self.interrupted()):
                 return folder, True
             raise UserError("upload 3-50 images of the style (png, jpg, webp; optional .txt captions beside them)")
         shutil.rmtree(folder, ignore_errors=True)
