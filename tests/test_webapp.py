@@ -335,6 +335,13 @@ def test_forgetting_heatmap_reads_the_museum_file(tmp_path):
                                                       "full": {"matrix": [[0.9, float("nan")], [0.85, 0.95]]}}}))
     page = studio.forgetting_html()
     assert page.count("<td style=") == 3 and "0.85" in page and "0.20" not in page
+    # several runs: the latest is shown, whatever its name
+    import os
+
+    newer = tmp_path / "m" / "forgetting-a.json"
+    newer.write_text(json.dumps({"styles": ["sepia"], "matrix": [[0.42]]}))
+    os.utime(newer, (time.time() + 10, time.time() + 10))
+    assert "0.42" in studio.forgetting_html()
 
 
 @pytest.mark.parametrize("name, safe", [

@@ -150,10 +150,11 @@ class MuseumMixin(StudioBase):
         return f'<div class="studio-table">{head}{rows}</div>'
 
     def forgetting_html(self) -> str:
-        """The museum's forgetting matrix as a heatmap: forgetting*.json in the museum folder,
+        """The museum's forgetting matrix as a heatmap: the latest forgetting*.json in the museum folder,
         {"styles": [names], "matrix": [[score of style j after learning task i]]}, or the file
         bench/forgetting.py writes ({"styles", "results": {method: {"matrix"}}}: its "full" method)."""
-        files = sorted(self.museum_dir.glob("forgetting*.json")) if self.museum_dir.is_dir() else []
+        files = sorted(self.museum_dir.glob("forgetting*.json"), key=lambda f: f.stat().st_mtime_ns,
+                       reverse=True) if self.museum_dir.is_dir() else []  # the latest run first
         if not files:
             return ("<p>No forgetting matrix in this museum yet (a benchmark run writes "
                     "<code>forgetting.json</code> into the museum: how well each style is drawn after each later task).</p>")
