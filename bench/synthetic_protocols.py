@@ -30,7 +30,7 @@ from PIL import Image
 
 from generators import miniworld
 from generators.evaluators import EvaluatorConfig, EvaluatorNet
-from generators.synthetic import fit as ft
+from generators.files import sha256_file
 
 TRAIN_STREAM, VAL_STREAM, TEST_STREAM = 71, 72, 73
 
@@ -169,7 +169,7 @@ def ensure_backbone(folder: Path, seconds: float, device) -> Path:
 def backbone_sha256(folder: Path) -> str | None:
     """What identifies the probe's backbone in a report (not its path: copies are the same backbone)."""
     weights = folder / "evaluator.safetensors"
-    return ft.sha256_file(weights) if weights.is_file() else None
+    return sha256_file(weights) if weights.is_file() else None
 
 
 @torch.no_grad()

@@ -125,6 +125,36 @@ def read_caption(path: Path) -> tuple[str | None, str | None]:
     return data.decode(errors="replace").strip() or None, note
 
 
+def scan_images(folder: Path, resolution: int, what: str, skip_hidden: bool = False,
+                ignored: frozenset = frozenset(IGNORED)) -> tuple[list[tuple[Path, Image.Image, str]], list[tuple[str, str]]]:
+    """A flat folder of images, read as the museum and the GAN tasks read theirs: ([(path, image, sha256)]
+    of the decodable, distinct images in name order, each through load_image; [(file, why)] of the rest:
+    sub-folders, other file types, unreadable files, duplicates). Caption sidecars (.txt) and the `ignored`
+    names are passed over silently (hidden files too with skip_hidden); `what` names the folder's kind."""
+    found, rejected, seen = [], [], {}
+    for path in sorted(Path(folder).iterdir()):
+        if path.name.lower() in ignored or path.suffix.lower() == ".txt" or (skip_hidden and path.name.startswith(".")):
+            continue
+        if path.is_dir():
+            rejected.append((path.name, f"a sub-folder ({what} folders are flat)"))
+            continue
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            rejected.append((path.name, f"not an image file type ({', '.join(IMAGE_SUFFIXES)})"))
+            continue
+        try:
+            image = load_image(path, resolution)
+        except ValueError as err:
+            rejected.append((path.name, str(err)))
+            continue
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest in seen:
+            rejected.append((path.name, f"duplicate of {seen[digest]}"))
+            continue
+        seen[digest] = path.name
+        found.append((path, image, digest))
+    return found, rejected
+
+
 def read_style_folder(folder: Path, resolution: int, name: str | None = None) -> StyleFolder:
     """Validate `folder` as one style. Raises UserError (UnusableStyle) if the style as a whole is unusable."""
     folder = Path(folder)
@@ -145,26 +175,9 @@ def read_style_folder(folder: Path, resolution: int, name: str | None = None) ->
     if steps is not None and (not isinstance(steps, int) or steps < 1):
         raise UserError(f"{toml_path}: steps must be a positive integer, got {steps!r}")
 
-    images, rejected, seen = [], [], {}
-    for path in sorted(folder.iterdir()):
-        if path.name.lower() in IGNORED or path.suffix.lower() == ".txt":
-            continue
-        if path.is_dir():
-            rejected.append((path.name, "a sub-folder (style folders are flat)"))
-            continue
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            rejected.append((path.name, f"not an image file type ({', '.join(IMAGE_SUFFIXES)})"))
-            continue
-        try:
-            image = load_image(path, resolution)
-        except ValueError as err:
-            rejected.append((path.name, str(err)))
-            continue
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest in seen:
-            rejected.append((path.name, f"duplicate of {seen[digest]}"))
-            continue
-        seen[digest] = path.name
+    images = []
+    found, rejected = scan_images(folder, resolution, "style")
+    for path, image, digest in found:
         sidecar = path.with_suffix(".txt")
         caption = None
         if sidecar.is_file():

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from generators import miniworld
+from generators.files import sha256_file
 from generators.run import Run
 from generators.synthetic import extract as ex
 from generators.synthetic import export as exp
@@ -242,7 +243,7 @@ def test_lora_loads_in_stock_diffusers(work, tiny_pipeline_dir):
     pipe = StableDiffusionPipeline.from_pretrained(tiny_pipeline_dir, safety_checker=None, requires_safety_checker=False)
     pipe.load_lora_weights(str(work), weight_name=ft.LORA_FILE)
     info = json.loads((work / ft.RESULT_FILE).read_text())
-    assert info["lora_sha256"] == ft.sha256_file(work / ft.LORA_FILE) and info["classes"] == list(CLASSES)
+    assert info["lora_sha256"] == sha256_file(work / ft.LORA_FILE) and info["classes"] == list(CLASSES)
 
 
 # --- sampling plan ------------------------------------------------------------------------------

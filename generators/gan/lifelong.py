@@ -25,7 +25,6 @@ calls run.preview; run.log gets a line when a task resumes.
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import time
 from pathlib import Path
@@ -60,8 +59,7 @@ from generators.run import Run, as_run
 
 W_AVG_KEY = "w_avg"  # the task's truncation centre, stored beside its modulators
 MIN_TASK_IMAGES = 2
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-IGNORED_FILES = {"metadata.jsonl", "readme.md", ".ds_store", "thumbs.db", "style.toml"}
+IGNORED_FILES = frozenset({"metadata.jsonl", "readme.md", ".ds_store", "thumbs.db", "style.toml"})
 
 
 def read_task_images(folder, resolution: int) -> tuple[torch.Tensor, list[dict], list[tuple[str, str]]]:
@@ -74,35 +72,16 @@ def read_task_images(folder, resolution: int) -> tuple[torch.Tensor, list[dict],
     """
     import numpy as np
 
-    from styles.folder import load_image
+    from styles.folder import scan_images
 
     folder = Path(folder)
     if not folder.exists():
         raise FileNotFoundError(f"task folder {folder} not found; pass a folder of images")
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder} is not a folder; pass a folder of images")
-    arrays, used, rejected, seen = [], [], [], {}
-    for path in sorted(folder.iterdir()):
-        if path.name.lower() in IGNORED_FILES or path.suffix.lower() == ".txt" or path.name.startswith("."):
-            continue
-        if path.is_dir():
-            rejected.append((path.name, "a sub-folder (task folders are flat)"))
-            continue
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            rejected.append((path.name, f"not an image file type ({', '.join(IMAGE_SUFFIXES)})"))
-            continue
-        try:
-            image = load_image(path, resolution)
-        except ValueError as err:
-            rejected.append((path.name, str(err)))
-            continue
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest in seen:
-            rejected.append((path.name, f"duplicate of {seen[digest]}"))
-            continue
-        seen[digest] = path.name
-        arrays.append(np.asarray(image, dtype=np.uint8))
-        used.append({"file": path.name, "sha256": digest})
+    found, rejected = scan_images(folder, resolution, "task", skip_hidden=True, ignored=IGNORED_FILES)
+    arrays = [np.asarray(image, dtype=np.uint8) for _, image, _ in found]
+    used = [{"file": path.name, "sha256": digest} for path, _, digest in found]
     if len(arrays) < MIN_TASK_IMAGES:
         detail = ("; rejected: " + "; ".join(f"{f}: {r}" for f, r in rejected[:5])) if rejected else ""
         raise UserError(f"task folder {folder} has {len(arrays)} usable images, needs at least {MIN_TASK_IMAGES}"

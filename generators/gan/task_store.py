@@ -17,7 +17,6 @@ identical (zero forgetting by construction, tested). No torch import here.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -27,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from generators.errors import UserError
-from generators.files import CHECKPOINT_FILE, atomic_save_tensors, atomic_write_json
+from generators.files import CHECKPOINT_FILE, atomic_save_tensors, atomic_write_json, sha256_file
 from generators.gan.folder import GENERATOR_FILE
 
 STORE_FORMAT = "studio-lifelong-gan"
@@ -44,14 +43,6 @@ NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
 def now_iso() -> str:
     """The current UTC time as the store writes it (ISO 8601, seconds)."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_task_name(name: str) -> str:
@@ -106,7 +97,7 @@ class TaskStore:
                 raise FileNotFoundError(f"the base of store {self.root} ({ref['path']}) is missing; "
                                         f"pass --base with its new location")
             raise FileNotFoundError(f"no GAN base at {base}; train one with `studio pretrain gan` or pass --base")
-        sha = _sha256(gen)
+        sha = sha256_file(gen)
         if sha != ref["sha256"]:
             raise UserError(f"store {self.root} was built on another base ({ref['path']}, sha256 "
                             f"{ref['sha256'][:12]}); pass --base with that base or use another --store")
@@ -114,7 +105,7 @@ class TaskStore:
 
     def create_or_check(self, base_path: Path, base_config: dict, base_params: int) -> str:
         """Write store.json on first use (base reference); otherwise check the base matches. Returns its sha256."""
-        sha = _sha256(base_path / GENERATOR_FILE)
+        sha = sha256_file(base_path / GENERATOR_FILE)
         if self.exists():
             ref = self.info()["base"]
             if ref["sha256"] != sha:

@@ -36,7 +36,7 @@ from pathlib import Path
 from PIL import Image
 
 from generators.errors import UserError
-from generators.files import atomic_write_text
+from generators.files import atomic_write_text, sha256_file
 from generators.run import Run, as_run
 from generators.synthetic import extract as ex
 from generators.synthetic import fit as ft
@@ -184,10 +184,10 @@ def load_pipeline(plan: Plan, device: str = "auto"):
 
     pipe = diffusion.load_base(plan.fit_config.base, device, plan.cfg.precision)
     lora = plan.work / ft.LORA_FILE
-    if ft.sha256_file(lora) != plan.fit_info["lora_sha256"]:
+    if sha256_file(lora) != plan.fit_info["lora_sha256"]:
         raise UserError(f"{lora} does not match the sha256 in {plan.work / ft.RESULT_FILE}; fit again")
     tokens = plan.work / CLASS_TOKENS_FILE
-    if plan.fit_info.get("class_tokens_sha256") and ft.sha256_file(tokens) != plan.fit_info["class_tokens_sha256"]:
+    if plan.fit_info.get("class_tokens_sha256") and sha256_file(tokens) != plan.fit_info["class_tokens_sha256"]:
         raise UserError(f"{tokens} does not match the sha256 in {plan.work / ft.RESULT_FILE}; fit again")
     return load_lora_into(pipe, lora)
 

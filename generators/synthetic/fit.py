@@ -30,7 +30,6 @@ Work folder::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -51,7 +50,7 @@ from generators.diffusion_training import (
     prediction_target,
 )
 from generators.errors import UserError
-from generators.files import CHECKPOINT_FILE, atomic_save_tensors, atomic_write_json
+from generators.files import CHECKPOINT_FILE, atomic_save_tensors, atomic_write_json, sha256_file
 from generators.optim_state import load_optimizer, optimizer_tensors
 from generators.run import Run, as_run
 from generators.synthetic import extract as ex
@@ -135,14 +134,6 @@ def prompt_for(cfg: FitConfig, class_name: str, context: ex.Context | None) -> s
     if context is None or not cfg.use_context:
         return fill(cfg.plain_template, phrase, cfg.category)
     return fill(cfg.template, phrase, cfg.category, context.background, context.pose)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def resolve_base(base: str | Path | None) -> str | None:

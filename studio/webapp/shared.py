@@ -21,6 +21,7 @@ import gradio as gr
 
 from generators.errors import UserError  # noqa: F401 - the tabs raise it; studio.webapp re-exports it
 from studio.jobs import Job, JobBoard
+from styles.folder import IMAGE_SUFFIXES  # noqa: F401 - the tabs accept what the engines read
 
 if TYPE_CHECKING:
     from studio.webapp.app import Studio
@@ -29,7 +30,6 @@ log = logging.getLogger("studio.webapp")
 
 # --- limits on what the browser may send --------------------------------------------------
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 CAPTION_SUFFIXES = (".txt",)
 MAX_FILE_BYTES = 20 * 2**20  # per uploaded file
 MAX_UPLOAD_BYTES = 200 * 2**20  # per request
