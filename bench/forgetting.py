@@ -12,11 +12,11 @@ style, fresh each time: the no-forgetting reference at T x storage), and each te
 last task the final model also samples the content prompts with no style token: how much of the
 base is left (plain_kind: the kind asked for; plain_style: judged plain).
 
-    python bench/forgetting.py --json docs/forgetting.json --heatmap docs/forgetting.png
+    python bench/forgetting.py --json docs/figures/forgetting.json --heatmap docs/figures/forgetting.png
     # on two cores: split the methods over two processes, then merge
     python bench/forgetting.py --methods full,naive,separate --json a.json &
     python bench/forgetting.py --methods no_sdl,no_weight_reg,no_feature_reg,no_preserve_base --json b.json; wait
-    python bench/forgetting.py --merge a.json b.json --json docs/forgetting.json --heatmap docs/forgetting.png
+    python bench/forgetting.py --merge a.json b.json --json docs/figures/forgetting.json --heatmap docs/figures/forgetting.png
     # a variant: any MuseumConfig field for every method, or another negative prompt when sampling
     python bench/forgetting.py --methods full --set replay_pool=256 --negative-token --json c.json
 

@@ -14,8 +14,8 @@ child process per measurement. Parts (`--parts`, all by default):
   threads   (only when named) the museum step under Studio's thread policy (studio/threads.py) vs
             torch's default count, alone and beside --competitors busy single-thread processes
 
-    python bench/speed.py --shape mini --images 32 --json docs/speed-cpu.json
-    python bench/speed.py --shape sd15 --resolution 256 --batch 1 --parts museum,memory,sampling --json docs/speed-sd15-cpu.json
+    python bench/speed.py --shape mini --images 32 --json docs/figures/speed-mini-cpu.json
+    python bench/speed.py --shape sd15 --resolution 256 --batch 1 --parts museum,memory,sampling --json docs/figures/speed-sd15-256-cpu.json
     bench/gpu_check.sh OUTDIR      # the GPU run: sd15 at 512 px in bf16, then the mini parts
     python bench/speed.py --parts threads --steps 4 --warmup 1 --repeats 1 --json docs/figures/speed-threads-cpu.json
     python bench/speed.py --shape sdxl --resolution 256 --sdxl-depths 1,1,2 --text-layers 3,8 --batch 1 --parts museum \

@@ -51,6 +51,16 @@ class TrainableTokenEmbedding(torch.nn.Module):
     Only `rows` is a parameter, so the optimizer and the gradient hold n D-vectors instead of
     the whole vocabulary (49,408 × 768 for SD's CLIP-L); every other token stays frozen by
     construction. The museum trains one row (a style's token), a synthetic fit one per class.
+
+    Why not peft's trainable tokens (`TrainableTokensConfig` / `TrainableTokensLayer`, which does
+    train a few rows of an embedding): its trained rows take the embedding's dtype (fp16/bf16
+    when the text encoder is loaded in half precision), where ours are an fp32 master copy cast at
+    use; every forward it builds a merged copy of the whole vocabulary table (`index_copy`) before
+    `F.embedding`, where ours gathers the n rows and picks them with `torch.where`; and it lives
+    inside a PeftModel/adapter (injected by target_modules, saved via get_peft_model_state_dict as
+    `trainable_tokens_delta` adapter keys). Ours is swapped in for a block and written back into
+    the plain embedding (museum `trainable_token`), so the text encoder stays a plain transformers
+    module and each learnt row goes to the stores as a textual-inversion vector.
     """
 
     def __init__(self, embedding: torch.nn.Embedding, token_ids: list[int]):

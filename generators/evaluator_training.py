@@ -38,6 +38,7 @@ from generators.evaluator_sets import (
     render_set,
 )
 from generators.evaluators import HEADS, EvaluatorConfig, EvaluatorNet, count_parameters, save_evaluator
+from generators.precision import amp_dtype, autocast
 from generators.run import Run, as_run
 
 ACCURACY_FILE = "accuracy.json"
@@ -99,11 +100,11 @@ def train_evaluators(
     reserve for the accuracy pass), the accuracy pass, and the files: evaluator.safetensors,
     config.json, accuracy.json, training_options.json. Returns the accuracy dict.
 
-    run (generators/run.py): progress comes in two phases, each with its own fixed total and
-    `phase` in info. phase="render": images of the planned sets (accuracy sets + `n_train`);
-    a render cut short by the budget reports the images it skipped as done. phase="train":
-    whole seconds of the budget left when training starts (training and the accuracy pass),
-    with `steps` and `loss`; it reaches its total once the files are written. should_stop() is
+    run (generators/run.py): one progress over the whole call, in whole seconds of the budget
+    (total = ceil(`seconds`), rendering included; done is the wall time spent, held below the
+    total until the call returns, when it reaches it, also on a stop). info names the `phase`:
+    "render" (with `images` rendered of `planned`: accuracy sets + `n_train`), then "train"
+    (with `steps` and `loss`; the accuracy pass and the files are its end). should_stop() is
     polled between chunks of the training set's render and at every training step; it ends
     training early, and the model trained so far is still measured and written, the returned
     dict marked "stopped" (accuracy.json is as always). A stop before the first training step
@@ -145,10 +146,19 @@ def train_evaluators(
                             render_jobs(base + STREAM_BIRDS, n_birds, chunk, labels, kinds=("bird",), scales=SUBCLASS_SCALES))
     render_total = n_eval_total + n_train
     rendered = [0]
+    total = max(1, math.ceil(seconds))  # the call's one progress: whole seconds of its budget
+    reported = [0]
+
+    def report(phase: str, **info) -> None:
+        reported[0] = max(reported[0], min(total - 1, int(time.time() - t0)))  # total only at the end
+        run.progress(reported[0], total, phase=phase, **info)
+
+    def finish(phase: str, **info) -> None:
+        run.progress(total, total, phase=phase, **info)
 
     def rendered_chunk(n: int) -> None:
         rendered[0] += n
-        run.progress(rendered[0], render_total, phase="render")
+        report("render", images=rendered[0], planned=render_total)
 
     all_x, all_y = render_set([job for jobs in sets_jobs.values() for job in jobs], on_chunk=rendered_chunk)
     eval_sets, start = {}, 0
@@ -159,9 +169,8 @@ def train_evaluators(
     render_deadline = t0 + render_fraction * seconds
     train_x, train_y = render_set(train_jobs, until=lambda: time.time() > render_deadline or run.should_stop(),
                                   on_chunk=rendered_chunk)
-    if rendered[0] < render_total:  # cut short: the images not rendered count as skipped
-        run.progress(render_total, render_total, phase="render")
     if len(train_x) == 0 and run.should_stop():
+        finish("render", images=rendered[0], planned=render_total)
         return {"stopped": True}
     if len(train_x) == 0:
         raise UserError(f"no training images were rendered within the time budget of {seconds} s; raise --seconds")
@@ -179,7 +188,6 @@ def train_evaluators(
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    autocast_dtype = torch.bfloat16 if precision == "bf16" else None
     batch_size = batch_size or (512 if use_cuda else 128)
     batch_size = min(batch_size, len(train_x))
     peak_lr = lr or (3e-3 if batch_size >= 512 else 1.5e-3)
@@ -195,7 +203,6 @@ def train_evaluators(
     gen = torch.Generator(device=dev).manual_seed(seed)
 
     train_start = time.time()
-    train_total = max(1, int(t0 + seconds - train_start))  # the "train" phase's fixed total, in seconds
     eval_reserve = 2.0 + n_eval_total * 0.002  # refined below from the measured step time
     deadline = t0 + seconds - eval_reserve
     step, seen, last_loss, losses = 0, 0, float("nan"), []
@@ -223,7 +230,7 @@ def train_evaluators(
             x = _augment(x)
         x = x.contiguous(memory_format=memory_format)
         y = targets[idx]
-        with torch.autocast(dev.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        with autocast(dev, precision):
             logits = net(x)
         loss = _loss(logits, y)
         opt.zero_grad(set_to_none=True)
@@ -238,17 +245,17 @@ def train_evaluators(
             per_image = (time.time() - train_start) / max(seen, 1)
             eval_reserve = 2.0 + 1.5 * n_eval_total * per_image / 3
             deadline = t0 + seconds - eval_reserve
-            run.progress(min(train_total, int(time.time() - train_start)), train_total, phase="train",
-                         steps=step, loss=last_loss)
+            report("train", steps=step, loss=last_loss)
     if use_cuda:
         torch.cuda.synchronize()
     train_s = time.time() - train_start
     if step == 0:  # stopped before training: nothing worth writing
+        finish("train", steps=0, loss=last_loss)
         return {"stopped": True}
     run.log(f"trained {step} steps in {train_s:.0f} s" + (" (stopped early)" if stopped_early else ""))
 
     # 3. measure on fresh renderings, write
-    accuracy = measure_accuracy(net, eval_sets, dev, autocast_dtype=autocast_dtype)
+    accuracy = measure_accuracy(net, eval_sets, dev, autocast_dtype=amp_dtype(precision))
     net.eval()
     save_evaluator(net.to("cpu").to(memory_format=torch.contiguous_format), out_dir)
     (out_dir / ACCURACY_FILE).write_text(json.dumps(accuracy, indent=2) + "\n")
@@ -280,5 +287,5 @@ def train_evaluators(
         "world_seeds": {"train": base, "eval": EVAL_WORLD_SEED + 10 * seed},
     }
     (out_dir / OPTIONS_FILE).write_text(json.dumps(options, indent=2) + "\n")
-    run.progress(train_total, train_total, phase="train", steps=step, loss=last_loss)
+    finish("train", steps=step, loss=last_loss)
     return {**accuracy, "stopped": True} if stopped_early else accuracy

@@ -45,6 +45,7 @@ def save_tensors(tensors: dict, path: str | Path, metadata: dict | None = None) 
 # folders a user or a loader lists, e.g. an export's class folders); the stores' clean-ups know both.
 
 CHECKPOINT_FILE = "checkpoint.safetensors"  # an unfinished unit of training (museum task, GAN, synthetic fit)
+CHECKPOINT_JSON = "checkpoint.json"  # a GAN checkpoint's step and options, beside its CHECKPOINT_FILE (base or task)
 
 
 def temporary_path(path: str | Path, hidden: bool = False) -> Path:

@@ -30,6 +30,7 @@ from generators.errors import UserError
 from generators.files import CHECKPOINT_FILE, atomic_save_tensors, atomic_write_json, save_tensors
 
 INDEX = "museum.json"
+THUMB = "thumb.png"  # one sample of a style, beside its manifest
 FORMAT_VERSION = 1
 
 
@@ -178,6 +179,10 @@ class Museum:
     def style_dir(self, name: str) -> Path:
         return self.root / "styles" / name
 
+    def thumb_path(self, name: str) -> Path:
+        """The style's thumbnail (one sample); a style learnt without one has none."""
+        return self.style_dir(name) / THUMB
+
     def embedding(self, name: str) -> dict[str, torch.Tensor]:
         return load_file(self.style_dir(name) / "embedding.safetensors")
 
@@ -229,7 +234,7 @@ class Museum:
         save_tensors({k: v.detach().contiguous().cpu() for k, v in embedding.items()}, staging / "embedding.safetensors")
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
         if thumbnail is not None:
-            thumbnail.save(staging / "thumb.png")
+            thumbnail.save(staging / THUMB)
         shutil.rmtree(final, ignore_errors=True)  # an orphan of an earlier kill, never an indexed style
         staging.rename(final)
         entry = StyleEntry(name=name, token=token, task=task, images=len(manifest.get("images", [])),

@@ -230,6 +230,52 @@ def test_pretrain_base_set_is_refused_in_one_line(tmp_path, capsys):
     assert "family_share" in _one_line(capsys) and not (tmp_path / "b").exists()
 
 
+def test_pretrain_gan_set(tmp_path, capsys, monkeypatch):
+    import functools
+
+    from generators.gan import pretrain
+    from studio.cli import main
+
+    args = ["pretrain", "gan", "--out", str(tmp_path / "g"), "--device", "cpu"]
+    assert main([*args, "--set", "r1_intervl=8"]) == 2
+    line = _one_line(capsys)
+    assert "r1_interval" in line and "mbstd_group" in line and not (tmp_path / "g").exists()
+    seen = {}
+
+    @functools.wraps(pretrain.pretrain_gan)  # the engine's signature: --set reads its training options off it
+    def pretrain_gan(out_dir, config=None, **k):
+        seen.update(config=config, **k)
+        raise Reached
+
+    monkeypatch.setattr(pretrain, "pretrain_gan", pretrain_gan)
+    with pytest.raises(Reached):
+        main([*args, "--channels", "64,64,32,16,8", "--lr", "0.001", "--set", "mbstd_group=2",
+              "--set", "r1_interval=8", "--set", "ema_rampup=null", "--set", "lr=0.003"])
+    assert seen["config"].mbstd_group == 2 and seen["config"].channels == (64, 64, 32, 16, 8)
+    assert seen["r1_interval"] == 8 and seen["ema_rampup"] is None and seen["lr"] == 0.003  # after the flags
+    assert main([*args, "--resume", "--set", "z_dim=64"]) == 2 and "resumed" in capsys.readouterr().err
+
+
+def test_pretrain_evaluators_set(tmp_path, capsys, monkeypatch):
+    from generators import evaluator_training
+    from studio.cli import main
+
+    args = ["pretrain", "evaluators", "--out", str(tmp_path / "e"), "--device", "cpu"]
+    assert main([*args, "--set", "feature_dims=64"]) == 2
+    assert "feature_dim" in _one_line(capsys) and not (tmp_path / "e").exists()
+    seen = {}
+
+    def train_evaluators(out_dir, seconds, config=None, **k):
+        seen["config"] = config
+        raise Reached
+
+    monkeypatch.setattr(evaluator_training, "train_evaluators", train_evaluators)
+    with pytest.raises(Reached):
+        main([*args, "--set", "feature_dim=64", "--set", "widths=[8,16,24,32,40]"])
+    assert seen["config"].feature_dim == 64 and seen["config"].widths == (8, 16, 24, 32, 40)
+    assert "kind" in seen["config"].labels  # the default label spaces stay
+
+
 def test_configs_round_trip_and_old_files_load():
     from generators.config import config_from_dict, config_to_dict
     from generators.errors import UserError

@@ -109,13 +109,21 @@ def test_family_head_trains_measures_and_resumes(tmp_path):
 
     from generators.sd_mini import family_head
 
-    acc = family_head.train(tmp_path / "head", seconds=2, batch=8, log=lambda line: None, n_eval=32)
+    from generators.run import Run
+
+    calls = []
+    acc = family_head.train(tmp_path / "head", seconds=2, batch=8, n_eval=32,
+                            run=Run(progress=lambda done, total, **info: calls.append((done, total))))
+    assert {t for _, t in calls} == {2} and calls[-1] == (2, 2) and [d for d, _ in calls] == sorted(d for d, _ in calls)
     assert set(acc) >= {"detail_accuracy", "outline_accuracy", "exact_accuracy", "named_component_recall"}
     head = family_head.load(tmp_path / "head")
     assert set(head.config.labels) == set(sf.GROUPS)
     array, names = family_head.render(family_head.EVAL_SEED, 3)
     predicted = head.predict([__import__("PIL.Image", fromlist=["Image"]).fromarray(array)])
     assert family_head.components_found(predicted, 0) <= set(sf.COMPONENT_NAMES)
-    family_head.train(tmp_path / "head", seconds=1, batch=8, log=lambda line: None, resume=True, n_eval=32)
+    stopped = family_head.train(tmp_path / "head", seconds=60, batch=8, resume=True, n_eval=32,
+                                run=Run(should_stop=lambda: True))
+    assert stopped["stopped"]  # a stop before the first step still measures and writes the head
+    family_head.train(tmp_path / "head", seconds=1, batch=8, resume=True, n_eval=32)
     options = json.loads((tmp_path / "head" / "training_options.json").read_text())
-    assert len(options["history"]) == 1 and options["images_seen_total"] > options["images_seen"]
+    assert len(options["history"]) == 2 and options["images_seen_total"] > options["images_seen"]

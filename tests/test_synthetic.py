@@ -181,8 +181,8 @@ def test_fit_resumes_exactly(tiny_pipeline_dir, data_dir, tmp_path):
     straight = ft.fit(data_dir, tmp_path / "b", cfg, device="cpu")
     assert resumed.resumed_from == 2 and resumed.lora_sha256 == straight.lora_sha256
     assert not (tmp_path / "a" / ft.CHECKPOINT_FILE).exists()
-    with pytest.raises(ValueError, match="other settings"):
-        ft.fit(data_dir, tmp_path / "a", fit_cfg(base=str(tiny_pipeline_dir), steps=9), device="cpu")
+    with pytest.raises(ValueError, match="steps=4; steps=9 is refused"):
+        ft.fit(data_dir, tmp_path / "a", fit_cfg(base=str(tiny_pipeline_dir), extractor="miniworld", steps=9), device="cpu")
 
 
 class Recorder:

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from generators.errors import UserError
-from generators.files import CHECKPOINT_FILE, atomic_save_tensors, atomic_write_bytes, atomic_write_json
+from generators.files import CHECKPOINT_FILE, CHECKPOINT_JSON, atomic_save_tensors, atomic_write_bytes, atomic_write_json
 from generators.gan.folder import (
     DISCRIMINATOR_FILE,
     FORMAT,
@@ -40,7 +40,6 @@ from generators.gan.stylegan2 import Discriminator, GANConfig, Generator
 from generators.gan.widening import widen_discriminator, widen_generator
 from generators.optim_state import load_optimizer, optimizer_tensors
 
-CHECKPOINT_JSON = "checkpoint.json"
 OPTIONS_FILE = "training_options.json"
 SAMPLES_FILE = "samples.png"
 SAMPLE_SEED = 20240

@@ -28,6 +28,7 @@ from generators.gan.image_pool import ImagePool
 from generators.gan.pretrain_files import Networks, TrainingState, save_checkpoint, write_samples
 from generators.gan.sampling import preview_images
 from generators.gan.stylegan2 import GANConfig
+from generators.precision import autocast as precision_autocast, grad_scaler
 from generators.run import Run
 
 
@@ -57,13 +58,11 @@ def train_loop(nets: Networks, pool: ImagePool, cfg: GANConfig, state: TrainingS
     G, D, G_ema, opt_G, opt_D = nets.G, nets.D, nets.G_ema, nets.opt_G, nets.opt_D
     D_feat, opt_P = nets.D_feat, nets.opt_P
     batch, num_ws = s.batch, cfg.num_ws
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(s.precision)
-    use_amp = amp_dtype is not None
-    scaler_G = torch.amp.GradScaler("cuda", enabled=s.precision == "fp16")
-    scaler_D = torch.amp.GradScaler("cuda", enabled=s.precision == "fp16")
+    scaler_G = grad_scaler(dev, s.precision)  # pretrain_gan allows bf16/fp16 on CUDA only
+    scaler_D = grad_scaler(dev, s.precision)
 
     def autocast():
-        return torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp)
+        return precision_autocast(dev, s.precision)
 
     g_params, ema_params = list(G.parameters()), list(G_ema.parameters())
     ws_index = torch.arange(num_ws, device=dev)[None, :, None]
@@ -194,7 +193,13 @@ def train_loop(nets: Networks, pool: ImagePool, cfg: GANConfig, state: TrainingS
             sums["pl"] += penalty.detach()
             counts["pl"] += 1
 
-        # ---- G EMA
+        # ---- G EMA: StyleGAN2's, a half-life of `ema_kimg` thousand images ramped up to
+        # images_seen * ema_rampup, so beta depends on the batch and on images_seen (saved in the
+        # checkpoint: a resume continues the same curve). Not diffusers' EMAModel (sd_mini's): its
+        # decay is a function of its own step count only, capped by (1 + s) / (10 + s), it keeps
+        # shadow copies instead of a module, and it knows no batch size; the same betas would need
+        # its decay reset every step around that cap. G_ema is a whole module (w_avg copied, not
+        # averaged) that previews sample and the checkpoint stores as it is.
         state.step += 1
         state.images_seen += batch
         steps += 1

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from generators.errors import UserError
-from generators.files import CHECKPOINT_FILE, atomic_save_tensors, atomic_write_json, sha256_file
+from generators.files import CHECKPOINT_FILE, CHECKPOINT_JSON, atomic_save_tensors, atomic_write_json, sha256_file
 from generators.gan.folder import GENERATOR_FILE
 
 STORE_FORMAT = "studio-lifelong-gan"
@@ -36,7 +36,6 @@ TASKS_DIR = "tasks"
 WORK_DIR = "work"
 MODULATORS_FILE = "modulators.safetensors"
 TASK_FILE = "task.json"
-CHECKPOINT_JSON = "checkpoint.json"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
 
 

@@ -65,3 +65,13 @@ class MuseumConfig(SavedConfig):
             raise UserError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
         if self.noise_offset < 0:
             raise UserError(f"noise_offset must be >= 0, got {self.noise_offset}")
+
+
+def check_shared_lora(first: MuseumConfig, asked: dict, root) -> None:
+    """Refuse a task whose LoRA shape differs from the museum's (fixed by its first task, `first`):
+    `asked` holds the SHARED_FIELDS a front or caller set. The one check and message of
+    ingest.task_config (a front's overrides) and engine.learn (a library caller's config)."""
+    for key in MuseumConfig.SHARED_FIELDS:
+        if key in asked and asked[key] != getattr(first, key):
+            raise UserError(f"museum {root} shares one LoRA with {key} {getattr(first, key)!r}; "
+                            f"{key} {asked[key]!r} cannot change it (use another museum)")

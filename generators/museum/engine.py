@@ -17,7 +17,7 @@ import torch
 
 from generators import bases, diffusion
 from generators.errors import UserError
-from generators.museum.config import MuseumConfig
+from generators.museum.config import MuseumConfig, check_shared_lora
 from generators.museum.scores import SCORE_PROMPTS, score_text  # noqa: F401 - engine.SCORE_PROMPTS, engine.score_text
 from generators.museum.train import learn_style, load_pipe_style_tokens, style_prompt
 from generators.run import Run
@@ -97,12 +97,11 @@ def learn(museum: Museum, style: StyleFolder, cfg: MuseumConfig, base=None, devi
     taken = {s.token for s in museum.styles}
     if style.token in taken:
         raise UserError(f"token {style.token!r} is already used by another style in {museum.root}; set another token in style.toml")
-    if museum.n_tasks:  # the shared LoRA's shape and scale are fixed by the first task
+    if museum.n_tasks:
+        # The guard for direct callers (library code reaching learn without ingest.task_config, which
+        # adopts the museum's shared LoRA shape): the first task fixed the LoRA's shape and scale.
         first = MuseumConfig.from_dict(museum.manifest(museum.styles[0].name)["config"])
-        for key in MuseumConfig.SHARED_FIELDS:
-            if getattr(cfg, key) != getattr(first, key):
-                raise UserError(f"museum {museum.root} shares a LoRA with {key} {getattr(first, key)!r}; "
-                                f"this style asks for {getattr(cfg, key)!r} (a museum keeps one LoRA shape)")
+        check_shared_lora(first, {key: getattr(cfg, key) for key in MuseumConfig.SHARED_FIELDS}, museum.root)
     start = time.time()
     pipe = diffusion.load_base(base, device, "fp32")
     check_family(museum, pipe)

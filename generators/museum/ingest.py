@@ -24,7 +24,7 @@ from pathlib import Path
 
 from generators.errors import UserError
 from generators.files import CHECKPOINT_FILE
-from generators.museum.config import MuseumConfig
+from generators.museum.config import MuseumConfig, check_shared_lora
 from generators.run import Run, as_run
 from styles.folder import IMAGE_SUFFIXES, StyleFolder, UnusableStyle, check_style_name, read_style_folder
 from styles.museum import Museum
@@ -112,10 +112,7 @@ def task_config(museum: Museum, name: str, toml_steps: int | None, overrides: di
     cfg = MuseumConfig()
     if museum.n_tasks:  # the shared LoRA's shape and scale are fixed by the first task
         first = MuseumConfig.from_dict(museum.manifest(museum.styles[0].name)["config"])
-        for key in MuseumConfig.SHARED_FIELDS:
-            if key in overrides and overrides[key] != getattr(first, key):
-                raise UserError(f"museum {museum.root} shares one LoRA with {key} {getattr(first, key)!r}; "
-                                f"{key} {overrides[key]!r} cannot change it (use another museum)")
+        check_shared_lora(first, overrides, museum.root)
         cfg = replace(cfg, **{key: getattr(first, key) for key in MuseumConfig.SHARED_FIELDS})
     if toml_steps:
         cfg = replace(cfg, steps=toml_steps)
@@ -235,7 +232,7 @@ def ingest(museum: Museum, items: list[PlanItem], base=None, device: str = "auto
             break
         done += it.config.steps
         run.log("\n".join(task_report(manifest)))
-        thumb = museum.style_dir(it.name) / "thumb.png"
+        thumb = museum.thumb_path(it.name)
         if thumb.is_file():
             from PIL import Image
 

@@ -42,6 +42,7 @@ from generators.files import CHECKPOINT_FILE, atomic_save_tensors
 from generators.museum import losses
 from generators.museum.config import MuseumConfig
 from generators.optim_state import load_optimizer, optimizer_tensors
+from generators.precision import autocast as precision_autocast, grad_scaler
 from generators.run import Run, as_run
 
 ADAPTER = "museum"
@@ -236,9 +237,8 @@ def learn_style(
                 earlier_updates.append([losses.factor_difference(n, p) for n, p in zip(f_now, f_prev)])
 
         gen = torch.Generator("cpu").manual_seed(cfg.seed)
-        amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
-        autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else torch.autocast(device.type, enabled=False))
-        scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+        autocast = precision_autocast(device, cfg.precision)
+        scaler = grad_scaler(device, cfg.precision)
         if cfg.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
 

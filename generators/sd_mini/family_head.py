@@ -11,6 +11,7 @@ group present half the time), every image a new draw of the mini world.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 
 from generators import miniworld
 from generators.evaluators import EvaluatorConfig, EvaluatorNet, load_evaluator, save_evaluator
+from generators.run import Run, as_run
 from generators.sd_mini import style_family as sf
 
 DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "assets" / "family-head"
@@ -72,10 +74,18 @@ def accuracy(net: EvaluatorNet, n: int = 1000) -> dict:
     return out
 
 
-def train(out_dir, seconds: float, batch: int = 64, lr: float = 2e-3, seed: int = 0, log=print,
+def train(out_dir, seconds: float, batch: int = 64, lr: float = 2e-3, seed: int = 0, run: Run | None = None,
           resume: bool = False, n_eval: int = 1000) -> dict:
     """Train for about `seconds` (cosine lr over the budget), then measure and write `out_dir`.
-    resume: start from the head already in out_dir (a new optimizer and schedule, fresh images)."""
+    resume: start from the head already in out_dir (a new optimizer and schedule, fresh images).
+
+    run (generators/run.py): progress in whole seconds of `seconds` (total = ceil(seconds); it
+    reaches the total once the files are written), with `steps` and `loss` in info; should_stop()
+    is polled at every step and ends training early: the head trained so far is still measured
+    and written, and the returned accuracy dict is marked "stopped". log: a JSON line every 100
+    steps."""
+    run = as_run(run)
+    total, reported = max(1, math.ceil(seconds)), 0
     torch.manual_seed(seed)
     config = head_config()
     net = EvaluatorNet(config)
@@ -87,8 +97,11 @@ def train(out_dir, seconds: float, batch: int = 64, lr: float = 2e-3, seed: int 
         history = options.pop("history", []) + [options]
         seed = seed + len(history)  # fresh images
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    start, step = time.time(), 0
+    start, step, stopped = time.time(), 0, False
     while time.time() - start < seconds:
+        if run.should_stop():
+            stopped = True
+            break
         for group in opt.param_groups:
             group["lr"] = lr * 0.5 * (1 + np.cos(np.pi * min(1.0, (time.time() - start) / seconds)))
         net.train()
@@ -100,14 +113,18 @@ def train(out_dir, seconds: float, batch: int = 64, lr: float = 2e-3, seed: int 
         opt.step()
         step += 1
         if step % 100 == 0:
-            log(json.dumps({"step": step, "loss": round(float(loss), 4), "seconds": round(time.time() - start)}))
+            run.log(json.dumps({"step": step, "loss": round(float(loss), 4), "seconds": round(time.time() - start)}))
+        if step % 10 == 0 or step == 1:
+            reported = max(reported, min(total - 1, int(time.time() - start)))
+            run.progress(reported, total, steps=step, loss=float(loss.detach()))
     acc = accuracy(net, n_eval)
     save_evaluator(net, out_dir)
     options = {"seconds": seconds, "steps": step, "images_seen": step * batch, "batch": batch, "lr": lr, "seed": seed,
                "images_seen_total": step * batch + sum(h["images_seen"] for h in history),
-               "accuracy_on_fresh_renderings": acc, "history": history}
+               "accuracy_on_fresh_renderings": acc, "history": history, "stopped_early": stopped}
     (Path(out_dir) / "training_options.json").write_text(json.dumps(options, indent=2) + "\n")
-    return acc
+    run.progress(total, total, steps=step)
+    return {**acc, "stopped": True} if stopped else acc
 
 
 def load(folder=None):

@@ -31,6 +31,7 @@ from generators import miniworld
 from generators.diffusion import resolve_device
 from generators.diffusion_training import min_snr_weight
 from generators.errors import UserError
+from generators.precision import autocast
 from generators.run import Run, as_run
 from generators.sd_mini.config import MiniBaseConfig
 from generators.sd_mini.data import encode_dataset, generic_textures, render_dataset, to_tensor
@@ -64,13 +65,6 @@ def _set_lr(opt, base_lr: float, factor: float) -> None:
         group["lr"] = base_lr * factor
 
 
-def _autocast(device: torch.device, precision: str):
-    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    if dtype is None:
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=dtype)
-
-
 def train_vae(vae, images: torch.Tensor, cfg: MiniBaseConfig, seconds: float, device, precision, log, should_stop,
               decoder_only: bool = False, anchor: float = 0.0):
     """Stage 1. images: uint8 N×3×H×W on `device`.
@@ -96,7 +90,7 @@ def train_vae(vae, images: torch.Tensor, cfg: MiniBaseConfig, seconds: float, de
         idx = torch.randint(0, images.shape[0], (cfg.vae_batch,), generator=gen, device=device)
         x = images[idx].float() / 127.5 - 1
         x = generic_textures(x, gen)
-        with _autocast(device, precision):
+        with autocast(device, precision):
             with torch.set_grad_enabled(not decoder_only):
                 posterior = vae.encode(x).latent_dist
                 z = posterior.sample()
@@ -165,7 +159,7 @@ def train_unet(unet, text_encoder, tokenizer, means, stds, captions, cfg, second
         noise = torch.randn(latents.shape, generator=gen, device=device)
         t = torch.randint(0, 1000, (cfg.unet_batch,), generator=gen, device=device)
         noisy = noise_sched.add_noise(latents, noise, t)
-        with _autocast(device, precision):
+        with autocast(device, precision):
             cond = text_encoder(tok)[0]
             pred = unet(noisy, t, encoder_hidden_states=cond).sample
         weight = min_snr_weight(alphas, t, cfg.min_snr_gamma)

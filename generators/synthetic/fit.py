@@ -17,9 +17,21 @@ at the mean embedding of the class's plain words and trained with the LoRA (text
 beside it); the vectors go to ``W/class_tokens.safetensors``. bench/synthetic.py measures both.
 Attaching, saving and loading the LoRA and the class tokens: generators/synthetic/lora.py.
 
+The front door, one policy for `studio synth fit` and the web app's Synthetic data tab
+(`fit_config` decides, `fit` applies it):
+- a fit in the work folder with the same training config resumes from its checkpoint (an
+  interrupted fit) or returns at once (a finished one); nothing trained yet (a bank only) takes any
+  training config, as long as the bank's fields (`FitConfig.BANK_FIELDS`) are unchanged;
+- a changed training field is refused with a UserError naming the field, the old and the new value
+  and the fix: start over (`fit(restart=True)`: the CLI's --restart, the web app's "Start over"),
+  which discards the fit and its checkpoint and keeps the caption bank (extracted again only when a
+  bank field changed);
+- the run fields (`FitConfig.RUN_FIELDS`: checkpoint_every; previews live in the Run) may change on
+  resume; checkpoint_every=0 (the default) checkpoints about four times a fit, at most 50 steps apart.
+
 Work folder::
 
-    W/fit_config.json                 FitConfig (what was asked; a rerun must match)
+    W/fit_config.json                 FitConfig (what was asked; a rerun must match, but for RUN_FIELDS)
     W/bank.jsonl                      the caption bank (editable; edited => used)
     W/checkpoint.safetensors          resume point while training (removed at the end)
     W/pytorch_lora_weights.safetensors   the LoRA, diffusers keys ("unet.", "text_encoder.")
@@ -35,6 +47,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +89,11 @@ PREVIEW_CLASSES, PREVIEW_SEED, PREVIEW_STEPS, PREVIEW_GUIDANCE = 4, 0, 20, 2.0  
 
 @dataclass
 class FitConfig(SavedConfig):
+    # How a fit runs, not what it learns: these may change when it resumes (MuseumConfig.RUN_FIELDS).
+    RUN_FIELDS: ClassVar[tuple[str, ...]] = ("checkpoint_every",)
+    # What the caption bank depends on: starting over keeps the bank only when these are unchanged.
+    BANK_FIELDS: ClassVar[tuple[str, ...]] = ("category", "base", "extractor", "captioner")
+
     category: str = "object"
     base: str | None = None  # None: the embedded studio-mini; else a resolved folder path or a hub id
     # LoRA (peft): rank = alpha as in BOB; UNet attention, optionally the text encoder attention.
@@ -95,18 +113,18 @@ class FitConfig(SavedConfig):
     batch_size: int = 8
     lr: float = 5e-4
     warmup_steps: int = 40
-    checkpoint_every: int = 50
+    checkpoint_every: int = 0  # 0: about four checkpoints a fit, at most 50 steps apart (checkpoint_interval)
     seed: int = 0
     extractor: str = "auto"
     captioner: str | None = None
-
-
 
     def validate(self) -> None:
         if not self.category.strip():
             raise UserError("--category must be a word, e.g. bird or aircraft")
         if self.steps < 1 or self.batch_size < 1 or self.rank < 1:
             raise UserError("--steps, --batch-size and --rank must be at least 1")
+        if self.checkpoint_every < 0:
+            raise UserError(f"checkpoint_every must be 0 (automatic) or more, got {self.checkpoint_every}")
         if self.class_words not in CLASS_WORDS:
             raise UserError(f"class_words must be one of {', '.join(CLASS_WORDS)}, got {self.class_words!r}")
         if not 0.0 <= self.context_dropout <= 1.0:
@@ -115,6 +133,11 @@ class FitConfig(SavedConfig):
             for key in keys:
                 if key not in text:
                     raise UserError(f"the {name} {text!r} lacks {key}")
+
+
+def checkpoint_interval(cfg: FitConfig) -> int:
+    """Steps between checkpoints: cfg.checkpoint_every, or (0) about four a fit, at most 50 steps apart."""
+    return cfg.checkpoint_every or max(1, min(50, cfg.steps // 4))
 
 
 def fill(template: str, class_phrase: str, category: str, background: str = "", pose: str = "") -> str:
@@ -163,6 +186,7 @@ class FitResult:
     classes: list[str] = field(default_factory=list)
     n_real: int = 0
     rejected: list = field(default_factory=list)
+    config: FitConfig | None = None  # the config the fit ran with (fit_config's)
 
 
 def load_fit(work: Path) -> dict:
@@ -176,14 +200,66 @@ def load_fit(work: Path) -> dict:
     return info
 
 
-def _check_config(work: Path, cfg: FitConfig) -> None:
-    path = work / CONFIG_FILE
-    if path.is_file():
-        old = json.loads(path.read_text())
-        if old != cfg.to_dict():
-            diff = sorted(k for k in set(old) | set(cfg.to_dict()) if old.get(k) != cfg.to_dict().get(k))
-            raise UserError(f"{work} holds a fit with other settings ({', '.join(diff)}); use a new --work folder "
-                            "or the same settings")
+def _training(config: dict) -> dict:
+    """A config's fields that decide what a fit learns (all but FitConfig.RUN_FIELDS)."""
+    return {k: v for k, v in config.items() if k not in FitConfig.RUN_FIELDS}
+
+
+def fit_state(work: Path) -> str | None:
+    """What the work folder holds of a fit, as the refusals name it: 'was interrupted at step N',
+    'holds a finished fit of N steps', or None (nothing trained: at most a caption bank)."""
+    from safetensors import safe_open
+
+    work = Path(work)
+    if (work / CHECKPOINT_FILE).is_file():
+        with safe_open(str(work / CHECKPOINT_FILE), "pt") as fh:
+            return f"was interrupted at step {fh.metadata().get('step', '?')}"
+    if (work / RESULT_FILE).is_file() and (work / LORA_FILE).is_file():
+        return f"holds a finished fit of {json.loads((work / RESULT_FILE).read_text()).get('steps', '?')} steps"
+    return None
+
+
+def saved_config(work: Path) -> FitConfig | None:
+    path = Path(work) / CONFIG_FILE
+    return FitConfig.from_dict(json.loads(path.read_text())) if path.is_file() else None
+
+
+def fit_config(work: Path, cfg: FitConfig, extract_only: bool = False) -> FitConfig:
+    """The config a fit in `work` runs with, one policy for every front (the module docstring).
+    Reads only. A fit in the folder (interrupted or finished) keeps its training config: a changed
+    training field is refused by name; with nothing trained, only the bank's fields must match.
+    Extracting only (extract_only) checks the bank's fields and keeps a fit's saved config."""
+    work = Path(work)
+    old = saved_config(work)
+    if old is None:
+        return cfg
+    state = fit_state(work)
+    keys = FitConfig.BANK_FIELDS if extract_only or state is None else tuple(_training(cfg.to_dict()))
+    was, now = old.to_dict(), cfg.to_dict()
+    changed = [k for k in keys if was.get(k) != now.get(k)]
+    if changed:
+        what = state or "holds a caption bank extracted"
+        old_values = ", ".join(f"{k}={was.get(k)!r}" for k in changed)
+        new_values = ", ".join(f"{k}={now.get(k)!r}" for k in changed)
+        keep = "resume it" if "interrupted" in str(state) else "keep it" if state else "use that bank"
+        bank = ("and extracts the caption bank again" if any(k in FitConfig.BANK_FIELDS for k in changed)
+                else "and keeps the caption bank")
+        raise UserError(f"{work} {what} with {old_values}; {new_values} is refused: give the same value to "
+                        f"{keep}, or start over (`studio synth fit --restart`, or tick \"Start over\" in the web "
+                        f"app), which discards the fit and its checkpoint {bank}")
+    if extract_only and state is not None:
+        return old  # extracting reads the bank; the fit and its settings stay
+    return cfg
+
+
+def discard_fit(work: Path, keep_bank: bool = True) -> None:
+    """Start over: delete the work folder's fit, its checkpoint and saved config (and the caption bank
+    unless kept). The fronts call it through fit(restart=True); the web app also when new data arrives."""
+    names = [RESULT_FILE, LORA_FILE, CLASS_TOKENS_FILE, CHECKPOINT_FILE, CONFIG_FILE]
+    if not keep_bank:
+        names += [ex.BANK_FILE, ex.BANK_STAMP]
+    for name in names:
+        (Path(work) / name).unlink(missing_ok=True)
 
 
 def prepare_bank(work: Path, data_dir: Path, cfg: FitConfig, classes, items, device: str = "cpu", log=print):
@@ -207,8 +283,12 @@ def prepare_bank(work: Path, data_dir: Path, cfg: FitConfig, classes, items, dev
 
 
 def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", run: Run | None = None,
-        extract_only: bool = False) -> FitResult:
+        extract_only: bool = False, restart: bool = False) -> FitResult:
     """Extract the bank (or reuse it) and train the LoRA; resumable from W/checkpoint.safetensors.
+
+    The config it runs with is fit_config's (returned as result.config): a fit in `work` with other
+    training settings is refused unless restart=True, which first discards it (discard_fit; the bank
+    is kept unless one of FitConfig.BANK_FIELDS changed).
 
     A finished fit with the same settings and bank returns at once; if the bank was edited
     since, the LoRA is trained again on the edited prompts.
@@ -230,7 +310,13 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", run: R
     data_dir, work = Path(data_dir), Path(work)
     if work.exists() and not work.is_dir():
         raise FileExistsError(f"--work {work} is a file; give a folder")
-    _check_config(work, cfg)
+    if restart:
+        old = saved_config(work)
+        keep_bank = old is None or all(getattr(old, k) == getattr(cfg, k) for k in FitConfig.BANK_FIELDS)
+        if fit_state(work) or (old is not None and not keep_bank):
+            log(f"starting over: discarding the fit in {work}" + ("" if keep_bank else " and its caption bank"))
+        discard_fit(work, keep_bank=keep_bank)
+    cfg = fit_config(work, cfg, extract_only)
     start = time.time()
     resolution = diffusion.resolution_of(cfg.base)
     classes, items, rejected = ex.read_class_folders(data_dir, resolution)
@@ -241,7 +327,7 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", run: R
     entries, edited = prepare_bank(work, data_dir, cfg, classes, items, device, log)
     bank_hash = ex.bank_sha256(work / ex.BANK_FILE)
     result = FitResult(0, float("nan"), 0.0, False, 0, bank_sha256=bank_hash, bank_edited=edited, classes=classes,
-                       n_real=len(items), rejected=rejected)
+                       n_real=len(items), rejected=rejected, config=cfg)
     if extract_only:
         return result
     done = work / RESULT_FILE
@@ -293,7 +379,9 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", run: R
     ckpt = work / CHECKPOINT_FILE
     if ckpt.is_file():
         step = _load_checkpoint(ckpt, named, opt, gen, cfg, bank_hash)
+        log(f"resuming the interrupted fit at step {step} of {cfg.steps}")
     result.resumed_from = step
+    every = checkpoint_interval(cfg)
     p_ctx = (1.0 - cfg.context_dropout) if cfg.use_context else 0.0
     pipe.unet.train()
     for te in family.text_encoders(pipe):
@@ -325,7 +413,7 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", run: R
         run.progress(step, cfg.steps, lr=lr, **({"loss": loss.item()} if step % LOSS_EVERY == 0 else {}))
         if step < cfg.steps and run.wants_preview(step):
             run.preview(step, *sample_previews(pipe, cfg, items, step))
-        if step % cfg.checkpoint_every == 0 and step < cfg.steps:
+        if step % every == 0 and step < cfg.steps:
             _save_checkpoint(ckpt, named, opt, gen, step, cfg, bank_hash)
     pipe.unet.eval()
     for te in family.text_encoders(pipe):
@@ -407,8 +495,9 @@ def _load_checkpoint(path: Path, named, opt, gen, cfg: FitConfig, bank_hash: str
 
     with safe_open(str(path), "pt") as fh:
         meta = fh.metadata()
-    if json.loads(meta["config"]) != cfg.to_dict() or meta.get("bank_sha256") != bank_hash:
-        raise UserError(f"{path} was written with other settings or another bank; delete it to train from the start")
+    if _training(json.loads(meta["config"])) != _training(cfg.to_dict()) or meta.get("bank_sha256") != bank_hash:
+        raise UserError(f"{path} was written with other settings or another bank; start over (`studio synth fit "
+                        "--restart`, or \"Start over\" in the web app) to train from the start")
     tensors = load_file(str(path))
     with torch.no_grad():
         for name, p in named:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from generators.errors import UserError
-from studio.commands.common import StopFlag
+from studio.commands.common import StopFlag, add_set_argument, parse_set
 from studio.progress import TqdmProgress
 
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "assets" / "evaluators"
@@ -33,6 +33,7 @@ def add_parser(pretrain_subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed for the training data and initialisation (default: 0)")
     parser.add_argument("--n-train", type=int, default=100_000,
                         help="training images to pre-render (cut short if rendering takes 40%% of the budget) (default: 100000)")
+    add_set_argument(parser, "EvaluatorConfig", "feature_dim=128 --set widths=[16,32,64,96,128]")
     parser.set_defaults(run=run_evaluators)
 
 
@@ -48,15 +49,14 @@ def run_evaluators(args) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} exists and is not a folder")
 
+    config = evaluator_config(args.set)
     from generators.evaluator_training import train_evaluators
     from generators.run import Run
 
-    with TqdmProgress("evaluators: render (images)") as render, TqdmProgress("evaluators: train (s)") as train:
-        bars = {"render": render, "train": train}  # one bar per phase: each has its own unit and total
-        run = Run(progress=lambda done, total, phase, **info: bars[phase](done, total, **info),
-                  should_stop=StopFlag(), log=lambda line: print(line, file=sys.stderr))
+    with TqdmProgress("pretrain evaluators (s)") as progress:
+        run = Run(progress=progress, should_stop=StopFlag(), log=lambda line: print(line, file=sys.stderr))
         accuracy = train_evaluators(args.out, args.seconds, device=args.device, precision=args.precision,
-                                    seed=args.seed, n_train=args.n_train, run=run)
+                                    seed=args.seed, n_train=args.n_train, run=run, config=config)
     if accuracy.get("stopped") and len(accuracy) == 1:
         print("stopped before training; nothing written", file=sys.stderr)
         return 130
@@ -67,6 +67,17 @@ def run_evaluators(args) -> int:
         return 130
     print(f"wrote {args.out}")
     return 0
+
+
+def evaluator_config(pairs: list[str]):
+    """EvaluatorConfig.default() with `--set KEY=VALUE` pairs applied (None without any: the engine's default)."""
+    if not pairs:
+        return None
+    from dataclasses import replace
+
+    from generators.evaluators import EvaluatorConfig
+
+    return replace(EvaluatorConfig.default(), **parse_set(pairs, EvaluatorConfig))
 
 
 def add_family_head_parser(pretrain_subparsers) -> None:
@@ -87,8 +98,15 @@ def add_family_head_parser(pretrain_subparsers) -> None:
 def run_family_head(args) -> int:
     if args.seconds <= 0:
         raise UserError(f"--seconds must be positive, got {args.seconds}")
+    from generators.run import Run
     from generators.sd_mini import family_head
 
-    acc = family_head.train(args.out, args.seconds, seed=args.seed, resume=args.resume)
-    print(f"wrote {args.out}: " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()))
+    with TqdmProgress("pretrain family-head (s)") as progress:
+        acc = family_head.train(args.out, args.seconds, seed=args.seed, resume=args.resume,
+                                run=Run(progress=progress, should_stop=StopFlag(),
+                                        log=lambda line: print(line, file=sys.stderr)))
+    print(f"wrote {args.out}: " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items() if k != "stopped"))
+    if acc.get("stopped"):
+        print(f"stopped early: wrote the head trained so far to {args.out}", file=sys.stderr)
+        return 130
     return 0

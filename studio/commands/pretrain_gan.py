@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from generators.errors import UserError
-from studio.commands.common import StopFlag
+from studio.commands.common import StopFlag, add_set_argument, parse_set
 from studio.progress import TqdmProgress
 
 DEFAULT_CHANNELS = "256,256,128,64,32"  # GANConfig().channels (kept literal: the CLI starts without torch)
@@ -64,6 +64,8 @@ def add_parser(pretrain_subparsers) -> None:
                              "reads its frozen multi-scale features (Projected GANs); off by default")
     parser.add_argument("--feature-d-weight", type=float, default=1.0,
                         help="weight of the projected discriminator's loss in the generator's (default 1.0)")
+    add_set_argument(parser, "GANConfig field or pretrain_gan training option",
+                     "mbstd_group=8 --set r1_interval=8 --set ema_rampup=null --set checkpoint_every=300")
     parser.set_defaults(run=run_pretrain_gan)
 
 
@@ -72,6 +74,7 @@ def run_pretrain_gan(args) -> int:
     from generators.run import Run
 
     config = None
+    config_set, option_set = split_set(args.set)
     if args.resume and (args.channels or args.d_channels):
         raise UserError("--channels and --d-channels set a new run's architecture; a resumed run keeps its own "
                         "(drop them)")
@@ -87,13 +90,24 @@ def run_pretrain_gan(args) -> int:
         from generators.gan.stylegan2 import GANConfig
 
         config = GANConfig(**({"channels": widths} if widths else {}), d_channels=d_widths)
+    if config_set:  # --set, after the other flags
+        if args.resume:
+            raise UserError(f"--set {', '.join(config_set)}: GANConfig fields set a new run's architecture; a resumed "
+                            "run keeps its own (drop them)")
+        from dataclasses import replace
+
+        from generators.gan.stylegan2 import GANConfig
+
+        config = replace(config if config is not None else GANConfig(), **config_set)
+    options = dict(batch_size=args.batch, num_workers=args.workers, pool_images=args.pool_images,
+                   init_from=args.init_from, r1_gamma=args.r1_gamma, lr=args.lr, ema_kimg=args.ema_kimg,
+                   style_mixing_prob=args.style_mixing, feature_d=args.feature_d,
+                   feature_d_weight=args.feature_d_weight, pl_weight=args.pl_weight)
+    options.update(option_set)
     with TqdmProgress("pretrain gan (s)") as progress:
         summary = pretrain_gan(
             args.out, config, seconds=args.seconds, device=args.device, precision=args.precision, seed=args.seed,
-            resume=args.resume, run=Run(progress=progress, should_stop=StopFlag()), batch_size=args.batch,
-            num_workers=args.workers, pool_images=args.pool_images, init_from=args.init_from, r1_gamma=args.r1_gamma,
-            lr=args.lr, ema_kimg=args.ema_kimg, style_mixing_prob=args.style_mixing, feature_d=args.feature_d,
-            feature_d_weight=args.feature_d_weight, pl_weight=args.pl_weight,
+            resume=args.resume, run=Run(progress=progress, should_stop=StopFlag()), **options,
         )
     losses = ", ".join(f"{k} {v:.3f}" for k, v in summary["final_losses"].items())
     print(f"wrote {args.out}: {summary['steps']} steps ({summary['images_seen']} images) on "
@@ -111,3 +125,38 @@ def _widths(text: str | None, flag: str) -> tuple[int, ...] | None:
         return tuple(int(c) for c in text.split(","))
     except ValueError:
         raise UserError(f"{flag} takes comma-separated integers such as 128,128,64,32,16, got {text!r}") from None
+
+
+def training_options_class():
+    """pretrain_gan's keyword-only training options (batch_size, r1_interval, ema_rampup, ...) as a
+    dataclass, so that `--set` reads them as it reads a config's fields."""
+    import dataclasses
+    import inspect
+
+    from generators.gan.pretrain import pretrain_gan
+
+    params = [p for p in inspect.signature(pretrain_gan).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    return dataclasses.make_dataclass("GANTrainingOptions", [(p.name, p.annotation, p.default) for p in params])
+
+
+def split_set(pairs: list[str]) -> tuple[dict, dict]:
+    """`--set KEY=VALUE` pairs as (GANConfig fields, pretrain_gan training options); a key that is
+    neither is a UserError naming both kinds of keys."""
+    import dataclasses
+
+    from generators.gan.stylegan2 import GANConfig
+
+    config_keys = {f.name for f in dataclasses.fields(GANConfig)}
+    options_cls = training_options_class()
+    option_keys = {f.name for f in dataclasses.fields(options_cls)}
+    config_pairs, option_pairs = [], []
+    for pair in pairs:
+        key = pair.partition("=")[0].strip()
+        if "=" in pair and key in config_keys:
+            config_pairs.append(pair)
+        elif "=" in pair and key in option_keys:
+            option_pairs.append(pair)
+        else:
+            raise UserError(f"--set {pair!r}: expected KEY=VALUE with KEY a GANConfig field "
+                            f"({', '.join(sorted(config_keys))}) or a training option ({', '.join(sorted(option_keys))})")
+    return parse_set(config_pairs, GANConfig), parse_set(option_pairs, options_cls)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from generators.errors import UserError
 from studio.commands.common import check_base
 
 
@@ -28,13 +29,13 @@ def parse_auth(value: str | None) -> tuple[str, str] | None:
         return None
     user, sep, password = value.partition(":")
     if not sep or not user or not password:
-        raise ValueError("--auth must be USER:PASS with a non-empty user name and password")
+        raise UserError("--auth must be USER:PASS with a non-empty user name and password")
     return user, password
 
 
 def run(args) -> int:
     if not 0 < args.port < 65536:
-        raise ValueError(f"--port must be 1-65535, got {args.port}")
+        raise UserError(f"--port must be 1-65535, got {args.port}")
     auth = parse_auth(args.auth)
     from generators.diffusion import resolve_device
     from studio.webapp import create_app, launch

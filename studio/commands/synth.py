@@ -1,6 +1,6 @@
 """`studio synth fit` and `studio synth export`: synthetic training sets from a few real images per class.
 
-    studio synth fit DIR --category WORD --work W [--base B]
+    studio synth fit DIR --category WORD --work W [--base B] [--restart]
     studio synth export --work W --out OUT --per-class N [--seed S] [--context bank|same-class|none] [--zip]
 
 Many processes: `accelerate launch --num_processes K -m studio synth export ...` splits the
@@ -44,6 +44,10 @@ def register(sub) -> None:
     f.add_argument("--no-context", action="store_true",
                    help="DataDream baseline: train the class prompt alone, without background and pose")
     f.add_argument("--extract-only", action="store_true", help="write W/bank.jsonl and stop (edit it, then fit)")
+    f.add_argument("--restart", action="store_true",
+                   help="start over: discard W's fit and checkpoint and train with these settings (the caption bank is "
+                        "kept unless --category, --base, --extractor or --captioner changed); without it, a fit in W "
+                        "resumes, and changed training settings are refused")
     add_set_argument(f, "FitConfig", "context_dropout=0.2 --set warmup_steps=20")
     f.set_defaults(run=run_fit, preflight=check_base)
 
@@ -70,6 +74,7 @@ def run_fit(args) -> int:
     from dataclasses import replace
 
     from generators.run import Run
+    from generators.synthetic.extract import BANK_FILE
     from generators.synthetic.fit import FitConfig, fit, resolve_base
 
     cfg = FitConfig(category=args.category.strip(), base=resolve_base(args.base), seed=args.seed,
@@ -86,14 +91,16 @@ def run_fit(args) -> int:
     cfg = replace(cfg, **parse_set(args.set, FitConfig))
     with TqdmProgress("synth fit") as progress:
         run = Run(progress=progress, should_stop=StopFlag(), log=_log)
-        result = fit(args.dir, args.work, cfg, device=args.device, run=run, extract_only=args.extract_only)
-    bank = args.work / "bank.jsonl"
+        result = fit(args.dir, args.work, cfg, device=args.device, run=run, extract_only=args.extract_only,
+                     restart=args.restart)
+    bank = args.work / BANK_FILE
     if args.extract_only:
         print(f"wrote the caption bank {bank} ({result.n_real} real images, {len(result.classes)} classes); "
               "edit it if you like, then run the same command without --extract-only")
         return 0
     if result.stopped:
-        print(f"stopped at step {result.steps}; run the same command again to resume", file=sys.stderr)
+        print(f"stopped at step {result.steps} of {result.config.steps}; run the same command again "
+              "(without --restart) to resume", file=sys.stderr)
         return 130
     print(f"fitted {len(result.classes)} classes on {result.n_real} real images: {result.steps} steps, "
           f"loss {result.final_loss:.4f}; LoRA sha256 {result.lora_sha256[:12]} in {args.work}; bank {bank}")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import gradio as gr
 
+from generators.gan.mode_seeking import ModeSeekingConfig
 from generators.gan.task_store import TaskStore
 from generators.gan.task_trainer import TrainConfig
 from generators.run import Run
@@ -94,7 +95,6 @@ class GanMixin(StudioBase):
 
         def work(job: Job):
             from generators.gan.lifelong import learn_task, sample_task
-            from generators.gan.mode_seeking import ModeSeekingConfig
             from generators.gan.sampling import PREVIEW_N, PREVIEW_SEED, to_pil
             from generators.gan.task_trainer import TrainConfig
 
@@ -178,7 +178,9 @@ def _gan_tab(studio: Studio, panels: dict) -> list:
                     name = gr.Textbox(label="Task name", placeholder="lowercase letters, digits, _ or -", max_length=48)
                     iters = gr.Number(label="Iterations", value=TrainConfig().iters, precision=0, minimum=1,
                                       maximum=100_000)
-                    mode = gr.Radio(["perceptual", "pixel", "off"], value="perceptual", label="Mode seeking")
+                    ms = ModeSeekingConfig()  # the radio starts at the engine's default
+                    mode = gr.Radio(["perceptual", "pixel", "off"], value=ms.distance if ms.enabled else "off",
+                                    label="Mode seeking")
                     preview_every = gr.Number(label="Preview every (iterations, 0 = never)", value=50, precision=0, minimum=0)
                 with gr.Row():
                     learn = gr.Button("Learn task", variant="primary")

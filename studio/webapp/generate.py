@@ -115,9 +115,9 @@ class GenerateMixin(StudioBase):
         with page_errors():
             try:
                 s = read_settings(path)
-            except ValueError:
+            except UserError:
                 raise
-            except Exception as err:  # noqa: BLE001 - not a PNG at all: one message
+            except Exception as err:  # noqa: BLE001 - not a PNG at all, or its settings unreadable: one message
                 raise UserError(f"not a PNG with Studio settings ({err})") from None
         prompt = s.prompt
         names = self.style_names()

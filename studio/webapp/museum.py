@@ -124,7 +124,7 @@ class MuseumMixin(StudioBase):
         else:
             body = []
             for s in museum.styles:
-                thumb = museum.style_dir(s.name) / "thumb.png"
+                thumb = museum.thumb_path(s.name)
                 img = f'<img src="{_img_data_uri(thumb)}" alt="{html.escape(s.name)}">' if thumb.is_file() else ""
                 try:
                     manifest = museum.manifest(s.name)
@@ -274,7 +274,7 @@ class MuseumMixin(StudioBase):
                 job.log(f"stopped at step {manifest['result']['steps']}/{cfg.steps}; the checkpoint is kept: "
                         "press Learn style again with the same name (no files needed) to resume")
             else:
-                thumb = museum.style_dir(style.name) / "thumb.png"
+                thumb = museum.thumb_path(style.name)
                 if thumb.is_file():  # as an image, not a path: the museum folder is not served
                     from PIL import Image
 
@@ -325,7 +325,7 @@ def _museum_tab(studio: Studio) -> dict:
                     batch = gr.Number(label="Batch size", value=DEFAULTS.batch_size, precision=0, minimum=1, maximum=64)
                     preview_every = gr.Number(label="Preview every (steps, 0 = never)", value=50, precision=0, minimum=0)
                 with gr.Row():
-                    estimate = gr.Markdown(lambda: studio.estimate_md(300, 8))
+                    estimate = gr.Markdown(lambda: studio.estimate_md(DEFAULTS.steps, DEFAULTS.batch_size))
                     measure = gr.Button("Measure speed", size="sm", scale=0, min_width=140)
                 with gr.Row():
                     learn = gr.Button("Learn style", variant="primary")

@@ -9,7 +9,7 @@ import gradio as gr
 
 from generators.run import Run
 from studio.jobs import Job, duration
-from studio.webapp.museum import MuseumMixin
+from studio.webapp.museum import DEFAULTS, MuseumMixin
 from studio.webapp.shared import UserError, _owner, _status_md, page_errors
 
 
@@ -29,7 +29,7 @@ class MuseumFolderMixin(MuseumMixin):
             raise UserError(f"{text}: give the folder's full path on this machine (e.g. /data/styles or ~/styles)")
         steps = int(steps or 0)
         if not 0 <= steps <= 100_000:
-            raise UserError("steps must be 0 (each folder's style.toml, else 300) to 100000")
+            raise UserError(f"steps must be 0 (each folder's style.toml, else {DEFAULTS.steps}) to 100000")
         museum = self.open_museum(create=True)
         items = plan(root.resolve(), museum, diffusion.resolution_of(self.base), bool(new_version),
                      {"steps": steps} if steps else None)

@@ -9,7 +9,6 @@ import base64
 import html
 import json
 import logging
-import os
 import re
 import time
 import traceback
@@ -19,7 +18,8 @@ from typing import TYPE_CHECKING
 
 import gradio as gr
 
-from generators.errors import UserError  # noqa: F401 - the tabs raise it; studio.webapp re-exports it
+from generators.errors import UserError  # the tabs raise it; studio.webapp re-exports it
+from generators.files import atomic_write_json
 from studio.jobs import Job, JobBoard
 from styles.folder import IMAGE_SUFFIXES  # noqa: F401 - the tabs accept what the engines read
 
@@ -83,7 +83,8 @@ def _status_md(job: Job) -> str:
     return "\n\n".join(lines)
 
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)  # UserError is a ValueError
+# The CLI's user errors (studio/cli.py): a plain ValueError, from inside torch say, is a bug.
+USER_ERRORS = (UserError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
 
 
 def _user_error(err: BaseException) -> gr.Error:
@@ -98,7 +99,7 @@ def _user_error(err: BaseException) -> gr.Error:
 @contextmanager
 def page_errors(board: JobBoard | None = None, job: Job | None = None):
     """The one error wrapper of the web app's events: an exception inside becomes the page's error
-    message (gr.Error). A user error (UserError and any ValueError, a missing or existing file) shows
+    message (gr.Error). A user error (UserError, a missing, existing or forbidden file) shows
     as is; anything else is a bug: its traceback goes to the server's log (and to `job`'s), and the page
     names its type. With `job` (a claimed job whose input was refused before it ran), the job is
     marked failed with the message, so the Jobs tab shows why."""
@@ -124,7 +125,9 @@ class StudioBase:
     def __init__(self, museum_dir=None, base=None, studio_home=None, device: str = "cpu", gan_base=None):
         self.home = studio_home_dir(studio_home)
         self.gan_base = str(gan_base) if gan_base else None
-        self.museum_dir = Path(museum_dir).expanduser().resolve() if museum_dir else self.home / "museum"
+        from styles.home import default_museum_dir  # the CLI's default museum, once
+
+        self.museum_dir = Path(museum_dir).expanduser().resolve() if museum_dir else default_museum_dir(self.home)
         self.base = str(base) if base else None
         self.device = device
         for sub in ("uploads", "outputs", "exports", "logs", "tmp", "gan", "synthetic"):
@@ -190,9 +193,7 @@ class StudioBase:
         data[f"{kind}:{self.device}"] = {"s_per_step": round(float(s_per_step), 4), "batch": int(batch),
                                          "overhead_s": round(max(0.0, float(overhead_s)), 1), "source": source,
                                          "when": time.strftime("%Y-%m-%d %H:%M")}
-        tmp = self.timings_file.with_name(self.timings_file.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, self.timings_file)
+        atomic_write_json(self.timings_file, data, indent=1, newline=False)
 
     def record_job_timing(self, job: Job, batch: int) -> None:
         """A job that measured at least 3 steps records its speed (the steps after its first)."""

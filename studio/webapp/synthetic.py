@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 import gradio as gr
 
 from generators.synthetic.export import ExportConfig
-from generators.synthetic.fit import FitConfig
+from generators.synthetic.extract import BANK_FILE
+from generators.synthetic.fit import RESULT_FILE, FitConfig
 from studio.jobs import Job
 from studio.webapp.shared import (CAPTION_SUFFIXES, HEAVY, IMAGE_SUFFIXES, LIGHT, NAME, StudioBase, UserError,
                                   _bind_stop, _owner, _registrar, _status_md, page_errors)
@@ -40,17 +41,6 @@ class SyntheticMixin(StudioBase):
         root = self.home / "synthetic" / name
         return root / "data", root / "work"
 
-    def _synth_reset(self, work: Path, keep_bank: bool) -> None:
-        """Forget the fit (and the bank unless kept) when the data or the settings changed."""
-        from generators.synthetic import extract as ex
-        from generators.synthetic import fit as ft
-
-        names = [ft.RESULT_FILE, ft.LORA_FILE, ft.CHECKPOINT_FILE, ft.CONFIG_FILE]
-        if not keep_bank:
-            names += [ex.BANK_FILE, ex.BANK_STAMP]
-        for n in names:
-            (work / n).unlink(missing_ok=True)
-
     def synth_classes_md(self, set_name) -> str:
         try:
             data, work = self.synth_dirs(set_name)
@@ -62,12 +52,13 @@ class SyntheticMixin(StudioBase):
         for d in sorted(p for p in data.iterdir() if p.is_dir()):
             n = sum(1 for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
             parts.append(f"{html.escape(d.name)} ({n})")
-        state = "fitted" if (work / "fit.json").is_file() else "attributes extracted" if (work / "bank.jsonl").is_file() else "new"
+        state = "fitted" if (work / RESULT_FILE).is_file() else "attributes extracted" if (work / BANK_FILE).is_file() else "new"
         return f"**{len(parts)} classes** ({state}): " + ", ".join(parts)
 
     def synth_upload(self, set_name, zip_file, class_name, class_files):
         """Add class folders from a zip and/or one class from uploaded images (+ .txt sidecars)."""
         from generators.synthetic import extract as ex
+        from generators.synthetic.fit import discard_fit
 
         with page_errors():
             data, work = self.synth_dirs(set_name)
@@ -107,7 +98,7 @@ class SyntheticMixin(StudioBase):
                 added.append(cname)
             if not added:
                 raise UserError("upload a zip of class folders, or name a class and upload its images")
-            self._synth_reset(work, keep_bank=False)
+            discard_fit(work, keep_bank=False)  # new data: the bank and the fit were of other images
         return self.synth_classes_md(set_name)
 
     def tokenizer(self):
@@ -143,7 +134,8 @@ class SyntheticMixin(StudioBase):
                 f"({html.escape(pieces)}), so prompts carry no meaning for it. Pick a word the base knows "
                 f"(e.g. {DEFAULT_CATEGORY}) unless you train it on that word.")
 
-    def _fit_config(self, category, steps=400, batch_size=8, class_words="plain", use_context=True):
+    def _fit_config(self, category, steps=FIT.steps, batch_size=FIT.batch_size, class_words=FIT.class_words,
+                    use_context=FIT.use_context):
         from generators.synthetic.fit import FitConfig, resolve_base
 
         category = str(category or "").strip()
@@ -153,26 +145,8 @@ class SyntheticMixin(StudioBase):
         if not (1 <= steps <= 100_000 and 1 <= batch_size <= 64):
             raise UserError("steps must be 1-100000 and batch size 1-64")
         cfg = FitConfig(category=category, base=resolve_base(self.base), steps=steps, batch_size=batch_size,
-                        class_words=class_words, use_context=bool(use_context),
-                        checkpoint_every=max(1, min(50, steps // 4 or 1)))
+                        class_words=class_words, use_context=bool(use_context))
         cfg.validate()  # e.g. an unknown class_words, as a one-line error
-        return cfg
-
-    def _synth_settle(self, work: Path, cfg, extract_only: bool = False):
-        """The config to run with: a stopped fit resumes with its own; changed settings start the fit
-        over. Extracting only keeps the fit (and its settings) whenever the bank's settings match."""
-        from generators.synthetic import fit as ft
-
-        saved = work / ft.CONFIG_FILE
-        if not saved.is_file():
-            return cfg
-        old = ft.FitConfig.from_dict(json.loads(saved.read_text()))
-        same_bank = (old.category, old.extractor, old.captioner, old.base) == (cfg.category, cfg.extractor, cfg.captioner, cfg.base)
-        same_training = (old.batch_size, old.class_words, old.use_context) == (cfg.batch_size, cfg.class_words, cfg.use_context)
-        if same_bank and (extract_only or ((work / ft.CHECKPOINT_FILE).is_file() and same_training)):
-            return old
-        if old.to_dict() != cfg.to_dict():
-            self._synth_reset(work, keep_bank=same_bank)
         return cfg
 
     def bank_rows(self, work: Path) -> list[list]:
@@ -182,8 +156,9 @@ class SyntheticMixin(StudioBase):
             return []
         return [[e.file, e.class_name, e.background, e.pose, e.source] for e in ex.load_bank(work / ex.BANK_FILE)]
 
-    def synth_extract(self, set_name, category, request: gr.Request | None = None):
-        """Extract (background, pose) per real image: the editable caption bank."""
+    def synth_extract(self, set_name, category, restart=False, request: gr.Request | None = None):
+        """Extract (background, pose) per real image: the editable caption bank. A fit in the work folder
+        is kept (a changed category is refused, as the engine's fit_config says) unless `restart`."""
         with page_errors():
             data, work = self.synth_dirs(set_name)
             if not data.is_dir():
@@ -194,8 +169,7 @@ class SyntheticMixin(StudioBase):
             from generators.run import Run
             from generators.synthetic.fit import fit
 
-            use = self._synth_settle(work, cfg, extract_only=True)
-            result = fit(data, work, use, self.device, Run(log=job.log), extract_only=True)
+            result = fit(data, work, cfg, self.device, Run(log=job.log), extract_only=True, restart=bool(restart))
             job.log(f"{result.n_real} images in {len(result.classes)} classes; {len(result.rejected)} rejected")
             return self.bank_rows(work)
 
@@ -234,9 +208,11 @@ class SyntheticMixin(StudioBase):
         n = sum(1 for e in entries if e.source == "edited")
         return f"saved the caption bank ({len(entries)} rows, {n} edited); the next fit uses it"
 
-    def synth_fit(self, set_name, category, steps, batch_size, preview_every, class_words="plain", use_context=True,
-                  job_id=None, request: gr.Request | None = None):
-        """Fine-tune the one LoRA for all classes; streams (status, previews)."""
+    def synth_fit(self, set_name, category, steps, batch_size, preview_every, class_words=FIT.class_words,
+                  use_context=FIT.use_context, restart=False, job_id=None, request: gr.Request | None = None):
+        """Fine-tune the one LoRA for all classes; streams (status, previews). A fit in the work folder
+        resumes (or is found finished) and changed training settings are refused, as the engine's
+        fit_config says, unless `restart` ("Start over") discards it first."""
         job = self.board.claim(job_id, "synthetic", f"fit synthetic set {set_name}", _owner(request))
         job.panel = "synth_fit"
         with page_errors(self.board, job):
@@ -252,19 +228,16 @@ class SyntheticMixin(StudioBase):
             from generators.run import Run
             from generators.synthetic.fit import fit
 
-            use = self._synth_settle(work, cfg)
-            if self.unknown_words(use.category):
-                job.log(f"warning: the base's tokenizer does not know {', '.join(self.unknown_words(use.category))!r}: "
+            if self.unknown_words(cfg.category):
+                job.log(f"warning: the base's tokenizer does not know {', '.join(self.unknown_words(cfg.category))!r}: "
                         "it enters the prompts as pieces without meaning")
-            if use is not cfg:
-                job.log(f"resuming the stopped fit ({use.steps} steps in all)")
-
             run = Run(progress=job.progress, should_stop=job.should_stop,
                       preview=lambda step, images, captions: job.set_previews(list(zip(images, captions))),
                       preview_every=preview_every, log=job.log)
-            result = fit(data, work, use, self.device, run)
+            result = fit(data, work, cfg, self.device, run, restart=bool(restart))
             if result.stopped:
-                job.log(f"stopped at step {result.steps}/{use.steps}; the checkpoint is kept: press Fine-tune again to resume")
+                job.log(f"stopped at step {result.steps}/{result.config.steps}; the checkpoint is kept: press Fine-tune "
+                        "again (Start over unticked) to resume")
             else:
                 job.log(f"fitted {len(result.classes)} classes on {result.n_real} images: {result.steps} steps, "
                         f"final loss {result.final_loss:.4f}" + (" (edited caption bank)" if result.bank_edited else ""))
@@ -342,6 +315,9 @@ def _synthetic_tab(studio: Studio, panels: dict) -> None:
     with gr.Row():
         set_name = gr.Textbox(label="Data set name", value="my-set", max_length=48)
         category = gr.Textbox(label="Category (what every class is, e.g. bird)", value=DEFAULT_CATEGORY, max_length=32)
+        restart = gr.Checkbox(value=False, label="Start over: the next Extract or Fine-tune discards this set's fit and "
+                                                 "checkpoint (the caption bank too if the category changed); unticked, "
+                                                 "a fit resumes and changed training settings are refused")
     category_note = gr.Markdown(lambda: studio.category_note(DEFAULT_CATEGORY))
     category.change(studio.category_note, category, category_note, api_visibility="private", show_progress="hidden",
                     **LIGHT)
@@ -362,7 +338,9 @@ def _synthetic_tab(studio: Studio, panels: dict) -> None:
                             wrap=True)
         save = gr.Button("Save edits", size="sm")
         saved = gr.Markdown("")
-        extract.click(studio.synth_extract, [set_name, category], [bank, classes], api_name="synth_extract", **HEAVY)
+        extracted = extract.click(studio.synth_extract, [set_name, category, restart], [bank, classes],
+                                  api_name="synth_extract", **HEAVY)
+        extracted.then(lambda: False, None, restart, api_visibility="private", queue=False)  # start over once
         save.click(studio.synth_save_bank, [set_name, bank], saved, api_name="synth_save_bank", **LIGHT)
     with gr.Accordion("3. Fine-tune", open=True):
         with gr.Row():
@@ -373,8 +351,8 @@ def _synthetic_tab(studio: Studio, panels: dict) -> None:
                     preview_every = gr.Number(label="Preview every (steps, 0 = never)", value=100, precision=0, minimum=0)
                 with gr.Row():
                     class_words = gr.Radio([("plain words", "plain"), ("a learnt token per class", "learnt")],
-                                           value="plain", label="Class names enter the prompt as")
-                    use_context = gr.Checkbox(value=True, label="Condition on background and pose (off: DataDream)")
+                                           value=FIT.class_words, label="Class names enter the prompt as")
+                    use_context = gr.Checkbox(value=FIT.use_context, label="Condition on background and pose (off: DataDream)")
                 with gr.Row():
                     fit = gr.Button("Fine-tune", variant="primary")
                     stop = gr.Button("Stop", variant="stop")
@@ -385,9 +363,10 @@ def _synthetic_tab(studio: Studio, panels: dict) -> None:
         reg = fit.click(_registrar(studio, "synthetic", "fit synthetic set {}"), set_name, job_id,
                         api_visibility="private", queue=False)
         fitted = reg.then(studio.synth_fit, [set_name, category, steps, batch, preview_every, class_words,
-                                                 use_context, job_id], [status, previews],
+                                                 use_context, restart, job_id], [status, previews],
                           api_name="synth_fit", **HEAVY)
         fitted.then(studio.synth_classes_md, set_name, classes, api_visibility="private", **LIGHT)
+        fitted.then(lambda: False, None, restart, api_visibility="private", queue=False)  # start over once
         panels["synth_fit"] = [status, previews]
         _bind_stop(studio, stop, "synthetic", status, "synth_stop")
     with gr.Accordion("4. Preview and export", open=True):

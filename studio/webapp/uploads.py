@@ -8,6 +8,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
+from generators.files import temporary_path
 from studio.webapp.shared import (IMAGE_SUFFIXES, MAX_FILE_BYTES, MAX_UPLOAD_BYTES, MAX_ZIP_BYTES, MAX_ZIP_MEMBERS,
                                   SAFE_NAME, UserError)
 
@@ -94,7 +95,7 @@ def safe_extract_zip(zip_path: Path, dest: Path, suffixes: tuple[str, ...]) -> l
 
 
 def zip_folder(folder: Path, out_zip: Path) -> Path:
-    tmp = out_zip.with_name(out_zip.name + ".partial")
+    tmp = temporary_path(out_zip)  # zipfile writes the archive itself: to the temporary name, then renamed
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(Path(folder).rglob("*")):
             if path.is_file():
