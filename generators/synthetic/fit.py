@@ -51,7 +51,6 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
 from generators import bases
 from generators.config import SavedConfig
@@ -64,9 +63,9 @@ from generators.diffusion_training import (
 )
 from generators.errors import UserError
 from generators.files import CHECKPOINT_FILE, atomic_save_tensors, atomic_write_json, sha256_file
-from generators.optim_state import load_optimizer, optimizer_tensors
 from generators.run import Run, as_run
 from generators.synthetic import extract as ex
+from generators.synthetic.checkpoint import load_checkpoint, save_checkpoint
 from generators.synthetic.lora import (
     CLASS_TOKENS_FILE,
     add_class_tokens,
@@ -78,7 +77,6 @@ from generators.synthetic.lora import (
 )
 
 CONFIG_FILE = "fit_config.json"
-OPTIMIZER_LAYOUT = "m.{state}.{param}"  # the checkpoint's names of Adam's moments: m.exp_avg.<parameter>
 RESULT_FILE = "fit.json"
 LORA_FILE = "pytorch_lora_weights.safetensors"
 CLASS_WORDS = ("plain", "learnt")
@@ -378,7 +376,7 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", run: R
     step = 0
     ckpt = work / CHECKPOINT_FILE
     if ckpt.is_file():
-        step = _load_checkpoint(ckpt, named, opt, gen, cfg, bank_hash)
+        step = load_checkpoint(ckpt, named, opt, gen, lambda saved: _training(saved) == _training(cfg.to_dict()), bank_hash)
         log(f"resuming the interrupted fit at step {step} of {cfg.steps}")
     result.resumed_from = step
     every = checkpoint_interval(cfg)
@@ -414,7 +412,7 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", run: R
         if step < cfg.steps and run.wants_preview(step):
             run.preview(step, *sample_previews(pipe, cfg, items, step))
         if step % every == 0 and step < cfg.steps:
-            _save_checkpoint(ckpt, named, opt, gen, step, cfg, bank_hash)
+            save_checkpoint(ckpt, named, opt, gen, step, cfg.to_dict(), bank_hash)
     pipe.unet.eval()
     for te in family.text_encoders(pipe):
         te.eval()
@@ -422,7 +420,7 @@ def fit(data_dir: Path, work: Path, cfg: FitConfig, device: str = "auto", run: R
     result.final_loss = loss.item() if step > result.resumed_from else float("nan")
     result.seconds = round(time.time() - start, 1)
     if result.stopped:
-        _save_checkpoint(ckpt, named, opt, gen, step, cfg, bank_hash)
+        save_checkpoint(ckpt, named, opt, gen, step, cfg.to_dict(), bank_hash)
         return result
     if class_embeddings:
         tokens = class_token_file(family, [class_token(c) for c in classes],
@@ -480,28 +478,3 @@ def _lr(cfg: FitConfig, step: int) -> float:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     span = max(1, cfg.steps - cfg.warmup_steps)
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - cfg.warmup_steps) / span)))
-
-
-def _save_checkpoint(path: Path, named, opt, gen, step: int, cfg: FitConfig, bank_hash: str) -> None:
-    """LoRA weights, Adam moments, the data RNG and the step: an exact resume point."""
-    tensors = {f"w.{name}": p for name, p in named}
-    tensors.update(optimizer_tensors(opt, dict(named), layout=OPTIMIZER_LAYOUT))
-    tensors["rng"] = gen.get_state()
-    atomic_save_tensors(tensors, path, metadata={"step": str(step), "config": json.dumps(cfg.to_dict()), "bank_sha256": bank_hash})
-
-
-def _load_checkpoint(path: Path, named, opt, gen, cfg: FitConfig, bank_hash: str) -> int:
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as fh:
-        meta = fh.metadata()
-    if _training(json.loads(meta["config"])) != _training(cfg.to_dict()) or meta.get("bank_sha256") != bank_hash:
-        raise UserError(f"{path} was written with other settings or another bank; start over (`studio synth fit "
-                        "--restart`, or \"Start over\" in the web app) to train from the start")
-    tensors = load_file(str(path))
-    with torch.no_grad():
-        for name, p in named:
-            p.copy_(tensors[f"w.{name}"])
-    load_optimizer(opt, dict(named), tensors, layout=OPTIMIZER_LAYOUT)
-    gen.set_state(tensors["rng"])
-    return int(meta["step"])
