@@ -197,21 +197,28 @@ class Museum:
         """The museum's index file: it exists once the museum's first task has started."""
         return Path(root) / INDEX
 
+    def checkpoint_metadata(self, name: str) -> dict | None:
+        """The metadata of style `name`'s interrupted task (step, config JSON, after_tasks), or None."""
+        from safetensors import safe_open
+
+        ckpt = self.work_dir(name) / CHECKPOINT_FILE
+        if not ckpt.is_file():
+            return None
+        with safe_open(str(ckpt), "pt") as fh:
+            return fh.metadata() or {}
+
     def interrupted(self) -> list[dict]:
         """[{name, step, steps}] of the tasks stopped mid-way whose checkpoint is still here (not a
         style already held: a kill between its commit and the clean-up leaves its work folder)."""
-        from safetensors import safe_open
-
         work, held, out = self.root / "work", {s.name for s in self.styles}, []
         for d in sorted(work.iterdir()) if work.is_dir() else []:
-            ckpt = d / CHECKPOINT_FILE
-            if d.name in held or not ckpt.is_file():
+            if d.name in held:
                 continue
             try:
-                with safe_open(str(ckpt), "pt") as fh:
-                    meta = fh.metadata() or {}
-                out.append({"name": d.name, "step": int(meta.get("step", 0)),
-                            "steps": json.loads(meta.get("config", "{}")).get("steps")})
+                meta = self.checkpoint_metadata(d.name)
+                if meta is not None:
+                    out.append({"name": d.name, "step": int(meta.get("step", 0)),
+                                "steps": json.loads(meta.get("config", "{}")).get("steps")})
             except Exception:  # noqa: BLE001 - a half-written checkpoint is simply not offered
                 continue
         return out

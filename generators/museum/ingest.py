@@ -90,14 +90,8 @@ def _next_version(museum: Museum, name: str) -> str:
 def _checkpoint_config(museum: Museum, name: str) -> tuple[MuseumConfig, int] | None:
     """(config, step) of a style's interrupted task, if its checkpoint continues the museum's
     latest task (a checkpoint from before other styles were learnt cannot resume)."""
-    from safetensors import safe_open
-
-    ckpt = museum.work_dir(name) / CHECKPOINT_FILE
-    if not ckpt.is_file():
-        return None
-    with safe_open(str(ckpt), "pt") as fh:
-        meta = fh.metadata()
-    if meta.get("after_tasks") != str(museum.n_tasks):
+    meta = museum.checkpoint_metadata(name)
+    if meta is None or meta.get("after_tasks") != str(museum.n_tasks):
         return None
     return MuseumConfig.from_dict(json.loads(meta["config"])), int(meta["step"])
 
