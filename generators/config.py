@@ -102,3 +102,13 @@ class SavedConfig:
     @classmethod
     def from_dict(cls, data: dict):
         return config_from_dict(cls, data, ignore_unknown=cls.IGNORE_UNKNOWN)
+
+
+def command_line() -> str:
+    """The command that is running, as a user would retype it ("studio ..." for the CLI): what a
+    trained asset's training_options.json records so it can be reproduced."""
+    import sys
+
+    if sys.argv and sys.argv[0].endswith("studio"):
+        return "studio " + " ".join(sys.argv[1:])
+    return " ".join(sys.argv)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from generators.config import command_line
 from generators.diffusion import resolve_device
 from generators.errors import UserError
 from generators.evaluator_sets import (
@@ -283,7 +283,7 @@ def train_evaluators(
         "torch": torch.__version__,
         "cpu_count": available_cpus(),
         "parameters": count_parameters(net),
-        "command": " ".join(sys.argv),
+        "command": command_line(),
         "world_seeds": {"train": base, "eval": EVAL_WORLD_SEED + 10 * seed},
     }
     (out_dir / OPTIONS_FILE).write_text(json.dumps(options, indent=2) + "\n")

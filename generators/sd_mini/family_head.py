@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from generators import miniworld
+from generators.config import command_line
 from generators.evaluators import EvaluatorConfig, EvaluatorNet, load_evaluator, save_evaluator
 from generators.run import Run, as_run
 from generators.sd_mini import style_family as sf
@@ -119,7 +120,7 @@ def train(out_dir, seconds: float, batch: int = 64, lr: float = 2e-3, seed: int 
             run.progress(reported, total, steps=step, loss=float(loss.detach()))
     acc = accuracy(net, n_eval)
     save_evaluator(net, out_dir)
-    options = {"seconds": seconds, "steps": step, "images_seen": step * batch, "batch": batch, "lr": lr, "seed": seed,
+    options = {"command": command_line(), "seconds": seconds, "steps": step, "images_seen": step * batch, "batch": batch, "lr": lr, "seed": seed,
                "images_seen_total": step * batch + sum(h["images_seen"] for h in history),
                "accuracy_on_fresh_renderings": acc, "history": history, "stopped_early": stopped}
     (Path(out_dir) / "training_options.json").write_text(json.dumps(options, indent=2) + "\n")

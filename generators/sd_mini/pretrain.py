@@ -19,7 +19,6 @@ import json
 import math
 import os
 import platform
-import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 from generators import miniworld
 from generators.diffusion import resolve_device
 from generators.diffusion_training import min_snr_weight
+from generators.config import command_line
 from generators.errors import UserError
 from generators.precision import autocast
 from generators.run import Run, as_run
@@ -367,7 +367,7 @@ def pretrain_base(
         ema_text.copy_to(text_out.parameters())
         tmp = save_pipeline(out_dir, copy.deepcopy(vae), text_out.eval(), tokenizer, unet_out.eval())
         options = {
-            "command": "studio " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("studio") else " ".join(sys.argv),
+            "command": command_line(),
             "config": asdict(cfg),
             "vae_seconds": vae_seconds,
             "unet_seconds": unet_seconds,
