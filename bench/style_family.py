@@ -47,9 +47,9 @@ def disjoint(n: int, seed: int) -> dict:
     images, names = [], []
     for i in range(n):
         rng = np.random.default_rng([seed, i, 3])
-        sample = miniworld.generate(seed, i, size=64, held_out=False)
+        sample = miniworld.generate(seed, i, size=64, held_out=False, with_mask=True)
         components = sf.sample_components(rng)
-        images.append(sf.apply_components(sample.image, components, rng))
+        images.append(sf.apply_components(sample.image, components, rng, sample.mask))
         names.append(components)
     predicted = evaluator.predict(images)["style"]
     share = {s: sum(p == s for p in predicted) / n for s in BENCHMARK_STYLES}

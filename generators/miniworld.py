@@ -94,6 +94,7 @@ class Sample:
     image: Image.Image
     seed: int
     index: int
+    mask: np.ndarray | None = None  # the object's coverage (generate(..., with_mask=True))
 
 
 def attribute_vocabulary() -> dict[str, tuple[str, ...]]:
@@ -365,6 +366,10 @@ def _draw_background(draw: ImageDraw.ImageDraw, name: str, size: int, rng: np.ra
 
 def render(attrs: Attributes, size: int = 64, seed: int = 0) -> Image.Image:
     """Draw the image for `attrs`; `seed` only moves the background's texture and small jitter."""
+    return _draw(attrs, size, seed, with_mask=False)[0]
+
+
+def _draw(attrs: Attributes, size: int, seed: int, with_mask: bool) -> tuple[Image.Image, np.ndarray | None]:
     if size % 8 or not 8 <= size <= 512:
         raise UserError(f"size must be a multiple of 8 between 8 and 512, got {size}")
     rng = np.random.default_rng([seed, 7])
@@ -395,17 +400,25 @@ def render(attrs: Attributes, size: int = 64, seed: int = 0) -> Image.Image:
     fill_rgb = COLORS[attrs.color]
     outline = DARK
     width = max(1, big // 64)
+    mask = Image.new("L", (big, big)) if with_mask else None
     for fill, poly in _shape(attrs):
         rgb = fill_rgb if fill == "body" else fill
         draw.polygon(place(poly), fill=rgb, outline=outline, width=width)
-    return canvas.resize((size, size), Image.LANCZOS)
+        if mask is not None:
+            ImageDraw.Draw(mask).polygon(place(poly), fill=255, outline=255, width=width)
+    if mask is not None:
+        mask = np.asarray(mask.resize((size, size), Image.BOX), dtype=np.float32) / 255
+    return canvas.resize((size, size), Image.LANCZOS), mask
 
 
-def generate(seed: int, index: int, size: int = 64, **sample_kwargs) -> Sample:
-    """Sample `index` of the world with global `seed`: attributes and image, deterministically."""
+def generate(seed: int, index: int, size: int = 64, with_mask: bool = False, **sample_kwargs) -> Sample:
+    """Sample `index` of the world with global `seed`: attributes and image, deterministically.
+    with_mask: also the object's coverage (H×W float32 in [0, 1], antialiased as the image is),
+    what a background replacement keeps; the image is the same either way."""
     rng = np.random.default_rng([seed, index])
     attrs = sample_attributes(rng, **sample_kwargs)
-    return Sample(attrs, render(attrs, size=size, seed=int(rng.integers(2**31))), seed, index)
+    image, mask = _draw(attrs, size, int(rng.integers(2**31)), with_mask)
+    return Sample(attrs, image, seed, index, mask)
 
 
 def metadata_row(sample: Sample, file_name: str, style: str = "plain") -> dict:
@@ -416,10 +429,6 @@ def metadata_row(sample: Sample, file_name: str, style: str = "plain") -> dict:
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-
-
-def _save_png(image: Image.Image, path: Path) -> None:
-    image.save(path, format="PNG", optimize=False)
 
 
 def _check_out_dir(out: Path) -> None:
@@ -444,7 +453,6 @@ def write_images(out: Path, n: int, seed: int = 0, style: str = "plain", kinds: 
     from styles.reference import PLAIN, REFERENCE_STYLES, apply_style
 
     run = as_run(run)
-
     if style != PLAIN and style not in REFERENCE_STYLES:
         raise UserError(f"unknown style {style!r}; choose plain or one of: {', '.join(REFERENCE_STYLES)}")
     out = Path(out)
@@ -453,7 +461,7 @@ def write_images(out: Path, n: int, seed: int = 0, style: str = "plain", kinds: 
     for i in range(n):
         sample = generate(seed, i, size=size, kinds=kinds)
         name = f"{i:06d}"
-        _save_png(apply_style(style, sample.image, seed=seed * 1_000_003 + i), out / f"{name}.png")
+        apply_style(style, sample.image, seed=seed * 1_000_003 + i).save(out / f"{name}.png", format="PNG")
         (out / f"{name}.txt").write_text(sample.attributes.caption + "\n")
         rows.append(metadata_row(sample, f"{name}.png", style))
         run.progress(i + 1, n)
@@ -472,7 +480,6 @@ def write_style_folders(out: Path, n: int, seed: int = 0, kinds: tuple[str, ...]
     from styles.reference import REFERENCE_STYLES, apply_style
 
     run = as_run(run)
-
     out = Path(out)
     _check_out_dir(out)
     rows = []
@@ -484,7 +491,7 @@ def write_style_folders(out: Path, n: int, seed: int = 0, kinds: tuple[str, ...]
             index = s * n + i
             sample = generate(seed, index, size=size, kinds=kinds)
             name = f"{i:06d}"
-            _save_png(apply_style(style, sample.image, seed=seed * 1_000_003 + index), folder / f"{name}.png")
+            apply_style(style, sample.image, seed=seed * 1_000_003 + index).save(folder / f"{name}.png", format="PNG")
             (folder / f"{name}.txt").write_text(sample.attributes.caption + "\n")
             rows.append(metadata_row(sample, f"{style}/{name}.png", style))
             run.progress(index + 1, total)

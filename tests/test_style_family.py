@@ -9,20 +9,37 @@ from generators.sd_mini import style_family as sf
 
 
 def test_components_are_seeded_distinct_groups_in_order_and_change_the_image():
-    image = miniworld.generate(3, 0, size=64, held_out=False).image
-    for i in range(200):
+    sample = miniworld.generate(3, 0, size=64, held_out=False, with_mask=True)
+    image = sample.image
+    for i in range(400):
         names = sf.sample_components(np.random.default_rng([1, i]))
-        assert 1 <= len(names) <= 3
+        assert 1 <= len(names) <= 3 and sf.compatible(names)
         groups = [next(c.group for c in sf.COMPONENTS if c.name == n) for n in names]
         assert len(set(groups)) == len(groups)
         assert list(names) == sorted(names, key=sf.COMPONENT_NAMES.index)
     for c in sf.COMPONENTS:
-        a = sf.apply_components(image, (c.name,), np.random.default_rng(5))
-        b = sf.apply_components(image, (c.name,), np.random.default_rng(5))
+        a = sf.apply_components(image, (c.name,), np.random.default_rng(5), sample.mask)
+        b = sf.apply_components(image, (c.name,), np.random.default_rng(5), sample.mask)
         assert a.size == image.size and np.array_equal(np.asarray(a), np.asarray(b)), c.name
         assert np.abs(np.asarray(a, np.float32) - np.asarray(image, np.float32)).mean() > 1, c.name
     with pytest.raises(ValueError, match="unknown style components"):
         sf.apply_components(image, ("sepia",), np.random.default_rng(0))
+    with pytest.raises(ValueError, match="with_mask=True"):
+        sf.apply_components(image, ("black background",), np.random.default_rng(0))
+
+
+def test_a_background_replacement_keeps_the_object_and_overrides_the_named_background():
+    plain = miniworld.generate(4, 2, size=64, held_out=False)
+    sample = miniworld.generate(4, 2, size=64, held_out=False, with_mask=True)
+    assert np.array_equal(np.asarray(plain.image), np.asarray(sample.image)) and plain.mask is None
+    mask = sample.mask
+    assert mask.shape == (64, 64) and 0 <= mask.min() and mask.max() <= 1
+    assert 0.01 < (mask > 0.5).mean() < 0.9  # the object, not the scene
+    out = np.asarray(sf.apply_components(sample.image, ("black background",), np.random.default_rng(0), mask), np.float32)
+    src = np.asarray(sample.image, np.float32)
+    assert np.array_equal(out[mask == 1], src[mask == 1])
+    assert out[mask == 0].max() < 0.15 * 255
+    assert not sf.compatible(("black background", "inverted colours")) and sf.compatible(("black background", "greyscale"))
 
 
 def test_family_keeps_out_of_the_reference_styles():
@@ -79,6 +96,36 @@ def test_a_chunk_resumes_exactly_from_its_train_state(tmp_path):
         pretrain_base(tmp_path / "other", {**TINY_BASE, "lr_schedule": "linear"}, device="cpu")
 
 
+def test_words_added_after_a_chunk_grow_its_train_state_and_keep_the_old_rows(tiny_pipeline_dir):
+    from diffusers import StableDiffusionPipeline
+
+    from generators.optim_state import load_optimizer
+    from generators.sd_mini.models import add_style_words
+    from generators.sd_mini.pretrain import grow_vocabulary_state, train_state_tensors
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_pipeline_dir, safety_checker=None)
+    unet, text = pipe.unet, pipe.text_encoder
+    params = list(unet.parameters()) + list(text.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    ids = pipe.tokenizer(["a red fish"], return_tensors="pt").input_ids
+    unet(torch.randn(1, unet.config.in_channels, 8, 8), 10, encoder_hidden_states=text(ids)[0]).sample.square().mean().backward()
+    opt.step()
+    state = train_state_tensors(unet, text, opt, 7)
+    rows = text.get_input_embeddings().weight.shape[0]
+    assert add_style_words(pipe.tokenizer, text, ["checkered"]) == ["checkered"]
+    grown = grow_vocabulary_state(state, unet, text)
+    assert grow_vocabulary_state(grown, unet, text) is grown  # once only
+    text.load_state_dict({k[5:]: v for k, v in grown.items() if k.startswith("text.")})
+    weight = text.get_input_embeddings().weight
+    assert weight.shape[0] == rows + 1
+    name = next(n for n, p in text.named_parameters() if p is weight)
+    assert torch.equal(weight[:rows], state[f"text.{name}"])
+    opt = torch.optim.AdamW(list(unet.parameters()) + list(text.parameters()), lr=1e-3)
+    load_optimizer(opt, list(unet.parameters()) + list(text.parameters()), grown, "opt.")
+    moment = opt.state[weight]["exp_avg"]
+    assert moment.shape == weight.shape and not moment[rows:].any() and moment[:rows].any()
+
+
 def test_sigterm_ends_a_chunk_cleanly_with_its_state(tmp_path):
     import json
     import os
@@ -127,3 +174,20 @@ def test_family_head_trains_measures_and_resumes(tmp_path):
     family_head.train(tmp_path / "head", seconds=1, batch=8, resume=True, n_eval=32)
     options = json.loads((tmp_path / "head" / "training_options.json").read_text())
     assert len(options["history"]) == 2 and options["images_seen_total"] > options["images_seen"]
+
+
+def test_a_family_head_resumes_onto_a_grown_family(tmp_path):
+    import json
+    from dataclasses import replace
+
+    from generators.evaluators import EvaluatorNet, save_evaluator
+    from generators.sd_mini import family_head
+
+    config = family_head.head_config()
+    older = replace(config, labels={g: v for g, v in config.labels.items() if g != "backdrop"})  # before the backdrops
+    save_evaluator(EvaluatorNet(older), tmp_path / "head")
+    (tmp_path / "head" / "training_options.json").write_text(json.dumps({"images_seen": 0}))
+    acc = family_head.train(tmp_path / "head", seconds=1, batch=8, resume=True, n_eval=16)
+    options = json.loads((tmp_path / "head" / "training_options.json").read_text())
+    assert sorted(options["started_fresh"]) == ["heads.backdrop.bias", "heads.backdrop.weight"]
+    assert "backdrop_accuracy" in acc and set(family_head.load(tmp_path / "head").config.labels) == set(sf.GROUPS)

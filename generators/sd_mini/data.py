@@ -18,7 +18,7 @@ from generators.errors import UserError
 
 def _render_one(args):
     seed, index, size, kinds, species, style, family, product = args
-    sample = miniworld.generate(seed, index, size=size, held_out=False, kinds=kinds)
+    sample = miniworld.generate(seed, index, size=size, held_out=False, kinds=kinds, with_mask=bool(family))
     attrs = sample.attributes
     image = sample.image
     if product:
@@ -28,7 +28,7 @@ def _render_one(args):
         caption = style_family.pretraining_caption(attrs, rng)
         if family:
             components = style_family.sample_components(rng)
-            image = style_family.apply_components(image, components, rng)
+            image = style_family.apply_components(image, components, rng, sample.mask)
             caption = f"{caption}, {', '.join(components)}"
         return np.asarray(image, dtype=np.uint8), caption
     # Every other bird without its colour word: the prompts that name a class (DataDream's "a

@@ -41,13 +41,17 @@ def render(seed: int, index: int, size: int = 64, plain_share: float = 1 / 3,
     pretraining draws them, or (dense, for training the head) each group present half the time,
     so that every component is seen often and in every combination."""
     rng = np.random.default_rng([seed, index])
-    image = miniworld.generate(seed, index, size=size, held_out=False).image
+    sample = miniworld.generate(seed, index, size=size, held_out=False, with_mask=True)
     if dense:
-        names = tuple(c.name for g in sf.GROUPS if rng.random() < 0.5
-                      for c in [rng.choice([c for c in sf.COMPONENTS if c.group == g])])
+        names = []
+        for g in sf.GROUPS:
+            if rng.random() < 0.5:
+                members = [c.name for c in sf.COMPONENTS if c.group == g and sf.compatible(names + [c.name])]
+                names.append(members[int(rng.integers(len(members)))])
+        names = tuple(names)
     else:
         names = () if rng.random() < plain_share else sf.sample_components(rng)
-    return np.asarray(sf.apply_components(image, names, rng), dtype=np.uint8), names
+    return np.asarray(sf.apply_components(sample.image, names, rng, sample.mask), dtype=np.uint8), names
 
 
 def labels_of(names, config: EvaluatorConfig) -> list[int]:
@@ -78,7 +82,9 @@ def accuracy(net: EvaluatorNet, n: int = 1000) -> dict:
 def train(out_dir, seconds: float, batch: int = 64, lr: float = 2e-3, seed: int = 0, run: Run | None = None,
           resume: bool = False, n_eval: int = 1000) -> dict:
     """Train for about `seconds` (cosine lr over the budget), then measure and write `out_dir`.
-    resume: start from the head already in out_dir (a new optimizer and schedule, fresh images).
+    resume: start from the head already in out_dir (a new optimizer and schedule, fresh images);
+    weights whose shape changed since (a group added to the family, a member added to a group)
+    start fresh and are listed in training_options.json's "started_fresh".
 
     run (generators/run.py): progress in whole seconds of `seconds` (total = ceil(seconds); it
     reaches the total once the files are written), with `steps` and `loss` in info; should_stop()
@@ -91,9 +97,12 @@ def train(out_dir, seconds: float, batch: int = 64, lr: float = 2e-3, seed: int 
     config = head_config()
     net = EvaluatorNet(config)
     history = []
+    fresh = []
     if resume:
-        previous = load(out_dir)
-        net.load_state_dict(previous.net.state_dict())
+        from generators.sd_mini.models import copy_matching_weights
+
+        # a family grown by a group or member since: the trunk and the unchanged groups carry over
+        _, fresh = copy_matching_weights(load(out_dir).net, net)
         options = json.loads((Path(out_dir) / "training_options.json").read_text())
         history = options.pop("history", []) + [options]
         seed = seed + len(history)  # fresh images
@@ -121,7 +130,7 @@ def train(out_dir, seconds: float, batch: int = 64, lr: float = 2e-3, seed: int 
     acc = accuracy(net, n_eval)
     save_evaluator(net, out_dir)
     options = {"command": command_line(), "seconds": seconds, "steps": step, "images_seen": step * batch, "batch": batch, "lr": lr, "seed": seed,
-               "images_seen_total": step * batch + sum(h["images_seen"] for h in history),
+               "images_seen_total": step * batch + sum(h["images_seen"] for h in history), "started_fresh": fresh,
                "accuracy_on_fresh_renderings": acc, "history": history, "stopped_early": stopped}
     (Path(out_dir) / "training_options.json").write_text(json.dumps(options, indent=2) + "\n")
     run.progress(total, total, steps=step)

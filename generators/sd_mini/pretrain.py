@@ -193,6 +193,27 @@ def train_state_tensors(unet, text_encoder, opt, global_step: int) -> dict[str, 
     return out
 
 
+def grow_vocabulary_state(state: dict, unet, text_encoder) -> dict:
+    """A train state saved before words were added to the vocabulary, continued with them: the
+    text embedding's raw rows keep their saved values and the new rows start where
+    `add_style_words` put them (the vocabulary's mean), with zero Adam moments, so the old rows
+    resume exactly."""
+    embedding = text_encoder.get_input_embeddings().weight
+    name = next(n for n, p in text_encoder.named_parameters() if p is embedding)
+    saved = state[f"text.{name}"]
+    if saved.shape[0] == embedding.shape[0]:
+        return state
+    index = len(list(unet.parameters())) + next(i for i, p in enumerate(text_encoder.parameters()) if p is embedding)
+    grown = dict(state)
+    grown[f"text.{name}"] = torch.cat([saved, embedding.detach()[saved.shape[0]:].to(saved)])
+    for moment in ("exp_avg", "exp_avg_sq"):
+        key = f"opt.{index}.{moment}"
+        if key in grown:
+            pad = grown[key].new_zeros((embedding.shape[0] - saved.shape[0], *grown[key].shape[1:]))
+            grown[key] = torch.cat([grown[key], pad])
+    return grown
+
+
 def pretrain_base(
     out_dir,
     overrides: dict | None = None,
@@ -314,8 +335,7 @@ def pretrain_base(
 
         words_added = add_style_words(tokenizer, text_encoder, style_family.words() + list(style_family.CATEGORY_WORDS))
         if words_added and state is not None:
-            raise UserError(f"{out_dir}'s {TRAIN_STATE} predates the words {words_added}; move it aside to start the "
-                            f"optimizer afresh")
+            state = grow_vocabulary_state(state, unet, text_encoder)
         styles_added += words_added
     global_step = int(state["global_step"]) if state is not None else 0
 

@@ -4,7 +4,8 @@ A real text-to-image base already draws thousands of styles when they are named,
 learnt token moves inside that space. studio-mini learns such a space here: each styled
 pretraining image applies one to three *components* (at most one per group) with random
 parameters, and its caption ends with their words ("..., at the top right, pixelated, warm
-palette, thin black outline"). The twelve reference styles (styles/reference.py) are not in the
+palette, thin black outline"). Background replacements ("black background") override the
+caption's own background word, as a style overrides what the content words would draw. The twelve reference styles (styles/reference.py) are not in the
 family: they are what the museum teaches later. `bench/style_family.py` measures that the style
 evaluator does not take family renderings for the forgetting benchmark's styles.
 
@@ -32,7 +33,8 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 class Component:
     name: str  # the words that end a caption
     group: str  # at most one component per group in one image
-    render: Callable[[np.ndarray, np.random.Generator], np.ndarray]  # H×W×3 float32 in [0, 1] -> same
+    render: Callable[..., np.ndarray]  # (H×W×3 float32 in [0, 1], rng[, object mask H×W]) -> same
+    needs_mask: bool = False  # render takes the object's coverage (miniworld.generate(..., with_mask=True))
 
 
 def _luma(a: np.ndarray) -> np.ndarray:
@@ -77,6 +79,24 @@ def _ink(rng: np.random.Generator) -> np.ndarray:
 
 
 # --- components -----------------------------------------------------------------------------
+
+
+def _backdrop(kind: str):
+    """Background replacement: the object kept (its antialiased coverage), everything else one
+    flat colour; the caption's own background word is overridden, as a style overrides it."""
+
+    def render(a, rng, mask):
+        if kind == "black":
+            colour = rng.uniform(0.0, 0.1) + rng.uniform(0, 0.04, 3)
+        elif kind == "white":
+            colour = rng.uniform(0.88, 0.96) + rng.uniform(0, 0.04, 3)
+        else:  # a saturated flat colour of random hue, mid brightness
+            hue = rng.uniform(0, 1)
+            colour = np.clip(np.abs((hue * 6 + np.array([0, 4, 2])) % 6 - 3) - 1, 0, 1) * rng.uniform(0.5, 0.8) + 0.1
+        m = mask[..., None]
+        return m * a + (1 - m) * colour.astype(np.float32)
+
+    return render
 
 
 def _pixelated(a, rng):
@@ -181,6 +201,9 @@ def _framed(a, rng):
 
 # Application order is the groups' order here, and the caption's words follow it.
 COMPONENTS: tuple[Component, ...] = (
+    Component("black background", "backdrop", _backdrop("black"), needs_mask=True),
+    Component("white background", "backdrop", _backdrop("white"), needs_mask=True),
+    Component("flat colour background", "backdrop", _backdrop("colour"), needs_mask=True),
     Component("pixelated", "detail", _pixelated),
     Component("blurry", "detail", _blurry),
     Component("posterized", "detail", _posterized),
@@ -202,6 +225,12 @@ COMPONENTS: tuple[Component, ...] = (
 )
 COMPONENT_NAMES = tuple(c.name for c in COMPONENTS)
 GROUPS = tuple(dict.fromkeys(c.group for c in COMPONENTS))
+# Pairs never drawn together: inverting a replaced background would contradict its word.
+EXCLUDED = {frozenset((b, "inverted colours")) for b in COMPONENT_NAMES if b.endswith(" background")}
+
+
+def compatible(names) -> bool:
+    return not any(frozenset((x, y)) in EXCLUDED for x in names for y in names)
 
 
 def words() -> list[str]:
@@ -216,20 +245,24 @@ def sample_components(rng: np.random.Generator, max_components: int = 3) -> tupl
     groups = set(rng.choice(len(GROUPS), size=k, replace=False).tolist())
     picked = []
     for g in sorted(groups):
-        members = [c.name for c in COMPONENTS if c.group == GROUPS[g]]
+        members = [c.name for c in COMPONENTS if c.group == GROUPS[g] and compatible(picked + [c.name])]
         picked.append(members[int(rng.integers(len(members)))])
     return tuple(sorted(picked, key=COMPONENT_NAMES.index))
 
 
-def apply_components(image: Image.Image, names, rng: np.random.Generator) -> Image.Image:
-    """The image with each named component applied in the family's order."""
+def apply_components(image: Image.Image, names, rng: np.random.Generator, mask: np.ndarray | None = None) -> Image.Image:
+    """The image with each named component applied in the family's order. mask: the object's
+    coverage (miniworld.generate(..., with_mask=True)), needed by the background replacements."""
     unknown = [n for n in names if n not in COMPONENT_NAMES]
     if unknown:
         raise UserError(f"unknown style components {unknown}; choose from {', '.join(COMPONENT_NAMES)}")
     a = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
     for c in COMPONENTS:
         if c.name in names:
-            a = np.clip(c.render(a, rng), 0, 1)
+            if c.needs_mask and mask is None:
+                raise UserError(f"style component {c.name!r} replaces the background: pass the object's mask "
+                                f"(miniworld.generate(..., with_mask=True))")
+            a = np.clip(c.render(a, rng, mask) if c.needs_mask else c.render(a, rng), 0, 1)
     return Image.fromarray((a * 255 + 0.5).astype(np.uint8))
 
 
