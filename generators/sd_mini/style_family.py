@@ -5,15 +5,17 @@ learnt token moves inside that space. studio-mini learns such a space here: each
 pretraining image applies one to three *components* (at most one per group) with random
 parameters, and its caption ends with their words ("..., at the top right, pixelated, warm
 palette, thin black outline"). Background replacements ("black background") override the
-caption's own background word, as a style overrides what the content words would draw. The twelve reference styles (styles/reference.py) are not in the
-family: they are what the museum teaches later. `bench/style_family.py` measures that the style
-evaluator does not take family renderings for the forgetting benchmark's styles.
+caption's own background word, as a style overrides what the content words would draw. The
+twelve reference styles (styles/reference.py) are not in the family: they are what the museum
+teaches later. `bench/style_family.py` measures that the style evaluator does not take family
+renderings for the forgetting benchmark's styles.
 
 Pretraining captions also take the prompt forms the product itself writes (`pretraining_caption`):
 with and without the colour word, with a category word ("picture", "object"), birds named by
 subclass, BOB's template and DataDream's short form.
 
-Everything is a pure function of (image, rng): numpy + PIL, a few milliseconds per 64 px image.
+Everything is a pure function of (image, rng[, the object's mask]): numpy + PIL, a few
+milliseconds per 64 px image.
 """
 
 from __future__ import annotations
