@@ -36,11 +36,6 @@ class MiniBaseConfig(SavedConfig):
     # its posterior means (in the UNet's scaled units) near where they were, so the UNet trained on
     # them stays close to valid while the autoencoder learns what it could not reconstruct.
     vae_anchor: float = 1.0
-    # Weight of a texture term in the autoencoder's loss: the Gram matrices of a fixed random
-    # convolutional network's features (texture statistics, position-free) of the reconstruction
-    # against the input's. MSE + L1 alone answer a texture they cannot place pixel-exactly (grain,
-    # dots, thin lines) with its local mean, i.e. flat; this term asks the decoder to draw one.
-    vae_texture: float = 0.0
     unet_batch: int = 32
     unet_lr: float = 5e-4
     min_snr_gamma: float = 5.0  # Min-SNR loss weighting (Hang et al. 2023): faster convergence

@@ -65,40 +65,6 @@ def _set_lr(opt, base_lr: float, factor: float) -> None:
         group["lr"] = base_lr * factor
 
 
-class TextureStatistics(torch.nn.Module):
-    """Gram matrices of a fixed, randomly initialised three-layer conv net (full, 1/2 and 1/4
-    resolution): texture statistics without a trained network (random shallow networks suffice for
-    texture synthesis; Ustyuzhaninov et al., ICLR 2017), so no evaluator leaks into training."""
-
-    def __init__(self, seed: int = 0, widths=(32, 64, 128)):
-        super().__init__()
-        gen = torch.Generator().manual_seed(seed)
-        layers, c = [], 3
-        for i, w in enumerate(widths):
-            conv = torch.nn.Conv2d(c, w, 3, stride=1 if i == 0 else 2, padding=1)
-            torch.nn.init.kaiming_normal_(conv.weight, generator=gen)
-            torch.nn.init.zeros_(conv.bias)
-            layers.append(conv)
-            c = w
-        self.layers = torch.nn.ModuleList(layers)
-        self.requires_grad_(False)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        grams = []
-        for conv in self.layers:
-            x = F.relu(conv(x))
-            f = x.flatten(2)
-            grams.append(f @ f.transpose(1, 2) / f.shape[-1])
-        return grams
-
-    def loss(self, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Mean over layers of the Gram matrices' squared error, relative to the target's size."""
-        with torch.no_grad():
-            wanted = self(target)
-        return sum(F.mse_loss(g, w) / w.square().mean().clamp_min(1e-8)
-                   for g, w in zip(self(reconstruction), wanted)) / len(wanted)
-
-
 def train_vae(vae, images: torch.Tensor, cfg: MiniBaseConfig, seconds: float, device, precision, log, should_stop,
               decoder_only: bool = False, anchor: float = 0.0):
     """Stage 1. images: uint8 N×3×H×W on `device`.
@@ -113,7 +79,6 @@ def train_vae(vae, images: torch.Tensor, cfg: MiniBaseConfig, seconds: float, de
     if anchor > 0 and not decoder_only:
         reference = copy.deepcopy(vae).to(device).eval().requires_grad_(False)
         scaling = float(vae.config.scaling_factor)
-    texture = TextureStatistics().to(device) if cfg.vae_texture > 0 else None
     vae.train().to(device)
     vae.encoder.requires_grad_(not decoder_only)
     vae.quant_conv.requires_grad_(not decoder_only)
@@ -134,9 +99,6 @@ def train_vae(vae, images: torch.Tensor, cfg: MiniBaseConfig, seconds: float, de
         loss_rec = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
         kl = posterior.kl().mean() / (x.shape[1] * x.shape[2] * x.shape[3])
         loss = loss_rec + (0.0 if decoder_only else 1e-6) * kl
-        loss_texture = texture.loss(rec, x) if texture is not None else None
-        if loss_texture is not None:
-            loss = loss + cfg.vae_texture * loss_texture
         if reference is not None:
             with torch.no_grad():
                 before = reference.encode(x).latent_dist.mean
@@ -148,9 +110,7 @@ def train_vae(vae, images: torch.Tensor, cfg: MiniBaseConfig, seconds: float, de
         opt.step()
         step += 1
         if step % 100 == 0:
-            extra = {"texture": round(loss_texture.item(), 5)} if loss_texture is not None else {}
-            log(stage="decoder" if decoder_only else "vae", step=step, loss=loss_rec.item(), **extra,
-                seconds=round(time.time() - start, 1))
+            log(stage="decoder" if decoder_only else "vae", step=step, loss=loss_rec.item(), seconds=round(time.time() - start, 1))
     vae.requires_grad_(False)
     vae.eval()
     return step
