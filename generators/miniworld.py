@@ -401,14 +401,14 @@ def _draw(attrs: Attributes, size: int, seed: int, with_mask: bool) -> tuple[Ima
     outline = DARK
     width = max(1, big // 64)
     mask = Image.new("L", (big, big)) if with_mask else None
+    mask_draw = ImageDraw.Draw(mask) if mask is not None else None
     for fill, poly in _shape(attrs):
         rgb = fill_rgb if fill == "body" else fill
         draw.polygon(place(poly), fill=rgb, outline=outline, width=width)
-        if mask is not None:
-            ImageDraw.Draw(mask).polygon(place(poly), fill=255, outline=255, width=width)
-    if mask is not None:
-        mask = np.asarray(mask.resize((size, size), Image.BOX), dtype=np.float32) / 255
-    return canvas.resize((size, size), Image.LANCZOS), mask
+        if mask_draw is not None:
+            mask_draw.polygon(place(poly), fill=255, outline=255, width=width)
+    coverage = None if mask is None else np.asarray(mask.resize((size, size), Image.BOX), dtype=np.float32) / 255
+    return canvas.resize((size, size), Image.LANCZOS), coverage
 
 
 def generate(seed: int, index: int, size: int = 64, with_mask: bool = False, **sample_kwargs) -> Sample:

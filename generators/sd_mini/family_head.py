@@ -46,8 +46,7 @@ def render(seed: int, index: int, size: int = 64, plain_share: float = 1 / 3,
         names = []
         for g in sf.GROUPS:
             if rng.random() < 0.5:
-                members = [c.name for c in sf.COMPONENTS if c.group == g and sf.compatible(names + [c.name])]
-                names.append(members[int(rng.integers(len(members)))])
+                names.append(sf.draw_member(g, names, rng))
         names = tuple(names)
     else:
         names = () if rng.random() < plain_share else sf.sample_components(rng)

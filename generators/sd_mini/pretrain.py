@@ -119,6 +119,11 @@ def train_vae(vae, images: torch.Tensor, cfg: MiniBaseConfig, seconds: float, de
 TRAIN_STATE = "train_state.safetensors"  # beside the pipeline: what an exact resume needs
 
 
+def trained_parameters(unet, text_encoder) -> list[torch.nn.Parameter]:
+    """The UNet stage's parameters in the optimizer's order: its saved moments are keyed by position here."""
+    return list(unet.parameters()) + list(text_encoder.parameters())
+
+
 def train_unet(unet, text_encoder, tokenizer, means, stds, captions, cfg, seconds, device, precision, log, should_stop, scaling,
                on_checkpoint=None, state: dict | None = None):
     """Stage 2: joint UNet + text encoder training on cached latents; returns steps and EMAs.
@@ -129,7 +134,7 @@ def train_unet(unet, text_encoder, tokenizer, means, stds, captions, cfg, second
     the run continues it exactly, with the EMA started from the saved (EMA) pipeline weights."""
     unet.train().to(device)
     text_encoder.train().to(device)
-    params = list(unet.parameters()) + list(text_encoder.parameters())
+    params = trained_parameters(unet, text_encoder)
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
     # the EMA starts from the weights as loaded: a resumed chunk's saved (EMA) pipeline
     ema_unet, ema_text = ema_of(unet, cfg.ema_decay), ema_of(text_encoder, cfg.ema_decay)
@@ -185,7 +190,7 @@ def train_state_tensors(unet, text_encoder, opt, global_step: int) -> dict[str, 
     """Raw (non-EMA) weights, AdamW moments and the global step: an exact resume's state."""
     from generators.optim_state import optimizer_tensors
 
-    params = list(unet.parameters()) + list(text_encoder.parameters())
+    params = trained_parameters(unet, text_encoder)
     out = {f"unet.{k}": v.detach().to("cpu").contiguous() for k, v in unet.state_dict().items()}
     out.update({f"text.{k}": v.detach().to("cpu").contiguous() for k, v in text_encoder.state_dict().items()})
     out.update(optimizer_tensors(opt, params, "opt."))
@@ -203,7 +208,7 @@ def grow_vocabulary_state(state: dict, unet, text_encoder) -> dict:
     saved = state[f"text.{name}"]
     if saved.shape[0] == embedding.shape[0]:
         return state
-    index = len(list(unet.parameters())) + next(i for i, p in enumerate(text_encoder.parameters()) if p is embedding)
+    index = next(i for i, p in enumerate(trained_parameters(unet, text_encoder)) if p is embedding)
     grown = dict(state)
     grown[f"text.{name}"] = torch.cat([saved, embedding.detach()[saved.shape[0]:].to(saved)])
     for moment in ("exp_avg", "exp_avg_sq"):

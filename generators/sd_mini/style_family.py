@@ -247,9 +247,14 @@ def sample_components(rng: np.random.Generator, max_components: int = 3) -> tupl
     groups = set(rng.choice(len(GROUPS), size=k, replace=False).tolist())
     picked = []
     for g in sorted(groups):
-        members = [c.name for c in COMPONENTS if c.group == GROUPS[g] and compatible(picked + [c.name])]
-        picked.append(members[int(rng.integers(len(members)))])
+        picked.append(draw_member(GROUPS[g], picked, rng))
     return tuple(sorted(picked, key=COMPONENT_NAMES.index))
+
+
+def draw_member(group: str, picked, rng: np.random.Generator) -> str:
+    """One member of `group`, uniformly among those `compatible` with the components already picked."""
+    members = [c.name for c in COMPONENTS if c.group == group and compatible([*picked, c.name])]
+    return members[int(rng.integers(len(members)))]
 
 
 def apply_components(image: Image.Image, names, rng: np.random.Generator, mask: np.ndarray | None = None) -> Image.Image:
