@@ -287,3 +287,42 @@ def test_pooled_text_pathway_starts_silent_and_upgrades_a_saved_base(tmp_path):
     assert again["config"]["unet_pooled_text"] and again["warm_start"] is None  # a plain resume keeps the pathway
     with pytest.raises(ValueError, match="--no-pooled-text"):
         pretrain_base(base, {"unet_pooled_text": False}, unet_seconds=1, device="cpu", workers=1, resume=True)
+
+
+def test_detail_energy_is_phase_free():
+    import torch
+
+    from generators.sd_mini.pretrain import detail_loss
+
+    g = torch.Generator().manual_seed(0)
+    flat = torch.zeros(2, 3, 64, 64)
+    grain, other_grain = ((torch.rand(2, 3, 64, 64, generator=g) - 0.5) * 0.6 for _ in range(2))
+    assert detail_loss(grain, grain) == 0
+    # Another draw of the same grain scores five times better than its local mean (flat); MSE would
+    # rank the flat image first.
+    assert detail_loss(other_grain, grain) < 0.3 * detail_loss(flat, grain)
+    assert torch.nn.functional.mse_loss(flat, grain) < torch.nn.functional.mse_loss(other_grain, grain)
+
+
+def test_texture_terms_train_the_autoencoder(monkeypatch):
+    import torch
+
+    from generators.sd_mini import pretrain
+    from generators.sd_mini.config import MiniBaseConfig
+    from generators.sd_mini.models import build_vae
+
+    assert pretrain.PatchDiscriminator()(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 16, 16)
+    monkeypatch.setattr(pretrain, "DISCRIMINATOR_HEAD_START", 1)
+    cfg = MiniBaseConfig(**{**TINY_BASE, "vae_adversarial": 0.5, "vae_detail": 1.0})
+    torch.manual_seed(0)
+    vae = build_vae(cfg)
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    images = (torch.rand(8, 3, 32, 32) * 255).to(torch.uint8)
+    logged = []
+    steps = pretrain.train_vae(vae, images, cfg, 3.0, torch.device("cpu"), "fp32", lambda **kw: logged.append(kw),
+                               lambda: False, decoder_only=True)
+    assert steps > 1
+    after = vae.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("encoder."))  # decoder alone
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    assert all(torch.isfinite(v).all() for v in after.values())
