@@ -304,22 +304,19 @@ def test_detail_energy_is_phase_free():
     assert torch.nn.functional.mse_loss(flat, grain) < torch.nn.functional.mse_loss(other_grain, grain)
 
 
-def test_texture_terms_train_the_autoencoder(monkeypatch):
+def test_detail_term_trains_the_decoder():
     import torch
 
     from generators.sd_mini import pretrain
     from generators.sd_mini.config import MiniBaseConfig
     from generators.sd_mini.models import build_vae
 
-    assert pretrain.PatchDiscriminator()(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 16, 16)
-    monkeypatch.setattr(pretrain, "DISCRIMINATOR_HEAD_START", 1)
-    cfg = MiniBaseConfig(**{**TINY_BASE, "vae_adversarial": 0.5, "vae_detail": 1.0})
+    cfg = MiniBaseConfig(**{**TINY_BASE, "vae_detail": 1.0})
     torch.manual_seed(0)
     vae = build_vae(cfg)
     before = {k: v.clone() for k, v in vae.state_dict().items()}
     images = (torch.rand(8, 3, 32, 32) * 255).to(torch.uint8)
-    logged = []
-    steps = pretrain.train_vae(vae, images, cfg, 3.0, torch.device("cpu"), "fp32", lambda **kw: logged.append(kw),
+    steps = pretrain.train_vae(vae, images, cfg, 2.0, torch.device("cpu"), "fp32", lambda **kw: None,
                                lambda: False, decoder_only=True)
     assert steps > 1
     after = vae.state_dict()

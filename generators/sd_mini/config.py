@@ -36,13 +36,10 @@ class MiniBaseConfig(SavedConfig):
     # its posterior means (in the UNet's scaled units) near where they were, so the UNet trained on
     # them stays close to valid while the autoencoder learns what it could not reconstruct.
     vae_anchor: float = 1.0
-    # Terms that make the decoder *draw* fine texture (grain, dots, thin lines) where MSE + L1 alone
-    # return its local mean: vae_detail weighs a match of local high-frequency energy (phase-free, so
-    # incompressible grain can be met); vae_adversarial a patch discriminator (hinge), balanced
-    # against the reconstruction by the gradient-norm ratio at the decoder's last layer (VQGAN, Esser
-    # et al. 2021, eq. 7). Both 0: the plain autoencoder.
+    # Weight of a match of local high-frequency energy between reconstruction and input (phase-free,
+    # so grain it cannot place pixel-exact can still be drawn where MSE + L1 alone return its local
+    # mean; docs/lab/2026-12-notebook.md, chunk 5). 0: the plain autoencoder.
     vae_detail: float = 0.0
-    vae_adversarial: float = 0.0
     unet_batch: int = 32
     unet_lr: float = 5e-4
     min_snr_gamma: float = 5.0  # Min-SNR loss weighting (Hang et al. 2023): faster convergence

@@ -4,7 +4,8 @@ Two stages, each time-budgeted (`--vae-seconds`, `--unet-seconds`):
 1. AutoencoderKL on plain mini-world images plus generic textures (gratings, grain,
    posterization: never the reference styles), so that it can later encode styles the
    UNet has never seen. MSE + L1 reconstruction, tiny KL (as SD's first stage, without
-   the GAN and LPIPS terms). The latent scaling factor is measured, as in SD.
+   the GAN and LPIPS terms; cfg.vae_detail adds a phase-free match of local high-frequency
+   energy in their place). The latent scaling factor is measured, as in SD.
 2. UNet2DConditionModel and CLIPTextModel from scratch on cached latents of plain
    images with their captions (10 % empty captions for classifier-free guidance), DDPM
    epsilon objective, EMA weights saved.
@@ -77,30 +78,8 @@ def local_detail(x: torch.Tensor) -> list[torch.Tensor]:
 
 
 def detail_loss(rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """L1 between the local_detail levels of reconstruction and input (cfg.vae_detail weighs it)."""
     return sum(F.l1_loss(a, b) for a, b in zip(local_detail(rec), local_detail(x)))
-
-
-DISCRIMINATOR_HEAD_START = 50  # steps the discriminator learns alone before the decoder is asked to fool it
-
-
-class PatchDiscriminator(torch.nn.Sequential):
-    """PatchGAN (Isola et al. 2017) with a 26-pixel receptive field: one real/fake logit per 4×4
-    block of a 64×64 image, so it judges local texture, not layout."""
-
-    def __init__(self, width: int = 32):
-        n = torch.nn
-        super().__init__(
-            n.Conv2d(3, width, 4, 2, 1), n.LeakyReLU(0.2),
-            n.Conv2d(width, 2 * width, 4, 2, 1), n.GroupNorm(8, 2 * width), n.LeakyReLU(0.2),
-            n.Conv2d(2 * width, 2 * width, 3, 1, 1), n.GroupNorm(8, 2 * width), n.LeakyReLU(0.2),
-            n.Conv2d(2 * width, 1, 3, 1, 1))
-
-
-def adaptive_weight(loss_rec: torch.Tensor, loss_adv: torch.Tensor, last_layer: torch.Tensor) -> torch.Tensor:
-    """VQGAN's balance (Esser et al. 2021, eq. 7): ‖∇L_rec‖ / ‖∇L_adv‖ at the decoder's last layer."""
-    g_rec = torch.autograd.grad(loss_rec, last_layer, retain_graph=True)[0]
-    g_adv = torch.autograd.grad(loss_adv, last_layer, retain_graph=True)[0]
-    return (g_rec.norm() / (g_adv.norm() + 1e-4)).clamp(0, 1e4).detach()
 
 
 def train_vae(vae, images: torch.Tensor, cfg: MiniBaseConfig, seconds: float, device, precision, log, should_stop,
@@ -123,9 +102,6 @@ def train_vae(vae, images: torch.Tensor, cfg: MiniBaseConfig, seconds: float, de
     params = [p for p in vae.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.vae_lr, weight_decay=0.0)
     gen = torch.Generator(device).manual_seed(cfg.data_seed)
-    if cfg.vae_adversarial > 0:  # fresh each stage: it only has to tell this decoder's texture from real
-        disc = PatchDiscriminator().to(device)
-        disc_opt = torch.optim.Adam(disc.parameters(), lr=2e-4, betas=(0.5, 0.9))
     start, step = time.time(), 0
     while time.time() - start < seconds and not should_stop():
         idx = torch.randint(0, images.shape[0], (cfg.vae_batch,), generator=gen, device=device)
@@ -142,12 +118,6 @@ def train_vae(vae, images: torch.Tensor, cfg: MiniBaseConfig, seconds: float, de
         loss = loss_rec + (0.0 if decoder_only else 1e-6) * kl
         if cfg.vae_detail > 0:
             loss = loss + cfg.vae_detail * detail_loss(rec, x)
-        if cfg.vae_adversarial > 0:
-            if step >= DISCRIMINATOR_HEAD_START:  # hinge loss, the decoder's side
-                disc.requires_grad_(False)
-                loss_adv = -disc(rec).mean()
-                loss = loss + cfg.vae_adversarial * adaptive_weight(loss_rec, loss_adv, vae.decoder.conv_out.weight) * loss_adv
-                disc.requires_grad_(True)
         if reference is not None:
             with torch.no_grad():
                 before = reference.encode(x).latent_dist.mean
@@ -157,11 +127,6 @@ def train_vae(vae, images: torch.Tensor, cfg: MiniBaseConfig, seconds: float, de
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         _set_lr(opt, cfg.vae_lr, lr_factor(step, 200, (time.time() - start) / seconds))
         opt.step()
-        if cfg.vae_adversarial > 0:  # after the decoder's step: its graph went through these weights
-            loss_disc = F.relu(1 - disc(x)).mean() + F.relu(1 + disc(rec.detach())).mean()
-            disc_opt.zero_grad(set_to_none=True)
-            loss_disc.backward()
-            disc_opt.step()
         step += 1
         if step % 100 == 0:
             log(stage="decoder" if decoder_only else "vae", step=step, loss=loss_rec.item(), seconds=round(time.time() - start, 1))
