@@ -164,7 +164,7 @@ def score(museum: Museum | None, styles_so_far, prompts, evaluator, args):
 def base_fingerprint(base) -> str:
     """What identifies a base's weights: a local folder's file sizes and mtimes (a retrained base
     changes it), else the hub id."""
-    path = diffusion.DEFAULT_BASE if base is None else Path(base)
+    path = Path(diffusion.base_path(base))
     if not path.is_dir():
         return str(base)
     files = sorted((str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in path.rglob("*") if f.is_file())

@@ -76,7 +76,7 @@ from bench.synthetic_protocols import (  # noqa: E402
     render_real,
     write_class_folders,
 )
-from generators import miniworld  # noqa: E402
+from generators import diffusion, miniworld  # noqa: E402
 from generators.evaluators import load_evaluator  # noqa: E402
 from generators.synthetic import export as exp  # noqa: E402
 from generators.synthetic import fit as ft  # noqa: E402
@@ -157,7 +157,7 @@ def write_report(args, results, timings, classes, dev_name, base, start, real_fi
     report = {
         "benchmark": "synthetic (BOB vs DataDream vs real only), mini-world bird subclasses",
         "command": " ".join(sys.argv),
-        "quick": args.quick, "device": dev_name, "base": base or "studio-mini", "classes": classes,
+        "quick": args.quick, "device": dev_name, "base": diffusion.base_name(base), "classes": classes,
         "shots": args.shots, "seeds": args.seeds, "per_class": args.per_class, "fit_steps": args.fit_steps,
         "sample_steps": args.sample_steps, "guidance": args.guidance, "lambdas": args.lambdas,
         "classifier": classifier_info(args),

@@ -9,15 +9,38 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-DEFAULT_BASE = Path(__file__).resolve().parents[1] / "assets" / "studio-mini"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+# The embedded bases, trained here on the mini world, by name. A museum or a fit records its base's
+# name, so one made on an earlier default keeps loading (and asking for) the base it was made on.
+EMBEDDED = {"studio-mini-2": ASSETS / "studio-mini-2", "studio-mini": ASSETS / "studio-mini"}
+DEFAULT_NAME = "studio-mini-2"
+DEFAULT_BASE = EMBEDDED[DEFAULT_NAME]
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def base_path(base: str | Path | None) -> str | Path:
+    """Where `base` is: an embedded base's folder for its name (None: the default's), else `base` as
+    given (a folder, a single file or a hub id). A local folder named like an embedded base is
+    reached as ./NAME."""
+    if base is None:
+        return DEFAULT_BASE
+    return EMBEDDED.get(str(base), base)
+
+
+def base_name(base: str | Path | None) -> str:
+    """A stable name for a base: an embedded base's name (None: the default's), else the path or hub id."""
+    path = Path(base_path(base)).resolve()
+    for name, folder in EMBEDDED.items():
+        if path == folder.resolve():
+            return name
+    return str(base)
 
 
 def base_source(base: str | Path | None) -> str:
     """'folder' (a diffusers pipeline folder), 'file' (a single-file SD 1.x/2.x or SDXL .safetensors
     checkpoint with its config folder, generators/bases.py) or 'hub' (a hub id); anything else
     raises FileNotFoundError with one line that says what to pass instead."""
-    source = DEFAULT_BASE if base is None else base
+    source = base_path(base)
     path = Path(source)
     if path.is_file():
         from generators.bases import family_of_file, single_file_config

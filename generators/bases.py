@@ -250,13 +250,11 @@ def single_file_config(path: Path) -> Path:
 
 
 def family_of(base) -> str | None:
-    """The family of a base name as Studio stores it: None / 'studio-mini' (the embedded base),
-    a folder, a single file; None when it cannot be told without loading (a hub id)."""
-    from generators.base_source import DEFAULT_BASE
+    """The family of a base name as Studio stores it: None or an embedded base's name, a folder, a
+    single file; None when it cannot be told without loading (a hub id)."""
+    from generators.base_source import base_path
 
-    if base is None or str(base) == "studio-mini":
-        return family_of_folder(DEFAULT_BASE)
-    path = Path(base)
+    path = Path(base_path(base))
     if path.is_dir() and (path / "model_index.json").is_file():
         return family_of_folder(path)
     if path.is_file():

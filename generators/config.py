@@ -4,7 +4,8 @@ ModeSeekingConfig, TrainConfig, EvaluatorConfig, MiniBaseConfig), and to set its
 
 On disk a config is JSON: tuples become lists, nested dicts and lists are copied. Reading one
 back turns lists into tuples where the field is a tuple, gives fields the file lacks their
-defaults (a config saved before a field was added still loads, and means what it meant), and
+defaults, or what the class's ABSENT_MEANS says such a file meant where a default changed since
+(a config saved before a field was added still loads, and means what it meant), and
 refuses keys the class does not know (a config from newer code, or a typo) unless asked to
 ignore them.
 """
@@ -48,7 +49,8 @@ def _tuple_fields(cls) -> set[str]:
 
 def config_from_dict(cls, data: dict, ignore_unknown: bool = False):
     """cls(**data), with lists back to tuples where the field is a tuple; missing fields take
-    their defaults; unknown keys are a UserError (or dropped with ignore_unknown)."""
+    cls.ABSENT_MEANS[field] if there is one, else their defaults; unknown keys are a UserError (or
+    dropped with ignore_unknown)."""
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown and not ignore_unknown:
@@ -59,6 +61,8 @@ def config_from_dict(cls, data: dict, ignore_unknown: bool = False):
         if key not in known:
             continue
         kwargs[key] = tuple(value) if key in tuples and isinstance(value, list) else value
+    for key, meant in getattr(cls, "ABSENT_MEANS", {}).items():
+        kwargs.setdefault(key, meant)
     return cls(**kwargs)
 
 

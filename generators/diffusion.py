@@ -1,7 +1,7 @@
 """Loading text-to-image bases and sampling them with reproducible, self-describing outputs.
 
 A base is a diffusers StableDiffusionPipeline (SD 1.x/2.x) or StableDiffusionXLPipeline (SDXL):
-the embedded studio-mini (default), a local pipeline folder, a single-file checkpoint with its
+an embedded base by name (studio-mini-2, the default, or studio-mini), a local pipeline folder, a single-file checkpoint with its
 config folder, or a hub id resolved through the normal from_pretrained cache (HF_HUB_OFFLINE is
 honoured). All of Studio goes through `load_base`; generators/bases.py holds what differs by family.
 """
@@ -17,11 +17,10 @@ from pathlib import Path
 import torch
 from PIL import Image, PngImagePlugin
 
-from generators.base_source import DEFAULT_BASE, base_source
+from generators.base_source import DEFAULT_BASE, DEFAULT_NAME, EMBEDDED, base_name, base_path, base_source  # noqa: F401 (re-exported)
 from generators.errors import UserError
 from generators.run import Run, as_run
 
-ASSETS = DEFAULT_BASE.parent
 PROGRESS_EVERY_S = 0.25  # generate reports progress at most this often (the run seam: a few times a second)
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -41,17 +40,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-def base_name(base: str | Path | None) -> str:
-    """A stable name for a base: 'studio-mini' for the embedded one, else the path or hub id."""
-    if base is None or Path(base).resolve() == DEFAULT_BASE.resolve():
-        return "studio-mini"
-    return str(base)
-
-
 def load_base(base: str | Path | None = None, device: str = "auto", precision: str = "fp32"):
-    """The base's pipeline (its family's class) from the embedded default, a local folder, a single
-    .safetensors file or a hub id."""
-    source = DEFAULT_BASE if base is None else base
+    """The base's pipeline (its family's class) from an embedded base (None: the default), a local
+    folder, a single .safetensors file or a hub id."""
+    source = base_path(base)
     kind = base_source(source)  # before importing diffusers: a wrong path fails at once
     from diffusers.utils import logging as diffusers_logging
 
@@ -88,7 +80,7 @@ def base_resolution(pipe) -> int:
 
 def resolution_of(base: str | Path | None) -> int:
     """The native resolution of a base, from its configs (no weights loaded for local folders)."""
-    path = DEFAULT_BASE if base is None else Path(base)
+    path = Path(base_path(base))
     if path.is_file():  # a single-file checkpoint: its config folder says
         from generators.bases import single_file_config
 
@@ -109,7 +101,7 @@ class GenerationSettings:
     guidance: float = 5.0
     width: int = 64
     height: int = 64
-    base: str = "studio-mini"
+    base: str = DEFAULT_NAME
     scheduler: str = ""
     styles: tuple[str, ...] = ()
 

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from generators import diffusion
+from generators.base_source import base_source
 from studio.cli import main
 
 
@@ -221,6 +222,27 @@ def test_autoencoder_augmentation_includes_gradient_maps_and_dot_screens():
     mapped = [v for v in values if v.shape[1] == 1 and (v[:, 0].max() - v[:, 0].min()) > 0.05]  # flat, not grey
     screened = [v for v in values if v.shape[1] == 2]  # exactly ink and paper
     assert len(mapped) > 10 and len(screened) > 10
+
+
+def test_embedded_bases_by_name():
+    from generators.base_source import ASSETS, DEFAULT_BASE, base_path
+
+    assert diffusion.base_name(None) == "studio-mini-2" and base_path(None) == DEFAULT_BASE == ASSETS / "studio-mini-2"
+    # The first embedded base stays reachable by its name, so museums made on it keep loading it.
+    assert base_path("studio-mini") == ASSETS / "studio-mini"
+    for name in ("studio-mini", "studio-mini-2"):
+        assert diffusion.base_name(name) == name == diffusion.base_name(ASSETS / name)
+        assert base_source(name) == "folder" and diffusion.resolution_of(name) == 64
+    assert diffusion.base_name("someone/some-model") == "someone/some-model"
+
+
+def test_museum_on_the_first_embedded_base_asks_for_it_by_name(tmp_path):
+    from styles.museum import Museum
+
+    Museum.open(tmp_path / "m", base="studio-mini", create=True).write_new()
+    with pytest.raises(ValueError, match="built on base 'studio-mini', not 'studio-mini-2'; pass --base studio-mini"):
+        Museum.open(tmp_path / "m", base=diffusion.base_name(None))
+    assert Museum.open(tmp_path / "m", base=diffusion.base_name("studio-mini")).base == "studio-mini"
 
 
 TINY_BASE = dict(resolution=32, vae_channels=(16, 16), unet_channels=(32, 32, 32), text_width=32, text_layers=1,

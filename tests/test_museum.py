@@ -192,21 +192,23 @@ def test_noise_offset_changes_what_the_task_learns(tiny_pipeline_dir, tmp_path):
 
 
 def test_a_checkpoint_from_before_a_new_config_field_still_resumes(tiny_pipeline_dir, tmp_path):
-    """A checkpoint whose stored config lacks a field added since (noise_offset) resumes: the
-    missing field takes its default, which is what that run trained with."""
+    """A checkpoint whose stored config lacks a field added since (noise_offset) resumes with
+    what that run trained with: no noise offset (MuseumConfig.ABSENT_MEANS), not today's default."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
     style = read_style_folder(make_style_folder(tmp_path / "in" / "mosaic", "mosaic"), 32)
     museum = Museum.open(tmp_path / "m", base=str(tiny_pipeline_dir), create=True)
-    assert learn(museum, style, tiny_cfg(), str(tiny_pipeline_dir), "cpu", run=Run(should_stop=stop_after(3))).get("stopped")
+    old_run = tiny_cfg(noise_offset=0.0)
+    assert learn(museum, style, old_run, str(tiny_pipeline_dir), "cpu", run=Run(should_stop=stop_after(3))).get("stopped")
     ckpt = museum.work_dir("mosaic") / "checkpoint.safetensors"
     with safe_open(ckpt, "pt") as fh:
         meta, tensors = fh.metadata(), {k: fh.get_tensor(k) for k in fh.keys()}
     old_config = {k: v for k, v in json.loads(meta["config"]).items() if k != "noise_offset"}
     save_file(tensors, ckpt, metadata={**meta, "config": json.dumps(old_config)})
-    manifest = learn(museum, style, tiny_cfg(), str(tiny_pipeline_dir), "cpu")
+    manifest = learn(museum, style, old_run, str(tiny_pipeline_dir), "cpu")
     assert manifest["result"]["resumed_from"] == 3 and museum.n_tasks == 1
+    assert manifest["config"]["noise_offset"] == 0.0 and MuseumConfig().noise_offset == 0.1
 
 
 def test_weight_direction_loss_is_squared_cosine():

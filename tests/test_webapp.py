@@ -195,22 +195,22 @@ def test_synthetic_upload_extract_fit_export(app, client, tmp_path):
                 zf.writestr(f"data/{c}/{i}.txt", s.attributes.caption)
     summary = client.predict("tinyset", handle_file(str(z)), "", None, api_name="/synth_upload")
     assert "2 classes" in summary
-    bank, summary = client.predict("tinyset", "picture", api_name="/synth_extract")
+    bank, summary = client.predict("tinyset", "photo", api_name="/synth_extract")
     rows = bank["data"]
     assert len(rows) == 6 and rows[0][4] == "sidecar"
     rows[0][2] = "snow"
     msg = client.predict("tinyset", {"headers": bank["headers"], "data": rows, "metadata": None}, api_name="/synth_save_bank")
     assert "1 edited" in msg
-    status, previews = client.predict("tinyset", "picture", 3, 2, 0, "learnt", True, api_name="/synth_fit")
+    status, previews = client.predict("tinyset", "photo", 3, 2, 0, "learnt", True, api_name="/synth_fit")
     assert "finished" in status, status
-    fit_job = demo.studio.board.latest("local", panel="synth_fit")  # "picture" is not in studio-mini's vocabulary
-    assert any("does not know 'picture'" in line for line in fit_job.lines), fit_job.lines
+    fit_job = demo.studio.board.latest("local", panel="synth_fit")  # "photo" is not in the embedded base's vocabulary
+    assert any("does not know 'photo'" in line for line in fit_job.lines), fit_job.lines
     work = root / "home" / "synthetic" / "tinyset" / "work"
     fit_info = json.loads((work / "fit.json").read_text())
     assert fit_info["bank_edited"] is True and fit_info["config"]["class_words"] == "learnt"
     assert (work / "class_tokens.safetensors").is_file()
     lora = (work / "pytorch_lora_weights.safetensors").read_bytes()
-    client.predict("tinyset", "picture", api_name="/synth_extract")  # extracting again keeps the fit
+    client.predict("tinyset", "photo", api_name="/synth_extract")  # extracting again keeps the fit
     assert (work / "pytorch_lora_weights.safetensors").read_bytes() == lora
     gallery = client.predict("tinyset", 1, 0, "bank", 2, 2.0, api_name="/synth_preview")
     assert len(gallery) == 2

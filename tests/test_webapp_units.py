@@ -176,7 +176,7 @@ def test_estimates_scores_and_category_words(tmp_path):
     assert score_text({"style_accuracy": None, "style_similarity": 0.8123}).startswith("likeness 0.81")
     assert score_text(None) == "not scored (no evaluator)"
     assert studio.category_note("bird") == "" and studio.unknown_words("red bird") == []
-    assert "does not know the word **picture**" in studio.category_note("picture")
+    assert "does not know the word **photo**" in studio.category_note("photo")
 
 
 def test_speed_check_gives_an_estimate(tmp_path):

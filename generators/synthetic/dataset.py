@@ -57,7 +57,7 @@ def _scheduler_config(plan: Plan) -> dict:
     from generators import diffusion
 
     base = plan.fit_config.base
-    path = diffusion.DEFAULT_BASE if base is None else Path(base)
+    path = Path(diffusion.base_path(base))
     cfg_file = path / "scheduler" / "scheduler_config.json"
     if cfg_file.is_file():
         return {k: v for k, v in json.loads(cfg_file.read_text()).items() if k != "_diffusers_version"}

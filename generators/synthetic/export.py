@@ -303,7 +303,7 @@ def _scheduler_name(plan: Plan) -> str:
     from generators import diffusion
 
     base = plan.fit_config.base
-    path = diffusion.DEFAULT_BASE if base is None else Path(base)
+    path = Path(diffusion.base_path(base))
     cfg_file = path / "scheduler" / "scheduler_config.json"
     if cfg_file.is_file():
         return json.loads(cfg_file.read_text()).get("_class_name", "")

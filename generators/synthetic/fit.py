@@ -93,7 +93,7 @@ class FitConfig(SavedConfig):
     BANK_FIELDS: ClassVar[tuple[str, ...]] = ("category", "base", "extractor", "captioner")
 
     category: str = "object"
-    base: str | None = None  # None: the embedded studio-mini; else a resolved folder path or a hub id
+    base: str | None = None  # None: the embedded default; else an embedded base's name, a resolved folder path or a hub id
     # LoRA (peft): rank = alpha as in BOB; UNet attention, optionally the text encoder attention.
     rank: int = 16
     alpha: float = 16.0
@@ -158,11 +158,13 @@ def prompt_for(cfg: FitConfig, class_name: str, context: ex.Context | None) -> s
 
 
 def resolve_base(base: str | Path | None) -> str | None:
-    """None for the embedded default, an absolute path for a local folder, else the hub id."""
+    """An embedded base's name (None: the default's, so that a fit keeps naming the base it was made
+    on when the default changes), an absolute path for a local folder, else the hub id."""
     from generators import diffusion
 
-    if base is None or diffusion.base_name(base) == "studio-mini":
-        return None
+    name = diffusion.base_name(base)
+    if name in diffusion.EMBEDDED:
+        return name
     path = Path(base)
     return str(path.resolve()) if path.exists() else str(base)
 

@@ -30,7 +30,8 @@ def register(sub) -> None:
     p.add_argument("--rank", type=int, default=None, help="shared LoRA rank (fixed by the museum's first style)")
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps between resumable checkpoints (default 50)")
     p.add_argument("--noise-offset", type=float, default=None,
-                   help="kohya's noise_offset for the style images (default 0: off; docs/lab/2026-12-notebook.md measures 0.1)")
+                   help="kohya's noise_offset for the style images (default 0.1, chosen on studio-mini 2; 0: off, "
+                        "better on the first studio-mini; docs/lab/2026-12-notebook.md)")
     p.add_argument("--new-version", action="store_true",
                    help="learn a style whose name exists with different images as <name>-v2 beside the original")
     p.add_argument("--no-sdl", action="store_true", help="switch off the style distillation loss (ablation)")

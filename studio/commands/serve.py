@@ -16,7 +16,7 @@ def register(sub) -> None:
     p.add_argument("--museum", type=Path, default=None,
                    help="museum folder (default: $STUDIO_HOME/museum, STUDIO_HOME defaulting to ~/.studio)")
     p.add_argument("--base", default=None,
-                   help="diffusers StableDiffusionPipeline folder or hub id (default: the embedded studio-mini)")
+                   help="diffusers StableDiffusionPipeline folder or hub id (default: the embedded studio-mini-2; studio-mini names the first embedded base)")
     p.add_argument("--gan-base", type=Path, default=None,
                    help="GAN base for a new task store (default: assets/gan-mini)")
     p.add_argument("--auth", default=None, metavar="USER:PASS", help="require this user name and password to log in")

@@ -27,7 +27,7 @@ def register(sub) -> None:
     f.add_argument("--work", type=Path, required=True, help="work folder: caption bank, LoRA, checkpoints")
     f.add_argument("--base", default=None,
                    help="base: an SD 1.x/2.x or SDXL diffusers pipeline folder, a single .safetensors checkpoint "
-                        "(configs in <stem>.config/ beside it), or a hub id (default: the embedded studio-mini)")
+                        "(configs in <stem>.config/ beside it), or a hub id (default: the embedded studio-mini-2; studio-mini names the first embedded base)")
     f.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)")
     f.add_argument("--extractor", default="auto", choices=["auto", "sidecar", "miniworld", "captioner"],
                    help="attribute source (default auto: sidecars where present, else --captioner, else the mini-world evaluators)")

@@ -24,7 +24,7 @@ def create_app(museum_dir=None, base=None, studio_home=None, device: str = "cpu"
     """The Studio web app (not launched: use `launch(demo, ...)`).
 
     museum_dir: the museum (default STUDIO_HOME/museum); base: the text-to-image base (default
-    the embedded studio-mini); studio_home: where everything else goes (default $STUDIO_HOME,
+    the embedded default, studio-mini-2); studio_home: where everything else goes (default $STUDIO_HOME,
     else ~/.studio); gan_base: the GAN base for a new task store (default assets/gan-mini)."""
     studio = Studio(museum_dir, base, studio_home, device, gan_base)
     # Gradio's upload and cache folder lives under STUDIO_HOME: nothing is written elsewhere.

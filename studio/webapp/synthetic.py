@@ -106,7 +106,7 @@ class SyntheticMixin(StudioBase):
         if getattr(self, "_tokenizer", None) is None:
             from generators import diffusion
 
-            folder = (diffusion.DEFAULT_BASE if self.base is None else Path(self.base)) / "tokenizer"
+            folder = Path(diffusion.base_path(self.base)) / "tokenizer"
             self._tokenizer = False
             if folder.is_dir():
                 try:
