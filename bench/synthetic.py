@@ -12,7 +12,8 @@ parts are a pixel wide on small ones). For each number of shots (5, 10) and each
    (marginalized over all classes), and the ablations BOB same-class, BOB no context and BOB
    with a learnt token per class instead of the class's plain words (class_words="learnt");
    each export's class fidelity: the fraction the committed subclass evaluator assigns to the
-   class asked for;
+   class asked for, and its context diversity beside the real shots' own: the entropy of the
+   backgrounds and of the poses the committed evaluator reads, on k images a class (bench/synthetic_protocols.py, context_diversity);
 4. train a classifier on real only and on real + each synthetic set: by default a linear probe
    on a frozen backbone trained without subclass labels (assets/probe-backbone; never the
    committed evaluator, which already knows the subclasses), with --classifier finetune that
@@ -34,6 +35,7 @@ same real shots in both). The printed table puts class fidelity beside accuracy.
     python bench/synthetic.py --classifier finetune --json runs/bench/synthetic-finetune.json
     python bench/synthetic.py --quick --json /tmp/synthetic-quick.json    # minutes on a CPU, tiny random base
     python bench/synthetic.py --quick --classifier finetune --methods real_only,bob --json /tmp/synthetic-quick-ft.json
+    python bench/synthetic.py --context-of runs/bench/work --json runs/bench/contexts.json  # a kept --work folder
 
 Cost: the ceiling adds per seed 100 × classes real renderings and one classifier (probe: seconds;
 finetune: --ft-steps steps of two batches, a few minutes on one CPU thread); a finetune run trains
@@ -71,7 +73,10 @@ from bench.synthetic_protocols import (  # noqa: E402
     backbone_sha256,
     class_fidelity,
     classify,
+    context_diversity,
     ensure_backbone,
+    read_class_folders,
+    read_contexts,
     read_export,
     render_real,
     write_class_folders,
@@ -151,7 +156,46 @@ def classifier_info(args) -> dict:
             "steps": args.clf_steps, "batch": args.clf_batch, "lr": args.clf_lr}
 
 
-def write_report(args, results, timings, classes, dev_name, base, start, real_fidelity, ceiling=None) -> dict:
+def summarize_contexts(contexts: dict) -> dict:
+    """{shots: {set: {measure: mean over seeds}}} from the per-seed context_diversity readings."""
+    return {k: {name: {key: float(np.mean([r[key] for r in rows])) for key in rows[0]} for name, rows in sets.items() if rows}
+            for k, sets in contexts.items()}
+
+
+def print_context_table(contexts: dict) -> None:
+    print("\n| shots | images | background entropy (bits, max 3) | pose entropy (bits, max 5.75) |")
+    print("|---|---|---|---|")
+    for k, sets in summarize_contexts(contexts).items():
+        for name, r in sets.items():
+            print(f"| {k} | {name} | {r['background_bits']:.2f} | {r['pose_bits']:.2f} |")
+    print("(the committed evaluator's reading of k images a class, mean over seeds and 20 draws)")
+
+
+def context_of(args) -> int:
+    """Context diversity of the real shots and exports a kept --work folder holds (real-kK-sS,
+    export-METHOD-kK-sS), without fitting or exporting again."""
+    classes = sorted(list(miniworld.BIRD_SUBCLASSES)[:args.classes])
+    evaluator = load_evaluator(device="cpu")
+    contexts: dict = {}
+    for folder in sorted(args.context_of.iterdir()):
+        name, _, rest = folder.name.partition("-")
+        if name not in ("real", "export") or not folder.is_dir():
+            continue
+        method, k, seed = ("real_shots", *rest.split("-")) if name == "real" else rest.rsplit("-", 2)
+        k, seed = int(k[1:]), int(seed[1:])
+        images, labels = read_class_folders(folder, classes) if name == "real" else read_export(folder, classes)
+        row = context_diversity(read_contexts(evaluator, images), labels, k, seed=seed)
+        contexts.setdefault(str(k), {}).setdefault(method, []).append(row)
+        print(f"{folder.name}: {row}", flush=True)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"command": " ".join(sys.argv), "work": str(args.context_of), "context_diversity": contexts,
+                                     "context_summary": summarize_contexts(contexts)}, indent=2) + "\n")
+    print_context_table(contexts)
+    print(f"\nwrote {args.json}")
+    return 0
+
+
+def write_report(args, results, timings, classes, dev_name, base, start, real_fidelity, ceiling=None, contexts=None) -> dict:
     """Mean ± std and 95 % t-intervals over the seeds finished so far, written to args.json."""
     summary = summarize(results, ceiling)
     report = {
@@ -168,6 +212,8 @@ def write_report(args, results, timings, classes, dev_name, base, start, real_fi
         "real_class_fidelity": real_fidelity,
         "results": results,
         "accuracy_summary": summary,
+        "context_diversity": contexts or {},
+        "context_summary": summarize_contexts(contexts or {}),
         "seconds": {**{key: round(v, 1) for key, v in timings.items()}, "total": round(time.time() - start, 1)},
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -215,6 +261,8 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--merge", type=Path, nargs="+", default=None,
                    help="merge these reports (runs split by seed or shots) into --json, and stop")
+    p.add_argument("--context-of", type=Path, default=None,
+                   help="measure the context diversity of the real shots and exports in this kept --work folder into --json, and stop")
     args = p.parse_args(argv)
     if args.quick:
         args.classes, args.shots, args.seeds = 3, "5", "0,1"
@@ -268,6 +316,9 @@ def merge(paths: list[Path], out: Path) -> int:
                 into = merged["results"].setdefault(k, {}).setdefault(m, {"per_seed": [], "selected": []})
                 for field in ("per_seed", "selected", "class_fidelity"):
                     into.setdefault(field, []).extend(v.get(field, []))
+        for k, sets in r.get("context_diversity", {}).items():
+            for name, rows in sets.items():
+                merged.setdefault("context_diversity", {}).setdefault(k, {}).setdefault(name, []).extend(rows)
         for key, value in r["seconds"].items():
             merged["seconds"][key] = round(merged["seconds"].get(key, 0.0) + value, 1)
         if r.get("ceiling"):  # one ceiling per seed: runs split by shots share it, runs split by seed add to it
@@ -282,10 +333,13 @@ def merge(paths: list[Path], out: Path) -> int:
                     into["per_seed"].append(acc)
                     into["selected"].append(sel)
     merged["accuracy_summary"] = summarize(merged["results"], merged.get("ceiling"))
+    merged["context_summary"] = summarize_contexts(merged.get("context_diversity", {}))
     merged["merged_from"] = [str(p) for p in paths]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(merged, indent=2) + "\n")
     print_table(merged["results"], list(next(iter(merged["results"].values()))), merged.get("ceiling"), len(merged["classes"]))
+    if merged.get("context_diversity"):
+        print_context_table(merged["context_diversity"])
     print(f"\nwrote {out}")
     return 0
 
@@ -294,6 +348,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.merge:
         return merge(args.merge, args.json)
+    if args.context_of:
+        return context_of(args)
     start = time.time()
     device = torch.device("cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     dev_name = device.type
@@ -311,6 +367,7 @@ def main(argv=None) -> int:
     log(f"class fidelity of the real test images (the evaluator's ceiling): {real_fidelity:.3f}")
     results: dict = {str(k): {m: {"per_seed": [], "selected": []} for m in args.methods} for k in args.shots}
     timings: dict = {"fit": 0.0, "export": 0.0, "classifier": 0.0}
+    contexts: dict = {}  # shots -> {"real_shots" or method: [context_diversity per seed]}
     need_fits = {SYNTH_SOURCES[m][0] for m in args.methods if m in SYNTH_SOURCES}
     ceiling = {"shots": args.ceiling_shots, "seeds": [], "per_seed": [], "selected": []} if args.ceiling_shots else None
     # Seeds outermost and the JSON rewritten after every (seed, shots) pair: a run cut short keeps
@@ -332,6 +389,8 @@ def main(argv=None) -> int:
             real = render_real(classes, k, TRAIN_STREAM, seed)
             val = render_real(classes, args.n_val, VAL_STREAM, seed)
             data = write_class_folders(work / f"real-k{k}-s{seed}", classes, *real)
+            contexts.setdefault(str(k), {}).setdefault("real_shots", []).append(
+                context_diversity(read_contexts(evaluator, real[0]), real[1], k, seed=seed))
             works = {}
             for name in sorted(need_fits):
                 t0 = time.time()
@@ -358,6 +417,8 @@ def main(argv=None) -> int:
                 timings["export"] += time.time() - t0
                 fidelity = class_fidelity(evaluator, *synth[method], classes)
                 results[str(k)][method].setdefault("class_fidelity", []).append(fidelity)
+                contexts[str(k)].setdefault(method, []).append(
+                    context_diversity(read_contexts(evaluator, synth[method][0]), synth[method][1], k, seed=seed))
                 log(f"k={k} seed={seed}: exported {method} ({len(synth[method][1])} images, class fidelity {fidelity:.3f})")
             synth_feats = {m: FeatureSet(probe, synth[m], device, True) for m in synth} if args.classifier == "probe" else {}
             for method in args.methods:
@@ -368,9 +429,10 @@ def main(argv=None) -> int:
                 results[str(k)][method]["per_seed"].append(best["test"])
                 results[str(k)][method]["selected"].append(best)
                 log(f"k={k} seed={seed}: {method:15s} test {best['test']:.3f} (val {best['val']:.3f}, λ {best['lambda']}, step {best['step']})")
-            write_report(args, results, timings, classes, dev_name, base, start, real_fidelity, ceiling)
-    report = write_report(args, results, timings, classes, dev_name, base, start, real_fidelity, ceiling)
+            write_report(args, results, timings, classes, dev_name, base, start, real_fidelity, ceiling, contexts)
+    report = write_report(args, results, timings, classes, dev_name, base, start, real_fidelity, ceiling, contexts)
     print_table(results, args.methods, ceiling, len(classes))
+    print_context_table(contexts)
     print(f"\nwrote {args.json} ({report['seconds']['total']} s)")
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)

@@ -3,7 +3,8 @@
 Data: plain medium/large mini-world birds of the chosen subclasses, rendered per stream (train
 shots, held-out validation, test; :func:`render_real`), written as class folders for the fit and
 read back from an export; :func:`class_fidelity` is the share of images the committed subclass
-evaluator assigns to the class asked for.
+evaluator assigns to the class asked for; :func:`context_diversity` measures how varied the
+backgrounds and poses the committed evaluator reads in a set are, at the real shots' size.
 
 Classifiers (docs/methods.md §3.4), each trained on real shots repeated to 1:1 with synthetic
 images in every batch, loss λ·CE_real + (1−λ)·CE_syn, the checkpoint chosen on held-out real
@@ -77,6 +78,59 @@ def class_fidelity(evaluator, images: np.ndarray, labels: np.ndarray, classes: l
     names = evaluator.labels["subclass"]
     logits = evaluator.logits(to_tensor(images, "cpu"))["subclass"][:, [names.index(c) for c in classes]]
     return float((logits.argmax(-1).numpy() == labels).mean())
+
+
+def read_class_folders(root: Path, classes: list[str], size: int = 64):
+    """The real shots as :func:`write_class_folders` wrote them: (uint8 N×H×W×3, labels)."""
+    images, labels = [], []
+    for label, c in enumerate(classes):
+        for f in sorted((root / c).glob("*.png")):
+            with Image.open(f) as im:
+                images.append(np.asarray(im.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.uint8))
+            labels.append(label)
+    return np.stack(images), np.asarray(labels)
+
+
+CONTEXT_HEADS = ("background", "facing", "position", "scale")
+
+
+@torch.no_grad()
+def read_contexts(evaluator, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    """The committed evaluator's reading of each image's context: N × 4 label indices, in the order
+    of CONTEXT_HEADS (background, then the pose: facing, position, scale)."""
+    rows = []
+    for i in range(0, len(images), batch):
+        logits = evaluator.logits(to_tensor(images[i:i + batch], "cpu"))
+        rows.append(np.stack([logits[h].argmax(-1).numpy() for h in CONTEXT_HEADS], axis=1))
+    return np.concatenate(rows)
+
+
+def entropy_bits(rows: np.ndarray) -> float:
+    """Shannon entropy in bits of the empirical distribution of the rows (each row one outcome)."""
+    _, counts = np.unique(rows, axis=0, return_counts=True)
+    p = counts / counts.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+def context_diversity(contexts: np.ndarray, labels: np.ndarray, k: int, draws: int = 20, seed: int = 0) -> dict:
+    """How varied the backgrounds and poses of a set are, at the real shots' size, so that an export
+    of 20 images a class and 5 real shots a class are compared on equal counts (entropy grows with
+    the sample). Each draw takes k images per class at random (all of a class's images where it has
+    k or fewer) and measures, over the pooled draw, the entropy in bits of the background read back
+    (at most log2 8 = 3) and of the pose (facing, position and scale jointly, at most log2 54); each
+    is the mean over the draws. BOB draws its contexts from the bank of every class's real shots, so its exports
+    should reach the real shots' figures; an export without context shows what the base defaults to."""
+    rng = np.random.default_rng(seed)
+    background, pose = [], []
+    classes = np.unique(labels)
+    for _ in range(draws if any((labels == c).sum() > k for c in classes) else 1):
+        picked = []
+        for c in classes:
+            idx = np.flatnonzero(labels == c)
+            picked.append(rng.choice(idx, size=k, replace=False) if len(idx) > k else idx)
+        background.append(entropy_bits(contexts[np.concatenate(picked), :1]))
+        pose.append(entropy_bits(contexts[np.concatenate(picked), 1:]))
+    return {"k": k, "background_bits": float(np.mean(background)), "pose_bits": float(np.mean(pose))}
 
 
 # --- the classifier --------------------------------------------------------------------------

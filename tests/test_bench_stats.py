@@ -107,3 +107,32 @@ def test_analyse_gives_intervals_and_a_paired_plasticity_gap():
     assert results["full"]["diagonal"] == [1.0, 0.75]
     assert results["full"]["average_ci"]["low"] <= results["full"]["average_ci"]["value"] <= results["full"]["average_ci"]["high"]
     assert "plasticity_gap" not in results["separate"]
+
+
+def test_context_diversity_compares_sets_at_the_real_shots_size():
+    from bench.synthetic_protocols import context_diversity, entropy_bits
+
+    assert entropy_bits(np.arange(8)[:, None]) == pytest.approx(3.0)
+    labels = np.repeat(np.arange(3), 20)
+    varied = np.stack([np.arange(60) % 8, np.arange(60) % 2, np.arange(60) % 9, np.arange(60) % 3], axis=1)
+    same = np.zeros_like(varied)
+    d = context_diversity(varied, labels, k=5)
+    assert d["k"] == 5 and 2.5 < d["background_bits"] <= 3.0 and d["pose_bits"] > 2.5
+    assert context_diversity(same, labels, k=5) == {"k": 5, "background_bits": 0.0, "pose_bits": 0.0}
+    # 5 images a class from a 20-a-class set: the entropy of 15 images, not of 60
+    assert d["background_bits"] < entropy_bits(varied[:, :1])
+
+
+def test_the_committed_evaluator_reads_the_context_of_renderings():
+    from bench.synthetic_protocols import CONTEXT_HEADS, read_contexts
+    from generators import miniworld
+    from generators.evaluators import load_evaluator
+
+    evaluator = load_evaluator(device="cpu")
+    attrs = [miniworld.sample_attributes(np.random.default_rng([5, i]), kinds=("bird",), scales=("medium", "large"))
+             for i in range(24)]
+    images = np.stack([np.asarray(miniworld.render(a, 64, seed=i), dtype=np.uint8) for i, a in enumerate(attrs)])
+    read = read_contexts(evaluator, images, batch=10)
+    for column, head in enumerate(CONTEXT_HEADS):
+        truth = [evaluator.labels[head].index(getattr(a, head)) for a in attrs]
+        assert (read[:, column] == truth).mean() >= 0.9, head
