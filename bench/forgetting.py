@@ -224,6 +224,12 @@ def base_reference(prompts, evaluator, args) -> dict:
 
 
 
+def weight_bytes(root: Path) -> int:
+    """Bytes of a museum's weights: its shared LoRA file(s) and every style's token."""
+    return sum(f.stat().st_size for pattern in ("lora/*.safetensors", "styles/*/embedding.safetensors")
+               for f in root.glob(pattern))
+
+
 def run_method(method, overrides, folders, args, evaluator, prompts, work: Path) -> dict:
     styles = list(folders)
     cfg = MuseumConfig.from_dict({**MuseumConfig().to_dict(), "steps": args.steps, **args.set, **overrides})
@@ -235,6 +241,8 @@ def run_method(method, overrides, folders, args, evaluator, prompts, work: Path)
     content = np.full((T, T), np.nan)
     start = time.time()
     timing = {"learn": 0.0, "score": 0.0, "cached_styles": 0}
+    learn_seconds = [None] * T  # per task (None: a cached separate style)
+    storage = [None] * T  # weight bytes held after each task (one museum per style for separate)
     final = None
     if method == "separate":
         for j, name in enumerate(styles):
@@ -245,7 +253,9 @@ def run_method(method, overrides, folders, args, evaluator, prompts, work: Path)
                 museum = Museum.open(work / f"{method}-{name}", base=diffusion.base_name(args.base), create=True)
                 t0 = time.time()
                 learn(museum, read_style_folder(folders[name], args.size), cfg, args.base, args.device)
+                learn_seconds[j] = round(time.time() - t0, 1)
                 timing["learn"] += time.time() - t0
+                storage[j] = weight_bytes(museum.root)
                 t0 = time.time()
                 out = score(museum, [name], prompts, evaluator, args)[name]
                 timing["score"] += time.time() - t0
@@ -263,7 +273,9 @@ def run_method(method, overrides, folders, args, evaluator, prompts, work: Path)
         for i, name in enumerate(styles):
             t0 = time.time()
             learn(museum, read_style_folder(folders[name], args.size), cfg, args.base, args.device)
+            learn_seconds[i] = round(time.time() - t0, 1)
             timing["learn"] += time.time() - t0
+            storage[i] = weight_bytes(museum.root)
             t0 = time.time()
             sc = score(museum, styles[: i + 1], prompts, evaluator, args)
             timing["score"] += time.time() - t0
@@ -300,6 +312,9 @@ def run_method(method, overrides, folders, args, evaluator, prompts, work: Path)
         "per_prompt": {"shape": [P, S], "style": style_rows, "content": content_rows},
         "seconds": round(time.time() - start, 1),
         "seconds_detail": {k: round(v, 1) if isinstance(v, float) else v for k, v in timing.items()},
+        "learn_seconds_per_task": learn_seconds,
+        # separate: each style's own museum; the running total is what T styles cost
+        "weight_bytes_after_task": (np.cumsum([b or 0 for b in storage]).tolist() if method == "separate" else storage),
         "images_sampled": int(sum(x is not None for row in style_rows for x in row) * P * S + (0 if plain_style is None else P * S)),
         "config": cfg.to_dict(),
     }
