@@ -3,7 +3,8 @@
 Layout::
 
     museum.json                       the index (written atomically: the commit point)
-    lora/task-001.safetensors         shared LoRA state after task 1 (diffusers keys), ...
+    lora/task-<N>.safetensors         the shared LoRA after the latest task N (diffusers keys); the
+                                      only LoRA a museum keeps, whatever the number of styles
     styles/<name>/embedding.safetensors   {token: vector}, loadable by load_textual_inversion
     styles/<name>/manifest.json       name, token, image hashes, captions, config, timings, metrics
     styles/<name>/thumb.png           one sample
@@ -43,7 +44,7 @@ def write_json_atomic(path: Path, data) -> None:
 class StyleEntry:
     name: str
     token: str
-    task: int  # 1-based: the shared LoRA state lora/task-<task>.safetensors first holds it
+    task: int  # 1-based: the task that learnt it
     images: int
     created: str
     score: float | None = None
@@ -171,10 +172,9 @@ class Museum:
     def lora_path(self, task: int) -> Path:
         return self.root / "lora" / f"task-{task:03d}.safetensors"
 
-    def lora_state(self, task: int | None = None) -> dict[str, torch.Tensor] | None:
-        """The shared LoRA after `task` (default: the latest); None before the first task."""
-        task = self.n_tasks if task is None else task
-        return load_file(self.lora_path(task)) if task > 0 else None
+    def lora_state(self) -> dict[str, torch.Tensor] | None:
+        """The shared LoRA after the latest task; None before the first task."""
+        return load_file(self.lora_path(self.n_tasks)) if self.n_tasks else None
 
     def style_dir(self, name: str) -> Path:
         return self.root / "styles" / name
@@ -253,7 +253,8 @@ class Museum:
         return entry
 
     def sweep(self) -> None:
-        """Remove files no index entry names (left by a kill between writes)."""
+        """Remove files no index entry names: left by a kill between writes, and the shared LoRA's
+        earlier states (museums written before it kept only the latest had one per task)."""
         names = {s["name"] for s in self.index["styles"]}
         styles_root = self.root / "styles"
         if styles_root.exists():
@@ -263,5 +264,5 @@ class Museum:
         lora_root = self.root / "lora"
         if lora_root.exists():
             for f in lora_root.iterdir():
-                if f.name.endswith(".tmp") or (f.name.startswith("task-") and int(f.stem.split("-")[1]) > self.n_tasks):
+                if f.name.endswith(".tmp") or (f.name.startswith("task-") and f.name != self.lora_path(self.n_tasks).name):
                     f.unlink()

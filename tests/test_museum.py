@@ -54,16 +54,30 @@ def test_task_end_to_end_and_museum_layout(museum_two_styles):
     m = museum_two_styles
     assert [s.name for s in m.styles] == ["sepia", "pixel_art"]
     assert [s.task for s in m.styles] == [1, 2]
-    assert m.lora_path(1).exists() and m.lora_path(2).exists()
-    # The shared LoRA moved in task 2, and task 1's state is kept for comparison.
-    a, b = m.lora_state(1), m.lora_state(2)
-    assert set(a) == set(b) and any(not torch.equal(a[k], b[k]) for k in a)
+    assert sorted(p.name for p in (m.root / "lora").iterdir()) == ["task-002.safetensors"]
     man = m.manifest("pixel_art")
     assert man["token"] == "<pixel_art>" and len(man["images"]) == 4 and man["config"]["steps"] == 6
     assert set(man["result"]["loss_terms"]) == {"diff", "sdl", "weight", "feature"}
     assert list(m.embedding("sepia")) == ["<sepia>"]
     index = json.loads((m.root / "museum.json").read_text())
     assert index["base"] == m.base
+
+
+def test_one_shared_lora_whatever_the_number_of_styles(tiny_pipeline_dir, tmp_path):
+    """Storage per style is its token: each task's LoRA state replaces the last one, and a museum
+    written when every task's state was kept loses the older ones at its next task."""
+    museum = Museum.open(tmp_path / "m", base=str(tiny_pipeline_dir), create=True)
+    states, sizes = [], []
+    for k, style in enumerate(["sepia", "pixel_art", "halftone"]):
+        if k == 2:  # the former layout: every earlier state beside the latest
+            shutil.copy(museum.lora_path(2), museum.lora_path(1))
+        learn(museum, read_style_folder(make_style_folder(tmp_path / "in" / style, style, seed=k), 32), tiny_cfg(),
+              str(tiny_pipeline_dir), "cpu")
+        states.append(museum.lora_state())
+        sizes.append(sum(f.stat().st_size for f in (museum.root / "lora").iterdir()))
+        assert [p.name for p in (museum.root / "lora").iterdir()] == [f"task-{k + 1:03d}.safetensors"]
+    assert sizes[0] == sizes[1] == sizes[2]
+    assert any(not torch.equal(states[0][key], states[1][key]) for key in states[0])  # the shared LoRA moved
 
 
 def test_museum_refuses_another_base(museum_two_styles, tmp_path):
@@ -85,8 +99,8 @@ def _plain_prompt_drift(museum, base, captions) -> float:
     """Mean squared change of the UNet's noise prediction on plain captions (no style token),
     the museum's latest LoRA against the base, on fixed noisy latents."""
     outs = []
-    for task in (0, None):
-        pipe = load_museum_pipeline(museum, base, "cpu", task=task)
+    for lora in (False, True):
+        pipe = load_museum_pipeline(museum, base, "cpu", lora=lora)
         ids = pipe.tokenizer(captions, padding="max_length", max_length=pipe.tokenizer.model_max_length,
                              truncation=True, return_tensors="pt").input_ids
         g = torch.Generator().manual_seed(0)
@@ -128,7 +142,7 @@ def test_memory_options_train_the_same_style(museum_two_styles, tiny_pipeline_di
         assert set(manifest["result"]["loss_terms"]) == {"diff", "sdl", "weight", "feature"}
         assert np.isfinite(manifest["result"]["final_loss"])
         museums.append(museum)
-    a, b = museums[0].lora_state(3), museums[1].lora_state(3)
+    a, b = museums[0].lora_state(), museums[1].lora_state()
     assert all(v.dtype == torch.float32 for v in b.values())
     assert all(torch.allclose(a[k], b[k], atol=atol) for k in a)
     assert not all(torch.equal(a[k], b[k]) for k in a) or options.get("gradient_checkpointing")
@@ -298,7 +312,7 @@ def test_interrupted_task_resumes_to_the_same_result(tiny_pipeline_dir, tmp_path
         assert sum(size(k) for k in fh.keys() if k.endswith(".exp_avg")) == trained
     manifest = learn(resumed, style, tiny_cfg(precision=precision), str(tiny_pipeline_dir), "cpu")
     assert manifest["result"]["resumed_from"] == 3
-    a, b = straight.lora_state(1), resumed.lora_state(1)
+    a, b = straight.lora_state(), resumed.lora_state()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     assert torch.allclose(straight.embedding("mosaic")["<mosaic>"], resumed.embedding("mosaic")["<mosaic>"], atol=1e-6)
     assert not resumed.work_dir("mosaic").exists()

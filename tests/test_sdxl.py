@@ -131,9 +131,8 @@ def test_museum_task_on_sdxl(sdxl_museum, sdxl_dir):
     assert set(emb) == {"clip_l", "clip_g"} and emb["clip_l"].shape[-1] == 16 and emb["clip_g"].shape[-1] == 24
     # Every loss term ran (the second task has earlier styles and an earlier update).
     assert set(m.manifest("pixel_art")["result"]["loss_terms"]) == {"diff", "sdl", "weight", "feature"}
-    a, b = m.lora_state(1), m.lora_state(2)
-    assert set(a) == set(b) and any(not torch.equal(a[k], b[k]) for k in a)
-    assert any(".attn2.to_k." in k for k in a)  # the shared LoRA is on the SDXL UNet's attention
+    a = m.lora_state()
+    assert any(".attn2.to_k." in k for k in a) and any(v.abs().sum() > 0 for v in a.values())  # the shared LoRA is on the SDXL UNet's attention
     pipe = load_museum_pipeline(m, str(sdxl_dir), "cpu")
     for tok in (pipe.tokenizer, pipe.tokenizer_2):
         assert len(tok("a star <sepia> <pixel_art>", add_special_tokens=False).input_ids) == 4
@@ -458,5 +457,5 @@ def test_interrupted_sdxl_task_resumes_to_the_same_result(sdxl_dir, tmp_path):
     assert manifest["result"]["resumed_from"] == 2
     for key in ("clip_l", "clip_g"):
         assert torch.allclose(straight.embedding("mosaic")[key], resumed.embedding("mosaic")[key], atol=1e-6)
-    a, b = straight.lora_state(1), resumed.lora_state(1)
+    a, b = straight.lora_state(), resumed.lora_state()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

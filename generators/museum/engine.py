@@ -46,13 +46,13 @@ def check_family(museum: Museum, pipe) -> None:
 
 
 def load_museum_pipeline(museum: Museum, base=None, device: str = "auto", precision: str = "fp32",
-                         task: int | None = None, fuse: bool = True):
-    """The base with the museum's shared LoRA (after `task`, default latest) and every token,
-    loaded exactly as stock diffusers loads an export (load_lora_weights, load_textual_inversion)."""
+                         lora: bool = True, fuse: bool = True):
+    """The base with the museum's shared LoRA (lora=False: without it) and every token, loaded
+    exactly as stock diffusers loads an export (load_lora_weights, load_textual_inversion)."""
     pipe = diffusion.load_base(base, device, precision)
     check_family(museum, pipe)
     family = bases.adapter(pipe)
-    state = museum.lora_state(task)
+    state = museum.lora_state() if lora else None
     if state is not None:
         pipe.load_lora_weights({k: v.to(pipe.unet.dtype) for k, v in state.items()}, adapter_name="museum")
         if fuse:
@@ -107,7 +107,6 @@ def learn(museum: Museum, style: StyleFolder, cfg: MuseumConfig, base=None, devi
     check_family(museum, pipe)
     family = bases.adapter(pipe)
     load_pipe_style_tokens(pipe, token_vectors(museum, family))
-    earlier_states = [None] + [museum.lora_state(k) for k in range(1, museum.n_tasks + 1)]
     earlier_styles = [{"token": s.token, "captions": museum.manifest(s.name).get("captions", [])} for s in museum.styles]
     museum.write_new()  # a new museum's museum.json comes before its first checkpoint
     work = museum.work_dir(style.name)
@@ -117,7 +116,7 @@ def learn(museum: Museum, style: StyleFolder, cfg: MuseumConfig, base=None, devi
     (work / "hashes.txt").write_text("\n".join(style.hashes))
     lora, vector, result = learn_style(
         pipe, style.token, [im.image for im in style.images], [im.caption for im in style.images], cfg,
-        earlier_states[-1], earlier_states, earlier_styles, checkpoint_dir=work, run=run,
+        museum.lora_state(), earlier_styles, checkpoint_dir=work, run=run,
     )
     manifest = {
         "name": style.name,

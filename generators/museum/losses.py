@@ -63,9 +63,12 @@ def factor_inner(x: Factors, y: Factors) -> torch.Tensor:
 def weight_direction_loss(current: list[Factors], before: list[Factors], earlier_updates: list[list[Factors]]) -> torch.Tensor:
     """Weight aspect of the dual regularization (docs/methods.md §1.4; cf. CIDM's R1, C-LoRA):
     the squared cosine similarity between this task's update ΔW_t = W_now − W_before and
-    each earlier task's update ΔW_j, per layer, averaged. Penalizes moving the shared LoRA
-    along directions earlier styles were written in; orthogonal updates cost nothing.
-    Every update is a low-rank product, so the cosines are computed from the factors.
+    each given earlier update, per layer, averaged. Penalizes moving the shared LoRA along
+    directions earlier styles were written in; orthogonal updates cost nothing. The museum
+    passes one earlier update: the shared LoRA as the last task left it, which is the sum of
+    every earlier task's update (C-LoRA's Σ_{t'<t} A_t'B_t'), so that it stores one LoRA however
+    many styles it holds. Every update is a low-rank product, so the cosines are computed from
+    the factors.
     """
     if not earlier_updates:
         return current[0][0].new_zeros(())

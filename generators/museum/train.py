@@ -175,16 +175,16 @@ def learn_style(
     captions: list[str | None],
     cfg: MuseumConfig,
     previous_state: dict[str, torch.Tensor] | None,
-    earlier_states: list[dict[str, torch.Tensor] | None],
     earlier_styles: list[dict],
     checkpoint_dir: Path | None = None,
     run: Run | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, TaskResult]:
     """Train one style into `pipe` (already holding earlier styles' tokens, frozen).
 
-    previous_state: the shared LoRA after the last task (None for the first).
-    earlier_states: the LoRA state after each earlier task, [None, s1, s2, ...], for ΔW_j.
-    earlier_styles: [{"token": ..., "captions": [...]}] for the feature term's replay prompts.
+    previous_state: the shared LoRA after the last task (None for the first): the starting point,
+    and for the weight term the sum of every earlier task's update.
+    earlier_styles: [{"token": ..., "captions": [...]}], one per earlier task, for the feature term's
+    replay prompts.
     Returns (LoRA state after this task, the token's vector, result); on a base with several text
     encoders (SDXL) the token has one vector per encoder and the second item is their list.
     run (generators/run.py): progress counts steps of cfg.steps; if should_stop() turns true the
@@ -229,12 +229,8 @@ def learn_style(
         vectors = [stack.enter_context(trainable_token(te, tid, cfg.train_token)) for (_, te), tid in zip(pairs, token_ids)]
         scale = cfg.alpha / cfg.rank
         before = factors_from_state(previous_state, names, scale, device)
-        earlier_updates = []
-        if cfg.use_weight_reg:
-            for prev, now in zip(earlier_states[:-1], earlier_states[1:]):
-                f_prev = factors_from_state(prev, names, scale, device)
-                f_now = factors_from_state(now, names, scale, device)
-                earlier_updates.append([losses.factor_difference(n, p) for n, p in zip(f_now, f_prev)])
+        # the earlier tasks' updates summed: the shared LoRA as the last task left it (it starts at zero)
+        earlier_updates = [before] if cfg.use_weight_reg and previous_state is not None else []
 
         gen = torch.Generator("cpu").manual_seed(cfg.seed)
         autocast = precision_autocast(device, cfg.precision)
@@ -278,7 +274,7 @@ def learn_style(
         step, resumed_from = 0, 0
         ckpt = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
         if ckpt is not None and ckpt.exists():
-            step = _load_checkpoint(ckpt, layers, vectors, opt, scaler, gen, cfg, len(earlier_states) - 1)
+            step = _load_checkpoint(ckpt, layers, vectors, opt, scaler, gen, cfg, len(earlier_styles))
             resumed_from = step
 
         ids_all = family.tokenize(pipe, prompts, device)
@@ -348,7 +344,7 @@ def learn_style(
                 run.preview(step, *preview_images(pipe, token, cfg))
                 unet.train()
             if ckpt is not None and (step % cfg.checkpoint_every == 0) and step < cfg.steps:
-                _save_checkpoint(ckpt, layers, vectors, opt, scaler, gen, step, cfg, len(earlier_states) - 1)
+                _save_checkpoint(ckpt, layers, vectors, opt, scaler, gen, step, cfg, len(earlier_styles))
         unet.eval()
         if cfg.gradient_checkpointing:
             unet.disable_gradient_checkpointing()
@@ -358,7 +354,7 @@ def learn_style(
         terms = {k: float(v) for k, v in terms.items()}
         result = TaskResult(step, loss.item(), terms, round(time.time() - start, 1), stopped, resumed_from)
         if stopped and ckpt is not None:
-            _save_checkpoint(ckpt, layers, vectors, opt, scaler, gen, step, cfg, len(earlier_states) - 1)
+            _save_checkpoint(ckpt, layers, vectors, opt, scaler, gen, step, cfg, len(earlier_styles))
         out = [v.detach().float().cpu().reshape(-1).clone() for v in vectors]
         return lora_state(unet), out[0] if len(out) == 1 else out, result
 

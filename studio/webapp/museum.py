@@ -61,15 +61,15 @@ class MuseumMixin(StudioBase):
             museum = self.open_museum()
             run_fields = {"steps": 4, "batch_size": batch, "checkpoint_every": 10**6}
             cfg = MuseumConfig(**run_fields) if museum is None else task_config(museum, "speed-check", None, run_fields)
-            states, earlier = [None], []
+            previous, earlier = None, []
             if museum is not None and museum.n_tasks:
                 load_pipe_style_tokens(pipe, engine.token_vectors(museum, bases.adapter(pipe)))  # as engine.learn
-                states += [museum.lora_state(k) for k in range(1, museum.n_tasks + 1)]
+                previous = museum.lora_state()
                 earlier = [{"token": s.token, "captions": museum.manifest(s.name).get("captions", [])} for s in museum.styles]
             load_s = time.time() - t0
             size = diffusion.base_resolution(pipe)
             images = [apply_style("sepia", miniworld.generate(0, i, size=size).image, seed=i) for i in range(4)]
-            learn_style(pipe, "<studio-speed-check>", images, [None] * len(images), cfg, states[-1], states, earlier,
+            learn_style(pipe, "<studio-speed-check>", images, [None] * len(images), cfg, previous, earlier,
                         run=Run(progress=job.progress, should_stop=job.should_stop))
             rate = job.seconds_per_step()
             if rate is None or job.should_stop():
