@@ -126,6 +126,24 @@ def test_preserve_base_keeps_plain_prompts_where_the_base_had_them(tiny_pipeline
     assert drift[True] < 0.5 * drift[False], drift
 
 
+def test_content_prompts_keep_other_plain_prompts_when_a_folder_has_no_captions(tiny_pipeline_dir, tmp_path):
+    """Without captions the base's replay holds one prompt, "a picture"; base_replay_prompts adds
+    content prompts, so plain prompts of content the style images never showed drift less."""
+    from generators.museum.train import content_prompts
+
+    assert content_prompts(5, 0) == content_prompts(5, 0) and len(set(content_prompts(5, 0))) == 5
+    style = read_style_folder(make_style_folder(tmp_path / "in" / "neon_glow", "neon_glow", n=4, captions=False), 32)
+    assert all(im.caption is None for im in style.images)
+    held_out = content_prompts(8, seed=99)  # not the replay's prompts (seed 0)
+    drift = {}
+    for n in (0, 32):
+        museum = Museum.open(tmp_path / f"m{n}", base=str(tiny_pipeline_dir), create=True)
+        cfg = tiny_cfg(steps=30, lora_lr=1e-2, replay_share=1.0, lambda_f=10.0, replay_pool=32, base_replay_prompts=n)
+        learn(museum, style, cfg, str(tiny_pipeline_dir), "cpu")
+        drift[n] = _plain_prompt_drift(museum, str(tiny_pipeline_dir), held_out)
+    assert drift[32] < 0.7 * drift[0], drift
+
+
 @pytest.mark.parametrize("options, atol", [
     ({"gradient_checkpointing": True}, 1e-5),  # recomputation changes memory, not the result
     ({"precision": "bf16"}, 5e-2),  # autocast: the LoRA stays fp32 and lands near the fp32 run

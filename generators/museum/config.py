@@ -51,6 +51,11 @@ class MuseumConfig(SavedConfig):
     lambda_f: float = 1.0
     replay_pool: int = 32  # cached (noisy latent, t, earlier-style prompt, teacher output) samples
     preserve_base: bool = True  # plain prompts (no token) join the replay: the style lives behind its token
+    # Content prompts of the mini world's kind (plain English, any base reads them) that join the
+    # base's replay beside the style's own captions (0: its captions only). A folder without
+    # captions gives the base replay one prompt, "a picture", which leaves every other plain prompt
+    # free to drift; these keep the shared LoRA off plain prompts of other content.
+    base_replay_prompts: int = 0
     # The feature term runs its own forward and backward on replay_batch samples (None: as many
     # as the style batch, so peak memory stays the style batch's) every k-th step, k set so that
     # replay samples average replay_share of the style samples (k = 4 by default).

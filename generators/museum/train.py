@@ -155,6 +155,16 @@ def default_caption(image_caption: str | None) -> str:
     return image_caption or "a picture"
 
 
+def content_prompts(n: int, seed: int) -> list[str]:
+    """n mini-world captions ("a red fish on the sea background, small, ..."), drawn from `seed`."""
+    import numpy as np
+
+    from generators import miniworld
+
+    rng = np.random.default_rng([seed, 31])
+    return [miniworld.sample_attributes(rng).caption for _ in range(n)]
+
+
 # --- the task -----------------------------------------------------------------------------
 
 
@@ -240,12 +250,14 @@ def learn_style(
 
         # Replay pool for the feature term: earlier styles' prompts on noised style latents,
         # teacher outputs from the model as it is now, before any update. With preserve_base the
-        # base counts as one more earlier style: this task's captions without any token, so that
-        # the LoRA learns the style behind the token instead of restyling every prompt.
+        # base counts as one more earlier style: this task's captions without any token (and
+        # cfg.base_replay_prompts content prompts), so that the LoRA learns the style behind the
+        # token instead of restyling every prompt.
         replay = None
         sources = list(earlier_styles)
         if cfg.preserve_base:
-            sources.append({"token": None, "captions": [default_caption(c) for c in captions]})
+            plain = [default_caption(c) for c in captions] + content_prompts(cfg.base_replay_prompts, cfg.seed)
+            sources.append({"token": None, "captions": plain})
         if cfg.use_feature_reg and sources:
             k = cfg.replay_pool
             choice = torch.randint(len(sources), (k,), generator=gen).tolist()
