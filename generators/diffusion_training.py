@@ -109,6 +109,19 @@ def noise_scheduler(pipe):
     return DDPMScheduler.from_config(pipe.scheduler.config)
 
 
+def offset_noise(shape, offset: float, generator: torch.Generator, device) -> torch.Tensor:
+    """Gaussian noise of `shape`, plus, when offset > 0, a per-sample, per-channel constant of std
+    `offset` (kohya's noise_offset): the model must then learn each image's overall colour and
+    darkness, which the schedule otherwise leaks through from the data even at the noisiest step.
+    Drawn from `generator` on its own device; the constant is drawn only when on, so a run without
+    it keeps its random stream."""
+    noise = torch.randn(shape, generator=generator, device=generator.device)
+    if offset:
+        constant = torch.randn(tuple(shape[:2]) + (1,) * (len(shape) - 2), generator=generator, device=generator.device)
+        noise = noise + offset * constant
+    return noise.to(device)
+
+
 def prediction_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """What the UNet is trained to predict: the velocity for a v-prediction base (SD 2.x at 768 px),
     else the noise."""

@@ -249,6 +249,19 @@ TINY_BASE = dict(resolution=32, vae_channels=(16, 16), unet_channels=(32, 32, 32
                  text_heads=2, unet_heads=2, n_images=48, vae_batch=4, unet_batch=4, save_every_seconds=1e9)
 
 
+def test_offset_noise_adds_one_constant_per_sample_and_channel():
+    import torch
+
+    from generators.diffusion_training import offset_noise
+
+    plain = offset_noise((256, 4, 8, 8), 0.0, torch.Generator().manual_seed(0), "cpu")
+    assert torch.equal(plain, torch.randn((256, 4, 8, 8), generator=torch.Generator().manual_seed(0)))  # same stream when off
+    shifted = offset_noise((256, 4, 8, 8), 0.5, torch.Generator().manual_seed(0), "cpu")
+    constant = shifted - plain  # the first draw is the same noise
+    assert torch.allclose(constant, constant[:, :, :1, :1].expand_as(constant), atol=1e-6)
+    assert 0.4 < float(constant[:, :, 0, 0].std()) < 0.6
+
+
 def test_pretrain_resume_and_warm_start(tmp_path):
     from diffusers import StableDiffusionPipeline
 
@@ -261,7 +274,8 @@ def test_pretrain_resume_and_warm_start(tmp_path):
     with pytest.raises(FileExistsError, match="--resume"):
         pretrain_base(first, TINY_BASE, vae_seconds=1, unet_seconds=1, device="cpu", workers=1)
     vae_before = (first / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
-    resumed = pretrain_base(first, None, unet_seconds=1, device="cpu", workers=1, resume=True)
+    resumed = pretrain_base(first, {"noise_offset": 0.1}, unet_seconds=1, device="cpu", workers=1, resume=True)
+    assert resumed["config"]["noise_offset"] == 0.1 and resumed["history"][0]["config"]["noise_offset"] == 0.0
     assert resumed["resumed"] and len(resumed["history"]) == 1 and resumed["history"][0]["unet_steps"] == opts["unet_steps"]
     assert (first / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() == vae_before  # the autoencoder stays
 

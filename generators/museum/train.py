@@ -35,6 +35,7 @@ from generators.diffusion_training import (
     add_style_token,
     encode_images,
     noise_scheduler,
+    offset_noise,
     prediction_target,
 )
 from generators.errors import UserError
@@ -302,9 +303,7 @@ def learn_style(
                 break
             idx = torch.randint(len(images), (cfg.batch_size,), generator=gen)
             z0 = means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen).to(device)
-            noise = torch.randn(z0.shape, generator=gen).to(device)
-            if cfg.noise_offset:  # drawn only when on: runs without it keep their random stream
-                noise = noise + cfg.noise_offset * torch.randn(z0.shape[:2] + (1, 1), generator=gen).to(device)
+            noise = offset_noise(z0.shape, cfg.noise_offset, gen, device)
             t = torch.randint(0, n_train_t, (cfg.batch_size,), generator=gen).to(device)
             zt = sched.add_noise(z0, noise, t)
             replay_step = replay is not None and step % replay_every == 0

@@ -42,6 +42,10 @@ class MiniBaseConfig(SavedConfig):
     vae_detail: float = 0.0
     unet_batch: int = 32
     unet_lr: float = 5e-4
+    # kohya's noise offset in the UNet's training noise (generators/diffusion_training.offset_noise):
+    # the base itself learns to set an image's overall colour and darkness from its prompt, which
+    # the styles a museum teaches on it (dark or tinted backgrounds) need. 0: plain noise.
+    noise_offset: float = 0.0
     min_snr_gamma: float = 5.0  # Min-SNR loss weighting (Hang et al. 2023): faster convergence
     save_every_seconds: float = 600.0
     warmup_steps: int = 300

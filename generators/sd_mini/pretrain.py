@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from generators import miniworld
 from generators.diffusion import resolve_device
-from generators.diffusion_training import min_snr_weight
+from generators.diffusion_training import min_snr_weight, offset_noise
 from generators.config import command_line
 from generators.errors import UserError
 from generators.precision import autocast
@@ -180,7 +180,7 @@ def train_unet(unet, text_encoder, tokenizer, means, stds, captions, cfg, second
         tok = ids[idx]
         drop = torch.rand(cfg.unet_batch, generator=gen, device=device) < cfg.caption_dropout
         tok = torch.where(drop[:, None], empty.expand_as(tok), tok)
-        noise = torch.randn(latents.shape, generator=gen, device=device)
+        noise = offset_noise(latents.shape, cfg.noise_offset, gen, device)
         t = torch.randint(0, 1000, (cfg.unet_batch,), generator=gen, device=device)
         noisy = noise_sched.add_noise(latents, noise, t)
         with autocast(device, precision):
