@@ -62,28 +62,27 @@ def factor_inner(x: Factors, y: Factors) -> torch.Tensor:
 
 def weight_direction_loss(current: list[Factors], before: list[Factors], earlier_updates: list[list[Factors]]) -> torch.Tensor:
     """Weight aspect of the dual regularization (docs/methods.md §1.4; cf. CIDM's R1, C-LoRA):
-    the squared cosine similarity between this task's update ΔW_t = W_now − W_before and
-    each given earlier update, per layer, averaged. Penalizes moving the shared LoRA along
-    directions earlier styles were written in; orthogonal updates cost nothing. The museum
-    passes one earlier update: the shared LoRA as the last task left it, which is the sum of
-    every earlier task's update (C-LoRA's Σ_{t'<t} A_t'B_t'), so that it stores one LoRA however
-    many styles it holds. Every update is a low-rank product, so the cosines are computed from
-    the factors.
+    how far this task's update ΔW_t = W_now − W_before runs along each given earlier update U,
+    relative to U's own size, squared: (⟨ΔW_t, U⟩ / ‖U‖²)² = cos²(ΔW_t, U) · (‖ΔW_t‖ / ‖U‖)², per
+    layer, averaged. Undoing half of an earlier update costs 0.25; orthogonal updates cost
+    nothing. Not the bare cos²: that is scale-free, so its gradient grows as 1/‖ΔW_t‖ while the
+    update is small, at the start of every task; after gradient clipping it drowned the diffusion
+    loss and the shared LoRA stopped taking new styles (docs/lab/2026-12-notebook.md, chunk 6).
+    The museum passes one earlier update: the shared LoRA as the last task left it, which is the
+    sum of every earlier task's update (C-LoRA's Σ_{t'<t} A_t'B_t'), so that it stores one LoRA
+    however many styles it holds. Every update is a low-rank product, so the inner products are
+    computed from the factors.
     """
     if not earlier_updates:
         return current[0][0].new_zeros(())
     total, count = current[0][0].new_zeros(()), 0
     for layer, (now, prev) in enumerate(zip(current, before)):
         update = factor_difference(now, prev)
-        norm = (factor_inner(update, update).clamp_min(0) + 1e-16).sqrt()  # finite gradient at ΔW_t = 0
         for past in earlier_updates:
             old = past[layer]
-            if old is None:
-                count += 1
-                continue
-            old_norm = (factor_inner(old, old).clamp_min(0) + 1e-16).sqrt()
-            total = total + (factor_inner(update, old) / (norm * old_norm)) ** 2
             count += 1
+            if old is not None:
+                total = total + (factor_inner(update, old) / factor_inner(old, old).clamp_min(1e-16)) ** 2
     return total / count
 
 
