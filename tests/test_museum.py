@@ -243,28 +243,34 @@ def test_a_checkpoint_from_before_a_new_config_field_still_resumes(tiny_pipeline
     assert manifest["config"]["noise_offset"] == 0.0 and MuseumConfig().noise_offset == 0.1
 
 
-def test_weight_direction_loss_is_the_squared_relative_projection():
-    """The factored loss equals cos²(ΔW_t, U) · (‖ΔW_t‖ / ‖U‖)² of the full out×in matrices, and its
-    gradient vanishes with the update (the bare cos² grows as 1 / ‖ΔW_t‖ there)."""
+def test_weight_direction_loss_forms():
+    """The factored loss equals cos²(ΔW_t, U) ("cosine") or cos² · (‖ΔW_t‖ / ‖U‖)² ("projection") of
+    the full out×in matrices; the projection's gradient vanishes with the update, the cosine's grows."""
     g = torch.Generator().manual_seed(0)
     lora = lambda: losses.lora_factors(torch.randn(2, 5, generator=g), torch.randn(6, 2, generator=g), 0.5)  # noqa: E731
     full = lambda f: f[0] @ f[1]  # noqa: E731
     now, before, past = lora(), lora(), losses.factor_difference(lora(), lora())
     update = full(now) - full(before)
     cosine = (update.flatten() @ full(past).flatten()) / (update.norm() * full(past).norm())
-    expected = cosine.item() ** 2 * (update.norm() / full(past).norm()).item() ** 2
-    assert losses.weight_direction_loss([now], [before], [[past]]).item() == pytest.approx(expected, rel=1e-4)
-    # undoing half of the earlier update costs 0.25
-    assert losses.weight_direction_loss([(-0.5 * now[0], now[1])], [None], [[now]]).item() == pytest.approx(0.25, abs=1e-5)
-    grads = []
-    for size in (1e-1, 1e-3):  # an update along U, small and smaller
-        step = (size * now[0]).requires_grad_(), now[1]
-        losses.weight_direction_loss([step], [None], [[now]]).backward()
-        grads.append(step[0].grad.norm().item())
-    assert grads[1] < 0.02 * grads[0]
+    relative = (update.norm() / full(past).norm()).item()
+    assert losses.weight_direction_loss([now], [before], [[past]]).item() == pytest.approx(cosine.item() ** 2, rel=1e-4)
+    assert losses.weight_direction_loss([now], [before], [[past]], "projection").item() == pytest.approx(
+        cosine.item() ** 2 * relative ** 2, rel=1e-4)
+    assert losses.weight_direction_loss([now], [None], [[(-2 * now[0], now[1])]]).item() == pytest.approx(1.0, abs=1e-5)
+    # undoing half of the earlier update costs 0.25 in the projection form
+    assert losses.weight_direction_loss([(-0.5 * now[0], now[1])], [None], [[now]], "projection").item() == pytest.approx(0.25, abs=1e-5)
     orth = (torch.eye(6)[:, :1], torch.eye(5)[:1])  # ΔW = e0 e0ᵀ
     w = (torch.eye(6)[:, 1:3], torch.randn(2, 5, generator=g))  # rows 1-2 only: orthogonal to it
-    assert losses.weight_direction_loss([w], [None], [[orth]]).item() == pytest.approx(0.0, abs=1e-6)
+    for form in ("cosine", "projection"):
+        assert losses.weight_direction_loss([w], [None], [[orth]], form).item() == pytest.approx(0.0, abs=1e-6)
+    grads = {}
+    for form in ("cosine", "projection"):
+        for size in (1e-1, 1e-3):  # an update near U's direction, small and smaller
+            step = ((size * (now[0] + 0.3 * past[0][:, :2])).requires_grad_(), now[1])
+            losses.weight_direction_loss([step], [None], [[now]], form).backward()
+            grads[form, size] = step[0].grad.norm().item()
+    assert grads["projection", 1e-3] < 0.02 * grads["projection", 1e-1]
+    assert grads["cosine", 1e-3] > 50 * grads["cosine", 1e-1]
 
 
 def test_weight_direction_loss_takes_conv_loras():
@@ -273,9 +279,9 @@ def test_weight_direction_loss_takes_conv_loras():
     (a1, b1), (a2, b2) = [(torch.randn(2, 3, 3, 3, generator=g), torch.randn(4, 2, 1, 1, generator=g)) for _ in range(2)]
     kernel = lambda a, b: torch.einsum("or,rikl->oikl", b[:, :, 0, 0], a)  # noqa: E731  1×1 conv after k×k conv
     d1, d2 = kernel(a1, b1), kernel(a2, b2)
-    projection = (d1.flatten() @ d2.flatten()) / d2.norm() ** 2
+    cosine = (d1.flatten() @ d2.flatten()) / (d1.norm() * d2.norm())
     now, past = losses.lora_factors(a1, b1, 1.0), losses.lora_factors(a2, b2, 1.0)
-    assert losses.weight_direction_loss([now], [None], [[past]]).item() == pytest.approx(projection.item() ** 2, rel=1e-4)
+    assert losses.weight_direction_loss([now], [None], [[past]]).item() == pytest.approx(cosine.item() ** 2, rel=1e-4)
 
 
 def test_sdl_is_zero_when_statistics_match_and_positive_otherwise():

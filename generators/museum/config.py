@@ -47,6 +47,10 @@ class MuseumConfig(SavedConfig):
     sdl_tau: float = 1.0
     use_weight_reg: bool = True
     lambda_w: float = 1.0
+    # "cosine": cos² of this task's update with the earlier ones (holds old styles and plain prompts,
+    # takes later styles poorly); "projection": the update's run along them relative to their size
+    # (takes later styles about as a fresh LoRA, forgets more). losses.weight_direction_loss.
+    weight_reg_form: str = "cosine"
     use_feature_reg: bool = True
     lambda_f: float = 1.0
     replay_pool: int = 32  # cached (noisy latent, t, earlier-style prompt, teacher output) samples
@@ -73,6 +77,8 @@ class MuseumConfig(SavedConfig):
     def __post_init__(self):
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise UserError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.weight_reg_form not in ("cosine", "projection"):
+            raise UserError(f"weight_reg_form must be cosine or projection, got {self.weight_reg_form!r}")
         if self.noise_offset < 0:
             raise UserError(f"noise_offset must be >= 0, got {self.noise_offset}")
 

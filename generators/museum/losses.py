@@ -60,14 +60,20 @@ def factor_inner(x: Factors, y: Factors) -> torch.Tensor:
     return ((x[0].T @ y[0]) * (x[1] @ y[1].T)).sum()
 
 
-def weight_direction_loss(current: list[Factors], before: list[Factors], earlier_updates: list[list[Factors]]) -> torch.Tensor:
-    """Weight aspect of the dual regularization (docs/methods.md §1.4; cf. CIDM's R1, C-LoRA):
-    how far this task's update ΔW_t = W_now − W_before runs along each given earlier update U,
-    relative to U's own size, squared: (⟨ΔW_t, U⟩ / ‖U‖²)² = cos²(ΔW_t, U) · (‖ΔW_t‖ / ‖U‖)², per
-    layer, averaged. Undoing half of an earlier update costs 0.25; orthogonal updates cost
-    nothing. Not the bare cos²: that is scale-free, so its gradient grows as 1/‖ΔW_t‖ while the
-    update is small, at the start of every task; after gradient clipping it drowned the diffusion
-    loss and the shared LoRA stopped taking new styles (docs/lab/2026-12-notebook.md, chunk 6).
+def weight_direction_loss(current: list[Factors], before: list[Factors], earlier_updates: list[list[Factors]],
+                          form: str = "cosine") -> torch.Tensor:
+    """Weight aspect of the dual regularization (docs/methods.md §1.4; cf. CIDM's R1, C-LoRA): how
+    much this task's update ΔW_t = W_now − W_before runs along each given earlier update U, per
+    layer, averaged; orthogonal updates cost nothing.
+
+    form "cosine": cos²(ΔW_t, U), scale-free, so its gradient grows as 1/‖ΔW_t‖ while the update
+    is small: at the start of a task it outweighs the diffusion loss, and the shared LoRA moves
+    little after its first task (it forgets little and learns later styles poorly).
+    form "projection": (⟨ΔW_t, U⟩ / ‖U‖²)² = cos² · (‖ΔW_t‖ / ‖U‖)², the update's run along U
+    relative to U's size (undoing half of U costs 0.25), with a gradient that vanishes with the
+    update: later styles are learnt about as well as by a fresh LoRA, and forgotten more.
+    (docs/lab/2026-12-notebook.md, chunk 6, has both side by side.)
+
     The museum passes one earlier update: the shared LoRA as the last task left it, which is the
     sum of every earlier task's update (C-LoRA's Σ_{t'<t} A_t'B_t'), so that it stores one LoRA
     however many styles it holds. Every update is a low-rank product, so the inner products are
@@ -78,11 +84,16 @@ def weight_direction_loss(current: list[Factors], before: list[Factors], earlier
     total, count = current[0][0].new_zeros(()), 0
     for layer, (now, prev) in enumerate(zip(current, before)):
         update = factor_difference(now, prev)
+        # cosine: the +1e-16 keeps the gradient finite at ΔW_t = 0
+        scale = (factor_inner(update, update).clamp_min(0) + 1e-16).sqrt() if form == "cosine" else None
         for past in earlier_updates:
             old = past[layer]
             count += 1
-            if old is not None:
-                total = total + (factor_inner(update, old) / factor_inner(old, old).clamp_min(1e-16)) ** 2
+            if old is None:
+                continue
+            old_sq = factor_inner(old, old).clamp_min(1e-16)
+            denominator = scale * old_sq.sqrt() if form == "cosine" else old_sq
+            total = total + (factor_inner(update, old) / denominator) ** 2
     return total / count
 
 

@@ -323,7 +323,7 @@ def learn_style(
                 terms["sdl"] = sdl.detach()
             if cfg.use_weight_reg and earlier_updates:
                 current = [losses.lora_factors(layers[n].lora_A[ADAPTER].weight, layers[n].lora_B[ADAPTER].weight, scale) for n in names]
-                lw = losses.weight_direction_loss(current, before, earlier_updates)
+                lw = losses.weight_direction_loss(current, before, earlier_updates, cfg.weight_reg_form)
                 loss = loss + cfg.lambda_w * lw
                 terms["weight"] = lw.detach()
             opt.zero_grad(set_to_none=True)
