@@ -24,11 +24,12 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from generators import bases, diffusion
+from generators import bases, diffusion, miniworld
 from generators.diffusion_training import (
     LOSS_EVERY,
     TrainableTokenEmbedding,
@@ -157,11 +158,8 @@ def default_caption(image_caption: str | None) -> str:
 
 
 def content_prompts(n: int, seed: int) -> list[str]:
-    """n mini-world captions ("a red fish on the sea background, small, ..."), drawn from `seed`."""
-    import numpy as np
-
-    from generators import miniworld
-
+    """n mini-world captions ("a red fish on the sea background, small, ..."), drawn from `seed` on a
+    stream of their own (31), apart from the prompts bench/forgetting.py scores on (4242)."""
     rng = np.random.default_rng([seed, 31])
     return [miniworld.sample_attributes(rng).caption for _ in range(n)]
 
