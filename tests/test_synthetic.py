@@ -14,12 +14,14 @@ import pytest
 from PIL import Image
 
 from generators import miniworld
+from generators.errors import UserError
 from generators.files import sha256_file
 from generators.run import Run
 from generators.synthetic import extract as ex
 from generators.synthetic import export as exp
 from generators.synthetic import fit as ft
 from generators.synthetic import lora
+from tests.conftest import tiny_blip
 
 CLASSES = ("finch", "robin", "sparrow")
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,19 +114,7 @@ def test_auto_chain_fills_what_sidecars_leave(tmp_path):
 
 
 def test_captioner_is_asked_the_category_only(tmp_path, monkeypatch):
-    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
-
-    words = "[PAD] [UNK] [CLS] [SEP] [MASK] the a of sky grass background is bird left right facing small".split()
-    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
-    proc = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}),
-                         tokenizer=BertTokenizer(str(tmp_path / "vocab.txt"), bos_token="[CLS]"))
-    cfg = BlipConfig(text_config=dict(vocab_size=len(words), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                      intermediate_size=64, max_position_embeddings=64, bos_token_id=2, sep_token_id=3,
-                                      pad_token_id=0),
-                     vision_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                                        image_size=32, patch_size=8), projection_dim=32)
-    BlipForConditionalGeneration(cfg).save_pretrained(tmp_path / "vlm")
-    proc.save_pretrained(tmp_path / "vlm")
+    tiny_blip(tmp_path / "vlm")
     render_birds(tmp_path / "data", classes=("robin",), n=2)
     _, items, _ = ex.read_class_folders(tmp_path / "data", 64)
 
@@ -137,7 +127,7 @@ def test_captioner_is_asked_the_category_only(tmp_path, monkeypatch):
     assert asked and all("bird" in q and "robin" not in q + p for q, p in asked)
     assert captioner.source() == f"captioner:{tmp_path / 'vlm'}"
 
-    with pytest.raises(FileNotFoundError) as err:
+    with pytest.raises(UserError) as err:
         ex.CaptionerExtractor(str(tmp_path / "no-such-model"))
     message = str(err.value)
     assert "\n" not in message and "sidecars" in message and "--extractor miniworld" in message

@@ -18,7 +18,7 @@ class MuseumConfig(SavedConfig):
                                              "sample_steps", "guidance")
     # What a saved config without the field meant, where the default changed since: a task saved
     # before noise_offset existed trained without it.
-    ABSENT_MEANS: ClassVar[dict] = {"noise_offset": 0.0}
+    ABSENT_MEANS: ClassVar[dict] = {"noise_offset": 0.0, "captioner": "none"}
 
     # Shared LoRA (peft) on the UNet attention projections.
     rank: int = 8
@@ -39,6 +39,10 @@ class MuseumConfig(SavedConfig):
     # studio-mini 2: Average 0.57 -> 0.61, Forgetting 0.10 -> 0.07, content 0.45 -> 0.54 (on the
     # first studio-mini it doubled Forgetting; pass 0 there). docs/lab/2026-12-notebook.md.
     noise_offset: float = 0.1
+    # Who captions an image that comes without a caption file (generators/captioning.py): "auto"
+    # (the mini world's evaluator on a Studio-pretrained base, else none), "mini-world", "none"
+    # (train as "a picture"), or a transformers image-to-text model (BLIP, GIT) by folder or hub id.
+    captioner: str = "auto"
     checkpoint_every: int = 50
     seed: int = 0
     # Loss terms (each switchable for ablations; the default is the full method).

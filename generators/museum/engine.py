@@ -15,7 +15,7 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from generators import bases, diffusion
+from generators import bases, captioning, diffusion
 from generators.errors import UserError
 from generators.museum.config import MuseumConfig, check_shared_lora
 from generators.museum.scores import SCORE_PROMPTS, score_text  # noqa: F401 - engine.SCORE_PROMPTS, engine.score_text
@@ -34,6 +34,11 @@ def token_vectors(museum: Museum, family: bases.Adapter | None = None) -> dict[s
     """{token: [its vector in each text encoder]} of every style, read in the family's token layout."""
     family = family or bases.adapter(museum.family or "sd")
     return {s.token: family.token_vectors(museum.embedding(s.name), s.token) for s in museum.styles}
+
+
+def earlier_styles(museum: Museum) -> list[dict]:
+    """learn_style's earlier_styles: every style's token and captions (given and made), in order."""
+    return [{"token": s.token, "captions": museum.manifest(s.name).get("captions", [])} for s in museum.styles]
 
 
 def check_family(museum: Museum, pipe) -> None:
@@ -107,24 +112,29 @@ def learn(museum: Museum, style: StyleFolder, cfg: MuseumConfig, base=None, devi
     check_family(museum, pipe)
     family = bases.adapter(pipe)
     load_pipe_style_tokens(pipe, token_vectors(museum, family))
-    earlier_styles = [{"token": s.token, "captions": museum.manifest(s.name).get("captions", [])} for s in museum.styles]
+    earlier = earlier_styles(museum)
     museum.write_new()  # a new museum's museum.json comes before its first checkpoint
     work = museum.work_dir(style.name)
     if work.is_dir() and (not (work / "hashes.txt").is_file() or (work / "hashes.txt").read_text().split() != style.hashes):
         shutil.rmtree(work)  # an interrupted run on other images: start over
     work.mkdir(parents=True, exist_ok=True)
     (work / "hashes.txt").write_text("\n".join(style.hashes))
+    images = [im.image for im in style.images]
+    captions = captioning.fill_captions([im.caption for im in style.images], images, cfg.captioner, base,
+                                        str(pipe.unet.device), evaluator)
     lora, vector, result = learn_style(
-        pipe, style.token, [im.image for im in style.images], [im.caption for im in style.images], cfg,
-        museum.lora_state(), earlier_styles, checkpoint_dir=work, run=run,
+        pipe, style.token, images, captions, cfg, museum.lora_state(), earlier, checkpoint_dir=work, run=run,
     )
     manifest = {
         "name": style.name,
         "token": style.token,
         "description": style.description,
         "source": str(style.folder),
-        "images": [{"file": im.path.name, "sha256": im.sha256, "caption": im.caption} for im in style.images],
-        "captions": [c for c in (im.caption for im in style.images) if c],
+        "images": [{"file": im.path.name, "sha256": im.sha256, "caption": im.caption,
+                    **({"made_caption": made} if made and not im.caption else {})}
+                   for im, made in zip(style.images, captions)],
+        "captioner": captioning.resolve(cfg.captioner, base),
+        "captions": [c for c in captions if c],  # given and made: the feature term's replay prompts
         "rejected": [{"file": f, "reason": r} for f, r in style.rejected],
         "config": cfg.to_dict(),
         "base": museum.base,

@@ -245,4 +245,8 @@ def task_report(manifest: dict) -> list[str]:
              + (f" (resumed at {r['resumed_from']})" if r.get("resumed_from") else "")
              + f", {manifest['timings']['total_seconds']:.0f} s, final loss {r['final_loss']:.4f}, "
              + score_text(manifest.get("metrics"))]
+    made = [im for im in manifest["images"] if im.get("made_caption")]
+    if made:
+        lines.append(f"    {len(made)} images without a caption file, captioned by {manifest['captioner']}, "
+                     f"e.g. {made[0]['file']}: \"{made[0]['made_caption']}\"")
     return lines + [f"    rejected {f['file']}: {f['reason']}" for f in manifest["rejected"]]

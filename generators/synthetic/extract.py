@@ -223,25 +223,19 @@ class CaptionerExtractor(Extractor):
 
     def __init__(self, model_id: str, device: str = "cpu", max_new_tokens: int = 24, image_size: int = 384):
         import torch
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        from generators.captioning import load_image_text_model
 
         self.model_id = str(model_id)
         self.max_new_tokens = max_new_tokens
         self.image_size = image_size
-        try:
-            self.processor = AutoProcessor.from_pretrained(self.model_id)
-            self.model = AutoModelForImageTextToText.from_pretrained(self.model_id)
-        except (OSError, ValueError, KeyError) as err:
-            first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-            raise FileNotFoundError(
-                f"captioner {self.model_id!r} could not be loaded ({first}); give a local folder or a cached hub id of an "
-                "image-text-to-text model, or use the alternatives: sidecars (DIR/attributes.jsonl or a .txt per image) "
-                "or the built-in mini-world extractor (--extractor miniworld)") from None
         dev = device
         if device == "auto":
             dev = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(dev)
-        self.model.to(self.device).eval()
+        self.processor, self.model = load_image_text_model(
+            self.model_id, self.device, "sidecars (DIR/attributes.jsonl or a .txt per image) or the built-in "
+            "mini-world extractor (--extractor miniworld)")
 
     def source(self) -> str:
         return f"captioner:{self.model_id}"

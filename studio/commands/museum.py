@@ -32,6 +32,10 @@ def register(sub) -> None:
     p.add_argument("--noise-offset", type=float, default=None,
                    help="kohya's noise_offset for the style images (default 0.1, chosen on studio-mini 2; 0: off, "
                         "better on the first studio-mini; docs/lab/2026-12-notebook.md)")
+    p.add_argument("--captioner", default=None,
+                   help="who captions images without a caption file: auto (default: the mini world's evaluator on "
+                        "an embedded base, else none), mini-world, none (train as 'a picture'), or a BLIP/GIT "
+                        "folder or hub id (transformers, safetensors)")
     p.add_argument("--new-version", action="store_true",
                    help="learn a style whose name exists with different images as <name>-v2 beside the original")
     p.add_argument("--no-sdl", action="store_true", help="switch off the style distillation loss (ablation)")
@@ -64,7 +68,7 @@ def _overrides(args) -> dict:
     from generators.museum.config import MuseumConfig
 
     given = {"steps": args.steps, "rank": args.rank, "checkpoint_every": args.checkpoint_every,
-             "noise_offset": args.noise_offset, "precision": args.precision}
+             "noise_offset": args.noise_offset, "captioner": args.captioner, "precision": args.precision}
     out = {k: v for k, v in given.items() if v is not None}
     for flag, key in (("no_sdl", "use_sdl"), ("no_weight_reg", "use_weight_reg"), ("no_feature_reg", "use_feature_reg"),
                       ("no_preserve_base", "preserve_base")):

@@ -65,7 +65,7 @@ class MuseumMixin(StudioBase):
             if museum is not None and museum.n_tasks:
                 load_pipe_style_tokens(pipe, engine.token_vectors(museum, bases.adapter(pipe)))  # as engine.learn
                 previous = museum.lora_state()
-                earlier = [{"token": s.token, "captions": museum.manifest(s.name).get("captions", [])} for s in museum.styles]
+                earlier = engine.earlier_styles(museum)
             load_s = time.time() - t0
             size = diffusion.base_resolution(pipe)
             images = [apply_style("sepia", miniworld.generate(0, i, size=size).image, seed=i) for i in range(4)]
