@@ -57,7 +57,11 @@ class MuseumConfig(SavedConfig):
     weight_reg_form: str = "cosine"
     use_feature_reg: bool = True
     lambda_f: float = 1.0
-    replay_pool: int = 32  # cached (noisy latent, t, earlier-style prompt, teacher output) samples
+    replay_pool: int = 32  # replay prompts: cached (noisy latent, t, earlier-style prompt, teacher output) samples
+    # Where the replay's noisy latents come from: 0, this task's style images noised at uniform t
+    # (one sample a prompt); n > 0, the pre-task model's own n-step DDIM paths for each prompt
+    # (replay_pool × n samples, where the earlier styles are actually drawn: train.trajectory_replay).
+    replay_trajectory_steps: int = 0
     preserve_base: bool = True  # plain prompts (no token) join the replay: the style lives behind its token
     # Content prompts of the mini world's kind (plain English, any base reads them) that join the
     # base's replay beside the style's own captions (0: its captions only). A folder without

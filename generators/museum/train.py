@@ -164,6 +164,74 @@ def content_prompts(n: int, seed: int) -> list[str]:
     return [miniworld.sample_attributes(rng).caption for _ in range(n)]
 
 
+# --- the feature term's replay pool --------------------------------------------------------
+
+
+def replay_prompts(sources: list[dict], k: int, tokenizer, gen: torch.Generator) -> list[str]:
+    """k replay prompts: each from a source drawn uniformly ({"token", "captions"}: an earlier style,
+    or the base with token None), its captions taken in turn, the source's token appended."""
+    choice = torch.randint(len(sources), (k,), generator=gen).tolist()
+    texts = []
+    for i, c in enumerate(choice):
+        caps = sources[c]["captions"] or ["a picture"]
+        texts.append(fit_prompt(tokenizer, caps[i % len(caps)], [sources[c]["token"]] if sources[c]["token"] else []))
+    return texts
+
+
+def _teacher_pool(pipe, family, zt, t, texts, resolution, batch) -> tuple:
+    """(z_t, t, cond, the model's output there) for the given noisy latents and prompts, a batch at
+    a time (the peak stays a training step's). Called under no_grad before the first update, when
+    the model is exactly the pre-task model: its outputs are the teacher's."""
+    ids = family.tokenize(pipe, texts, zt.device)
+    cond, teacher = [], []
+    for i in range(0, len(texts), batch):
+        cond.append(family.encode(pipe, [x[i : i + batch] for x in ids], resolution))
+        teacher.append(family.unet(pipe.unet, zt[i : i + batch], t[i : i + batch], cond[-1]).float())
+    return zt, t, {key: torch.cat([c[key] for c in cond]) for key in cond[0]}, torch.cat(teacher)
+
+
+def noised_style_replay(pipe, family, texts, means, stds, sched, gen, resolution, batch) -> tuple:
+    """Replay on this task's style latents, noised at uniform t, under the replay prompts."""
+    device, k = means.device, len(texts)
+    idx = torch.randint(len(means), (k,), generator=gen)
+    z0 = means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen).to(device)
+    t = torch.randint(0, len(sched.alphas_cumprod), (k,), generator=gen).to(device)
+    zt = sched.add_noise(z0, torch.randn(z0.shape, generator=gen).to(device), t)
+    return _teacher_pool(pipe, family, zt, t, texts, resolution, batch)
+
+
+def trajectory_replay(pipe, family, texts, steps: int, guidance: float, gen, resolution, batch) -> tuple:
+    """Replay on the pre-task model's own sampling paths (generative distillation, Masip et al.
+    2023, "Continual learning of diffusion models with generative distillation": distil along the
+    teacher's denoising trajectory rather than on noised data). Each prompt gets one DDIM path of
+    `steps` steps at `guidance` from seeded noise; every visited (z_t, t) is a replay sample, with
+    the model's conditional output there as the teacher. So the pool holds len(texts) × steps
+    samples where the earlier styles' images are actually drawn, not on this task's images noised."""
+    from diffusers import DDIMScheduler
+
+    unet, device = pipe.unet, pipe.unet.device
+    sampler = DDIMScheduler.from_config(noise_scheduler(pipe).config)  # the training betas and prediction type
+    sampler.set_timesteps(steps)
+    side = resolution // pipe.vae_scale_factor
+    zs, ts = [], []
+    for i in range(0, len(texts), batch):
+        n = len(texts[i : i + batch])
+        cond = family.encode(pipe, family.tokenize(pipe, texts[i : i + batch], device), resolution)
+        uncond = family.encode(pipe, family.tokenize(pipe, [""] * n, device), resolution)
+        z = torch.randn((n, unet.config.in_channels, side, side), generator=gen).to(device) * sampler.init_noise_sigma
+        for step_t in sampler.timesteps:
+            t = step_t.repeat(n).to(device)
+            c, u = family.unet(unet, z, t, cond).float(), family.unet(unet, z, t, uncond).float()
+            zs.append(z)
+            ts.append(t)
+            z = sampler.step(u + guidance * (c - u), step_t, z).prev_sample.to(z.dtype)
+    # sample j of path p sits at zs[j + steps * (p // batch)][p % batch]: reorder to one flat pool
+    zt, t = torch.cat(zs), torch.cat(ts)
+    texts_flat = [texts[i + r] for i in range(0, len(texts), batch) for _ in range(steps)
+                  for r in range(min(batch, len(texts) - i))]
+    return _teacher_pool(pipe, family, zt, t, texts_flat, resolution, batch)
+
+
 # --- the task -----------------------------------------------------------------------------
 
 
@@ -258,24 +326,13 @@ def learn_style(
             plain = [default_caption(c) for c in captions] + content_prompts(cfg.base_replay_prompts, cfg.seed)
             sources.append({"token": None, "captions": plain})
         if cfg.use_feature_reg and sources:
-            k = cfg.replay_pool
-            choice = torch.randint(len(sources), (k,), generator=gen).tolist()
-            texts = []
-            for i, c in enumerate(choice):
-                caps = sources[c]["captions"] or ["a picture"]
-                texts.append(fit_prompt(tokenizer, caps[i % len(caps)], [sources[c]["token"]] if sources[c]["token"] else []))
-            idx = torch.randint(len(images), (k,), generator=gen)
-            z0 = means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen).to(device)
-            t = torch.randint(0, n_train_t, (k,), generator=gen).to(device)
-            zt = sched.add_noise(z0, torch.randn(z0.shape, generator=gen).to(device), t)
-            ids = family.tokenize(pipe, texts, device)
-            cond, teacher = [], []
-            with torch.no_grad(), autocast:  # a training batch at a time: the peak stays a step's
-                for i in range(0, k, cfg.batch_size):
-                    cond.append(family.encode(pipe, [x[i : i + cfg.batch_size] for x in ids], resolution))
-                    teacher.append(family.unet(unet, zt[i : i + cfg.batch_size], t[i : i + cfg.batch_size],
-                                               cond[-1]).float())
-            replay = (zt, t, {key: torch.cat([c[key] for c in cond]) for key in cond[0]}, torch.cat(teacher))
+            texts = replay_prompts(sources, cfg.replay_pool, tokenizer, gen)
+            with torch.no_grad(), autocast:
+                if cfg.replay_trajectory_steps:
+                    replay = trajectory_replay(pipe, family, texts, cfg.replay_trajectory_steps, cfg.guidance, gen,
+                                               resolution, cfg.batch_size)
+                else:
+                    replay = noised_style_replay(pipe, family, texts, means, stds, sched, gen, resolution, cfg.batch_size)
 
         groups = [{"params": lora_params, "lr": cfg.lora_lr}]
         if cfg.train_token:
