@@ -9,6 +9,7 @@ from PIL import Image
 from generators import captioning, miniworld
 from generators.errors import UserError
 from generators.museum.engine import learn
+from generators.museum.ingest import task_report
 from styles.folder import read_style_folder
 from styles.museum import Museum
 from styles.reference import REFERENCE_STYLES, apply_style
@@ -57,6 +58,7 @@ def test_given_captions_win_and_missing_ones_are_made(tiny_pipeline_dir, tmp_pat
     assert [im["caption"] is None for im in manifest["images"]] == [False, True, False, True]
     assert [m is not None for m in made] == [False, True, False, True]
     assert manifest["captioner"] == "mini-world" and len(manifest["captions"]) == 4
+    assert "2 images without a caption file, captioned by mini-world, e.g. 001.png" in "\n".join(task_report(manifest))
     assert json.loads((museum.root / "styles" / "sepia" / "manifest.json").read_text())["captions"] == manifest["captions"]
     # the default on a base Studio did not pretrain: no captions made
     plain = learn(museum, read_style_folder(make_style_folder(tmp_path / "in" / "halftone", "halftone", captions=False), 32),

@@ -235,6 +235,15 @@ def ingest(museum: Museum, items: list[PlanItem], base=None, device: str = "auto
     return manifests
 
 
+def made_captions_line(manifest: dict) -> str | None:
+    """How many images the task captioned itself, by whom, with an example (None: it made none)."""
+    made = [im for im in manifest["images"] if im.get("made_caption")]
+    if not made:
+        return None
+    return (f"{len(made)} images without a caption file, captioned by {manifest['captioner']}, "
+            f"e.g. {made[0]['file']}: \"{made[0]['made_caption']}\"")
+
+
 def task_report(manifest: dict) -> list[str]:
     """A learnt task's lines in the ingest report (the CLI prints them, the web app shows them)."""
     from generators.museum.scores import score_text
@@ -245,8 +254,6 @@ def task_report(manifest: dict) -> list[str]:
              + (f" (resumed at {r['resumed_from']})" if r.get("resumed_from") else "")
              + f", {manifest['timings']['total_seconds']:.0f} s, final loss {r['final_loss']:.4f}, "
              + score_text(manifest.get("metrics"))]
-    made = [im for im in manifest["images"] if im.get("made_caption")]
-    if made:
-        lines.append(f"    {len(made)} images without a caption file, captioned by {manifest['captioner']}, "
-                     f"e.g. {made[0]['file']}: \"{made[0]['made_caption']}\"")
+    if made_captions_line(manifest):
+        lines.append(f"    {made_captions_line(manifest)}")
     return lines + [f"    rejected {f['file']}: {f['reason']}" for f in manifest["rejected"]]

@@ -242,7 +242,7 @@ class MuseumMixin(StudioBase):
 
         def work(job: Job):
             from generators import diffusion
-            from generators.museum.ingest import ingest, plan_style
+            from generators.museum.ingest import ingest, made_captions_line, plan_style
 
             museum = self.open_museum(create=True)
             overrides = {"steps": steps, "batch_size": batch_size, "checkpoint_every": max(1, min(50, steps // 4 or 1))}
@@ -282,6 +282,8 @@ class MuseumMixin(StudioBase):
                         job.set_previews([(im.convert("RGB"), f"{style.name}: learnt")])
                 job.log(f"learnt {style.name} as {style.token} in {manifest['timings']['total_seconds']:.0f} s, "
                         f"final loss {manifest['result']['final_loss']:.4f}; {score_text(manifest.get('metrics'))}")
+                if made_captions_line(manifest):
+                    job.log(made_captions_line(manifest))
             self.record_job_timing(job, cfg.batch_size)
             return manifest
 
