@@ -118,6 +118,28 @@ def load_captioner(name: str, base, device: str = "cpu", evaluator=None):
     return TransformersCaptioner(name, device)
 
 
+def style_words(images: list[Image.Image], base, tokenizer, min_share: float = 0.5) -> tuple[str, ...]:
+    """Words for a style in the base's own style vocabulary, to start its token from (textual
+    inversion's initializer words, chosen from the images): on a base Studio pretrained with the
+    style family (studio-mini 2, whose tokenizer holds the family's words as single tokens), the
+    family head reads which components each image carries, and the words of those found on at least
+    `min_share` of the images come back, e.g. ("pixelated", "high", "contrast") for pixel art.
+    Elsewhere, or when none is that common: ()."""
+    if resolve("auto", base) != "mini-world":
+        return ()
+    from generators.sd_mini import family_head, style_family
+
+    if any(len(tokenizer(w, add_special_tokens=False).input_ids) != 1 for w in style_family.words()):
+        return ()  # a mini-world base from before the style family (the first studio-mini)
+    predicted = family_head.load().predict(images)
+    counts: dict[str, int] = {}
+    for i in range(len(images)):
+        for name in family_head.components_found(predicted, i):
+            counts[name] = counts.get(name, 0) + 1
+    common = [c for c in style_family.COMPONENT_NAMES if counts.get(c, 0) >= min_share * len(images)]
+    return tuple(w for c in common for w in c.split())
+
+
 def fill_captions(captions: list[str | None], images: list[Image.Image], name: str, base, device: str = "cpu",
                   evaluator=None) -> list[str | None]:
     """`captions` with every missing one made by the captioner `name` (given captions are kept;

@@ -64,6 +64,7 @@ def test_given_captions_win_and_missing_ones_are_made(tiny_pipeline_dir, tmp_pat
     plain = learn(museum, read_style_folder(make_style_folder(tmp_path / "in" / "halftone", "halftone", captions=False), 32),
                   tiny_cfg(), str(tiny_pipeline_dir), "cpu")
     assert plain["captioner"] == "none" and plain["captions"] == [] and "made_caption" not in plain["images"][0]
+    assert plain["token_init"] == [] and manifest["token_init"] == []  # a base without style words: the vocabulary's mean
 
 
 def test_a_transformers_captioner_from_a_folder(tmp_path):
@@ -78,3 +79,18 @@ def test_a_captioner_without_safetensors_is_refused(tmp_path):
     folder = tiny_blip(tmp_path / "blip-bin", safetensors=False)
     with pytest.raises(UserError, match="safetensors"):
         captioning.TransformersCaptioner(str(folder))
+
+
+def test_style_words_start_a_token_where_the_base_knows_them(tiny_pipeline_dir):
+    """On studio-mini 2 the family head names pixel art in the base's own style words; a base that
+    has no such words (the first studio-mini, any other base) gets none."""
+    from transformers import CLIPTokenizer
+
+    from generators.base_source import EMBEDDED
+
+    images = [apply_style("pixel_art", miniworld.generate(0, i).image, seed=i) for i in range(8)]
+    words = captioning.style_words(images, None, CLIPTokenizer.from_pretrained(EMBEDDED["studio-mini-2"] / "tokenizer"))
+    assert "pixelated" in words
+    assert captioning.style_words(images, "studio-mini", CLIPTokenizer.from_pretrained(EMBEDDED["studio-mini"] / "tokenizer")) == ()
+    tiny = CLIPTokenizer.from_pretrained(tiny_pipeline_dir / "tokenizer")
+    assert captioning.style_words(images, str(tiny_pipeline_dir), tiny) == ()

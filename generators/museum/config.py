@@ -18,7 +18,7 @@ class MuseumConfig(SavedConfig):
                                              "sample_steps", "guidance")
     # What a saved config without the field meant, where the default changed since: a task saved
     # before noise_offset existed trained without it.
-    ABSENT_MEANS: ClassVar[dict] = {"noise_offset": 0.0, "captioner": "none"}
+    ABSENT_MEANS: ClassVar[dict] = {"noise_offset": 0.0, "captioner": "none", "token_init_from_images": False}
 
     # Shared LoRA (peft) on the UNet attention projections.
     rank: int = 8
@@ -33,6 +33,10 @@ class MuseumConfig(SavedConfig):
     # Words of the base whose mean embedding starts the token (textual inversion's initializer
     # token, e.g. a base's style names); empty: the vocabulary's mean.
     token_init: tuple[str, ...] = ()
+    # With token_init empty: start the token at the base's own words for what the style images show
+    # (captioning.style_words: the style-family components found on half of them, on studio-mini 2),
+    # where the base has such words; otherwise, and with False, at the vocabulary's mean.
+    token_init_from_images: bool = True
     # kohya's noise_offset: a per-image, per-channel constant of this std added to the style
     # images' noise, so the task must learn the style's global colour and darkness, which the
     # schedule otherwise leaks through from the data even at the noisiest step (0: off). 0.1 on

@@ -122,8 +122,10 @@ def learn(museum: Museum, style: StyleFolder, cfg: MuseumConfig, base=None, devi
     images = [im.image for im in style.images]
     captions = captioning.fill_captions([im.caption for im in style.images], images, cfg.captioner, base,
                                         str(pipe.unet.device), evaluator)
+    init_words = () if cfg.token_init or not cfg.token_init_from_images else captioning.style_words(images, base, pipe.tokenizer)
     lora, vector, result = learn_style(
         pipe, style.token, images, captions, cfg, museum.lora_state(), earlier, checkpoint_dir=work, run=run,
+        init_words=init_words,
     )
     manifest = {
         "name": style.name,
@@ -134,6 +136,7 @@ def learn(museum: Museum, style: StyleFolder, cfg: MuseumConfig, base=None, devi
                     **({"made_caption": made} if made and not im.caption else {})}
                    for im, made in zip(style.images, captions)],
         "captioner": captioning.resolve(cfg.captioner, base),
+        "token_init": list(cfg.token_init or init_words),  # the words the token started from (none: the vocabulary's mean)
         "captions": [c for c in captions if c],  # given and made: the feature term's replay prompts
         "rejected": [{"file": f, "reason": r} for f, r in style.rejected],
         "config": cfg.to_dict(),

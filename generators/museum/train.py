@@ -255,6 +255,7 @@ def learn_style(
     earlier_styles: list[dict],
     checkpoint_dir: Path | None = None,
     run: Run | None = None,
+    init_words: tuple[str, ...] = (),
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, TaskResult]:
     """Train one style into `pipe` (already holding earlier styles' tokens, frozen).
 
@@ -262,6 +263,8 @@ def learn_style(
     and for the weight term the sum of every earlier task's update.
     earlier_styles: [{"token": ..., "captions": [...]}], one per earlier task, for the feature term's
     replay prompts.
+    init_words: the words the token starts from when cfg.token_init is empty (the engine's
+    captioning.style_words).
     Returns (LoRA state after this task, the token's vector, result); on a base with several text
     encoders (SDXL) the token has one vector per encoder and the second item is their list.
     run (generators/run.py): progress counts steps of cfg.steps; if should_stop() turns true the
@@ -290,7 +293,7 @@ def learn_style(
         torch.manual_seed(cfg.seed)  # the LoRA's initial A (first task) is reproducible
         attach_lora(unet, cfg, previous_state)
     # the token joins every encoder's vocabulary (SDXL textual inversion: one vector per encoder)
-    token_ids = [add_style_token(tok, te, token, cfg.token_init) for tok, te in pairs]
+    token_ids = [add_style_token(tok, te, token, cfg.token_init or init_words) for tok, te in pairs]
     prompts = [fit_prompt(tokenizer, default_caption(c), [token]) for c in captions]
     unet.requires_grad_(False)
     for _, te in pairs:
