@@ -55,6 +55,7 @@ class MuseumConfig(SavedConfig):
     sdl_tau: float = 1.0
     use_weight_reg: bool = True
     lambda_w: float = 1.0
+    weight_reg_warmup: int = 0  # steps over which λ_w ramps in linearly from 0 (0: at full weight from the start)
     # "cosine": cos² of this task's update with the earlier ones (holds old styles and plain prompts,
     # takes later styles poorly); "projection": the update's run along them relative to their size
     # (takes later styles about as a fresh LoRA, forgets more). losses.weight_direction_loss.
@@ -91,6 +92,8 @@ class MuseumConfig(SavedConfig):
             raise UserError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
         if self.weight_reg_form not in ("cosine", "projection"):
             raise UserError(f"weight_reg_form must be cosine or projection, got {self.weight_reg_form!r}")
+        if self.weight_reg_warmup < 0 or self.replay_trajectory_steps < 0:
+            raise UserError("weight_reg_warmup and replay_trajectory_steps must be >= 0")
         if self.noise_offset < 0:
             raise UserError(f"noise_offset must be >= 0, got {self.noise_offset}")
 

@@ -382,7 +382,10 @@ def learn_style(
             if cfg.use_weight_reg and earlier_updates:
                 current = [losses.lora_factors(layers[n].lora_A[ADAPTER].weight, layers[n].lora_B[ADAPTER].weight, scale) for n in names]
                 lw = losses.weight_direction_loss(current, before, earlier_updates, cfg.weight_reg_form)
-                loss = loss + cfg.lambda_w * lw
+                # ramped in over weight_reg_warmup steps: cos² is scale-free, so while the update
+                # is still small its gradient (∝ 1/‖ΔW_t‖) would drown the diffusion loss
+                ramp = min(1.0, (step + 1) / cfg.weight_reg_warmup) if cfg.weight_reg_warmup else 1.0
+                loss = loss + cfg.lambda_w * ramp * lw
                 terms["weight"] = lw.detach()
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
