@@ -449,3 +449,22 @@ def test_a_token_starts_at_its_init_words_or_the_vocabulary_mean(tiny_pipeline_d
     with pytest.raises(ValueError, match="'crimson-ish' is not one token"):
         add_style_token(tok, text_encoder, "<dot>", ("crimson-ish",))
     assert MuseumConfig.from_dict(MuseumConfig(token_init=("red",)).to_dict()).token_init == ("red",)
+
+
+def test_the_token_term_keeps_a_new_token_off_the_earlier_ones_direction(tiny_pipeline_dir, tmp_path):
+    """With token_orthogonality the second style's token leaves the vocabulary's mean at a smaller
+    angle overlap with the first's than without it (same data, same seeds)."""
+    from transformers import CLIPTextModel
+
+    mean = CLIPTextModel.from_pretrained(tiny_pipeline_dir / "text_encoder").get_input_embeddings().weight.detach().mean(0)
+    overlap = {}
+    for lam in (0.0, 100.0):
+        museum = Museum.open(tmp_path / f"m{lam}", base=str(tiny_pipeline_dir), create=True)
+        for k, style in enumerate(["sepia", "pixel_art"]):
+            folder = make_style_folder(tmp_path / f"in{lam}" / style, style, seed=k)
+            cfg = tiny_cfg(steps=20, token_lr=5e-2, token_orthogonality=lam)
+            manifest = learn(museum, read_style_folder(folder, 32), cfg, str(tiny_pipeline_dir), "cpu")
+        assert ("token" in manifest["result"]["loss_terms"]) is (lam > 0)
+        a, b = (museum.embedding(s)[f"<{s}>"].reshape(-1) - mean for s in ("sepia", "pixel_art"))
+        overlap[lam] = float(torch.nn.functional.cosine_similarity(a, b, dim=0)) ** 2
+    assert overlap[0.0] > 0.05 and overlap[100.0] < 0.5 * overlap[0.0], overlap

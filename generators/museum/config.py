@@ -37,6 +37,9 @@ class MuseumConfig(SavedConfig):
     # (captioning.style_words: the style-family components found on half of them, on studio-mini 2),
     # where the base has such words; otherwise, and with False, at the vocabulary's mean.
     token_init_from_images: bool = True
+    # λ of the token term: cos² of the new token's direction (from the vocabulary's mean) with each
+    # earlier token's, so that styles do not share one token direction (0: off). losses.token_overlap_loss
+    token_orthogonality: float = 0.0
     # kohya's noise_offset: a per-image, per-channel constant of this std added to the style
     # images' noise, so the task must learn the style's global colour and darkness, which the
     # schedule otherwise leaks through from the data even at the noisiest step (0: off). 0.1 on

@@ -97,6 +97,21 @@ def weight_direction_loss(current: list[Factors], before: list[Factors], earlier
     return total / count
 
 
+def token_overlap_loss(vectors: list[torch.Tensor], means: list[torch.Tensor], earlier_dirs: list) -> torch.Tensor:
+    """The new token's direction away from the vocabulary's mean against the earlier tokens' (ours,
+    after CIDM's orthogonal subspaces, on the tokens): mean cos² over earlier tokens and text
+    encoders. Trained from one starting point, a museum's tokens left the mean along one shared
+    direction (pairwise cosines 0.5-0.85), so the shared LoRA could not tell them apart."""
+    total, count = vectors[0].new_zeros(()), 0
+    for v, mu, dirs in zip(vectors, means, earlier_dirs):
+        if dirs is None:
+            continue
+        d = F.normalize(v.float().reshape(1, -1) - mu, dim=-1)
+        total = total + ((d @ dirs.T) ** 2).sum()
+        count += dirs.shape[0]
+    return total / max(count, 1)
+
+
 def feature_distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """Feature aspect (docs/methods.md §1.5, LwF-style): the UNet's predictions for earlier styles'
     prompts stay where the frozen pre-task model put them. Teacher outputs are computed once

@@ -305,6 +305,11 @@ def learn_style(
         p.requires_grad_(True)
     mean_norms = [te.get_input_embeddings().weight[:tid].detach().float().norm(dim=1).mean()
                   for (_, te), tid in zip(pairs, token_ids)]
+    # earlier tokens' directions away from the vocabulary's mean, for the token term (per encoder)
+    earlier_ids = [[tok.convert_tokens_to_ids(s["token"]) for s in earlier_styles] for tok, _ in pairs]
+    vocab_means = [te.get_input_embeddings().weight[:tid].detach().float().mean(0) for (_, te), tid in zip(pairs, token_ids)]
+    earlier_dirs = [F.normalize(te.get_input_embeddings().weight[ids].detach().float() - mu, dim=-1) if ids else None
+                    for (_, te), ids, mu in zip(pairs, earlier_ids, vocab_means)]
     with ExitStack() as stack:
         vectors = [stack.enter_context(trainable_token(te, tid, cfg.train_token)) for (_, te), tid in zip(pairs, token_ids)]
         scale = cfg.alpha / cfg.rank
@@ -374,6 +379,10 @@ def learn_style(
             target = prediction_target(sched, z0, noise, t)
             loss = F.mse_loss(pred, target.float())
             terms["diff"] = loss.detach()
+            if cfg.token_orthogonality and cfg.train_token and earlier_styles:
+                lt = losses.token_overlap_loss(vectors, vocab_means, earlier_dirs)
+                loss = loss + cfg.token_orthogonality * lt
+                terms["token"] = lt.detach()
             if cfg.use_sdl:
                 x0_hat = a_t.sqrt() * zt - (1 - a_t).sqrt() * pred if v_prediction else (zt - (1 - a_t).sqrt() * pred) / a_t.sqrt()
                 sdl = losses.style_distillation_loss(x0_hat, set_stats, cfg.sdl_tau, alphas[t])
