@@ -94,3 +94,22 @@ def test_style_words_start_a_token_where_the_base_knows_them(tiny_pipeline_dir):
     assert captioning.style_words(images, "studio-mini", CLIPTokenizer.from_pretrained(EMBEDDED["studio-mini"] / "tokenizer")) == ()
     tiny = CLIPTokenizer.from_pretrained(tiny_pipeline_dir / "tokenizer")
     assert captioning.style_words(images, str(tiny_pipeline_dir), tiny) == ()
+
+
+def test_studio_caption_writes_what_ingestion_would_make_and_keeps_given_files(tmp_path, capsys):
+    """`studio caption DIR` on a folder of style folders: a sidecar for each image without one,
+    the same text a task would make; an existing caption file is left as it was."""
+    from studio.cli import main
+
+    for k, style in enumerate(["sepia", "halftone"]):
+        make_style_folder(tmp_path / "drop" / style, style, n=3, seed=k, captions=False)
+    given = tmp_path / "drop" / "sepia" / "000.txt"
+    given.write_text("my own words\n")
+    assert main(["caption", str(tmp_path / "drop"), "--captioner", "mini-world", "--device", "cpu"]) == 0
+    assert "wrote 5 caption files" in capsys.readouterr().out
+    assert given.read_text() == "my own words\n"
+    image = tmp_path / "drop" / "halftone" / "001.png"
+    made = captioning.fill_captions([None], [Image.open(image).convert("RGB")], "mini-world", None)[0]
+    assert image.with_suffix(".txt").read_text().strip() == made
+    assert main(["caption", str(tmp_path / "drop"), "--captioner", "none"]) != 0
+    assert "makes no captions" in capsys.readouterr().err

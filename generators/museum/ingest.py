@@ -235,6 +235,35 @@ def ingest(museum: Museum, items: list[PlanItem], base=None, device: str = "auto
     return manifests
 
 
+def write_captions(root: Path, captioner: str, base=None, device: str = "cpu", resolution: int = 64) -> list[tuple]:
+    """`studio caption`: write the captions a task would make (captioning.fill_captions) as `.txt`
+    sidecars beside every image of the style folders under `root` (or of `root` itself, if it
+    holds images) that has none, so that a user can read and edit them before ingesting; an
+    existing caption file is never touched. Returns [(image path, caption written or None, why not)]."""
+    from generators import captioning
+
+    root = Path(root)
+    holds_images = root.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir())
+    folders = [root] if holds_images else style_order(root)[0]
+    if captioning.resolve(captioner, base) == "none":
+        raise UserError(f"captioner {captioner!r} on base {base or 'studio-mini-2'} makes no captions; "
+                        "give --captioner mini-world or a BLIP/GIT folder or hub id")
+    out = []
+    for folder in folders:
+        try:
+            style = read_style_folder(folder, resolution)
+        except (UnusableStyle, ValueError, NotADirectoryError) as err:
+            out.append((folder, None, getattr(err, "reason", str(err))))
+            continue
+        todo = [im for im in style.images if im.caption is None]
+        made = captioning.fill_captions([None] * len(todo), [im.image for im in todo], captioner, base, device)
+        for im, caption in zip(todo, made):
+            if caption:
+                im.path.with_suffix(".txt").write_text(caption + "\n")
+            out.append((im.path, caption, None if caption else "the captioner returned nothing"))
+    return out
+
+
 def made_captions_line(manifest: dict) -> str | None:
     """How many images the task captioned itself, by whom, with an example (None: it made none)."""
     made = [im for im in manifest["images"] if im.get("made_caption")]

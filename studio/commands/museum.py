@@ -1,4 +1,4 @@
-"""`studio ingest`, `studio styles`, `studio export`: the museum of styles."""
+"""`studio ingest`, `studio caption`, `studio styles`, `studio export`: the museum of styles."""
 
 from __future__ import annotations
 
@@ -48,6 +48,14 @@ def register(sub) -> None:
     add_set_argument(p, "MuseumConfig", "lambda_sdl=0.1 --set lora_lr=5e-4")
     add_base_arguments(p, precision_help="autocast precision of training (the LoRA and tokens stay fp32; default: fp32)")
     p.set_defaults(run=run_ingest)
+
+    c = sub.add_parser("caption", help="write the captions ingestion would make as .txt files beside images that have none")
+    c.add_argument("dir", type=Path, help="a style folder, or a folder of style folders")
+    c.add_argument("--captioner", default="auto",
+                   help="auto (default: the mini world's evaluator on an embedded base), mini-world, or a BLIP/GIT "
+                        "folder or hub id (transformers, safetensors)")
+    add_base_arguments(c)
+    c.set_defaults(run=run_caption)
 
     s = sub.add_parser("styles", help="list the museum's styles")
     add_museum_argument(s)
@@ -135,6 +143,19 @@ def run_ingest(args) -> int:
     if failed:
         raise UserError(f"{len(failed)} style folders not learnt ({', '.join(str(it.folder) for it in failed)}); "
                         "fix them as the report above says, or remove them, and run again")
+    return 0
+
+
+def run_caption(args) -> int:
+    from generators import diffusion
+    from generators.museum.ingest import write_captions
+
+    rows = write_captions(args.dir, args.captioner, args.base, str(diffusion.resolve_device(args.device)),
+                          diffusion.resolution_of(args.base))
+    written = [r for r in rows if r[1]]
+    for path, caption, why in rows:
+        print(f"  {path}: {caption}" if caption else f"  {path}: not captioned ({why})")
+    print(f"wrote {len(written)} caption files; images that had one were left as they were")
     return 0
 
 
