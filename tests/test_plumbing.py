@@ -294,9 +294,11 @@ def test_configs_round_trip_and_old_files_load():
         assert d == cfg.to_dict() and cls.from_dict(d) == cfg  # JSON and back: lists become tuples again
         with pytest.raises(UserError, match="unknown"):
             cls.from_dict({**d, "no_such_field": 1})
-    assert MuseumConfig.from_dict({"steps": 5, "noise_offset": 0.1}) == MuseumConfig(steps=5)  # a field the file lacks takes its default
-    # ... unless its default changed since: a file from before noise_offset trained without it
-    assert MuseumConfig.from_dict({"steps": 5}) == MuseumConfig(steps=5, noise_offset=0.0)
+    # a field the file lacks takes its default, unless the default changed since: a file from before
+    # noise_offset trained without it, one from before made captions and token words without them
+    before = {"captioner": "none", "token_init_from_images": False}
+    assert MuseumConfig.from_dict({"steps": 5, "noise_offset": 0.1, "replay_pool": 16}) == MuseumConfig(steps=5, replay_pool=16, **before)
+    assert MuseumConfig.from_dict({"steps": 5}) == MuseumConfig(steps=5, noise_offset=0.0, **before)
     assert GANConfig.from_dict({"channels": [8, 8, 8], "resolution": 16}).channels == (8, 8, 8)
     ev = EvaluatorConfig.from_dict({"widths": [4, 4, 4, 4, 4], "labels": {"kind": ["a"]}, "added_later": 1})
     assert ev.widths == (4, 4, 4, 4, 4) and config_to_dict(ev)["widths"] == [4, 4, 4, 4, 4]
