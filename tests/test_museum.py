@@ -144,39 +144,6 @@ def test_content_prompts_keep_other_plain_prompts_when_a_folder_has_no_captions(
     assert drift[32] < 0.7 * drift[0], drift
 
 
-def test_trajectory_replay_follows_the_pre_task_models_own_paths(tiny_pipeline_dir):
-    """Each replay prompt gets one DDIM path of the model; the pool holds every visited (z_t, t)
-    with the model's conditional output there, and path p's samples step down the sampler's
-    timesteps from seeded noise."""
-    from diffusers import DDIMScheduler
-
-    from generators import bases
-    from generators.museum.train import trajectory_replay
-
-    pipe = diffusion.load_base(str(tiny_pipeline_dir), "cpu")
-    family = bases.adapter(pipe)
-    texts = ["a red fish on the sea background", "a blue car", "a picture"]
-    with torch.no_grad():
-        zt, t, cond, teacher = trajectory_replay(pipe, family, texts, 4, 3.0, torch.Generator().manual_seed(0), 32, 2)
-    assert zt.shape[0] == t.shape[0] == teacher.shape[0] == cond["encoder_hidden_states"].shape[0] == 12
-    sampler = DDIMScheduler.from_config(pipe.scheduler.config)
-    sampler.set_timesteps(4)
-    # batch 2: paths 0 and 1 interleave over their 4 steps, then path 2 alone
-    assert t[:8].tolist() == [x for x in sampler.timesteps.tolist() for _ in range(2)]
-    assert t[8:].tolist() == sampler.timesteps.tolist()
-    assert abs(float(zt[:2].std()) - 1.0) < 0.2  # the first step is the seeded noise
-    with torch.no_grad():
-        again = family.unet(pipe.unet, zt[5:7], t[5:7], {k: v[5:7] for k, v in cond.items()})
-    torch.testing.assert_close(again, teacher[5:7], atol=1e-5, rtol=1e-4)
-
-
-def test_a_task_trains_on_trajectory_replay(museum_two_styles, tiny_pipeline_dir, tmp_path):
-    folder = make_style_folder(tmp_path / "in" / "halftone", "halftone", seed=3)
-    manifest = learn(museum_two_styles, read_style_folder(folder, 32), tiny_cfg(replay_trajectory_steps=3),
-                     str(tiny_pipeline_dir), "cpu")
-    assert manifest["config"]["replay_trajectory_steps"] == 3 and manifest["result"]["loss_terms"]["feature"] > 0
-
-
 @pytest.mark.parametrize("options, atol", [
     ({"gradient_checkpointing": True}, 1e-5),  # recomputation changes memory, not the result
     ({"precision": "bf16"}, 5e-2),  # autocast: the LoRA stays fp32 and lands near the fp32 run

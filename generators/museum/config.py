@@ -66,10 +66,6 @@ class MuseumConfig(SavedConfig):
     use_feature_reg: bool = True
     lambda_f: float = 1.0
     replay_pool: int = 32  # replay prompts: cached (noisy latent, t, earlier-style prompt, teacher output) samples
-    # Where the replay's noisy latents come from: 0, this task's style images noised at uniform t
-    # (one sample a prompt); n > 0, the pre-task model's own n-step DDIM paths for each prompt
-    # (replay_pool × n samples, where the earlier styles are actually drawn: train.trajectory_replay).
-    replay_trajectory_steps: int = 0
     preserve_base: bool = True  # plain prompts (no token) join the replay: the style lives behind its token
     # Content prompts of the mini world's kind (plain English, any base reads them) that join the
     # base's replay beside the style's own captions (0: its captions only). A folder without
@@ -95,8 +91,8 @@ class MuseumConfig(SavedConfig):
             raise UserError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
         if self.weight_reg_form not in ("cosine", "projection"):
             raise UserError(f"weight_reg_form must be cosine or projection, got {self.weight_reg_form!r}")
-        if self.weight_reg_warmup < 0 or self.replay_trajectory_steps < 0:
-            raise UserError("weight_reg_warmup and replay_trajectory_steps must be >= 0")
+        if self.weight_reg_warmup < 0:
+            raise UserError(f"weight_reg_warmup must be >= 0, got {self.weight_reg_warmup}")
         if self.noise_offset < 0:
             raise UserError(f"noise_offset must be >= 0, got {self.noise_offset}")
 

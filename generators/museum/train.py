@@ -191,45 +191,15 @@ def _teacher_pool(pipe, family, zt, t, texts, resolution, batch) -> tuple:
 
 
 def noised_style_replay(pipe, family, texts, means, stds, sched, gen, resolution, batch) -> tuple:
-    """Replay on this task's style latents, noised at uniform t, under the replay prompts."""
+    """Replay on this task's style latents, noised at uniform t, under the replay prompts: the
+    constraint sits where this task moves the model. (The pre-task model's own sampling paths
+    instead, generative distillation after Masip et al. 2023, forgot far more: notebook, chunk 7.)"""
     device, k = means.device, len(texts)
     idx = torch.randint(len(means), (k,), generator=gen)
     z0 = means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen).to(device)
     t = torch.randint(0, len(sched.alphas_cumprod), (k,), generator=gen).to(device)
     zt = sched.add_noise(z0, torch.randn(z0.shape, generator=gen).to(device), t)
     return _teacher_pool(pipe, family, zt, t, texts, resolution, batch)
-
-
-def trajectory_replay(pipe, family, texts, steps: int, guidance: float, gen, resolution, batch) -> tuple:
-    """Replay on the pre-task model's own sampling paths (generative distillation, Masip et al.
-    2023, "Continual learning of diffusion models with generative distillation": distil along the
-    teacher's denoising trajectory rather than on noised data). Each prompt gets one DDIM path of
-    `steps` steps at `guidance` from seeded noise; every visited (z_t, t) is a replay sample, with
-    the model's conditional output there as the teacher. So the pool holds len(texts) × steps
-    samples where the earlier styles' images are actually drawn, not on this task's images noised."""
-    from diffusers import DDIMScheduler
-
-    unet, device = pipe.unet, pipe.unet.device
-    sampler = DDIMScheduler.from_config(noise_scheduler(pipe).config)  # the training betas and prediction type
-    sampler.set_timesteps(steps)
-    side = resolution // pipe.vae_scale_factor
-    zs, ts = [], []
-    for i in range(0, len(texts), batch):
-        n = len(texts[i : i + batch])
-        cond = family.encode(pipe, family.tokenize(pipe, texts[i : i + batch], device), resolution)
-        uncond = family.encode(pipe, family.tokenize(pipe, [""] * n, device), resolution)
-        z = torch.randn((n, unet.config.in_channels, side, side), generator=gen).to(device) * sampler.init_noise_sigma
-        for step_t in sampler.timesteps:
-            t = step_t.repeat(n).to(device)
-            c, u = family.unet(unet, z, t, cond).float(), family.unet(unet, z, t, uncond).float()
-            zs.append(z)
-            ts.append(t)
-            z = sampler.step(u + guidance * (c - u), step_t, z).prev_sample.to(z.dtype)
-    # sample j of path p sits at zs[j + steps * (p // batch)][p % batch]: reorder to one flat pool
-    zt, t = torch.cat(zs), torch.cat(ts)
-    texts_flat = [texts[i + r] for i in range(0, len(texts), batch) for _ in range(steps)
-                  for r in range(min(batch, len(texts) - i))]
-    return _teacher_pool(pipe, family, zt, t, texts_flat, resolution, batch)
 
 
 # --- the task -----------------------------------------------------------------------------
@@ -336,11 +306,7 @@ def learn_style(
         if cfg.use_feature_reg and sources:
             texts = replay_prompts(sources, cfg.replay_pool, tokenizer, gen)
             with torch.no_grad(), autocast:
-                if cfg.replay_trajectory_steps:
-                    replay = trajectory_replay(pipe, family, texts, cfg.replay_trajectory_steps, cfg.guidance, gen,
-                                               resolution, cfg.batch_size)
-                else:
-                    replay = noised_style_replay(pipe, family, texts, means, stds, sched, gen, resolution, cfg.batch_size)
+                replay = noised_style_replay(pipe, family, texts, means, stds, sched, gen, resolution, cfg.batch_size)
 
         groups = [{"params": lora_params, "lr": cfg.lora_lr}]
         if cfg.train_token:
