@@ -245,7 +245,8 @@ def write_captions(root: Path, captioner: str, base=None, device: str = "cpu", r
     root = Path(root)
     holds_images = root.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir())
     folders = [root] if holds_images else style_order(root)[0]
-    if captioning.resolve(captioner, base) == "none":
+    caption = captioning.load_captioner(captioner, base, device)  # once, for every folder
+    if caption is None:
         raise UserError(f"captioner {captioner!r} on base {base or 'studio-mini-2'} makes no captions; "
                         "give --captioner mini-world or a BLIP/GIT folder or hub id")
     out = []
@@ -256,11 +257,10 @@ def write_captions(root: Path, captioner: str, base=None, device: str = "cpu", r
             out.append((folder, None, getattr(err, "reason", str(err))))
             continue
         todo = [im for im in style.images if im.caption is None]
-        made = captioning.fill_captions([None] * len(todo), [im.image for im in todo], captioner, base, device)
-        for im, caption in zip(todo, made):
-            if caption:
-                im.path.with_suffix(".txt").write_text(caption + "\n")
-            out.append((im.path, caption, None if caption else "the captioner returned nothing"))
+        for im, text in zip(todo, caption([im.image for im in todo]) if todo else []):
+            if text:
+                im.path.with_suffix(".txt").write_text(text + "\n")
+            out.append((im.path, text or None, None if text else "the captioner returned nothing"))
     return out
 
 
@@ -283,6 +283,7 @@ def task_report(manifest: dict) -> list[str]:
              + (f" (resumed at {r['resumed_from']})" if r.get("resumed_from") else "")
              + f", {manifest['timings']['total_seconds']:.0f} s, final loss {r['final_loss']:.4f}, "
              + score_text(manifest.get("metrics"))]
-    if made_captions_line(manifest):
-        lines.append(f"    {made_captions_line(manifest)}")
+    made = made_captions_line(manifest)
+    if made:
+        lines.append(f"    {made}")
     return lines + [f"    rejected {f['file']}: {f['reason']}" for f in manifest["rejected"]]

@@ -178,28 +178,24 @@ def replay_prompts(sources: list[dict], k: int, tokenizer, gen: torch.Generator)
     return texts
 
 
-def _teacher_pool(pipe, family, zt, t, texts, resolution, batch) -> tuple:
-    """(z_t, t, cond, the model's output there) for the given noisy latents and prompts, a batch at
-    a time (the peak stays a training step's). Called under no_grad before the first update, when
-    the model is exactly the pre-task model: its outputs are the teacher's."""
-    ids = family.tokenize(pipe, texts, zt.device)
-    cond, teacher = [], []
-    for i in range(0, len(texts), batch):
-        cond.append(family.encode(pipe, [x[i : i + batch] for x in ids], resolution))
-        teacher.append(family.unet(pipe.unet, zt[i : i + batch], t[i : i + batch], cond[-1]).float())
-    return zt, t, {key: torch.cat([c[key] for c in cond]) for key in cond[0]}, torch.cat(teacher)
-
-
 def noised_style_replay(pipe, family, texts, means, stds, sched, gen, resolution, batch) -> tuple:
-    """Replay on this task's style latents, noised at uniform t, under the replay prompts: the
-    constraint sits where this task moves the model. (The pre-task model's own sampling paths
-    instead, generative distillation after Masip et al. 2023, forgot far more: notebook, chunk 7.)"""
+    """The replay pool: this task's style latents, noised at uniform t, under the replay prompts, with
+    the model's output there, a batch at a time (the peak stays a training step's). Called under
+    no_grad before the first update, when the model is exactly the pre-task model: its outputs are
+    the teacher's. The constraint sits where this task moves the model. (The pre-task model's own
+    sampling paths instead, generative distillation after Masip et al. 2023, forgot far more:
+    notebook, chunk 7.)"""
     device, k = means.device, len(texts)
     idx = torch.randint(len(means), (k,), generator=gen)
     z0 = means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen).to(device)
     t = torch.randint(0, len(sched.alphas_cumprod), (k,), generator=gen).to(device)
     zt = sched.add_noise(z0, torch.randn(z0.shape, generator=gen).to(device), t)
-    return _teacher_pool(pipe, family, zt, t, texts, resolution, batch)
+    ids = family.tokenize(pipe, texts, device)
+    cond, teacher = [], []
+    for i in range(0, k, batch):
+        cond.append(family.encode(pipe, [x[i : i + batch] for x in ids], resolution))
+        teacher.append(family.unet(pipe.unet, zt[i : i + batch], t[i : i + batch], cond[-1]).float())
+    return zt, t, {key: torch.cat([c[key] for c in cond]) for key in cond[0]}, torch.cat(teacher)
 
 
 # --- the task -----------------------------------------------------------------------------

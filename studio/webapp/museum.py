@@ -282,8 +282,9 @@ class MuseumMixin(StudioBase):
                         job.set_previews([(im.convert("RGB"), f"{style.name}: learnt")])
                 job.log(f"learnt {style.name} as {style.token} in {manifest['timings']['total_seconds']:.0f} s, "
                         f"final loss {manifest['result']['final_loss']:.4f}; {score_text(manifest.get('metrics'))}")
-                if made_captions_line(manifest):
-                    job.log(made_captions_line(manifest))
+                made = made_captions_line(manifest)
+                if made:
+                    job.log(made)
             self.record_job_timing(job, cfg.batch_size)
             return manifest
 
