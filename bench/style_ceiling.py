@@ -1,7 +1,7 @@
 """How well one style fits on a base, alone: the museum's LoRA against the whole UNet.
 
     python bench/style_ceiling.py --fit lora|full [--styles a,b] [--checkpoints 300,1000] [--prompts 24]
-        [--lr LR] [--vectors N] [--noise-offset 0.1] [--debiased-loss] [--json F]
+        [--lr LR] [--vectors N] [--noise-offset 0.1] [--debiased-loss] [--set KEY=VALUE] [--json F]
 
 Each style alone, from the base, on the forgetting benchmark's ten images and captions (same world
 seeds), with the diffusion loss only: no regularizer, no replay, nothing to forget. `--fit lora`
@@ -21,7 +21,9 @@ positions against the content words. Two loss variants kohya_ss users reach for 
 colours or darkness do not come through: `--noise-offset S` (kohya's noise_offset: a per-image,
 per-channel constant of std S added to the noise, so that the model must learn global brightness
 and colour) and `--debiased-loss` (kohya's debiased_estimation_loss: each sample's loss weighted by 1/sqrt(SNR),
-capped at 1000, so the high-noise steps where global colour is decided count more).
+capped at 1000, so the high-noise steps where global colour is decided count more). `--set` changes
+a MuseumConfig field of the adapter (rank, alpha, target_modules, batch_size, token_lr, ...), e.g.
+kohya's LoCon: `--set 'target_modules=["to_q","to_k","to_v","to_out.0","conv1","conv2"]'`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from forgetting import DEFAULT_STYLES, content_prompts  # noqa: E402
 
 from generators import diffusion, miniworld  # noqa: E402
+from generators.config import with_overrides  # noqa: E402
 from generators.diffusion_training import TrainableTokenEmbedding, add_style_token, encode_images  # noqa: E402
 from generators.evaluators import load_evaluator  # noqa: E402
 from generators.museum.config import MuseumConfig  # noqa: E402
@@ -75,7 +78,7 @@ def fit(style_index: int, style: str, evaluator, prompts, args) -> dict:
     pipe = diffusion.load_base(args.base, args.device)
     unet, text_encoder, tokenizer = pipe.unet, pipe.text_encoder, pipe.tokenizer
     images, captions = style_set(style_index, style, args.images, args.seed, diffusion.base_resolution(pipe))
-    cfg = MuseumConfig()  # the museum's adapter, batch, token rate and norm cap
+    cfg = with_overrides(MuseumConfig(), args.set)  # the museum's adapter, batch, token rate and norm cap
     names = [f"<{style}>"] + [f"<{style}_{k}>" for k in range(1, args.vectors)]
     token_ids = [add_style_token(tokenizer, text_encoder, name) for name in names]
     token = " ".join(names)
@@ -149,8 +152,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--base", default=None)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a MuseumConfig field of the fit, e.g. --set rank=16 (repeatable)")
     p.add_argument("--json", type=Path, required=True)
     args = p.parse_args()
+    with_overrides(MuseumConfig(), args.set)  # a bad KEY=VALUE fails here, before any fit
     args.checkpoints = sorted(int(s) for s in args.checkpoints.split(","))
     if args.threads:
         torch.set_num_threads(args.threads)
