@@ -45,7 +45,7 @@ def first_task(args) -> dict:
     pipe, _ = _load(args)
     size = diffusion.base_resolution(pipe)
     cfg = MuseumConfig(steps=2, batch_size=args.batch, checkpoint_every=10**9)
-    lora, vec, _, _ = learn_style(pipe, "<first>", style_images(6, size, "sepia", 1), [None] * 6, cfg, None, [])
+    lora, vec, _ = learn_style(pipe, "<first>", style_images(6, size, "sepia", 1), [None] * 6, cfg, None, [])
     vecs = vec if isinstance(vec, (list, tuple)) else [vec]  # SDXL: one vector per text encoder
     save_file({**{k: v.contiguous() for k, v in lora.items()}, **{f"<first>.{i}": v.contiguous() for i, v in enumerate(vecs)}},
               args.first_task)

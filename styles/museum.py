@@ -5,8 +5,6 @@ Layout::
     museum.json                       the index (written atomically: the commit point)
     lora/task-<N>.safetensors         the shared LoRA after the latest task N (diffusers keys); the
                                       only LoRA a museum keeps, whatever the number of styles
-    lora/tokens-<N>.safetensors       earlier styles' tokens as task N left them, where a task
-                                      shifted them ("<name>/<key>": their embedding files' tensors)
     styles/<name>/embedding.safetensors   {token: vector}, loadable by load_textual_inversion
     styles/<name>/manifest.json       name, token, image hashes, captions, config, timings, metrics
     styles/<name>/thumb.png           one sample
@@ -185,23 +183,8 @@ class Museum:
         """The style's thumbnail (one sample); a style learnt without one has none."""
         return self.style_dir(name) / THUMB
 
-    def tokens_path(self, task: int) -> Path:
-        return self.root / "lora" / f"tokens-{task:03d}.safetensors"
-
-    def shifted_embeddings(self) -> dict[str, dict[str, torch.Tensor]]:
-        """{style name: its embedding's tensors} for the styles whose tokens a later task shifted
-        (MuseumConfig.shift_earlier_tokens), as the latest task left them."""
-        path = self.tokens_path(self.n_tasks)
-        out: dict[str, dict[str, torch.Tensor]] = {}
-        if self.n_tasks and path.is_file():
-            for key, value in load_file(path).items():
-                name, _, inner = key.partition("/")
-                out.setdefault(name, {})[inner] = value
-        return out
-
     def embedding(self, name: str) -> dict[str, torch.Tensor]:
-        """The style's token file (loadable by load_textual_inversion), shifted by later tasks if they did."""
-        return self.shifted_embeddings().get(name) or load_file(self.style_dir(name) / "embedding.safetensors")
+        return load_file(self.style_dir(name) / "embedding.safetensors")
 
     def manifest(self, name: str) -> dict:
         return json.loads((self.style_dir(name) / "manifest.json").read_text())
@@ -243,20 +226,14 @@ class Museum:
     # --- writing -------------------------------------------------------------------------
 
     def commit_task(self, name: str, token: str, lora: dict[str, torch.Tensor], lora_metadata: dict,
-                    embedding: dict[str, torch.Tensor], manifest: dict, thumbnail=None,
-                    shifted: dict[str, dict[str, torch.Tensor]] | None = None) -> StyleEntry:
-        """Store a finished task. Everything is written before museum.json, which names it.
-        shifted: {earlier style's name: its new embedding tensors}, where the task moved their tokens."""
+                    embedding: dict[str, torch.Tensor], manifest: dict, thumbnail=None) -> StyleEntry:
+        """Store a finished task. Everything is written before museum.json, which names it."""
         if self.has(name):
             raise FileExistsError(f"style {name!r} is already in museum {self.root}")
         self.write_new()
         task = self.n_tasks + 1
         (self.root / "lora").mkdir(exist_ok=True)
         atomic_save_tensors(lora, self.lora_path(task), metadata={k: str(v) for k, v in lora_metadata.items()})
-        tokens = {**self.shifted_embeddings(), **(shifted or {})}  # carried forward by tasks that shift nothing
-        if tokens:
-            atomic_save_tensors({f"{n}/{k}": v.detach().contiguous().cpu() for n, e in tokens.items() for k, v in e.items()},
-                                self.tokens_path(task))
         final = self.style_dir(name)
         staging = final.with_name(name + ".staging")
         shutil.rmtree(staging, ignore_errors=True)
@@ -287,6 +264,5 @@ class Museum:
         lora_root = self.root / "lora"
         if lora_root.exists():
             for f in lora_root.iterdir():
-                if f.name.endswith(".tmp") or (f.name.startswith(("task-", "tokens-"))
-                                               and f.name not in (self.lora_path(self.n_tasks).name, self.tokens_path(self.n_tasks).name)):
+                if f.name.endswith(".tmp") or (f.name.startswith("task-") and f.name != self.lora_path(self.n_tasks).name):
                     f.unlink()

@@ -67,10 +67,6 @@ class MuseumConfig(SavedConfig):
     lambda_f: float = 1.0
     replay_pool: int = 32  # replay prompts: cached (noisy latent, t, earlier-style prompt, teacher output) samples
     preserve_base: bool = True  # plain prompts (no token) join the replay: the style lives behind its token
-    # ConceptGuard's shift embedding: the earlier styles' tokens train too, by the feature term alone,
-    # so that each can follow the shared LoRA as later styles move it; the museum keeps the shifted
-    # vectors (storage stays one vector a style). Off: earlier tokens are frozen.
-    shift_earlier_tokens: bool = False
     # Content prompts of the mini world's kind (plain English, any base reads them) that join the
     # base's replay beside the style's own captions (0: its captions only). A folder without
     # captions gives the base replay one prompt, "a picture", which leaves every other plain prompt

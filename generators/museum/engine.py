@@ -123,7 +123,7 @@ def learn(museum: Museum, style: StyleFolder, cfg: MuseumConfig, base=None, devi
     captions = captioning.fill_captions([im.caption for im in style.images], images, cfg.captioner, base,
                                         str(pipe.unet.device), evaluator)
     init_words = () if cfg.token_init or not cfg.token_init_from_images else captioning.style_words(images, base, pipe.tokenizer)
-    lora, vector, shifted, result = learn_style(
+    lora, vector, result = learn_style(
         pipe, style.token, images, captions, cfg, museum.lora_state(), earlier, checkpoint_dir=work, run=run,
         init_words=init_words,
     )
@@ -150,8 +150,6 @@ def learn(museum: Museum, style: StyleFolder, cfg: MuseumConfig, base=None, devi
     manifest["metrics"] = metrics
     manifest["timings"] = {"train_seconds": result.seconds, "total_seconds": round(time.time() - start, 1)}
     vectors = vector if isinstance(vector, list) else [vector]
-    names = {s.token: s.name for s in museum.styles}
     museum.commit_task(style.name, style.token, lora, {"rank": cfg.rank, "alpha": cfg.alpha, "base": museum.base},
-                       family.token_file(style.token, vectors), manifest, thumb,
-                       shifted={names[t]: family.token_file(t, v) for t, v in shifted.items()})
+                       family.token_file(style.token, vectors), manifest, thumb)
     return manifest

@@ -119,18 +119,18 @@ def factors_from_state(state: dict[str, torch.Tensor] | None, names: list[str], 
 
 
 @contextmanager
-def trainable_tokens(text_encoder, token_ids: list[int], trainable: bool = True):
-    """Serve the rows of `token_ids` from their own (n × D) matrix while the block runs (yields
-    it); on exit, even by an exception, the rows are written into the plain embedding, which returns."""
+def trainable_token(text_encoder, token_id: int, trainable: bool = True):
+    """Serve `token_id`'s row from its own (1 × D) vector while the block runs (yields it); on
+    exit, even by an exception, the vector is written into the plain embedding, which returns."""
     embedding = text_encoder.get_input_embeddings()
-    module = TrainableTokenEmbedding(embedding, token_ids)
+    module = TrainableTokenEmbedding(embedding, [token_id])
     module.rows.requires_grad_(trainable)
     text_encoder.set_input_embeddings(module)
     try:
         yield module.rows
     finally:
         with torch.no_grad():
-            embedding.weight[token_ids] = module.rows.to(embedding.weight.dtype)
+            embedding.weight[token_id] = module.rows[0].to(embedding.weight.dtype)
         text_encoder.set_input_embeddings(embedding)
 
 
@@ -195,7 +195,7 @@ def noised_style_replay(pipe, family, texts, means, stds, sched, gen, resolution
     for i in range(0, k, batch):
         cond.append(family.encode(pipe, [x[i : i + batch] for x in ids], resolution))
         teacher.append(family.unet(pipe.unet, zt[i : i + batch], t[i : i + batch], cond[-1]).float())
-    return zt, t, {key: torch.cat([c[key] for c in cond]) for key in cond[0]}, torch.cat(teacher), ids
+    return zt, t, {key: torch.cat([c[key] for c in cond]) for key in cond[0]}, torch.cat(teacher)
 
 
 # --- the task -----------------------------------------------------------------------------
@@ -222,7 +222,7 @@ def learn_style(
     checkpoint_dir: Path | None = None,
     run: Run | None = None,
     init_words: tuple[str, ...] = (),
-) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, list[torch.Tensor]], TaskResult]:
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, TaskResult]:
     """Train one style into `pipe` (already holding earlier styles' tokens, frozen).
 
     previous_state: the shared LoRA after the last task (None for the first): the starting point,
@@ -231,9 +231,8 @@ def learn_style(
     replay prompts.
     init_words: the words the token starts from when cfg.token_init is empty (the engine's
     captioning.style_words).
-    Returns (LoRA state after this task, the token's vector, shifted, result); on a base with several
-    text encoders (SDXL) the token has one vector per encoder and the second item is their list.
-    shifted: with cfg.shift_earlier_tokens, {earlier token: [its new vector per encoder]}, else {}.
+    Returns (LoRA state after this task, the token's vector, result); on a base with several text
+    encoders (SDXL) the token has one vector per encoder and the second item is their list.
     run (generators/run.py): progress counts steps of cfg.steps; if should_stop() turns true the
     task writes its checkpoint and returns with result.stopped = True; every run.preview_every
     steps it samples PREVIEW_PROMPTS with the token (seeds of their own: the training RNG is
@@ -277,13 +276,8 @@ def learn_style(
     vocab_means = [te.get_input_embeddings().weight[:tid].detach().float().mean(0) for (_, te), tid in zip(pairs, token_ids)]
     earlier_dirs = [F.normalize(te.get_input_embeddings().weight[ids].detach().float() - mu, dim=-1) if ids else None
                     for (_, te), ids, mu in zip(pairs, earlier_ids, vocab_means)]
-    # ConceptGuard's shift embedding: the earlier tokens train too, on the feature term alone (they
-    # appear only in its replay prompts), so an old style's token can follow the shared LoRA as it moves
-    shifting = cfg.shift_earlier_tokens and cfg.use_feature_reg and cfg.train_token and bool(earlier_styles)
     with ExitStack() as stack:
-        # per encoder: row 0 the new token, then (when shifting) the earlier tokens in task order
-        vectors = [stack.enter_context(trainable_tokens(te, [tid] + (ids if shifting else []), cfg.train_token))
-                   for (_, te), tid, ids in zip(pairs, token_ids, earlier_ids)]
+        vectors = [stack.enter_context(trainable_token(te, tid, cfg.train_token)) for (_, te), tid in zip(pairs, token_ids)]
         scale = cfg.alpha / cfg.rank
         before = factors_from_state(previous_state, names, scale, device)
         # the earlier tasks' updates summed: the shared LoRA as the last task left it (it starts at zero)
@@ -348,7 +342,7 @@ def learn_style(
             loss = F.mse_loss(pred, target.float())
             terms["diff"] = loss.detach()
             if cfg.token_orthogonality and cfg.train_token and earlier_styles:
-                lt = losses.token_overlap_loss([v[:1] for v in vectors], vocab_means, earlier_dirs)
+                lt = losses.token_overlap_loss(vectors, vocab_means, earlier_dirs)
                 loss = loss + cfg.token_orthogonality * lt
                 terms["token"] = lt.detach()
             if cfg.use_sdl:
@@ -370,10 +364,8 @@ def learn_style(
                 # Its own forward and backward (gradients add up): peak activations stay those of
                 # the style batch; weighted by replay_every so the term keeps its average weight.
                 with autocast:
-                    # shifting earlier tokens: their prompts are encoded afresh, with gradient
-                    cond_r = (family.encode(pipe, [x[r] for x in replay[4]], resolution) if shifting
-                              else {key: v[r] for key, v in replay[2].items()})
-                    pred_replay = family.unet(unet, replay[0][r], replay[1][r], cond_r).float()
+                    pred_replay = family.unet(unet, replay[0][r], replay[1][r],
+                                              {key: v[r] for key, v in replay[2].items()}).float()
                 lf = losses.feature_distillation_loss(pred_replay, replay[3][r])
                 scaler.scale(cfg.lambda_f * replay_every * lf).backward()
                 terms["feature"] = lf.detach()
@@ -386,7 +378,7 @@ def learn_style(
                 with torch.no_grad():
                     # a tensor clamp, not `if norm > cap`: no host sync per step
                     for vector, mean_norm in zip(vectors, mean_norms):
-                        vector.mul_((cfg.token_max_norm_ratio * mean_norm / vector.norm(dim=1, keepdim=True)).clamp(max=1.0))
+                        vector.mul_((cfg.token_max_norm_ratio * mean_norm / vector.norm()).clamp(max=1.0))
             step += 1
             # the loss only every LOSS_EVERY steps: .item() waits for the device
             run.progress(step, cfg.steps, **({"loss": loss.item()} if step % LOSS_EVERY == 0 or step == cfg.steps else {}))
@@ -406,9 +398,8 @@ def learn_style(
         result = TaskResult(step, loss.item(), terms, round(time.time() - start, 1), stopped, resumed_from)
         if stopped and ckpt is not None:
             _save_checkpoint(ckpt, layers, vectors, opt, scaler, gen, step, cfg, len(earlier_styles))
-        out = [v.detach().float().cpu().clone() for v in vectors]
-        shifted = {s["token"]: [v[1 + j] for v in out] for j, s in enumerate(earlier_styles)} if shifting else {}
-        return lora_state(unet), out[0][0] if len(out) == 1 else [v[0] for v in out], shifted, result
+        out = [v.detach().float().cpu().reshape(-1).clone() for v in vectors]
+        return lora_state(unet), out[0] if len(out) == 1 else out, result
 
 
 PREVIEW_PROMPTS = (
