@@ -22,8 +22,9 @@ colours or darkness do not come through: `--noise-offset S` (kohya's noise_offse
 per-channel constant of std S added to the noise, so that the model must learn global brightness
 and colour) and `--debiased-loss` (kohya's debiased_estimation_loss: each sample's loss weighted by 1/sqrt(SNR),
 capped at 1000, so the high-noise steps where global colour is decided count more). `--set` changes
-a MuseumConfig field of the adapter (rank, alpha, target_modules, batch_size, token_lr, ...), e.g.
-kohya's LoCon: `--set 'target_modules=["to_q","to_k","to_v","to_out.0","conv1","conv2"]'`.
+a MuseumConfig field the fit uses (FIT_FIELDS: the adapter's rank, alpha and target modules, batch,
+rates, token norm cap), e.g. kohya's LoCon:
+`--set 'target_modules=["to_q","to_k","to_v","to_out.0","conv1","conv2"]'`.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ from generators.museum.train import attach_lora  # noqa: E402
 from styles.reference import apply_style  # noqa: E402
 
 LEARNING_RATES = {"lora": MuseumConfig().lora_lr, "full": 1e-4}
+# the MuseumConfig fields this fit reads; the others (steps, noise offset, the loss terms) are a
+# museum task's, set here by --checkpoints and --noise-offset or absent from a naive fit
+FIT_FIELDS = ("rank", "alpha", "target_modules", "batch_size", "lora_lr", "token_lr", "token_max_norm_ratio")
 
 
 def style_set(style_index: int, style: str, n: int, seed: int, size: int):
@@ -72,13 +76,12 @@ def read_out(pipe, evaluator, style: str, token: str, captions, prompts, args) -
     return out
 
 
-def fit(style_index: int, style: str, evaluator, prompts, args) -> dict:
+def fit(style_index: int, style: str, cfg: MuseumConfig, evaluator, prompts, args) -> dict:
     """One style from a fresh copy of the base; read out at every checkpoint."""
     torch.manual_seed(args.seed)
     pipe = diffusion.load_base(args.base, args.device)
     unet, text_encoder, tokenizer = pipe.unet, pipe.text_encoder, pipe.tokenizer
     images, captions = style_set(style_index, style, args.images, args.seed, diffusion.base_resolution(pipe))
-    cfg = with_overrides(MuseumConfig(), args.set)  # the museum's adapter, batch, token rate and norm cap
     names = [f"<{style}>"] + [f"<{style}_{k}>" for k in range(1, args.vectors)]
     token_ids = [add_style_token(tokenizer, text_encoder, name) for name in names]
     token = " ".join(names)
@@ -103,7 +106,8 @@ def fit(style_index: int, style: str, evaluator, prompts, args) -> dict:
     embedding = TrainableTokenEmbedding(text_encoder.get_input_embeddings(), token_ids)
     text_encoder.set_input_embeddings(embedding)
     vectors = embedding.rows
-    opt = torch.optim.AdamW([{"params": params, "lr": args.lr or LEARNING_RATES[args.fit]},
+    lr = args.lr or (cfg.lora_lr if args.fit == "lora" else LEARNING_RATES["full"])
+    opt = torch.optim.AdamW([{"params": params, "lr": lr},
                              {"params": [vectors], "lr": cfg.token_lr}], weight_decay=0.0)
     for step in range(1, max(args.checkpoints) + 1):
         unet.train()
@@ -156,7 +160,13 @@ def main() -> None:
                    help="a MuseumConfig field of the fit, e.g. --set rank=16 (repeatable)")
     p.add_argument("--json", type=Path, required=True)
     args = p.parse_args()
-    with_overrides(MuseumConfig(), args.set)  # a bad KEY=VALUE fails here, before any fit
+    unused = [pair.partition("=")[0] for pair in args.set if pair.partition("=")[0].strip() not in FIT_FIELDS]
+    if unused:
+        p.error(f"--set {', '.join(unused)}: this fit reads only {', '.join(FIT_FIELDS)}")
+    try:
+        cfg = with_overrides(MuseumConfig(), args.set)  # the museum's adapter, batch, rates and token norm cap
+    except (ValueError, TypeError) as e:
+        p.error(f"--set: {e}")
     args.checkpoints = sorted(int(s) for s in args.checkpoints.split(","))
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -164,7 +174,7 @@ def main() -> None:
     prompts = content_prompts(args.prompts, args.seed)
     styles = args.styles.split(",")
     all_styles = list(DEFAULT_STYLES) + [s for s in styles if s not in DEFAULT_STYLES]
-    results = {style: fit(all_styles.index(style), style, evaluator, prompts, args) for style in styles}
+    results = {style: fit(all_styles.index(style), style, cfg, evaluator, prompts, args) for style in styles}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                                      "results": results}, indent=2) + "\n")
