@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
 
 from generators.errors import UserError
@@ -86,7 +87,60 @@ def parse_overrides(pairs: list[str], cls, key_prefix: str = "") -> dict:
             out[key] = value
         if isinstance(out[key], list) and key in tuples:
             out[key] = tuple(out[key])
+        hint = _hints(cls).get(key)
+        if hint is not None and not _fits(out[key], hint):
+            raise UserError(f"--set {key_prefix + pair!r}: {key_prefix + key} takes {_hint_text(hint)}, "
+                            f"not {out[key]!r}")
     return out
+
+
+def _hints(cls) -> dict:
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # an annotation that does not resolve here: no type check
+        return {}
+
+
+def _fits(value, hint) -> bool:
+    """Whether a --set value (JSON-decoded) is of the field's annotated type. Hints this does not
+    model (dicts, Any, classes) accept anything; an int is a float, a bool is not a number."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]
+            return all(_fits(v, args[0]) for v in value)
+        return not args or (len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args)))
+    if origin is typing.Literal:
+        return value in args
+    return True
+
+
+def _hint_text(hint) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "text", type(None): "null"}
+    if hint in names:
+        return names[hint]
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_hint_text(a) for a in args)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        plural = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}
+        return f"a JSON list of {plural.get(args[0], _hint_text(args[0]))}"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    return str(hint)
 
 
 def with_overrides(cfg, pairs: list[str]):

@@ -288,6 +288,23 @@ def test_pretrain_resume_and_warm_start(tmp_path):
     pipe = StableDiffusionPipeline.from_pretrained(second, local_files_only=True)
     assert pipe.unet.config.in_channels == 4 and pipe.vae.config.latent_channels == 4
 
+    # A finer latent (one autoencoder level fewer) with a convolution-only UNet level in front: the
+    # source's levels are matched from the coarsest, the new finest level starts fresh.
+    finer = {**TINY_BASE, "vae_channels": (16,), "unet_channels": (32, 32, 32, 32), "unet_attention": (False, True, True, False)}
+    third = tmp_path / "third"
+    warm = pretrain_base(third, finer, vae_seconds=1, unet_seconds=1, device="cpu", workers=1, init_from=first)["warm_start"]
+    assert warm["text_encoder"]["fresh"] == []
+    assert {".".join(k.split(".")[:2]) for k in warm["unet"]["fresh"]} == {"down_blocks.0", "up_blocks.2", "up_blocks.3"}
+    assert all(k.startswith(("down_blocks.0.", "up_blocks.3.", "up_blocks.2.upsamplers.")) for k in warm["unet"]["fresh"])
+    pipe = StableDiffusionPipeline.from_pretrained(third, local_files_only=True)
+    assert pipe.unet.config.sample_size == 32 and pipe.unet.config.down_block_types[0] == "DownBlock2D"
+    assert pipe.tokenizer.get_vocab() == StableDiffusionPipeline.from_pretrained(first, local_files_only=True).tokenizer.get_vocab()
+    image = pipe("a red star", num_inference_steps=2, height=32, width=32, output_type="np").images
+    assert image.shape == (1, 32, 32, 3)
+    with pytest.raises(ValueError, match="one entry per unet_channels level"):
+        pretrain_base(tmp_path / "fourth", {**TINY_BASE, "unet_attention": (True, False)}, vae_seconds=1, unet_seconds=0,
+                      device="cpu", workers=1)
+
 
 def test_pooled_text_pathway_starts_silent_and_upgrades_a_saved_base(tmp_path):
     import torch

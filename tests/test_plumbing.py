@@ -166,6 +166,11 @@ def test_ingest_set(tmp_path, capsys, monkeypatch):
     args = ["ingest", str(tmp_path / "nowhere"), "--museum", str(tmp_path / "m")]
     assert main([*args, "--set", "lamda_sdl=0.1"]) == 2
     assert "lambda_sdl" in _one_line(capsys)
+    for pair, says in (("rank=abc", "rank takes an integer, not 'abc'"), ("lambda_sdl=[1]", "lambda_sdl takes a number"),
+                       ("token_init=red", "token_init takes a JSON list of strings"),
+                       ("token_init_from_images=1", "token_init_from_images takes true or false")):
+        assert main([*args, "--set", pair]) == 2  # a wrong type is refused by name, before peft sees it
+        assert says in _one_line(capsys), pair
     assert not (tmp_path / "m").exists()  # refused before any work
     seen = {}
 
@@ -209,6 +214,8 @@ def test_gan_learn_set(tmp_path, capsys, monkeypatch):
     assert "left.rank" in _one_line(capsys)
     assert main([*args, "--set", "r1gamma=2"]) == 2
     assert "r1_gamma" in _one_line(capsys)
+    assert main([*args, "--set", "left.rank=two"]) == 2
+    assert "left.rank takes an integer" in _one_line(capsys)
     seen = {}
 
     def learn_task(store, task, folder, left=None, train=None, mode_seeking=None, **k):

@@ -17,6 +17,11 @@ class MiniBaseConfig(SavedConfig):
     latent_channels: int = 8
     # UNet on 16x16 latents, cross-attention at 16 and 8.
     unet_channels: tuple[int, ...] = (32, 64, 128)
+    # Which of the UNet's levels (one per unet_channels entry, finest first) have cross-attention.
+    # On a 32x32 latent ([16, 32] autoencoder) a convolution-only level in front, (False, True, True,
+    # False) with channels (32, 32, 64, 128), keeps attention at 16 and 8: 1.45x a 16x16 step's
+    # cost where attention at 32 costs 8x (docs/lab/2026-12-notebook.md, chunk 9).
+    unet_attention: tuple[bool, ...] = (True, True, False)
     unet_norm_groups: int = 16
     unet_layers_per_block: int = 1
     unet_heads: int = 4

@@ -33,12 +33,19 @@ def build_unet(cfg: MiniBaseConfig):
     zeroed), so a warm start from a UNet without it begins as that UNet and grows the new path."""
     from diffusers import UNet2DConditionModel
 
+    from generators.errors import UserError
+
+    if len(cfg.unet_attention) != len(cfg.unet_channels):
+        raise UserError(f"unet_attention {list(cfg.unet_attention)} needs one entry per unet_channels level "
+                        f"{list(cfg.unet_channels)}")
+    down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in cfg.unet_attention)
+    up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(cfg.unet_attention))
     unet = UNet2DConditionModel(
         sample_size=cfg.resolution // 2 ** (len(cfg.vae_channels) - 1),
         in_channels=cfg.latent_channels,
         out_channels=cfg.latent_channels,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        down_block_types=down,
+        up_block_types=up,
         block_out_channels=tuple(cfg.unet_channels),
         layers_per_block=cfg.unet_layers_per_block,
         cross_attention_dim=cfg.text_width,
@@ -100,11 +107,25 @@ def add_style_words(tokenizer, text_encoder, words) -> list[str]:
 @torch.no_grad()
 def copy_matching_weights(source: torch.nn.Module, target: torch.nn.Module) -> tuple[int, list[str]]:
     """Copy every tensor of source's state dict into target where name and shape match.
-    Returns (number copied, names left as initialised)."""
+    Returns (number copied, names left as initialised).
+
+    Two UNets with different numbers of levels are matched from the coarsest level: target levels
+    added in front (a finer latent's extra level) start fresh, and the source's down_blocks.i is
+    the target's down_blocks.(i + added); up_blocks keep their index (they run coarsest first)."""
     src, dst = source.state_dict(), target.state_dict()
+    added = len(getattr(target, "down_blocks", ())) - len(getattr(source, "down_blocks", ()))
+    if added > 0:
+        src = {_shift_down_block(k, added): v for k, v in src.items()}
     fresh = [k for k in dst if k not in src or src[k].shape != dst[k].shape]
     target.load_state_dict({k: (dst[k] if k in fresh else src[k]) for k in dst})
     return len(dst) - len(fresh), fresh
+
+
+def _shift_down_block(name: str, by: int) -> str:
+    if not name.startswith("down_blocks."):
+        return name
+    _, index, rest = name.split(".", 2)
+    return f"down_blocks.{int(index) + by}.{rest}"
 
 
 def save_pipeline(out_dir: Path, vae, text_encoder, tokenizer, unet) -> Path:

@@ -327,6 +327,11 @@ def pretrain_base(
         warm_start = {**(warm_start or {}), "from": str(init_from)}
         if (Path(init_from) / "training_options.json").is_file():  # how the warm start itself was made
             warm_start["from_training_options"] = json.loads((Path(init_from) / "training_options.json").read_text())
+        # The source's vocabulary, so that every token keeps its embedding (the words a campaign
+        # added sit at ids that a fresh tokenizer would order differently), and a UNet built from
+        # this run's config (its architecture may differ from the one saved here).
+        tokenizer = CLIPTokenizer.from_pretrained(Path(init_from) / "tokenizer")
+        unet, text_encoder = build_unet(cfg), build_text_encoder(cfg, tokenizer)
         for name, module, cls in (("unet", unet, UNet2DConditionModel), ("text_encoder", text_encoder, CLIPTextModel)):
             copied, fresh = copy_matching_weights(cls.from_pretrained(Path(init_from) / name), module)
             warm_start[name] = {"copied": copied, "fresh": fresh}
