@@ -4,7 +4,8 @@
 # subclass, noise offset), then the style-words round trip, `studio eval base` and the style words
 # read back. The base comes back packed under OUTDIR (mini2.tgz.part-*: cat them | tar xz).
 # Extra arguments go to `studio pretrain base`, e.g. a finer latent than the committed 16x16x8:
-#   assets/pretrain_mini2_gpu.sh OUT 1 --set 'vae_channels=[16,32]'     (32x32x8: 4x the UNet's cost)
+#   assets/pretrain_mini2_gpu.sh OUT 1 --set 'vae_channels=[16,32]' --set 'unet_channels=[32,32,64,128]' \
+#     --set 'unet_attention=[false,true,true,false]'   (32x32x8 latent; the UNet's attention stays at 16 and 8)
 # Usage: assets/pretrain_mini2_gpu.sh OUTDIR [SCALE] [pretrain options...]
 #   SCALE multiplies the time budgets and the data (1: about 9 minutes on an H100; 0.02: a smoke on a CPU).
 set -u

@@ -77,6 +77,7 @@ from bench import stats  # noqa: E402
 # the report (metrics, intervals, table, heatmap)
 from bench.forgetting_report import analyse, heatmap, metric_ci, print_table, separation_report  # noqa: E402
 from generators import diffusion, miniworld  # noqa: E402
+from generators.config import parse_overrides  # noqa: E402
 from generators.evaluators import load_evaluator  # noqa: E402
 from generators.museum.config import MuseumConfig  # noqa: E402
 from generators.museum.engine import learn, load_museum_pipeline, museum_prompt  # noqa: E402
@@ -321,14 +322,6 @@ def run_method(method, overrides, folders, args, evaluator, prompts, work: Path)
     return out
 
 
-def config_value(text: str):
-    """A --set value: JSON (numbers, booleans, lists), else the bare word as a string (precision=bf16)."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--styles", default=",".join(DEFAULT_STYLES))
@@ -360,13 +353,11 @@ def main() -> None:
     p.add_argument("--merge", type=Path, nargs="+", default=None,
                    help="combine the JSONs of runs that split --methods (same styles) into --json and --heatmap")
     args = p.parse_args()
-    if any("=" not in item for item in args.set):
-        p.error("--set takes KEY=VALUE, e.g. --set replay_pool=256")
-    try:
-        args.set = {k: config_value(v) for k, v in (item.split("=", 1) for item in args.set)}
+    try:  # the CLI's rules: known fields, JSON values of the field's type
+        args.set = parse_overrides(args.set, MuseumConfig)
         MuseumConfig.from_dict({**MuseumConfig().to_dict(), **args.set})
-    except (ValueError, TypeError) as e:
-        p.error(f"--set: {e}")
+    except ValueError as e:
+        p.error(str(e))
     if args.prompts < 1 or args.seeds_per_prompt < 1 or args.bootstrap < 1:
         p.error("--prompts, --seeds-per-prompt and --bootstrap must be at least 1")
     if args.no_cache:

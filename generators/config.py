@@ -90,7 +90,7 @@ def parse_overrides(pairs: list[str], cls, key_prefix: str = "") -> dict:
         hint = _hints(cls).get(key)
         if hint is not None and not _fits(out[key], hint):
             raise UserError(f"--set {key_prefix + pair!r}: {key_prefix + key} takes {_hint_text(hint)}, "
-                            f"not {out[key]!r}")
+                            f"not {json.dumps(_plain(out[key]))}")
     return out
 
 
@@ -123,6 +123,8 @@ def _fits(value, hint) -> bool:
         if len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]
             return all(_fits(v, args[0]) for v in value)
         return not args or (len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args)))
+    if origin is list:
+        return isinstance(value, list) and (not args or all(_fits(v, args[0]) for v in value))
     if origin is typing.Literal:
         return value in args
     return True
@@ -135,7 +137,7 @@ def _hint_text(hint) -> str:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_hint_text(a) for a in args)
-    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+    if (origin is tuple and len(args) == 2 and args[1] is Ellipsis) or (origin is list and args):
         plural = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}
         return f"a JSON list of {plural.get(args[0], _hint_text(args[0]))}"
     if origin is typing.Literal:

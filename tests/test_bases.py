@@ -274,7 +274,10 @@ def test_pretrain_resume_and_warm_start(tmp_path):
     with pytest.raises(FileExistsError, match="--resume"):
         pretrain_base(first, TINY_BASE, vae_seconds=1, unet_seconds=1, device="cpu", workers=1)
     vae_before = (first / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
-    resumed = pretrain_base(first, {"noise_offset": 0.1}, unet_seconds=1, device="cpu", workers=1, resume=True)
+    # product_captions adds the style family's words: a vocabulary a fresh tokenizer would not have.
+    resumed = pretrain_base(first, {"noise_offset": 0.1, "product_captions": True}, unet_seconds=1, device="cpu",
+                            workers=1, resume=True)
+    assert "dotted" in resumed["tokens_added"]
     assert resumed["config"]["noise_offset"] == 0.1 and resumed["history"][0]["config"]["noise_offset"] == 0.0
     assert resumed["resumed"] and len(resumed["history"]) == 1 and resumed["history"][0]["unet_steps"] == opts["unet_steps"]
     assert (first / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() == vae_before  # the autoencoder stays
@@ -297,13 +300,39 @@ def test_pretrain_resume_and_warm_start(tmp_path):
     assert {".".join(k.split(".")[:2]) for k in warm["unet"]["fresh"]} == {"down_blocks.0", "up_blocks.2", "up_blocks.3"}
     assert all(k.startswith(("down_blocks.0.", "up_blocks.3.", "up_blocks.2.upsamplers.")) for k in warm["unet"]["fresh"])
     pipe = StableDiffusionPipeline.from_pretrained(third, local_files_only=True)
+    source = StableDiffusionPipeline.from_pretrained(first, local_files_only=True)
     assert pipe.unet.config.sample_size == 32 and pipe.unet.config.down_block_types[0] == "DownBlock2D"
-    assert pipe.tokenizer.get_vocab() == StableDiffusionPipeline.from_pretrained(first, local_files_only=True).tokenizer.get_vocab()
+    assert pipe.tokenizer.get_vocab() == source.tokenizer.get_vocab()  # the added words keep their ids
+    assert warm["words_added"] == []
     image = pipe("a red star", num_inference_steps=2, height=32, width=32, output_type="np").images
     assert image.shape == (1, 32, 32, 3)
     with pytest.raises(ValueError, match="one entry per unet_channels level"):
         pretrain_base(tmp_path / "fourth", {**TINY_BASE, "unet_attention": (True, False)}, vae_seconds=1, unet_seconds=0,
                       device="cpu", workers=1)
+
+
+def test_warm_start_matches_unet_levels_from_the_coarsest():
+    import torch
+
+    from generators.sd_mini.config import MiniBaseConfig
+    from generators.sd_mini.models import build_unet, copy_matching_weights
+
+    torch.manual_seed(0)
+    three = MiniBaseConfig(**TINY_BASE)
+    four = replace(three, vae_channels=(16,), unet_channels=(32, 32, 32, 32), unet_attention=(False, True, True, False))
+    small, big = build_unet(three), build_unet(four)
+    copy_matching_weights(small, big)
+    s, b = small.state_dict(), big.state_dict()
+    for name in ("down_blocks.0.attentions.0.proj_in.weight", "down_blocks.2.resnets.0.conv1.weight"):
+        level = int(name.split(".")[1])
+        assert torch.equal(b[name.replace(f"down_blocks.{level}.", f"down_blocks.{level + 1}.", 1)], s[name])
+    assert torch.equal(b["up_blocks.2.attentions.0.proj_in.weight"], s["up_blocks.2.attentions.0.proj_in.weight"])
+    torch.manual_seed(1)
+    back = build_unet(three)  # fewer levels: the source's finest level is dropped, the rest shift down
+    copied, fresh = copy_matching_weights(big, back)
+    assert torch.equal(back.state_dict()["down_blocks.0.attentions.0.proj_in.weight"],
+                       b["down_blocks.1.attentions.0.proj_in.weight"])
+    assert not any(k.startswith("down_blocks.") for k in fresh)
 
 
 def test_pooled_text_pathway_starts_silent_and_upgrades_a_saved_base(tmp_path):

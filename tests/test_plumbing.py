@@ -159,6 +159,44 @@ def _style_dir(tmp_path):
     return tmp_path / "styles"
 
 
+def _set_config_classes():
+    from generators.evaluators import EvaluatorConfig
+    from generators.gan.left import LeFTConfig
+    from generators.gan.mode_seeking import ModeSeekingConfig
+    from generators.gan.stylegan2 import GANConfig
+    from generators.gan.task_trainer import TrainConfig
+    from generators.museum.config import MuseumConfig
+    from generators.sd_mini.config import MiniBaseConfig
+    from generators.synthetic.fit import FitConfig
+    from studio.commands.pretrain_gan import training_options_class
+
+    return [MuseumConfig, FitConfig, GANConfig, LeFTConfig, ModeSeekingConfig, TrainConfig, EvaluatorConfig,
+            MiniBaseConfig, training_options_class()]
+
+
+def test_set_type_check_covers_every_config():
+    """Every class --set reaches has type hints that resolve (else the check would be off) and
+    defaults that pass it; a wrong type is refused by name."""
+    import dataclasses
+
+    from generators.config import _fits, _hints, parse_overrides
+    from generators.errors import UserError
+
+    for cls in _set_config_classes():
+        hints = _hints(cls)
+        fields = dataclasses.fields(cls)
+        assert set(hints) >= {f.name for f in fields}, cls
+        for f in fields:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            assert _fits(default, hints[f.name]), (cls.__name__, f.name, default)
+    from generators.sd_mini.config import MiniBaseConfig
+
+    with pytest.raises(UserError, match="unet_attention takes a JSON list of true/false values, not \\[0, 1\\]"):
+        parse_overrides(["unet_attention=[0,1]"], MiniBaseConfig)
+    assert parse_overrides(["unet_attention=[false,true]", "bird_share=null"], MiniBaseConfig) == \
+        {"unet_attention": (False, True), "bird_share": None}
+
+
 def test_ingest_set(tmp_path, capsys, monkeypatch):
     from generators.museum import engine
     from studio.cli import main
@@ -166,7 +204,7 @@ def test_ingest_set(tmp_path, capsys, monkeypatch):
     args = ["ingest", str(tmp_path / "nowhere"), "--museum", str(tmp_path / "m")]
     assert main([*args, "--set", "lamda_sdl=0.1"]) == 2
     assert "lambda_sdl" in _one_line(capsys)
-    for pair, says in (("rank=abc", "rank takes an integer, not 'abc'"), ("lambda_sdl=[1]", "lambda_sdl takes a number"),
+    for pair, says in (("rank=abc", 'rank takes an integer, not "abc"'), ("lambda_sdl=[1]", "lambda_sdl takes a number"),
                        ("token_init=red", "token_init takes a JSON list of strings"),
                        ("token_init_from_images=1", "token_init_from_images takes true or false")):
         assert main([*args, "--set", pair]) == 2  # a wrong type is refused by name, before peft sees it

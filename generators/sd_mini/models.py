@@ -109,23 +109,26 @@ def copy_matching_weights(source: torch.nn.Module, target: torch.nn.Module) -> t
     """Copy every tensor of source's state dict into target where name and shape match.
     Returns (number copied, names left as initialised).
 
-    Two UNets with different numbers of levels are matched from the coarsest level: target levels
-    added in front (a finer latent's extra level) start fresh, and the source's down_blocks.i is
-    the target's down_blocks.(i + added); up_blocks keep their index (they run coarsest first)."""
+    Two UNets with different numbers of levels are matched from the coarsest level: the source's
+    down_blocks.i is the target's down_blocks.(i + added) (levels added in front, for a finer
+    latent, start fresh; with fewer levels the source's finest are dropped); up_blocks keep their
+    index, since they run coarsest first."""
     src, dst = source.state_dict(), target.state_dict()
     added = len(getattr(target, "down_blocks", ())) - len(getattr(source, "down_blocks", ()))
-    if added > 0:
-        src = {_shift_down_block(k, added): v for k, v in src.items()}
+    if added:
+        shifted = {_shift_down_block(k, added): v for k, v in src.items()}
+        src = {k: v for k, v in shifted.items() if k is not None}
     fresh = [k for k in dst if k not in src or src[k].shape != dst[k].shape]
     target.load_state_dict({k: (dst[k] if k in fresh else src[k]) for k in dst})
     return len(dst) - len(fresh), fresh
 
 
-def _shift_down_block(name: str, by: int) -> str:
+def _shift_down_block(name: str, by: int) -> str | None:
+    """`name` with its down_blocks index moved by `by`; None where that falls below the first level."""
     if not name.startswith("down_blocks."):
         return name
     _, index, rest = name.split(".", 2)
-    return f"down_blocks.{int(index) + by}.{rest}"
+    return f"down_blocks.{int(index) + by}.{rest}" if int(index) + by >= 0 else None
 
 
 def save_pipeline(out_dir: Path, vae, text_encoder, tokenizer, unet) -> Path:

@@ -266,8 +266,12 @@ def pretrain_base(
     init_from: another studio-mini pipeline whose UNet and text encoder weights start this run
     wherever the shapes match (a warm start after the autoencoder changed: the UNet's
     latent-facing convolutions then start fresh, and its pooled-prompt pathway too if the source
-    had none). With resume=True and overrides {"unet_pooled_text": True} on a base without that
-    pathway, the UNet is rebuilt with it around the saved weights (recorded as warm_start.upgrade).
+    had none). The UNet and text encoder are built from this run's config (with resume=True too:
+    the folder then gives its autoencoder and history) around the source's weights and vocabulary,
+    so that every word keeps its embedding; UNet levels are matched from the coarsest
+    (models.copy_matching_weights). With resume=True, no init_from, and overrides
+    {"unet_pooled_text": True} on a base without that pathway, the UNet is rebuilt with it around
+    the saved weights (recorded as warm_start.upgrade).
     decoder_seconds > 0 then fine-tunes the autoencoder's decoder alone (encoder frozen, so the
     latents and the UNet stay valid); unet_seconds = 0 skips the UNet stage.
 
@@ -303,7 +307,9 @@ def pretrain_base(
         if has_pooled and not cfg.unet_pooled_text:
             raise UserError(f"{out_dir}'s UNet has the pooled-prompt pathway; dropping it (--no-pooled-text) would "
                             f"discard what it learnt: train a new base without it instead")
-        if not has_pooled and cfg.unet_pooled_text and "unet_pooled_text" in (overrides or {}):
+        if init_from is not None:
+            pass  # the UNet and text encoder are rebuilt from cfg below, around the source's weights
+        elif not has_pooled and cfg.unet_pooled_text and "unet_pooled_text" in (overrides or {}):
             # An architecture change on resume: a new UNet, warm-started from the saved one.
             upgraded = build_unet(cfg)
             copied, fresh = copy_matching_weights(unet, upgraded)
@@ -331,10 +337,13 @@ def pretrain_base(
         # added sit at ids that a fresh tokenizer would order differently), and a UNet built from
         # this run's config (its architecture may differ from the one saved here).
         tokenizer = CLIPTokenizer.from_pretrained(Path(init_from) / "tokenizer")
+        tokenizer.model_max_length = cfg.max_length
         unet, text_encoder = build_unet(cfg), build_text_encoder(cfg, tokenizer)
         for name, module, cls in (("unet", unet, UNet2DConditionModel), ("text_encoder", text_encoder, CLIPTextModel)):
             copied, fresh = copy_matching_weights(cls.from_pretrained(Path(init_from) / name), module)
             warm_start[name] = {"copied": copied, "fresh": fresh}
+        # Caption words the mini world gained since the source was trained: one token each.
+        warm_start["words_added"] = add_style_words(tokenizer, text_encoder, miniworld.caption_words())
 
     if cfg.bird_share is not None and not 0 < cfg.bird_share <= 1:
         raise UserError(f"bird_share (--bird-share) must be in (0, 1], got {cfg.bird_share}")

@@ -54,8 +54,9 @@ def register(sub) -> None:
     base.add_argument("--resume", action="store_true",
                       help="train the pipeline in --out further (UNet and text encoder; the autoencoder stays)")
     base.add_argument("--init-from", type=Path, default=None,
-                      help="start the UNet and text encoder from this pipeline's weights where shapes match "
-                           "(after a new autoencoder: a warm start instead of from scratch)")
+                      help="start the UNet and text encoder from this pipeline's weights and vocabulary where shapes "
+                           "match, UNet levels matched from the coarsest (after a new autoencoder: a warm start instead "
+                           "of from scratch; with --resume the folder keeps its autoencoder)")
     base.add_argument("--log", type=Path, default=None, help="append JSON lines of losses to this file")
     add_set_argument(base, "MiniBaseConfig", "family_share=0.5 --set product_captions=true --set lr_schedule=constant")
     base.set_defaults(run=run_base)
