@@ -109,6 +109,18 @@ def analyse(results: dict, args) -> None:
         # plasticity gap: how much less each style is learnt right after its task than by a fresh LoRA
         r["plasticity_gap"] = ci(lambda a, b: diagonal_of(a) - diagonal_of(b), sep[0], arrays[m][0])
         r["plasticity_gap_per_style"] = (np.diagonal(_matrix(sep[0])) - np.diagonal(_matrix(arrays[m][0]))).round(4).tolist()
+    full = arrays.get("full")
+    for m, r in results.items():
+        if m == "full" or full is None or arrays[m] is None or arrays[m][0].shape != full[0].shape:
+            continue
+        # What the full method gains over this one (paired over the same prompts): for an ablation,
+        # the switched-off term's contribution. Positive is better for the full method in each.
+        (C, K), (Cf, Kf) = arrays[m], full
+        r["full_gains"] = {
+            "average": ci(lambda a, b: average_of(a) - average_of(b), Cf, C),
+            "forgetting": ci(lambda a, b: forgetting_of(a) - forgetting_of(b), C, Cf),  # less forgetting
+            "content": ci(lambda a, b: final_row_of(a) - final_row_of(b), Kf, K),
+        }
 
 
 def print_table(results: dict, base_ref: dict | None = None) -> None:
@@ -125,6 +137,12 @@ def print_table(results: dict, base_ref: dict | None = None) -> None:
               f"| {f(r.get('plasticity_gap'))} | {f(sep)} | {f(r.get('plain_kind_ci')) if r.get('plain_kind_ci') else '-'} | {r['seconds']} |")
     if base_ref:
         print(f"\nthe bare base on the same prompts and seeds: kind {f(base_ref['kind'])}, judged plain {f(base_ref['plain_style'])}")
+    gains = {m: r["full_gains"] for m, r in results.items() if r.get("full_gains")}
+    if gains:
+        print("\nWhat the full method gains over each (paired over prompts; for an ablation, its term's contribution):")
+        print("\n| against | Average (full − it) | Forgetting (it − full) | content (full − it) |\n|---|---|---|---|")
+        for m, g in gains.items():
+            print(f"| {m} | {f(g['average'])} | {f(g['forgetting'])} | {f(g['content'])} |")
 
 
 def heatmap(results: dict, styles, path: Path) -> None:

@@ -95,7 +95,6 @@ def test_analyse_gives_intervals_and_a_paired_plasticity_gap():
         bootstrap, seed = 200, 0
 
     def result(diag_bits):
-        T = 2
         rows = [[diag_bits[0], None], ["1100", diag_bits[1]]]
         return {"per_prompt": {"shape": [2, 2], "style": rows, "content": [[r if r else None for r in row] for row in rows]}}
 
@@ -107,6 +106,12 @@ def test_analyse_gives_intervals_and_a_paired_plasticity_gap():
     assert results["full"]["diagonal"] == [1.0, 0.75]
     assert results["full"]["average_ci"]["low"] <= results["full"]["average_ci"]["value"] <= results["full"]["average_ci"]["high"]
     assert "plasticity_gap" not in results["separate"]
+    # what the full method gains over another, paired over prompts (full: A = (1 + 0.625) / 2, F = 0.5;
+    # naive: A = (0 + 0.25) / 2, F = -0.5)
+    gains = results["naive"]["full_gains"]
+    assert gains["average"]["value"] == pytest.approx(0.8125 - 0.125)
+    assert gains["forgetting"]["value"] == pytest.approx(-0.5 - 0.5)
+    assert "full_gains" not in results["full"]
 
 
 def test_context_diversity_compares_sets_at_the_real_shots_size():
