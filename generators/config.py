@@ -74,6 +74,7 @@ def parse_overrides(pairs: list[str], cls, key_prefix: str = "") -> dict:
     (written with key_prefix, where a command spreads --set over several configs)."""
     fields = {f.name for f in dataclasses.fields(cls)}
     tuples = _tuple_fields(cls)
+    hints = _hints(cls)
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -87,7 +88,7 @@ def parse_overrides(pairs: list[str], cls, key_prefix: str = "") -> dict:
             out[key] = value
         if isinstance(out[key], list) and key in tuples:
             out[key] = tuple(out[key])
-        hint = _hints(cls).get(key)
+        hint = hints.get(key)
         if hint is not None and not _fits(out[key], hint):
             raise UserError(f"--set {key_prefix + pair!r}: {key_prefix + key} takes {_hint_text(hint)}, "
                             f"not {json.dumps(_plain(out[key]))}")
