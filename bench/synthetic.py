@@ -124,10 +124,13 @@ def summarize(results: dict, ceiling: dict | None = None) -> dict:
     """Mean, std and 95 % t-interval over the seeds (bench/stats.py: Student t on the per-seed
     accuracies, n − 1 degrees of freedom; with 3 seeds a bootstrap over seeds could not reach past
     the observed values) of each method's per-seed list, its class fidelity likewise, and each
-    method's paired gain over real_only (per seed, then the t-interval); in place. Returns the
+    method's paired gain over real_only and each BOB variant's over DataDream (per seed, the same
+    real shots in both, then the t-interval; lists are paired by position, which runs and merges
+    keep in seed order); in place. Returns the
     {method_Kshot: mean} summary."""
     for methods in results.values():
         real = methods.get("real_only", {}).get("per_seed", [])
+        datadream = methods.get("datadream", {}).get("per_seed", [])
         for m, r in methods.items():
             accs = np.asarray(r["per_seed"], dtype=np.float64)
             r["mean"] = float(accs.mean()) if len(accs) else None
@@ -138,6 +141,8 @@ def summarize(results: dict, ceiling: dict | None = None) -> dict:
                 r["class_fidelity_ci95"] = stats.t_interval(r["class_fidelity"], bounds=(0.0, 1.0))
             if m != "real_only" and len(real) == len(accs) and len(accs):
                 r["gain_vs_real_only"] = stats.t_interval(accs - np.asarray(real, dtype=np.float64))
+            if m.startswith("bob") and len(datadream) == len(accs) and len(accs):
+                r["gain_vs_datadream"] = stats.t_interval(accs - np.asarray(datadream, dtype=np.float64))
     if ceiling and ceiling.get("per_seed"):
         ceiling["mean"] = float(np.mean(ceiling["per_seed"]))
         ceiling["ci95"] = stats.t_interval(ceiling["per_seed"], bounds=(0.0, 1.0))
@@ -284,14 +289,15 @@ def parse_args(argv=None):
 def print_table(results: dict, methods: list[str], ceiling: dict | None = None, n_classes: int | None = None) -> None:
     """Test accuracy and, per export, class fidelity: mean [95 % t-interval over seeds]."""
     f = lambda d: stats.fmt_ci(d, 3)  # noqa: E731
-    print("\n| shots | method | accuracy | gain over real only | class fidelity |")
-    print("|---|---|---|---|---|")
+    print("\n| shots | method | accuracy | gain over real only | gain over DataDream | class fidelity |")
+    print("|---|---|---|---|---|---|")
     for k in results:
         for m in methods:
             r = results[k].get(m)
             if not r or not r["per_seed"]:
                 continue
             print(f"| {k} | {m} | {f(r.get('ci95'))} | {f(r.get('gain_vs_real_only')) if m != 'real_only' else '-'} "
+                  f"| {f(r.get('gain_vs_datadream')) if r.get('gain_vs_datadream') else '-'} "
                   f"| {f(r.get('class_fidelity_ci95')) if r.get('class_fidelity') else '-'} |")
     if n_classes:
         print(f"\nchance {1 / n_classes:.3f}", end="")

@@ -141,3 +141,20 @@ def test_the_committed_evaluator_reads_the_context_of_renderings():
     for column, head in enumerate(CONTEXT_HEADS):
         truth = [evaluator.labels[head].index(getattr(a, head)) for a in attrs]
         assert (read[:, column] == truth).mean() >= 0.9, head
+
+
+def test_synthetic_summary_pairs_each_seed_with_real_only_and_datadream():
+    from bench.synthetic import summarize
+
+    results = {5: {"real_only": {"per_seed": [0.10, 0.11, 0.12]},
+                   "datadream": {"per_seed": [0.20, 0.30, 0.25]},
+                   "bob": {"per_seed": [0.25, 0.35, 0.30]}}}
+    summary = summarize(results)
+    assert summary["bob_5shot"] == pytest.approx(0.30)
+    # BOB is DataDream + 0.05 on every seed: the seed-to-seed spread cancels in the paired gain,
+    # while the two accuracies' own intervals overlap
+    gain = results[5]["bob"]["gain_vs_datadream"]
+    assert gain["low"] == pytest.approx(0.05) and gain["high"] == pytest.approx(0.05)
+    assert results[5]["bob"]["ci95"]["low"] < results[5]["datadream"]["ci95"]["high"]
+    assert results[5]["datadream"]["gain_vs_real_only"]["mean"] == pytest.approx(0.14)
+    assert "gain_vs_datadream" not in results[5]["datadream"]
