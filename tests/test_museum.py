@@ -85,6 +85,34 @@ def test_museum_refuses_another_base(museum_two_styles, tmp_path):
         Museum.open(museum_two_styles.root, base="studio-mini")
 
 
+def test_museum_refuses_a_base_retrained_with_other_layer_widths(museum_two_styles, tiny_pipeline_dir, tmp_path):
+    """The base's name is the museum's, but its UNet was rebuilt wider (a campaign's new layout):
+    the shared LoRA cannot fit, and the museum says so in one line instead of a shape error."""
+    from dataclasses import replace
+
+    from generators.errors import UserError
+    from generators.museum.engine import lora_misfit
+    from generators.sd_mini.config import MiniBaseConfig
+    from generators.sd_mini.models import build_unet
+
+    state = museum_two_styles.lora_state()
+    pipe = diffusion.load_base(str(tiny_pipeline_dir), "cpu")
+    assert lora_misfit(pipe.unet, state) is None
+    assert "has no layer down_blocks.9" in lora_misfit(pipe.unet, {"unet.down_blocks.9.attn.to_q.lora_A.weight": torch.zeros(4, 32)})
+
+    retrained = tmp_path / "retrained"
+    shutil.copytree(tiny_pipeline_dir, retrained)
+    cfg = replace(MiniBaseConfig(), resolution=32, unet_channels=(48, 48, 48), text_width=32, unet_heads=2)
+    shutil.rmtree(retrained / "unet")
+    build_unet(cfg).save_pretrained(retrained / "unet")
+    with pytest.raises(UserError, match="shared LoRA does not fit") as err:
+        load_museum_pipeline(museum_two_styles, str(retrained), "cpu")
+    assert "width 48 in the base and 32 in the LoRA" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(UserError, match="shared LoRA does not fit"):  # nor does a new task start on it
+        learn(museum_two_styles, read_style_folder(make_style_folder(tmp_path / "in" / "halftone", "halftone"), 32),
+              tiny_cfg(), str(retrained), "cpu")
+
+
 @pytest.mark.parametrize("switch, term", [("use_sdl", "sdl"), ("use_weight_reg", "weight"), ("use_feature_reg", "feature")])
 def test_each_loss_term_switches_off(museum_two_styles, tiny_pipeline_dir, tmp_path, switch, term):
     folder = make_style_folder(tmp_path / "in3" / "halftone", "halftone", seed=5)

@@ -41,13 +41,41 @@ def earlier_styles(museum: Museum) -> list[dict]:
     return [{"token": s.token, "captions": museum.manifest(s.name).get("captions", [])} for s in museum.styles]
 
 
-def check_family(museum: Museum, pipe) -> None:
-    """A museum built on one base family refuses a base of another (one line)."""
+def check_base(museum: Museum, pipe, state: dict[str, torch.Tensor] | None) -> None:
+    """A museum refuses a base its shared LoRA was not learnt on (one line): another base family,
+    or a UNet whose layers no longer have the shapes its shared LoRA `state` was learnt for (a
+    base retrained under the same name with another architecture)."""
     have, built = bases.family_of_pipe(pipe), museum.family
     if built is not None and have != built:
         raise UserError(f"museum {museum.root} was built on an {bases.ADAPTERS[built].label} base ({museum.base!r}); "
                         f"this base is {bases.ADAPTERS[have].label}, and a museum keeps one base: use another --museum")
     museum.index.setdefault("family", have)
+    misfit = lora_misfit(pipe.unet, state) if state is not None else None
+    if misfit:
+        raise UserError(f"museum {museum.root}'s shared LoRA does not fit the base loaded as {museum.base!r}: {misfit}; "
+                        "the museum was learnt on another version of that base. Load the base it was built on "
+                        "(--base PATH to a copy of it), or use another --museum")
+
+
+def lora_misfit(unet, state: dict[str, torch.Tensor]) -> str | None:
+    """The first LoRA tensor of `state` ("unet.<module>.lora_A.weight": rank × in, lora_B: out ×
+    rank) that `unet` has no layer for, or whose layer takes other widths; None if all fit."""
+    modules = dict(unet.named_modules())
+    for key, tensor in state.items():
+        if not key.startswith("unet.") or ".lora_" not in key:
+            continue
+        path, part = key[len("unet."):].rsplit(".lora_", 1)
+        layer = modules.get(path)
+        if layer is None:
+            return f"the base's UNet has no layer {path}"
+        widths = (getattr(layer, "in_features", None) or getattr(layer, "in_channels", None),
+                  getattr(layer, "out_features", None) or getattr(layer, "out_channels", None))
+        want = (tensor.shape[1], None) if part.startswith("A") else (None, tensor.shape[0])
+        if (want[0] is not None and want[0] != widths[0]) or (want[1] is not None and want[1] != widths[1]):
+            side = "input" if want[0] is not None else "output"
+            return (f"layer {path} has {side} width {widths[0] if want[0] is not None else widths[1]} in the base "
+                    f"and {want[0] if want[0] is not None else want[1]} in the LoRA")
+    return None
 
 
 def load_museum_pipeline(museum: Museum, base=None, device: str = "auto", precision: str = "fp32",
@@ -55,9 +83,10 @@ def load_museum_pipeline(museum: Museum, base=None, device: str = "auto", precis
     """The base with the museum's shared LoRA (lora=False: without it) and every token, loaded
     exactly as stock diffusers loads an export (load_lora_weights, load_textual_inversion)."""
     pipe = diffusion.load_base(base, device, precision)
-    check_family(museum, pipe)
+    state = museum.lora_state()
+    check_base(museum, pipe, state)
     family = bases.adapter(pipe)
-    state = museum.lora_state() if lora else None
+    state = state if lora else None
     if state is not None:
         pipe.load_lora_weights({k: v.to(pipe.unet.dtype) for k, v in state.items()}, adapter_name="museum")
         if fuse:
@@ -109,7 +138,8 @@ def learn(museum: Museum, style: StyleFolder, cfg: MuseumConfig, base=None, devi
         check_shared_lora(first, {key: getattr(cfg, key) for key in MuseumConfig.SHARED_FIELDS}, museum.root)
     start = time.time()
     pipe = diffusion.load_base(base, device, "fp32")
-    check_family(museum, pipe)
+    shared_lora = museum.lora_state()
+    check_base(museum, pipe, shared_lora)
     family = bases.adapter(pipe)
     load_pipe_style_tokens(pipe, token_vectors(museum, family))
     earlier = earlier_styles(museum)
@@ -124,7 +154,7 @@ def learn(museum: Museum, style: StyleFolder, cfg: MuseumConfig, base=None, devi
                                         str(pipe.unet.device), evaluator)
     init_words = () if cfg.token_init or not cfg.token_init_from_images else captioning.style_words(images, base, pipe.tokenizer)
     lora, vector, result = learn_style(
-        pipe, style.token, images, captions, cfg, museum.lora_state(), earlier, checkpoint_dir=work, run=run,
+        pipe, style.token, images, captions, cfg, shared_lora, earlier, checkpoint_dir=work, run=run,
         init_words=init_words,
     )
     manifest = {
