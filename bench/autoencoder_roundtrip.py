@@ -92,8 +92,8 @@ def main() -> None:
         for strength in strengths:
             row["subclass_after_denoise"][str(strength)] = subclass_accuracy(ev, denoise(pipe, birds, strength, args.seed), birds)
         row["seconds"] = round(time.time() - t0, 1)
-        results[base or "studio-mini"] = row
-        print(f"{base or 'studio-mini'}: kind {row['kind']:.3f} colour {row['color']:.3f} background {row['background']:.3f} "
+        results[diffusion.base_name(base)] = row
+        print(f"{diffusion.base_name(base)}: kind {row['kind']:.3f} colour {row['color']:.3f} background {row['background']:.3f} "
               f"subclass {row['subclass']:.3f}; styles mean {row['styles_mean']:.3f}: "
               + ", ".join(f"{s} {v:.2f}" for s, v in row["styles"].items())
               + "".join(f"; subclass after denoising from {k}: {v:.3f}" for k, v in row["subclass_after_denoise"].items()), flush=True)

@@ -11,7 +11,7 @@ medium or large bird's background and pose ("a sparrow bird on the sky backgroun
 left, at the top"); "caption" is that bird's full mini-world caption with its subclass named,
 colour included ("a red sparrow bird on the sky background, large, facing left, at the top").
 
-    python bench/species_prior.py --base assets/studio-mini --json runs/species-prior-mini.json
+    python bench/species_prior.py --base assets/studio-mini-2 --json runs/species-prior-mini.json
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ child process per measurement. Parts (`--parts`, all by default):
     python bench/speed.py --shape sdxl --resolution 256 --sdxl-depths 1,1,2 --text-layers 3,8 --batch 1 --parts museum \
         --steps 2 --warmup 1 --repeats 1 --threads 1 --json docs/figures/speed-sdxl-256-slim-museum-cpu.json
 
-Shapes: `mini` is the embedded studio-mini; `sd15` is Stable Diffusion 1.5's architecture (UNet,
+Shapes: `mini` is the default embedded base; `sd15` is Stable Diffusion 1.5's architecture (UNet,
 VAE and CLIP text encoder configs as published) with random weights: speed does not depend on
 weight values, so nothing is downloaded. `sdxl` is SDXL 1.0 base's architecture the same way (UNet
 320/640/1280 with transformer depths 1,2,10, cross-attention 2048, text_time added conditioning;

@@ -2,7 +2,7 @@
 
     python bench/style_family.py disjoint --json runs/family-disjoint.json
     python bench/style_family.py read-back --base runs/mini2 --n 200 --json runs/family-readback.json
-    python bench/style_family.py round-trip --base assets/studio-mini --json runs/family-roundtrip.json
+    python bench/style_family.py round-trip --base assets/studio-mini-2 --json runs/family-roundtrip.json
 
 `disjoint`: the committed style evaluator reads N fresh family renderings (mini-world images with
 one to three components); the share it labels as each of the forgetting benchmark's five styles
@@ -128,14 +128,14 @@ def main(argv=None) -> int:
     d.add_argument("--n", type=int, default=1000)
     d.add_argument("--seed", type=int, default=0)
     r = sub.add_parser("read-back")
-    r.add_argument("--base", default=None, help="pipeline folder (default: the embedded studio-mini)")
+    r.add_argument("--base", default=None, help="pipeline folder (default: the default embedded base)")
     r.add_argument("--n", type=int, default=200)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--steps", type=int, default=25)
     r.add_argument("--guidance", type=float, default=5.0)
     r.add_argument("--device", default="auto")
     t = sub.add_parser("round-trip")
-    t.add_argument("--base", default=None, help="pipeline folder (default: the embedded studio-mini)")
+    t.add_argument("--base", default=None, help="pipeline folder (default: the default embedded base)")
     t.add_argument("--n", type=int, default=1000)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto")

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--base", default=None, help="pipeline folder or hub id (default: the embedded studio-mini)")
+    p.add_argument("--base", default=None, help="pipeline folder or hub id (default: the default embedded base)")
     p.add_argument("--evaluators", type=Path, default=ROOT / "assets" / "evaluators")
     p.add_argument("--styles", default=",".join((PLAIN,) + REFERENCE_STYLES))
     p.add_argument("--prompts", type=int, default=24, help="content prompts per style")

@@ -228,7 +228,7 @@ def write_report(args, results, timings, classes, dev_name, base, start, real_fi
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--base", default=None, help="pipeline folder or hub id (default: the embedded studio-mini; --quick: a tiny random one)")
+    p.add_argument("--base", default=None, help="pipeline folder or hub id (default: the default embedded base; --quick: a tiny random one)")
     p.add_argument("--json", type=Path, default=Path("runs/bench/synthetic.json"), help="where to write the results")
     p.add_argument("--work", type=Path, default=None, help="keep fits and exports here (default: a temporary folder)")
     p.add_argument("--quick", action="store_true", help="a few minutes end to end: tiny base, 3 classes, few steps")

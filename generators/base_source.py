@@ -10,9 +10,12 @@ import re
 from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
+# Embedded bases that left assets/, each with the commit whose tree last held it: a museum or a fit
+# made on one loads it again, by its name, once it is restored from that commit.
+RETIRED = {"studio-mini": "3361eacc483f8c10a3e8a89e31da62ea218d5a70"}
 # The embedded bases, trained here on the mini world, by name. A museum or a fit records its base's
-# name, so one made on an earlier default keeps loading (and asking for) the base it was made on.
-EMBEDDED = {"studio-mini-2": ASSETS / "studio-mini-2", "studio-mini": ASSETS / "studio-mini"}
+# name, so one made on an earlier default keeps asking for the base it was made on.
+EMBEDDED = {"studio-mini-2": ASSETS / "studio-mini-2", **{name: ASSETS / name for name in RETIRED}}
 DEFAULT_NAME = "studio-mini-2"
 DEFAULT_BASE = EMBEDDED[DEFAULT_NAME]
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -42,6 +45,10 @@ def base_source(base: str | Path | None) -> str:
     raises FileNotFoundError with one line that says what to pass instead."""
     source = base_path(base)
     path = Path(source)
+    name = base_name(base)
+    if name in RETIRED and not path.exists():
+        raise FileNotFoundError(f"the embedded base {name!r} left the repository after commit {RETIRED[name][:12]}; what was "
+                                f"made on it loads again once it is restored: git checkout {RETIRED[name]} -- assets/{name}")
     if path.is_file():
         from generators.bases import family_of_file, single_file_config
 

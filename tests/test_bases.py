@@ -224,16 +224,22 @@ def test_autoencoder_augmentation_includes_gradient_maps_and_dot_screens():
     assert len(mapped) > 10 and len(screened) > 10
 
 
-def test_embedded_bases_by_name():
+def test_embedded_bases_by_name(tmp_path):
     from generators.base_source import ASSETS, DEFAULT_BASE, base_path
 
     assert diffusion.base_name(None) == "studio-mini-2" and base_path(None) == DEFAULT_BASE == ASSETS / "studio-mini-2"
-    # The first embedded base stays reachable by its name, so museums made on it keep loading it.
-    assert base_path("studio-mini") == ASSETS / "studio-mini"
-    for name in ("studio-mini", "studio-mini-2"):
-        assert diffusion.base_name(name) == name == diffusion.base_name(ASSETS / name)
-        assert base_source(name) == "folder" and diffusion.resolution_of(name) == 64
+    assert diffusion.base_name("studio-mini-2") == "studio-mini-2" == diffusion.base_name(DEFAULT_BASE)
+    assert base_source("studio-mini-2") == "folder" and diffusion.resolution_of("studio-mini-2") == 64
     assert diffusion.base_name("someone/some-model") == "someone/some-model"
+    # The first embedded base left assets/: its name still means its folder, and asking for it says
+    # in one line which commit restores it.
+    assert base_path("studio-mini") == ASSETS / "studio-mini" and diffusion.base_name(ASSETS / "studio-mini") == "studio-mini"
+    with pytest.raises(FileNotFoundError, match=r"git checkout [0-9a-f]{40} -- assets/studio-mini$") as err:
+        base_source("studio-mini")
+    assert "\n" not in str(err.value)
+    proc = subprocess.run([sys.executable, "-m", "studio", "generate", "--prompt", "a red star", "--base", "studio-mini",
+                           "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert proc.returncode != 0 and "left the repository" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_museum_on_the_first_embedded_base_asks_for_it_by_name(tmp_path):

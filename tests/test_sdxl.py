@@ -146,7 +146,7 @@ def test_museum_refuses_another_family_in_one_line(sdxl_museum, tiny_pipeline_di
     with pytest.raises(ValueError, match="built on an SDXL base") as err:
         Museum.open(sdxl_museum.root, base=str(tiny_pipeline_dir))
     assert "SD 1.x/2.x" in str(err.value) and "\n" not in str(err.value)
-    sd = Museum.open(tmp_path / "sd", base="studio-mini", create=True)
+    sd = Museum.open(tmp_path / "sd", base="studio-mini-2", create=True)
     assert sd.family == "sd"
     proc = subprocess.run([sys.executable, "-m", "studio", "generate", "--prompt", "x", "--style", "sepia", "--museum",
                            str(sdxl_museum.root), "--out", str(tmp_path / "o"), "--base", str(tiny_pipeline_dir),

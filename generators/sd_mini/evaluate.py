@@ -34,7 +34,7 @@ def prompt_for(attrs: miniworld.Attributes, form: str) -> str:
 
 
 def evaluate_base(pipe, evaluator, n: int = 200, seed: int = 0, steps: int = 25, guidance: float = 5.0,
-                  base: str = "studio-mini", batch_size: int = 16, run: Run | None = None,
+                  base: str = "studio-mini-2", batch_size: int = 16, run: Run | None = None,
                   keep_images: list | None = None, prompt_form: str = "caption") -> dict:
     """Flat dict: <attribute>_accuracy for each scored attribute, plus the settings. With prompt_form
     "no-colour" the colour is not asked for, so it is not scored. run: diffusion.generate's (progress

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def add_base_arguments(parser, precision_help: str = "weights' precision for sampling (default: fp32)") -> None:
     parser.add_argument("--base", default=None,
-                        help="diffusers StableDiffusionPipeline folder or hub id (default: the embedded studio-mini-2; studio-mini names the first embedded base)")
+                        help="diffusers StableDiffusionPipeline folder or hub id (default: the embedded studio-mini-2)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
                         help=precision_help)

@@ -18,7 +18,7 @@ def register(sub) -> None:
 
     D = MiniBaseConfig()
     base = psub.add_parser("base", help="train studio-mini, a diffusers StableDiffusionPipeline (autoencoder, text encoder, UNet)")
-    base.add_argument("--out", type=Path, default=Path("assets/studio-mini"), help="pipeline folder to write")
+    base.add_argument("--out", type=Path, default=Path("runs/studio-mini"), help="pipeline folder to write")
     base.add_argument("--vae-seconds", type=float, default=None,
                       help="time budget of the autoencoder stage (default 1200 for a new base; on --resume 0: give it to "
                            "train the autoencoder on, anchored to its latents, before the UNet stage)")
