@@ -19,6 +19,10 @@ base is left (plain_kind: the kind asked for; plain_style: judged plain).
     python bench/forgetting.py --merge a.json b.json --json docs/figures/forgetting.json --heatmap docs/figures/forgetting.png
     # a variant: any MuseumConfig field for every method, or another negative prompt when sampling
     python bench/forgetting.py --methods full --set replay_pool=256 --negative-token --json c.json
+    # another training seed (the LoRA's start, the noise, the replay prompts; data and prompts unchanged),
+    # merged beside seed 0: each figure also as the mean over the runs, and the full method's gains run by run
+    python bench/forgetting.py --methods full,no_weight_reg --set seed=1 --json d.json
+    python bench/forgetting.py --merge a.json d.json --json F
 
 Statistics (issue 34). A cell is --prompts 48 content prompts × --seeds-per-prompt 2 seeds = 96
 images (one image is 0.01 of a cell). Average, Forgetting, content, the diagonal and plain prompts
@@ -30,7 +34,10 @@ the diagonal (each style's accuracy right after it is learnt), the plasticity ga
 paired bootstrap over the same prompts), token separation from the last model (the same prompt
 and seed under every pair of style tokens: the share of pairs whose images get different, correct
 style labels; target 0.80; bench/token_separation.py does the same for caption-free folders), and
-the bare base on the same prompts and seeds (`base_reference`: the content ceiling).
+the bare base on the same prompts and seeds (`base_reference`: the content ceiling). The intervals
+leave out the spread between training runs; a merge of runs under several training seeds (keys
+"method@seedS") adds `over_training_seeds`: each figure's mean over the runs, each run's value, and
+the full method's gains paired run by run (bench/forgetting_report.py, over_runs).
 
 Caches (--cache, default runs/bench/forgetting-cache; --no-cache): the bare base's verdicts and
 each `separate` style's (one LoRA per style, so its column is sampled once, not after every task),
@@ -75,7 +82,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench import stats  # noqa: E402
 # the report (metrics, intervals, table, heatmap)
-from bench.forgetting_report import analyse, heatmap, metric_ci, print_table, separation_report  # noqa: E402
+from bench.forgetting_report import (analyse, heatmap, metric_ci, over_runs, print_over_runs, print_table,  # noqa: E402
+                                     run_key, separation_report)
 from generators import diffusion, miniworld  # noqa: E402
 from generators.config import parse_overrides  # noqa: E402
 from generators.evaluators import load_evaluator  # noqa: E402
@@ -371,12 +379,14 @@ def main() -> None:
             p.error("--merge: the runs scored different prompts or seeds; intervals and gaps need the same ones")
         merged = {**runs[0], "command": [r["command"] for r in runs], "results": {}}
         for r in runs:
-            merged["results"].update(r["results"])
+            merged["results"].update({run_key(m, result): result for m, result in r["results"].items()})
         analyse(merged["results"], args)  # the plasticity gap needs separate and the method, from any of the runs
+        merged["over_training_seeds"] = over_runs(merged["results"], args)
         args.json.write_text(json.dumps(merged, indent=2))
         if args.heatmap:
             heatmap(merged["results"], merged["styles"], args.heatmap)
         print_table(merged["results"], merged.get("base_reference"))
+        print_over_runs(merged["over_training_seeds"])
         return
     global EVALUATOR_ID
     EVALUATOR_ID = base_fingerprint(ROOT / "assets" / "evaluators")

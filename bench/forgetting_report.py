@@ -109,9 +109,10 @@ def analyse(results: dict, args) -> None:
         # plasticity gap: how much less each style is learnt right after its task than by a fresh LoRA
         r["plasticity_gap"] = ci(lambda a, b: diagonal_of(a) - diagonal_of(b), sep[0], arrays[m][0])
         r["plasticity_gap_per_style"] = (np.diagonal(_matrix(sep[0])) - np.diagonal(_matrix(arrays[m][0]))).round(4).tolist()
-    full = arrays.get("full")
     for m, r in results.items():
-        if m == "full" or full is None or arrays[m] is None or arrays[m][0].shape != full[0].shape:
+        method, at, seed = m.partition("@seed")
+        full = arrays.get("full" + at + seed)  # the full method under the same training seed
+        if method == "full" or full is None or arrays[m] is None or arrays[m][0].shape != full[0].shape:
             continue
         # What the full method gains over this one (paired over the same prompts): for an ablation,
         # the switched-off term's contribution. Positive is better for the full method in each.
@@ -121,6 +122,67 @@ def analyse(results: dict, args) -> None:
             "forgetting": ci(lambda a, b: forgetting_of(a) - forgetting_of(b), C, Cf),  # less forgetting
             "content": ci(lambda a, b: final_row_of(a) - final_row_of(b), Kf, K),
         }
+
+
+def run_key(method: str, result: dict) -> str:
+    """A result's key in a merge: the method, with "@seedS" for a training seed other than 0
+    (MuseumConfig.seed: the LoRA's start, the noise and the replay prompts), so that runs of one
+    method under several training seeds sit side by side."""
+    seed = (result.get("config") or {}).get("seed", 0)
+    return method if seed == 0 else f"{method}@seed{seed}"
+
+
+def over_runs(results: dict, args) -> dict:
+    """Each method trained under several seeds (keys "m", "m@seedS"): every figure as the mean over
+    its runs, with a 95 % bootstrap interval that resamples the content prompts (the same prompts
+    in every run), and each run's value, so the spread between training runs is in view; and what
+    the full method gains over it, paired run by run on the training seed. Needs two runs or more."""
+    groups: dict[str, dict[str, tuple]] = {}
+    for key, r in results.items():
+        arrays = per_prompt_arrays(r)
+        if arrays is not None:
+            method, _, seed = key.partition("@seed")
+            groups.setdefault(method, {})[seed or "0"] = arrays
+    ci = lambda f, *a: metric_ci(f, *a, args=args)  # noqa: E731
+    mean_of = lambda f: lambda *Cs: float(np.mean([f(C) for C in Cs]))  # noqa: E731
+    report = {}
+    for method, runs in groups.items():
+        if len(runs) < 2 or len({a[0].shape for a in runs.values()}) > 1:
+            continue
+        seeds = sorted(runs, key=int)
+        C = [runs[s][0] for s in seeds]
+        K = [runs[s][1] for s in seeds]
+        row = {"seeds": [int(s) for s in seeds]}
+        for name, f, arrays in (("average", average_of, C), ("forgetting", forgetting_of, C),
+                                ("diagonal", diagonal_of, C), ("content", final_row_of, K)):
+            row[name] = ci(mean_of(f), *arrays)
+            row[f"{name}_per_run"] = [round(f(a), 4) for a in arrays]
+        full = groups.get("full", {})
+        if method != "full" and all(s in full for s in seeds):
+            n = len(seeds)
+            pair = lambda f, sign: lambda *a: float(np.mean([sign * (f(a[i]) - f(a[n + i])) for i in range(n)]))  # noqa: E731
+            Cf, Kf = [full[s][0] for s in seeds], [full[s][1] for s in seeds]
+            row["full_gains"] = {"average": ci(pair(average_of, 1), *Cf, *C),
+                                 "forgetting": ci(pair(forgetting_of, -1), *Cf, *C),  # less forgetting
+                                 "content": ci(pair(final_row_of, 1), *Kf, *K)}
+        report[method] = row
+    return report
+
+
+def print_over_runs(report: dict) -> None:
+    if not report:
+        return
+    f = stats.fmt_ci
+    print("\nOver training seeds (mean of the runs [95 % bootstrap over prompts]; each run's value after it):")
+    print("\n| method | seeds | Average | Forgetting | diagonal | content |\n|---|---|---|---|---|---|")
+    for m, r in report.items():
+        cells = [f"{f(r[k])} ({', '.join(f'{v:.2f}' for v in r[k + '_per_run'])})" for k in ("average", "forgetting", "diagonal", "content")]
+        print(f"| {m} | {', '.join(map(str, r['seeds']))} | " + " | ".join(cells) + " |")
+    gains = {m: r["full_gains"] for m, r in report.items() if r.get("full_gains")}
+    if gains:
+        print("\n| full against, run by run | Average (full − it) | Forgetting (it − full) | content (full − it) |\n|---|---|---|---|")
+        for m, g in gains.items():
+            print(f"| {m} | {f(g['average'])} | {f(g['forgetting'])} | {f(g['content'])} |")
 
 
 def print_table(results: dict, base_ref: dict | None = None) -> None:

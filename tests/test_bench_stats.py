@@ -114,6 +114,36 @@ def test_analyse_gives_intervals_and_a_paired_plasticity_gap():
     assert "full_gains" not in results["full"]
 
 
+def test_runs_under_several_training_seeds_are_summarised_and_paired_by_seed():
+    fg = _forgetting_module()
+    from bench.forgetting_report import over_runs, run_key
+
+    class Args:
+        bootstrap, seed = 200, 0
+
+    def result(diag_bits, seed):
+        rows = [[diag_bits[0], None], ["1100", diag_bits[1]]]
+        return {"config": {"seed": seed},
+                "per_prompt": {"shape": [2, 2], "style": rows, "content": [[r if r else None for r in row] for row in rows]}}
+
+    runs = {"full": (["1111", "1110"], 0), "full@seed1": (["1111", "1100"], 1),
+            "naive": (["0000", "0000"], 0), "naive@seed1": (["1100", "0000"], 1), "separate": (["1111", "1111"], 0)}
+    results = {key: result(bits, seed) for key, (bits, seed) in runs.items()}
+    assert [run_key(key.partition("@")[0], r) for key, r in results.items()] == list(results)
+    fg.analyse(results, Args)
+    # each ablation run is compared with the full method under its own training seed
+    assert results["naive@seed1"]["full_gains"]["average"]["value"] == pytest.approx(
+        fg.average_of(fg.per_prompt_arrays(results["full@seed1"])[0]) - fg.average_of(fg.per_prompt_arrays(results["naive@seed1"])[0]))
+    report = over_runs(results, Args)
+    assert set(report) == {"full", "naive"}  # separate ran under one seed only
+    full = report["full"]
+    assert full["seeds"] == [0, 1] and full["diagonal_per_run"] == [0.875, 0.75]
+    assert full["diagonal"]["value"] == pytest.approx(0.8125)
+    assert full["average"]["low"] <= full["average"]["value"] <= full["average"]["high"]
+    gains = report["naive"]["full_gains"]["average"]
+    assert gains["value"] == pytest.approx(np.mean([results[k]["full_gains"]["average"]["value"] for k in ("naive", "naive@seed1")]))
+
+
 def test_context_diversity_compares_sets_at_the_real_shots_size():
     from bench.synthetic_protocols import context_diversity, entropy_bits
 
