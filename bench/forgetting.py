@@ -378,10 +378,18 @@ def main() -> None:
         if len(shapes) > 1 or len({json.dumps(r.get("prompts")) for r in runs}) > 1:
             p.error("--merge: the runs scored different prompts or seeds; intervals and gaps need the same ones")
         merged = {**runs[0], "command": [r["command"] for r in runs], "results": {}}
-        for r in runs:
-            merged["results"].update({run_key(m, result): result for m, result in r["results"].items()})
+        for path, r in zip(args.merge, runs):
+            for m, result in r["results"].items():
+                key = run_key(m, result)
+                if key in merged["results"]:
+                    p.error(f"--merge: {path} holds {key} again (the same method and training seed): merge a variant "
+                            "(another --set) under its own --json")
+                merged["results"][key] = result
         analyse(merged["results"], args)  # the plasticity gap needs separate and the method, from any of the runs
-        merged["over_training_seeds"] = over_runs(merged["results"], args)
+        try:
+            merged["over_training_seeds"] = over_runs(merged["results"], args)
+        except ValueError as e:
+            p.error(f"--merge: {e}")
         args.json.write_text(json.dumps(merged, indent=2))
         if args.heatmap:
             heatmap(merged["results"], merged["styles"], args.heatmap)

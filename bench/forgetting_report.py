@@ -102,9 +102,10 @@ def analyse(results: dict, args) -> None:
         r["average_ci"], r["forgetting_ci"], r["content_ci"] = ci(average_of, C), ci(forgetting_of, C), ci(final_row_of, K)
         r["diagonal"] = np.diagonal(_matrix(C)).round(4).tolist()
         r["diagonal_ci"] = ci(diagonal_of, C)
-    sep = arrays.get("separate")
     for m, r in results.items():
-        if m == "separate" or sep is None or arrays[m] is None or arrays[m][0].shape != sep[0].shape:
+        method, at, seed = m.partition("@seed")
+        sep = arrays.get("separate" + at + seed) or arrays.get("separate")  # under the same training seed where run
+        if method == "separate" or sep is None or arrays[m] is None or arrays[m][0].shape != sep[0].shape:
             continue
         # plasticity gap: how much less each style is learnt right after its task than by a fresh LoRA
         r["plasticity_gap"] = ci(lambda a, b: diagonal_of(a) - diagonal_of(b), sep[0], arrays[m][0])
@@ -128,6 +129,7 @@ def run_key(method: str, result: dict) -> str:
     """A result's key in a merge: the method, with "@seedS" for a training seed other than 0
     (MuseumConfig.seed: the LoRA's start, the noise and the replay prompts), so that runs of one
     method under several training seeds sit side by side."""
+    method = method.partition("@seed")[0]  # a merge of merges keys each run once
     seed = (result.get("config") or {}).get("seed", 0)
     return method if seed == 0 else f"{method}@seed{seed}"
 
@@ -135,14 +137,23 @@ def run_key(method: str, result: dict) -> str:
 def over_runs(results: dict, args) -> dict:
     """Each method trained under several seeds (keys "m", "m@seedS"): every figure as the mean over
     its runs, with a 95 % bootstrap interval that resamples the content prompts (the same prompts
-    in every run), and each run's value, so the spread between training runs is in view; and what
-    the full method gains over it, paired run by run on the training seed. Needs two runs or more."""
+    in every run) and holds the runs fixed, and each run's value, so the spread between training
+    runs is in view beside it; and what the full method gains over it, each run compared with the
+    full method's run under the same training seed (mean over seeds, the same prompt-only interval,
+    and each seed's gain). Runs of one method that differ in any config field but the seed are
+    refused: they are variants, not seeds. Needs two runs or more."""
     groups: dict[str, dict[str, tuple]] = {}
+    configs: dict[str, dict] = {}
     for key, r in results.items():
         arrays = per_prompt_arrays(r)
         if arrays is not None:
             method, _, seed = key.partition("@seed")
             groups.setdefault(method, {})[seed or "0"] = arrays
+            config = {k: v for k, v in (r.get("config") or {}).items() if k != "seed"}
+            if configs.setdefault(method, config) != config:
+                differ = sorted(k for k in config.keys() | configs[method].keys() if config.get(k) != configs[method].get(k))
+                raise ValueError(f"runs of {method} differ in {', '.join(differ)}, not only in the training seed: "
+                                 "merge variants under their own --json, not as seeds")
     ci = lambda f, *a: metric_ci(f, *a, args=args)  # noqa: E731
     mean_of = lambda f: lambda *Cs: float(np.mean([f(C) for C in Cs]))  # noqa: E731
     report = {}
@@ -165,6 +176,10 @@ def over_runs(results: dict, args) -> dict:
             row["full_gains"] = {"average": ci(pair(average_of, 1), *Cf, *C),
                                  "forgetting": ci(pair(forgetting_of, -1), *Cf, *C),  # less forgetting
                                  "content": ci(pair(final_row_of, 1), *Kf, *K)}
+            row["full_gains_per_run"] = {
+                "average": [round(average_of(a) - average_of(b), 4) for a, b in zip(Cf, C)],
+                "forgetting": [round(forgetting_of(b) - forgetting_of(a), 4) for a, b in zip(Cf, C)],
+                "content": [round(final_row_of(a) - final_row_of(b), 4) for a, b in zip(Kf, K)]}
         report[method] = row
     return report
 
@@ -173,16 +188,18 @@ def print_over_runs(report: dict) -> None:
     if not report:
         return
     f = stats.fmt_ci
-    print("\nOver training seeds (mean of the runs [95 % bootstrap over prompts]; each run's value after it):")
+    print("\nOver training seeds (mean of the runs [95 % bootstrap over prompts, the runs held fixed]; each run's value after it):")
     print("\n| method | seeds | Average | Forgetting | diagonal | content |\n|---|---|---|---|---|---|")
     for m, r in report.items():
         cells = [f"{f(r[k])} ({', '.join(f'{v:.2f}' for v in r[k + '_per_run'])})" for k in ("average", "forgetting", "diagonal", "content")]
         print(f"| {m} | {', '.join(map(str, r['seeds']))} | " + " | ".join(cells) + " |")
     gains = {m: r["full_gains"] for m, r in report.items() if r.get("full_gains")}
     if gains:
-        print("\n| full against, run by run | Average (full − it) | Forgetting (it − full) | content (full − it) |\n|---|---|---|---|")
+        print("\n| full against, seed by seed | Average (full − it) | Forgetting (it − full) | content (full − it) |\n|---|---|---|---|")
         for m, g in gains.items():
-            print(f"| {m} | {f(g['average'])} | {f(g['forgetting'])} | {f(g['content'])} |")
+            each = report[m]["full_gains_per_run"]
+            print(f"| {m} | " + " | ".join(f"{f(g[k])} ({', '.join(f'{v:+.2f}' for v in each[k])})"
+                                           for k in ("average", "forgetting", "content")) + " |")
 
 
 def print_table(results: dict, base_ref: dict | None = None) -> None:

@@ -53,7 +53,7 @@ def prompts(form: str, classes: list[str], n: int, seed: int) -> list[tuple[str,
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--base", default=None, help="pipeline folder or hub id (default: the embedded studio-mini-2; studio-mini names the first embedded base)")
+    p.add_argument("--base", default=None, help="pipeline folder or hub id (default: the default embedded base)")
     p.add_argument("--evaluators", type=Path, default=ROOT / "assets" / "evaluators")
     p.add_argument("--n", type=int, default=20, help="images per class and prompt form")
     p.add_argument("--seed", type=int, default=0)

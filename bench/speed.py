@@ -212,7 +212,7 @@ def thread_policy(args, med) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shape", choices=["mini", "sd15", "sdxl"], default="mini")
-    p.add_argument("--base", default=None, help="mini shape: another pipeline folder than the embedded studio-mini")
+    p.add_argument("--base", default=None, help="mini shape: another pipeline folder than the default embedded base")
     p.add_argument("--resolution", type=int, default=None, help="sd15 (default 512) and sdxl (default 1024) only")
     p.add_argument("--sdxl-depths", default="1,2,10", help="sdxl: transformer blocks per UNet level (SDXL's: 1,2,10)")
     p.add_argument("--text-layers", default="12,32", help="sdxl: layers of CLIP-L, OpenCLIP-G (SDXL's: 12,32)")

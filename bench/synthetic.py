@@ -125,8 +125,9 @@ def summarize(results: dict, ceiling: dict | None = None) -> dict:
     accuracies, n − 1 degrees of freedom; with 3 seeds a bootstrap over seeds could not reach past
     the observed values) of each method's per-seed list, its class fidelity likewise, and each
     method's paired gain over real_only and each BOB variant's over DataDream (per seed, the same
-    real shots in both, then the t-interval; lists are paired by position, which runs and merges
-    keep in seed order); in place. Returns the
+    real shots in both, then the t-interval; lists are paired by position: a run keeps --seeds'
+    order for every method, and a merge must join files that each hold the methods compared); in
+    place. Returns the
     {method_Kshot: mean} summary."""
     for methods in results.values():
         real = methods.get("real_only", {}).get("per_seed", [])
@@ -211,7 +212,7 @@ def write_report(args, results, timings, classes, dev_name, base, start, real_fi
         "sample_steps": args.sample_steps, "guidance": args.guidance, "lambdas": args.lambdas,
         "classifier": classifier_info(args),
         "n_val": args.n_val, "n_test": args.n_test,
-        "intervals": "95 % Student-t interval over seeds (mean ± t(n-1) · std / sqrt(n)); gain_vs_real_only paired per seed",
+        "intervals": "95 % Student-t interval over seeds (mean ± t(n-1) · std / sqrt(n)); gain_vs_real_only and gain_vs_datadream paired per seed",
         "chance": 1 / len(classes),
         "ceiling": ceiling,
         "real_class_fidelity": real_fidelity,

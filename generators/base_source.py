@@ -48,7 +48,7 @@ def base_source(base: str | Path | None) -> str:
     name = base_name(base)
     if name in RETIRED and not path.exists():
         raise FileNotFoundError(f"the embedded base {name!r} left the repository after commit {RETIRED[name][:12]}; what was "
-                                f"made on it loads again once it is restored: git checkout {RETIRED[name]} -- assets/{name}")
+                                f"made on it loads again once it is restored: git restore --source={RETIRED[name]} --worktree -- assets/{name}")
     if path.is_file():
         from generators.bases import family_of_file, single_file_config
 

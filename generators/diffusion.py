@@ -1,7 +1,7 @@
 """Loading text-to-image bases and sampling them with reproducible, self-describing outputs.
 
 A base is a diffusers StableDiffusionPipeline (SD 1.x/2.x) or StableDiffusionXLPipeline (SDXL):
-an embedded base by name (studio-mini-2, the default, or studio-mini), a local pipeline folder, a single-file checkpoint with its
+an embedded base by name (studio-mini-2, the default), a local pipeline folder, a single-file checkpoint with its
 config folder, or a hub id resolved through the normal from_pretrained cache (HF_HUB_OFFLINE is
 honoured). All of Studio goes through `load_base`; generators/bases.py holds what differs by family.
 """

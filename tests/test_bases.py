@@ -234,7 +234,9 @@ def test_embedded_bases_by_name(tmp_path):
     # The first embedded base left assets/: its name still means its folder, and asking for it says
     # in one line which commit restores it.
     assert base_path("studio-mini") == ASSETS / "studio-mini" and diffusion.base_name(ASSETS / "studio-mini") == "studio-mini"
-    with pytest.raises(FileNotFoundError, match=r"git checkout [0-9a-f]{40} -- assets/studio-mini$") as err:
+    if (ASSETS / "studio-mini").exists():
+        return  # restored for an old museum: it is a base like any other
+    with pytest.raises(FileNotFoundError, match=r"git restore --source=[0-9a-f]{40} --worktree -- assets/studio-mini$") as err:
         base_source("studio-mini")
     assert "\n" not in str(err.value)
     proc = subprocess.run([sys.executable, "-m", "studio", "generate", "--prompt", "a red star", "--base", "studio-mini",

@@ -141,7 +141,13 @@ def test_runs_under_several_training_seeds_are_summarised_and_paired_by_seed():
     assert full["diagonal"]["value"] == pytest.approx(0.8125)
     assert full["average"]["low"] <= full["average"]["value"] <= full["average"]["high"]
     gains = report["naive"]["full_gains"]["average"]
-    assert gains["value"] == pytest.approx(np.mean([results[k]["full_gains"]["average"]["value"] for k in ("naive", "naive@seed1")]))
+    each = [results[k]["full_gains"]["average"]["value"] for k in ("naive", "naive@seed1")]
+    assert gains["value"] == pytest.approx(np.mean(each)) and report["naive"]["full_gains_per_run"]["average"] == pytest.approx(each, abs=1e-4)
+    assert run_key("full@seed1", results["full@seed1"]) == "full@seed1"  # a merge of merges keys each run once
+    # a variant is not another seed
+    results["naive@seed1"]["config"]["rank"] = 16
+    with pytest.raises(ValueError, match="naive differ in rank, not only in the training seed"):
+        over_runs(results, Args)
 
 
 def test_context_diversity_compares_sets_at_the_real_shots_size():

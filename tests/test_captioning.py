@@ -93,6 +93,8 @@ def test_style_words_start_a_token_where_the_base_knows_them(tiny_pipeline_dir):
     assert "pixelated" in words
     tiny = CLIPTokenizer.from_pretrained(tiny_pipeline_dir / "tokenizer")
     assert captioning.style_words(images, str(tiny_pipeline_dir), tiny) == ()
+    # a mini-world base from before the style family (its tokenizer splits the family's words)
+    assert captioning.style_words(images, None, tiny) == ()
 
 
 def test_studio_caption_writes_what_ingestion_would_make_and_keeps_given_files(tmp_path, capsys):

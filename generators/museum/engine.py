@@ -58,13 +58,16 @@ def check_base(museum: Museum, pipe, state: dict[str, torch.Tensor] | None) -> N
 
 
 def lora_misfit(unet, state: dict[str, torch.Tensor]) -> str | None:
-    """The first LoRA tensor of `state` ("unet.<module>.lora_A.weight": rank × in, lora_B: out ×
-    rank) that `unet` has no layer for, or whose layer takes other widths; None if all fit."""
+    """The first LoRA matrix of `state` ("unet.<module>.lora_A[.<adapter>].weight": rank × in [× k × k],
+    lora_B: out × rank) that `unet` has no layer for, or whose layer takes other widths; None if all
+    fit. Other LoRA tensors (DoRA magnitudes, embedding LoRAs) are not read."""
     modules = dict(unet.named_modules())
     for key, tensor in state.items():
         if not key.startswith("unet.") or ".lora_" not in key:
             continue
         path, part = key[len("unet."):].rsplit(".lora_", 1)
+        if part[:2] not in ("A.", "B."):
+            continue
         layer = modules.get(path)
         if layer is None:
             return f"the base's UNet has no layer {path}"
