@@ -71,13 +71,12 @@ def lora_misfit(unet, state: dict[str, torch.Tensor]) -> str | None:
         layer = modules.get(path)
         if layer is None:
             return f"the base's UNet has no layer {path}"
-        widths = (getattr(layer, "in_features", None) or getattr(layer, "in_channels", None),
-                  getattr(layer, "out_features", None) or getattr(layer, "out_channels", None))
-        want = (tensor.shape[1], None) if part.startswith("A") else (None, tensor.shape[0])
-        if (want[0] is not None and want[0] != widths[0]) or (want[1] is not None and want[1] != widths[1]):
-            side = "input" if want[0] is not None else "output"
-            return (f"layer {path} has {side} width {widths[0] if want[0] is not None else widths[1]} in the base "
-                    f"and {want[0] if want[0] is not None else want[1]} in the LoRA")
+        width_in = getattr(layer, "in_features", None) or getattr(layer, "in_channels", None)
+        width_out = getattr(layer, "out_features", None) or getattr(layer, "out_channels", None)
+        # lora_A is rank × in (× k × k), lora_B out × rank
+        side, base_width, lora_width = ("input", width_in, tensor.shape[1]) if part[0] == "A" else ("output", width_out, tensor.shape[0])
+        if base_width != lora_width:
+            return f"layer {path} has {side} width {base_width} in the base and {lora_width} in the LoRA"
     return None
 
 
