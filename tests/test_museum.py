@@ -272,8 +272,9 @@ def test_a_checkpoint_from_before_a_new_config_field_still_resumes(tiny_pipeline
 
 
 def test_weight_direction_loss_forms():
-    """The factored loss equals cos²(ΔW_t, U) ("cosine") or cos² · (‖ΔW_t‖ / ‖U‖)² ("projection") of
-    the full out×in matrices; the projection's gradient vanishes with the update, the cosine's grows."""
+    """The factored loss equals cos²(ΔW_t, U) ("cosine"), cos² · (‖ΔW_t‖ / ‖U‖)² ("projection") or
+    cos² · min(1, ‖ΔW_t‖² / ‖U‖²) ("gated") of the full out×in matrices; the projection's and the
+    gated form's gradients vanish with the update, the cosine's grows."""
     g = torch.Generator().manual_seed(0)
     lora = lambda: losses.lora_factors(torch.randn(2, 5, generator=g), torch.randn(6, 2, generator=g), 0.5)  # noqa: E731
     full = lambda f: f[0] @ f[1]  # noqa: E731
@@ -289,16 +290,20 @@ def test_weight_direction_loss_forms():
     assert losses.weight_direction_loss([(-0.5 * now[0], now[1])], [None], [[now]], "projection").item() == pytest.approx(0.25, abs=1e-5)
     orth = (torch.eye(6)[:, :1], torch.eye(5)[:1])  # ΔW = e0 e0ᵀ
     w = (torch.eye(6)[:, 1:3], torch.randn(2, 5, generator=g))  # rows 1-2 only: orthogonal to it
-    for form in ("cosine", "projection"):
+    # gated: the projection's value while the update is smaller than U, the cosine's once larger
+    assert losses.weight_direction_loss([(-0.5 * now[0], now[1])], [None], [[now]], "gated").item() == pytest.approx(0.25, abs=1e-5)
+    assert losses.weight_direction_loss([(-3 * now[0], now[1])], [None], [[now]], "gated").item() == pytest.approx(1.0, abs=1e-5)
+    for form in ("cosine", "projection", "gated"):
         assert losses.weight_direction_loss([w], [None], [[orth]], form).item() == pytest.approx(0.0, abs=1e-6)
     grads = {}
-    for form in ("cosine", "projection"):
+    for form in ("cosine", "projection", "gated"):
         for size in (1e-1, 1e-3):  # an update near U's direction, small and smaller
             step = ((size * (now[0] + 0.3 * past[0][:, :2])).requires_grad_(), now[1])
             losses.weight_direction_loss([step], [None], [[now]], form).backward()
             grads[form, size] = step[0].grad.norm().item()
     assert grads["projection", 1e-3] < 0.02 * grads["projection", 1e-1]
     assert grads["cosine", 1e-3] > 50 * grads["cosine", 1e-1]
+    assert grads["gated", 1e-3] < 0.02 * grads["gated", 1e-1]
 
 
 def test_weight_direction_loss_takes_conv_loras():

@@ -61,7 +61,8 @@ class MuseumConfig(SavedConfig):
     weight_reg_warmup: int = 0  # steps over which λ_w ramps in linearly from 0 (0: at full weight from the start)
     # "cosine": cos² of this task's update with the earlier ones (holds old styles and plain prompts,
     # takes later styles poorly); "projection": the update's run along them relative to their size
-    # (takes later styles about as a fresh LoRA, forgets more). losses.weight_direction_loss.
+    # (takes later styles about as a fresh LoRA, forgets more); "gated": the projection's pull until
+    # the update is as large as the earlier ones, the cosine's after. losses.weight_direction_loss.
     weight_reg_form: str = "cosine"
     use_feature_reg: bool = True
     lambda_f: float = 1.0
@@ -89,8 +90,8 @@ class MuseumConfig(SavedConfig):
     def __post_init__(self):
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise UserError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
-        if self.weight_reg_form not in ("cosine", "projection"):
-            raise UserError(f"weight_reg_form must be cosine or projection, got {self.weight_reg_form!r}")
+        if self.weight_reg_form not in ("cosine", "projection", "gated"):
+            raise UserError(f"weight_reg_form must be cosine, projection or gated, got {self.weight_reg_form!r}")
         if self.weight_reg_warmup < 0:
             raise UserError(f"weight_reg_warmup must be >= 0, got {self.weight_reg_warmup}")
         if self.noise_offset < 0:

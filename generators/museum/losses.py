@@ -73,6 +73,9 @@ def weight_direction_loss(current: list[Factors], before: list[Factors], earlier
     relative to U's size (undoing half of U costs 0.25), with a gradient that vanishes with the
     update: later styles are learnt about as well as by a fresh LoRA, and forgotten more.
     (docs/lab/2026-12-notebook.md, chunk 6, has both side by side.)
+    form "gated": cos² · min(1, ‖ΔW_t‖² / ‖U‖²), the gate held constant in the gradient: the
+    projection's pull while the update is smaller than U, the cosine's once it has grown to U's
+    size, so a new task starts free and is turned away from U only once it is as large.
 
     The museum passes one earlier update: the shared LoRA as the last task left it, which is the
     sum of every earlier task's update (C-LoRA's Σ_{t'<t} A_t'B_t'), so that it stores one LoRA
@@ -84,16 +87,20 @@ def weight_direction_loss(current: list[Factors], before: list[Factors], earlier
     total, count = current[0][0].new_zeros(()), 0
     for layer, (now, prev) in enumerate(zip(current, before)):
         update = factor_difference(now, prev)
-        # cosine: the +1e-16 keeps the gradient finite at ΔW_t = 0
-        scale = (factor_inner(update, update).clamp_min(0) + 1e-16).sqrt() if form == "cosine" else None
+        # cosine and gated: the +1e-16 keeps the gradient finite at ΔW_t = 0
+        update_sq = factor_inner(update, update).clamp_min(0)
+        scale = (update_sq + 1e-16).sqrt() if form != "projection" else None
         for past in earlier_updates:
             old = past[layer]
             count += 1
             if old is None:
                 continue
             old_sq = factor_inner(old, old).clamp_min(1e-16)
-            denominator = scale * old_sq.sqrt() if form == "cosine" else old_sq
-            total = total + (factor_inner(update, old) / denominator) ** 2
+            denominator = old_sq if form == "projection" else scale * old_sq.sqrt()
+            term = (factor_inner(update, old) / denominator) ** 2
+            if form == "gated":
+                term = term * (update_sq / old_sq).clamp(max=1.0).detach()
+            total = total + term
     return total / count
 
 
