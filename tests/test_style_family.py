@@ -28,6 +28,31 @@ def test_components_are_seeded_distinct_groups_in_order_and_change_the_image():
         sf.apply_components(image, ("black background",), np.random.default_rng(0))
 
 
+def test_family_emphasis_shifts_the_mix_toward_its_components_and_rejects_unknown_names():
+    from collections import Counter
+
+    from generators.config import with_overrides
+    from generators.sd_mini.config import MiniBaseConfig
+
+    def shares(emphasis):
+        counts = Counter(c for i in range(3000) for c in sf.sample_components(np.random.default_rng([2, i]), emphasis=emphasis))
+        return {n: counts[n] / 3000 for n in sf.COMPONENT_NAMES}
+
+    plain, weighted = shares(None), shares({"pixelated": 4, "dotted": 4})
+    assert weighted["pixelated"] > 1.6 * plain["pixelated"] and weighted["dotted"] > 1.6 * plain["dotted"]
+    assert weighted["blurry"] < plain["blurry"]  # the same group's other members give way
+    assert shares({}) == plain  # empty: the uniform draw earlier bases were trained on, stream included
+    for i in range(200):
+        names = sf.sample_components(np.random.default_rng([3, i]), emphasis={"pixelated": 4})
+        assert sf.compatible(names) and len({next(c.group for c in sf.COMPONENTS if c.name == n) for n in names}) == len(names)
+    cfg = with_overrides(MiniBaseConfig(), ['family_emphasis={"posterized": 3}'])
+    assert MiniBaseConfig.from_dict(cfg.to_dict()).family_emphasis == {"posterized": 3}
+    with pytest.raises(ValueError, match="names no component"):
+        MiniBaseConfig(family_emphasis={"pixel art": 2})
+    with pytest.raises(ValueError, match="positive"):
+        MiniBaseConfig(family_emphasis={"dotted": 0})
+
+
 def test_a_background_replacement_keeps_the_object_and_overrides_the_named_background():
     plain = miniworld.generate(4, 2, size=64, held_out=False)
     sample = miniworld.generate(4, 2, size=64, held_out=False, with_mask=True)

@@ -74,7 +74,16 @@ class MiniBaseConfig(SavedConfig):
     # forms the product writes (colour word or not, category words, birds by subclass).
     family_share: float = 0.0
     product_captions: bool = False
+    # A weight per family component (others 1; style_family.sample_components): more of the
+    # components a base draws worst, a data-mix lever for a stalled milestone. Empty: uniform.
+    family_emphasis: dict = field(default_factory=dict)
     # "cosine" decays over each run's time budget; "constant" (after warmup) suits a campaign of
     # resumed chunks, where the EMA does the averaging.
     lr_schedule: str = "cosine"
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.family_emphasis:
+            from generators.sd_mini.style_family import check_emphasis
+
+            check_emphasis(self.family_emphasis)

@@ -17,7 +17,7 @@ from generators.errors import UserError
 
 
 def _render_one(args):
-    seed, index, size, kinds, species, style, family, product = args
+    seed, index, size, kinds, species, style, family, product, emphasis = args
     sample = miniworld.generate(seed, index, size=size, held_out=False, kinds=kinds, with_mask=bool(family))
     attrs = sample.attributes
     image = sample.image
@@ -27,7 +27,7 @@ def _render_one(args):
         rng = np.random.default_rng([seed, index, 7])
         caption = style_family.pretraining_caption(attrs, rng)
         if family:
-            components = style_family.sample_components(rng)
+            components = style_family.sample_components(rng, emphasis=emphasis)
             image = style_family.apply_components(image, components, rng, sample.mask)
             caption = f"{caption}, {', '.join(components)}"
         return np.asarray(image, dtype=np.uint8), caption
@@ -45,7 +45,7 @@ def _render_one(args):
 
 def render_dataset(n: int, seed: int, size: int, workers: int | None = None, species_captions: bool = False,
                    bird_share: float | None = None, caption_styles: tuple[str, ...] = (), style_share: float = 0.0,
-                   family_share: float = 0.0, product_captions: bool = False):
+                   family_share: float = 0.0, product_captions: bool = False, family_emphasis: dict | None = None):
     """n images (uint8 N×H×W×3) and their captions; held-out triples excluded.
 
     bird_share: that fraction of the images are birds (drawn with seed + 1), the rest every kind
@@ -53,7 +53,8 @@ def render_dataset(n: int, seed: int, size: int, workers: int | None = None, spe
     fraction (drawn with seed + 2) rendered in caption_styles in turn, the style's name ending the
     caption; the rest plain. product_captions: captions in the product's prompt forms
     (style_family.pretraining_caption), and family_share of the images (every k-th, spread evenly)
-    drawn with style-family components named at the caption's end."""
+    drawn with style-family components named at the caption's end, sampled with family_emphasis
+    (style_family.sample_components)."""
     n_birds = round(n * bird_share) if bird_share else 0
     n_styled = round(n * style_share) if caption_styles else 0
     if n_birds + n_styled > n:
@@ -65,7 +66,7 @@ def render_dataset(n: int, seed: int, size: int, workers: int | None = None, spe
     jobs += [(seed + 1, i, size, ("bird",), species_captions, None) for i in range(n_birds)]
     jobs += [(seed + 2, i, size, miniworld.KINDS, species_captions, caption_styles[i % len(caption_styles)])
              for i in range(n_styled)]
-    jobs = [job + (family(j), product_captions) for j, job in enumerate(jobs)]
+    jobs = [job + (family(j), product_captions, family_emphasis or None) for j, job in enumerate(jobs)]
     workers = workers if workers is not None else min(16, os.cpu_count() or 1)
     if workers > 1 and n >= 2000:
         import multiprocessing as mp

@@ -395,7 +395,7 @@ def pretrain_base(
     t0 = time.time()
     images_np, captions = render_dataset(cfg.n_images, cfg.data_seed + len(history) * 7919, cfg.resolution, workers,
                                          cfg.species_captions, cfg.bird_share, tuple(cfg.caption_styles), cfg.style_share,
-                                         cfg.family_share, cfg.product_captions)
+                                         cfg.family_share, cfg.product_captions, cfg.family_emphasis)
     images = to_tensor(images_np).to(dev)
     log(stage="data", step=0, images=len(captions), seconds=round(time.time() - t0, 1))
 

@@ -240,21 +240,44 @@ def words() -> list[str]:
     return sorted({w for c in COMPONENTS for w in c.name.split()})
 
 
-def sample_components(rng: np.random.Generator, max_components: int = 3) -> tuple[str, ...]:
-    """One to max_components components from distinct groups, in application order."""
+def sample_components(rng: np.random.Generator, max_components: int = 3,
+                      emphasis: dict[str, float] | None = None) -> tuple[str, ...]:
+    """One to max_components components from distinct groups, in application order.
+
+    emphasis: a weight per component name (others 1): a member is drawn in proportion to its
+    weight, a group in proportion to its members' mean weight, so the weights shift the data mix
+    toward the components a base draws worst. None draws every group and member uniformly."""
     k = int(rng.choice([1, 2, 3][:max_components], p=np.array([0.5, 0.35, 0.15][:max_components]) /
                        sum([0.5, 0.35, 0.15][:max_components])))
-    groups = set(rng.choice(len(GROUPS), size=k, replace=False).tolist())
+    if emphasis:
+        weight = np.array([np.mean([emphasis.get(c.name, 1.0) for c in COMPONENTS if c.group == g]) for g in GROUPS])
+        groups = set(rng.choice(len(GROUPS), size=k, replace=False, p=weight / weight.sum()).tolist())
+    else:  # the draw every base so far was trained on (a p= changes numpy's stream)
+        groups = set(rng.choice(len(GROUPS), size=k, replace=False).tolist())
     picked = []
     for g in sorted(groups):
-        picked.append(draw_member(GROUPS[g], picked, rng))
+        picked.append(draw_member(GROUPS[g], picked, rng, emphasis))
     return tuple(sorted(picked, key=COMPONENT_NAMES.index))
 
 
-def draw_member(group: str, picked, rng: np.random.Generator) -> str:
-    """One member of `group`, uniformly among those `compatible` with the components already picked."""
+def draw_member(group: str, picked, rng: np.random.Generator, emphasis: dict[str, float] | None = None) -> str:
+    """One member of `group` among those `compatible` with the components already picked:
+    uniformly, or in proportion to `emphasis` weights (others 1)."""
     members = [c.name for c in COMPONENTS if c.group == group and compatible([*picked, c.name])]
-    return members[int(rng.integers(len(members)))]
+    if not emphasis:
+        return members[int(rng.integers(len(members)))]
+    weight = np.array([emphasis.get(m, 1.0) for m in members])
+    return members[int(rng.choice(len(members), p=weight / weight.sum()))]
+
+
+def check_emphasis(emphasis: dict) -> None:
+    """A concise error for a weight that names no component or is not positive."""
+    unknown = sorted(set(emphasis) - set(COMPONENT_NAMES))
+    if unknown:
+        raise ValueError(f"family_emphasis names no component: {unknown}; components: {list(COMPONENT_NAMES)}")
+    bad = {k: v for k, v in emphasis.items() if not isinstance(v, (int, float)) or v <= 0}
+    if bad:
+        raise ValueError(f"family_emphasis weights must be positive numbers, got {bad}")
 
 
 def apply_components(image: Image.Image, names, rng: np.random.Generator, mask: np.ndarray | None = None) -> Image.Image:
