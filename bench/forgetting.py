@@ -115,9 +115,15 @@ DEFAULT_METHODS = ("full", "naive", "no_preserve_base", "separate", "no_feature_
 
 
 def style_folders(root: Path, styles, n: int, seed: int, size: int) -> dict[str, Path]:
-    """n varied-content images per style with caption sidecars (content differs across styles)."""
+    """n varied-content images per style with caption sidecars (content differs across styles).
+
+    A style's images depend on its name alone (its place in DEFAULT_STYLES, then in `styles`), so
+    a run over a subset (--styles) trains each style on the images the whole run does, and a cached
+    `separate` style (keyed by name) is the same fit."""
     out = {}
-    for s, style in enumerate(styles):
+    canonical = list(DEFAULT_STYLES) + [x for x in styles if x not in DEFAULT_STYLES]
+    for style in styles:
+        s = canonical.index(style)
         folder = root / style
         folder.mkdir(parents=True)
         for i in range(n):

@@ -194,3 +194,14 @@ def test_synthetic_summary_pairs_each_seed_with_real_only_and_datadream():
     assert results[5]["bob"]["ci95"]["low"] < results[5]["datadream"]["ci95"]["high"]
     assert results[5]["datadream"]["gain_vs_real_only"]["mean"] == pytest.approx(0.14)
     assert "gain_vs_datadream" not in results[5]["datadream"]
+
+
+def test_a_style_gets_the_same_images_whichever_styles_a_run_names(tmp_path):
+    from bench.forgetting import DEFAULT_STYLES, style_folders
+
+    whole = style_folders(tmp_path / "whole", DEFAULT_STYLES, 2, 0, 16)
+    subset = style_folders(tmp_path / "subset", ["flat_outline", "blueprint"], 2, 0, 16)
+    for style in ("flat_outline", "blueprint"):
+        for name in ("000.png", "001.png", "000.txt"):
+            assert (whole[style] / name).read_bytes() == (subset[style] / name).read_bytes(), (style, name)
+    assert (whole["pixel_art"] / "000.txt").read_text() != (whole["flat_outline"] / "000.txt").read_text()
