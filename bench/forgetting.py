@@ -261,8 +261,9 @@ def run_method(method, overrides, folders, args, evaluator, prompts, work: Path)
     final = None
     if method == "separate":
         for j, name in enumerate(styles):
+            # style_images: fits cached before a style's images depended on its name alone are not reused
             key = "separate-" + cache_key(args, prompts, style=name, images=args.images, data_seed=args.seed, size=args.size,
-                                          config=cfg.to_dict())
+                                          config=cfg.to_dict(), style_images="by-name")
 
             def compute(j=j, name=name):
                 museum = Museum.open(work / f"{method}-{name}", base=diffusion.base_name(args.base), create=True)
