@@ -15,6 +15,11 @@ capacity is what limits a style on this base: if every UNet weight learns it no 
 LoRA, more adapter (rank, conv layers) cannot help. The museum's own single-style run (the
 forgetting benchmark's `separate`) adds the base replay, which this naive fit leaves out.
 
+`--token-init images` starts the token where the museum starts it by default
+(MuseumConfig.token_init_from_images: the base's own words for the style-family components found
+on at least half of the images, e.g. "thick black outline" for flat outline); the default `mean`
+starts it at the vocabulary's mean, as the milestone's series has since chunk 1.
+
 `--vectors N` gives the token N vectors (textual inversion's num_vectors; stock diffusers'
 load_textual_inversion and A1111 load such embeddings), so the style holds N of the prompt's
 positions against the content words. Two loss variants kohya_ss users reach for when a style's
@@ -42,7 +47,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 from forgetting import DEFAULT_STYLES, content_prompts  # noqa: E402
 
-from generators import diffusion, miniworld  # noqa: E402
+from generators import captioning, diffusion, miniworld  # noqa: E402
 from generators.config import with_overrides  # noqa: E402
 from generators.diffusion_training import TrainableTokenEmbedding, add_style_token, encode_images  # noqa: E402
 from generators.evaluators import load_evaluator  # noqa: E402
@@ -83,7 +88,9 @@ def fit(style_index: int, style: str, cfg: MuseumConfig, evaluator, prompts, arg
     unet, text_encoder, tokenizer = pipe.unet, pipe.text_encoder, pipe.tokenizer
     images, captions = style_set(style_index, style, args.images, args.seed, diffusion.base_resolution(pipe))
     names = [f"<{style}>"] + [f"<{style}_{k}>" for k in range(1, args.vectors)]
-    token_ids = [add_style_token(tokenizer, text_encoder, name) for name in names]
+    # the museum's token start (MuseumConfig.token_init_from_images): the base's words for what the images show
+    init_words = captioning.style_words(images, args.base, tokenizer) if args.token_init == "images" else ()
+    token_ids = [add_style_token(tokenizer, text_encoder, name, init_words) for name in names]
     token = " ".join(names)
     unet.requires_grad_(False)
     text_encoder.requires_grad_(False)
@@ -134,8 +141,9 @@ def fit(style_index: int, style: str, cfg: MuseumConfig, evaluator, prompts, arg
             unet.eval()
             with torch.no_grad():
                 rows[step] = {**read_out(pipe, evaluator, style, token, captions, prompts, args),
-                              "loss": float(loss), "seconds": round(time.time() - start, 1)}
-            print(f"  {args.fit} {style} @{step}: " + " ".join(f"{k} {v:.2f}" for k, v in rows[step].items()), flush=True)
+                              "loss": float(loss), "seconds": round(time.time() - start, 1), "token_init": " ".join(init_words)}
+            print(f"  {args.fit} {style} @{step}: " + " ".join(f"{k} {v:.2f}" for k, v in rows[step].items() if k != "token_init"),
+                  f"(token from: {' '.join(init_words) or 'the vocabulary mean'})", flush=True)
     return rows
 
 
@@ -148,6 +156,9 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=24, help="fresh content prompts (the forgetting benchmark's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate of the fitted weights (default: 1e-3 lora, 1e-4 full)")
     p.add_argument("--vectors", type=int, default=1, help="vectors of the style's token (textual inversion's num_vectors)")
+    p.add_argument("--token-init", choices=("mean", "images"), default="mean",
+                   help="start the token at the vocabulary's mean (the milestone's series so far) or, as the museum "
+                        "does by default, at the base's words for the components its images show")
     p.add_argument("--noise-offset", type=float, default=0.0, help="std of kohya's per-channel noise offset (0: off)")
     p.add_argument("--debiased-loss", action="store_true", help="weight each sample's loss by 1/sqrt(SNR) (kohya)")
     p.add_argument("--sample-steps", type=int, default=20)
@@ -179,7 +190,7 @@ def main() -> None:
     args.json.write_text(json.dumps({"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                                      "results": results}, indent=2) + "\n")
     for step in args.checkpoints:
-        mean = {k: np.mean([results[s][step][k] for s in styles]) for k in results[styles[0]][step]}
+        mean = {k: np.mean([results[s][step][k] for s in styles]) for k in results[styles[0]][step] if k != "token_init"}
         print(f"{args.fit} @{step} mean over {len(styles)} styles: " + " ".join(f"{k} {v:.2f}" for k, v in mean.items()))
 
 
