@@ -8,20 +8,21 @@ agreeing with the object asked for, on the final model's styled samples.
 
 Methods: full (default MuseumConfig), naive (no SDL, no regularizers), separate (one LoRA per
 style, fresh each time: the no-forgetting reference at T x storage), and each term switched off
-(no_preserve_base keeps the earlier styles' replay but not the base's plain prompts). After the
+(no_preserve_base keeps the earlier styles' replay but not the base's plain prompts), and
+weight_reg, the default plus MuseumMaker's weight term, which the defaults leave off. After the
 last task the final model also samples the content prompts with no style token: how much of the
 base is left (plain_kind: the kind asked for; plain_style: judged plain).
 
     python bench/forgetting.py --json docs/figures/forgetting.json --heatmap docs/figures/forgetting.png
     # on two cores: split the methods over two processes, then merge
     python bench/forgetting.py --methods full,naive,separate --json a.json &
-    python bench/forgetting.py --methods no_sdl,no_weight_reg,no_feature_reg,no_preserve_base --json b.json; wait
+    python bench/forgetting.py --methods no_sdl,weight_reg,no_feature_reg,no_preserve_base --json b.json; wait
     python bench/forgetting.py --merge a.json b.json --json docs/figures/forgetting.json --heatmap docs/figures/forgetting.png
     # a variant: any MuseumConfig field for every method, or another negative prompt when sampling
     python bench/forgetting.py --methods full --set replay_pool=256 --negative-token --json c.json
     # another training seed (the LoRA's start, the noise, the replay prompts; data and prompts unchanged),
     # merged beside seed 0: each figure also as the mean over the runs, and the full method's gains run by run
-    python bench/forgetting.py --methods full,no_weight_reg --set seed=1 --json d.json
+    python bench/forgetting.py --methods full,weight_reg --set seed=1 --json d.json
     python bench/forgetting.py --merge a.json d.json --json F
 
 Statistics (issue 34). A cell is --prompts 48 content prompts × --seeds-per-prompt 2 seeds = 96
@@ -101,7 +102,7 @@ METHODS = {
     "naive": {"use_sdl": False, "use_weight_reg": False, "use_feature_reg": False, "preserve_base": False},
     "separate": {"use_weight_reg": False},  # a fresh museum per style: the feature term replays the base only
     "no_sdl": {"use_sdl": False},
-    "no_weight_reg": {"use_weight_reg": False},
+    "weight_reg": {"use_weight_reg": True},  # the weight term, off in the defaults, added (λ_w, its form: MuseumConfig)
     "no_feature_reg": {"use_feature_reg": False},
     "no_preserve_base": {"preserve_base": False},
     # design variants of the full method (not in the default --methods)
@@ -111,7 +112,7 @@ METHODS = {
 SEED_STRIDE = 10_007  # image (prompt k, seed s) samples with seed --seed + k + SEED_STRIDE * s
 DEFAULT_CACHE = ROOT / "runs" / "bench" / "forgetting-cache"
 EVALUATOR_ID = "assets/evaluators"  # replaced by the committed evaluator's fingerprint in main()
-DEFAULT_METHODS = ("full", "naive", "no_preserve_base", "separate", "no_feature_reg", "no_weight_reg", "no_sdl")
+DEFAULT_METHODS = ("full", "naive", "no_preserve_base", "separate", "no_feature_reg", "weight_reg", "no_sdl")
 
 
 def style_folders(root: Path, styles, n: int, seed: int, size: int) -> dict[str, Path]:

@@ -116,7 +116,8 @@ def analyse(results: dict, args) -> None:
         if method == "full" or full is None or arrays[m] is None or arrays[m][0].shape != full[0].shape:
             continue
         # What the full method gains over this one (paired over the same prompts): for an ablation,
-        # the switched-off term's contribution. Positive is better for the full method in each.
+        # the switched-off term's contribution (for weight_reg, a term added: what leaving it out
+        # gains). Positive is better for the full method in each.
         (C, K), (Cf, Kf) = arrays[m], full
         r["full_gains"] = {
             "average": ci(lambda a, b: average_of(a) - average_of(b), Cf, C),
@@ -218,7 +219,8 @@ def print_table(results: dict, base_ref: dict | None = None) -> None:
         print(f"\nthe bare base on the same prompts and seeds: kind {f(base_ref['kind'])}, judged plain {f(base_ref['plain_style'])}")
     gains = {m: r["full_gains"] for m, r in results.items() if r.get("full_gains")}
     if gains:
-        print("\nWhat the full method gains over each (paired over prompts; for an ablation, its term's contribution):")
+        print("\nWhat the full method gains over each (paired over prompts; for an ablation, its term's contribution; "
+              "for weight_reg, what leaving the weight term out gains):")
         print("\n| against | Average (full − it) | Forgetting (it − full) | content (full − it) |\n|---|---|---|---|")
         for m, g in gains.items():
             print(f"| {m} | {f(g['average'])} | {f(g['forgetting'])} | {f(g['content'])} |")

@@ -37,8 +37,10 @@ def stop_after(steps: int):
 
 
 def tiny_cfg(**kw):
+    """Small sizes, and every loss term on (the weight term too, which the defaults leave off), so
+    each term's code runs in these tests."""
     return MuseumConfig(**{"steps": 6, "batch_size": 2, "replay_pool": 4, "replay_batch": 2, "sample_steps": 2,
-                           "checkpoint_every": 2, **kw})
+                           "checkpoint_every": 2, "use_weight_reg": True, **kw})
 
 
 @pytest.fixture
@@ -113,10 +115,12 @@ def test_museum_refuses_a_base_retrained_with_other_layer_widths(museum_two_styl
               tiny_cfg(), str(retrained), "cpu")
 
 
-@pytest.mark.parametrize("switch, term", [("use_sdl", "sdl"), ("use_weight_reg", "weight"), ("use_feature_reg", "feature")])
+@pytest.mark.parametrize("switch, term", [("use_sdl", "sdl"), ("use_weight_reg", "weight"), ("use_feature_reg", "feature"),
+                                          (None, "weight")])
 def test_each_loss_term_switches_off(museum_two_styles, tiny_pipeline_dir, tmp_path, switch, term):
+    """Every term on, one off; (None, "weight"): the defaults, where the weight term is off."""
     folder = make_style_folder(tmp_path / "in3" / "halftone", "halftone", seed=5)
-    cfg = tiny_cfg(**{switch: False})
+    cfg = tiny_cfg(**{switch: False}) if switch else tiny_cfg(use_weight_reg=MuseumConfig().use_weight_reg)
     manifest = learn(museum_two_styles, read_style_folder(folder, 32), cfg, str(tiny_pipeline_dir), "cpu")
     assert term not in manifest["result"]["loss_terms"]
     assert {"diff", "sdl", "weight", "feature"} - {term} == set(manifest["result"]["loss_terms"])

@@ -101,7 +101,7 @@ def _museum_cfg(**kw):
     from generators.museum.config import MuseumConfig
 
     return MuseumConfig(**{"steps": 4, "batch_size": 2, "replay_pool": 4, "replay_batch": 2, "sample_steps": 2,
-                           "checkpoint_every": 2, **kw})
+                           "checkpoint_every": 2, "use_weight_reg": True, **kw})  # every term's code runs
 
 
 @pytest.fixture(scope="module")
