@@ -249,11 +249,11 @@ def sample_components(rng: np.random.Generator, max_components: int = 3,
     toward the components a base draws worst. None draws every group and member uniformly."""
     k = int(rng.choice([1, 2, 3][:max_components], p=np.array([0.5, 0.35, 0.15][:max_components]) /
                        sum([0.5, 0.35, 0.15][:max_components])))
+    p = None  # uniform: the draw (and random stream) every base so far was trained on
     if emphasis:
         weight = np.array([np.mean([emphasis.get(c.name, 1.0) for c in COMPONENTS if c.group == g]) for g in GROUPS])
-        groups = set(rng.choice(len(GROUPS), size=k, replace=False, p=weight / weight.sum()).tolist())
-    else:  # the draw every base so far was trained on (a p= changes numpy's stream)
-        groups = set(rng.choice(len(GROUPS), size=k, replace=False).tolist())
+        p = weight / weight.sum()
+    groups = set(rng.choice(len(GROUPS), size=k, replace=False, p=p).tolist())
     picked = []
     for g in sorted(groups):
         picked.append(draw_member(GROUPS[g], picked, rng, emphasis))
@@ -274,10 +274,10 @@ def check_emphasis(emphasis: dict) -> None:
     """A concise error for a weight that names no component or is not positive."""
     unknown = sorted(set(emphasis) - set(COMPONENT_NAMES))
     if unknown:
-        raise ValueError(f"family_emphasis names no component: {unknown}; components: {list(COMPONENT_NAMES)}")
+        raise UserError(f"family_emphasis names no component: {unknown}; components: {list(COMPONENT_NAMES)}")
     bad = {k: v for k, v in emphasis.items() if not isinstance(v, (int, float)) or v <= 0}
     if bad:
-        raise ValueError(f"family_emphasis weights must be positive numbers, got {bad}")
+        raise UserError(f"family_emphasis weights must be positive numbers, got {bad}")
 
 
 def apply_components(image: Image.Image, names, rng: np.random.Generator, mask: np.ndarray | None = None) -> Image.Image:
