@@ -16,8 +16,9 @@ that were not named, and the main evaluator's kind and background accuracy on th
 (content kept under style words). The same prompts without their style words give the head's
 false-positive floor on this base.
 
-`round-trip`: the family head on fresh renderings, clean and after the base's autoencoder
-(encode to the posterior mean, decode): a component the autoencoder cannot carry, no UNet can learn.
+`round-trip`: the family head on fresh renderings at the base's resolution, clean and after the
+base's autoencoder (encode to the posterior mean, decode): a component the autoencoder cannot
+carry, no UNet can learn.
 """
 
 from __future__ import annotations
@@ -60,17 +61,18 @@ def disjoint(n: int, seed: int) -> dict:
             "most_common_label_per_component": {c: list(v) for c, v in by_component.items()}}
 
 
-def read_back(base, n: int, seed: int, steps: int, guidance: float, device: str) -> dict:
+def read_back(base, n: int, seed: int, steps: int, guidance: float, device: str, head_folder=None) -> dict:
     pipe = diffusion.load_base(base, device)
     size = diffusion.base_resolution(pipe)
-    head, evaluator = family_head.load(), load_evaluator(device=str(pipe.device))
+    head, evaluator = family_head.load(head_folder), load_evaluator(device=str(pipe.device))
     attrs = held_out_prompts(n, seed)
     rows = []
     for i, a in enumerate(attrs):
         rng = np.random.default_rng([seed, i, 5])
         form = "no-colour" if i % 2 else "caption"
         rows.append((a, prompt_for(a, form), sf.sample_components(rng)))
-    result = {"base": diffusion.base_name(base), "n": n, "seed": seed, "steps": steps, "guidance": guidance}
+    result = {"base": diffusion.base_name(base), "n": n, "seed": seed, "steps": steps, "guidance": guidance,
+              "head": str(head_folder or "assets/family-head")}
     start = time.time()
     for label, with_words in (("styled", True), ("unstyled", False)):
         settings = [diffusion.GenerationSettings(prompt=f"{p}, {', '.join(c)}" if with_words else p,
@@ -95,20 +97,22 @@ def read_back(base, n: int, seed: int, steps: int, guidance: float, device: str)
     return result
 
 
-def round_trip_accuracy(base, n: int, seed: int, device: str) -> dict:
+def round_trip_accuracy(base, n: int, seed: int, device: str, head_folder=None) -> dict:
     import torch
     from PIL import Image
 
     pipe = diffusion.load_base(base, device)
-    head = family_head.load()
-    rows = [family_head.render(family_head.EVAL_SEED + seed, i) for i in range(n)]
+    size = diffusion.base_resolution(pipe)
+    head = family_head.load(head_folder)
+    rows = [family_head.render(family_head.EVAL_SEED + seed, i, size=size) for i in range(n)]
     clean = [Image.fromarray(a) for a, _ in rows]
     x = torch.from_numpy(np.stack([a for a, _ in rows])).permute(0, 3, 1, 2).float().div(127.5).sub(1)
     with torch.no_grad():
         out = torch.cat([pipe.vae.decode(pipe.vae.encode(x[i:i + 64].to(pipe.device)).latent_dist.mean).sample
                          for i in range(0, n, 64)])
     decoded = [Image.fromarray(a) for a in ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()]
-    result = {"base": diffusion.base_name(base), "n": n, "seed": seed}
+    result = {"base": diffusion.base_name(base), "n": n, "seed": seed, "size": size,
+              "head": str(head_folder or "assets/family-head")}
     for label, images in (("clean", clean), ("round_trip", decoded)):
         found = head.predict(images)
         named = [(set(c), family_head.components_found(found, i)) for i, (_, c) in enumerate(rows)]
@@ -139,15 +143,17 @@ def main(argv=None) -> int:
     t.add_argument("--n", type=int, default=1000)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto")
+    for q in (r, t):
+        q.add_argument("--head", type=Path, default=None, help="family head folder (default: assets/family-head)")
     for q in (d, r, t):
         q.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     if args.what == "disjoint":
         result = disjoint(args.n, args.seed)
     elif args.what == "round-trip":
-        result = round_trip_accuracy(args.base, args.n, args.seed, args.device)
+        result = round_trip_accuracy(args.base, args.n, args.seed, args.device, args.head)
     else:
-        result = read_back(args.base, args.n, args.seed, args.steps, args.guidance, args.device)
+        result = read_back(args.base, args.n, args.seed, args.steps, args.guidance, args.device, args.head)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
