@@ -3,6 +3,7 @@
     python bench/style_family.py disjoint --json runs/family-disjoint.json
     python bench/style_family.py read-back --base runs/mini2 --n 200 --json runs/family-readback.json
     python bench/style_family.py round-trip --base assets/studio-mini-2 --json runs/family-roundtrip.json
+    python bench/style_family.py finish --base assets/studio-mini-2 --json runs/family-finish.json
 
 `disjoint`: the committed style evaluator reads N fresh family renderings (mini-world images with
 one to three components); the share it labels as each of the forgetting benchmark's five styles
@@ -19,6 +20,13 @@ false-positive floor on this base.
 `round-trip`: the family head on fresh renderings at the base's resolution, clean and after the
 base's autoencoder (encode to the posterior mean, decode): a component the autoencoder cannot
 carry, no UNet can learn.
+
+`finish`: where in the denoising a component is lost. Mini-world images at the base's resolution,
+each given one component, go through img2img (the base's own pipeline, the caption ending in the
+component's word) at several strengths: "keep" starts from the rendering with the component, "add"
+from the same image without it. Reported: the share the head still (or newly) finds the
+component in. A component kept at low strength but not added at high strength is laid out wrong
+at the noisy steps; one lost even at low strength, the steps that finish the image do not draw it.
 """
 
 from __future__ import annotations
@@ -125,6 +133,45 @@ def round_trip_accuracy(base, n: int, seed: int, device: str, head_folder=None) 
     return result
 
 
+def finish(base, components, n: int, strengths, seed: int, steps: int, guidance: float, device: str,
+           head_folder=None) -> dict:
+    import torch
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    pipe = diffusion.load_base(base, device)
+    size = diffusion.base_resolution(pipe)
+    img2img = StableDiffusionImg2ImgPipeline.from_pipe(pipe)
+    img2img.set_progress_bar_config(disable=True)
+    head = family_head.load(head_folder)
+    result = {"base": diffusion.base_name(base), "n": n, "seed": seed, "size": size, "steps": steps,
+              "guidance": guidance, "head": str(head_folder or "assets/family-head"), "components": {}}
+
+    def share_found(images, name):
+        found = head.predict(images)
+        return float(np.mean([name in family_head.components_found(found, i) for i in range(len(images))]))
+
+    for c_index, name in enumerate(components):
+        plain, styled, prompts = [], [], []
+        for i in range(n):
+            sample = miniworld.generate(seed, 10_000 * c_index + i, size=size, held_out=False, with_mask=True)
+            rng = np.random.default_rng([seed, c_index, i])
+            plain.append(sample.image.convert("RGB"))
+            styled.append(sf.apply_components(sample.image, (name,), rng, sample.mask).convert("RGB"))
+            prompts.append(f"{sample.attributes.caption}, {name}")
+        row = {"clean": share_found(styled, name)}
+        for task, inputs in (("keep", styled), ("add", plain)):
+            for strength in strengths:
+                images = []
+                for start in range(0, n, 16):
+                    batch = slice(start, start + 16)
+                    generators = [torch.Generator().manual_seed(seed * 100_000 + start + k) for k in range(len(prompts[batch]))]
+                    images += img2img(prompt=prompts[batch], image=inputs[batch], strength=strength, num_inference_steps=steps,
+                                      guidance_scale=guidance, generator=generators).images
+                row[f"{task}@{strength}"] = share_found(images, name)
+        result["components"][name] = row
+    return result
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="what", required=True)
@@ -143,13 +190,30 @@ def main(argv=None) -> int:
     t.add_argument("--n", type=int, default=1000)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto")
-    for q in (r, t):
+    f = sub.add_parser("finish")
+    f.add_argument("--base", default=None, help="pipeline folder (default: the default embedded base)")
+    f.add_argument("--components", default="pixelated,dotted,posterized,grid lines",
+                   help="comma-separated family components")
+    f.add_argument("--strengths", default="0.2,0.4,0.7", help="comma-separated img2img strengths")
+    f.add_argument("--n", type=int, default=32, help="images per component")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--steps", type=int, default=25)
+    f.add_argument("--guidance", type=float, default=5.0)
+    f.add_argument("--device", default="auto")
+    for q in (r, t, f):
         q.add_argument("--head", type=Path, default=None, help="family head folder (default: assets/family-head)")
-    for q in (d, r, t):
+    for q in (d, r, t, f):
         q.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     if args.what == "disjoint":
         result = disjoint(args.n, args.seed)
+    elif args.what == "finish":
+        names = [c.strip() for c in args.components.split(",") if c.strip()]
+        unknown = sorted(set(names) - set(sf.COMPONENT_NAMES))
+        if unknown:
+            p.error(f"unknown components {unknown}; components: {', '.join(sf.COMPONENT_NAMES)}")
+        result = finish(args.base, names, args.n, [float(x) for x in args.strengths.split(",")], args.seed,
+                        args.steps, args.guidance, args.device, args.head)
     elif args.what == "round-trip":
         result = round_trip_accuracy(args.base, args.n, args.seed, args.device, args.head)
     else:

@@ -154,8 +154,7 @@ def count_parameters(net: nn.Module) -> int:
 # --- the evaluator (inference API) ------------------------------------------------------------
 
 
-def pil_batch(images: Sequence[Image.Image], size: int) -> torch.Tensor:
-    """uint8 B x 3 x size x size: the evaluators' input path (RGB, bicubic resize to `size`)."""
+def _pil_batch(images: Sequence[Image.Image], size: int) -> torch.Tensor:
     arrays = []
     for im in images:
         if not isinstance(im, Image.Image):
@@ -197,7 +196,7 @@ class Evaluator:
             images = [images]
         images = list(images)
         for i in range(0, len(images), self.batch_size):
-            u8 = pil_batch(images[i:i + self.batch_size], size).to(self.device)
+            u8 = _pil_batch(images[i:i + self.batch_size], size).to(self.device)
             yield u8.float().div_(127.5).sub_(1.0)
 
     @torch.no_grad()

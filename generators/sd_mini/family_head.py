@@ -6,11 +6,6 @@ evaluators' plain CNN (`generators.evaluators.EvaluatorNet`, narrower). It measu
 share of named components the head finds. Measured on fresh renderings drawn as pretraining draws
 them (a third plain, the rest with `style_family.sample_components`); trained on denser draws (each
 group present half the time), every image a new draw of the mini world.
-
-A base draws at its own resolution (studio-mini 64 px, studio-mini 2 32 px) and the head reads
-every image through the evaluators' input path (bicubic to 64 px), so it trains and is measured
-at each size in `SIZES`: a 2-px pixel block or a 1-px dot at 32 px is a different image after
-that resize from the same component rendered at 64 px.
 """
 
 from __future__ import annotations
@@ -26,16 +21,13 @@ import torch.nn.functional as F
 
 from generators import miniworld
 from generators.config import command_line
-from PIL import Image
-
-from generators.evaluators import EvaluatorConfig, EvaluatorNet, load_evaluator, pil_batch, save_evaluator
+from generators.evaluators import EvaluatorConfig, EvaluatorNet, load_evaluator, save_evaluator
 from generators.run import Run, as_run
 from generators.sd_mini import style_family as sf
 
 DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "assets" / "family-head"
 NONE = "none"
 TRAIN_SEED, EVAL_SEED = 610_000, 930_000
-SIZES = (32, 64)  # the embedded bases' resolutions
 
 
 def head_config() -> EvaluatorConfig:
@@ -65,20 +57,18 @@ def labels_of(names, config: EvaluatorConfig) -> list[int]:
     return [next((config.labels[g].index(n) for n in names if n in config.labels[g]), 0) for g in config.labels]
 
 
-def _batch(seed: int, start: int, n: int, config: EvaluatorConfig, sizes: tuple[int, ...], dense: bool = False):
-    """Renderings start..start+n, image i at sizes[i % len(sizes)], through the evaluators' input path."""
-    rows = [render(seed, start + i, size=sizes[(start + i) % len(sizes)], dense=dense) for i in range(n)]
-    x = pil_batch([Image.fromarray(a) for a, _ in rows], config.image_size).float() / 127.5 - 1
+def _batch(seed: int, start: int, n: int, config: EvaluatorConfig, dense: bool = False):
+    rows = [render(seed, start + i, dense=dense) for i in range(n)]
+    x = torch.from_numpy(np.stack([r[0] for r in rows])).permute(0, 3, 1, 2).float() / 127.5 - 1
     y = torch.tensor([labels_of(r[1], config) for r in rows])
     return x, y
 
 
 @torch.no_grad()
-def accuracy(net: EvaluatorNet, n: int = 1000, size: int = 64) -> dict:
-    """Per-group accuracy and the share of images read exactly, on fresh renderings (EVAL_SEED)
-    drawn at `size` px."""
+def accuracy(net: EvaluatorNet, n: int = 1000) -> dict:
+    """Per-group accuracy and the share of images read exactly, on fresh renderings (EVAL_SEED)."""
     net.eval()
-    x, y = _batch(EVAL_SEED, 0, n, net.config, (size,))
+    x, y = _batch(EVAL_SEED, 0, n, net.config)
     logits = net(x)
     pred = torch.stack([logits[g].argmax(1) for g in net.config.labels], 1)
     out = {f"{g}_accuracy": float((pred[:, i] == y[:, i]).float().mean()) for i, g in enumerate(net.config.labels)}
@@ -89,9 +79,8 @@ def accuracy(net: EvaluatorNet, n: int = 1000, size: int = 64) -> dict:
 
 
 def train(out_dir, seconds: float, batch: int = 64, lr: float = 2e-3, seed: int = 0, run: Run | None = None,
-          resume: bool = False, n_eval: int = 1000, sizes: tuple[int, ...] = SIZES) -> dict:
-    """Train for about `seconds` (cosine lr over the budget) on renderings at each of `sizes` in
-    turn, then measure at each size and write `out_dir`. Returns {"32px": accuracy dict, ...}.
+          resume: bool = False, n_eval: int = 1000) -> dict:
+    """Train for about `seconds` (cosine lr over the budget), then measure and write `out_dir`.
     resume: start from the head already in out_dir (a new optimizer and schedule, fresh images);
     weights whose shape changed since (a group added to the family, a member added to a group)
     start fresh and are listed in training_options.json's "started_fresh".
@@ -125,7 +114,7 @@ def train(out_dir, seconds: float, batch: int = 64, lr: float = 2e-3, seed: int 
         for group in opt.param_groups:
             group["lr"] = lr * 0.5 * (1 + np.cos(np.pi * min(1.0, (time.time() - start) / seconds)))
         net.train()
-        x, y = _batch(TRAIN_SEED + 1000 * seed, step * batch, batch, config, sizes, dense=True)
+        x, y = _batch(TRAIN_SEED + 1000 * seed, step * batch, batch, config, dense=True)
         logits = net(x)
         loss = sum(F.cross_entropy(logits[g], y[:, i]) for i, g in enumerate(config.labels))
         opt.zero_grad(set_to_none=True)
@@ -137,10 +126,9 @@ def train(out_dir, seconds: float, batch: int = 64, lr: float = 2e-3, seed: int 
         if step % 10 == 0 or step == 1:
             reported = max(reported, min(total - 1, int(time.time() - start)))
             run.progress(reported, total, steps=step, loss=float(loss.detach()))
-    acc = {f"{size}px": accuracy(net, n_eval, size) for size in sizes}
+    acc = accuracy(net, n_eval)
     save_evaluator(net, out_dir)
     options = {"command": command_line(), "seconds": seconds, "steps": step, "images_seen": step * batch, "batch": batch, "lr": lr, "seed": seed,
-               "sizes": list(sizes),
                "images_seen_total": step * batch + sum(h["images_seen"] for h in history), "started_fresh": fresh,
                "accuracy_on_fresh_renderings": acc, "history": history, "stopped_early": stopped}
     (Path(out_dir) / "training_options.json").write_text(json.dumps(options, indent=2) + "\n")

@@ -85,8 +85,7 @@ def add_family_head_parser(pretrain_subparsers) -> None:
         "family-head",
         help="train the style-family head (which studio-mini 2 style components an image carries)",
         description="Render mini-world images with none or some style-family components, train one head per "
-        "component group for a time budget, at each resolution the embedded bases draw (32 and 64 px), and write the head "
-        "with its accuracy on fresh renderings at each.",
+        "component group for a time budget, and write the head with its accuracy on fresh renderings.",
     )
     default = Path(__file__).resolve().parents[2] / "assets" / "family-head"
     parser.add_argument("--out", type=Path, default=default, help=f"output folder (default: {default})")
@@ -106,9 +105,7 @@ def run_family_head(args) -> int:
         acc = family_head.train(args.out, args.seconds, seed=args.seed, resume=args.resume,
                                 run=Run(progress=progress, should_stop=StopFlag(),
                                         log=lambda line: print(line, file=sys.stderr)))
-    for size, row in acc.items():
-        if size != "stopped":
-            print(f"wrote {args.out}, on {size} renderings: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()))
+    print(f"wrote {args.out}: " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items() if k != "stopped"))
     if acc.get("stopped"):
         print(f"stopped early: wrote the head trained so far to {args.out}", file=sys.stderr)
         return 130
