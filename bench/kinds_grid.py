@@ -7,12 +7,16 @@ the sky background, large, facing left, in the center" (20 steps, guidance 5, 2x
 Made docs/figures/base2-kinds.png and base3-kinds.png.
 """
 
+import argparse
 import sys
+from pathlib import Path
 
 import torch
 from PIL import Image
 
-from generators import diffusion, miniworld
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from generators import diffusion, miniworld  # noqa: E402
 
 
 def main(base: str, out: str) -> None:
@@ -27,6 +31,8 @@ def main(base: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("base", help="pipeline folder or embedded base name")
+    parser.add_argument("out", help="PNG to write")
+    args = parser.parse_args()
+    main(args.base, args.out)

@@ -47,9 +47,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import stats  # noqa: E402
-from bench.forgetting import DEFAULT_STYLES, config_value, content_prompts, score, style_folders  # noqa: E402
+from bench.forgetting import DEFAULT_STYLES, content_prompts, score, style_folders  # noqa: E402
 from bench.forgetting_report import SEPARATION_TARGET, metric_ci, separation_report  # noqa: E402
 from generators import diffusion  # noqa: E402
+from generators.config import parse_overrides  # noqa: E402
 from generators.evaluators import load_evaluator  # noqa: E402
 from generators.museum import engine  # noqa: E402
 from generators.museum.config import MuseumConfig  # noqa: E402
@@ -146,9 +147,11 @@ def main(argv=None) -> int:
     p.add_argument("--keep-museum", type=Path, default=None, help="keep the learnt museum here")
     p.add_argument("--json", type=Path, required=True)
     args = p.parse_args(argv)
-    if any("=" not in item for item in args.set):
-        p.error("--set takes KEY=VALUE, e.g. --set replay_pool=256")
-    args.set = {k: config_value(v) for k, v in (item.split("=", 1) for item in args.set)}
+    try:  # the CLI's rules: known fields, JSON values of the field's type
+        args.set = parse_overrides(args.set, MuseumConfig)
+        MuseumConfig.from_dict({**MuseumConfig().to_dict(), **args.set})
+    except ValueError as e:
+        p.error(str(e))
     start = time.time()
     args.size = diffusion.resolution_of(args.base)
     evaluator = load_evaluator(device="cpu")

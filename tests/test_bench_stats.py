@@ -205,3 +205,17 @@ def test_a_style_gets_the_same_images_whichever_styles_a_run_names(tmp_path):
         for name in ("000.png", "001.png", "000.txt"):
             assert (whole[style] / name).read_bytes() == (subset[style] / name).read_bytes(), (style, name)
     assert (whole["pixel_art"] / "000.txt").read_text() != (whole["flat_outline"] / "000.txt").read_text()
+
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in BENCH.glob("*.py") if "__main__" in p.read_text()))
+def test_every_benchmark_script_answers_help(script):
+    """A benchmark that no test runs still has to import and parse its arguments (a helper renamed
+    in another script once broke bench/token_separation.py unnoticed)."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, str(BENCH / script), "--help"], cwd=BENCH.parent, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
