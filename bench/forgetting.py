@@ -135,6 +135,17 @@ def style_folders(root: Path, styles, n: int, seed: int, size: int) -> dict[str,
     return out
 
 
+def museum_overrides(parser: argparse.ArgumentParser, pairs: list[str]) -> dict:
+    """`--set KEY=VALUE` pairs as MuseumConfig field values by the CLI's rules (known fields, JSON
+    values of the field's type, a config that builds); anything else is the parser's error."""
+    try:
+        overrides = parse_overrides(pairs, MuseumConfig)
+        MuseumConfig.from_dict({**MuseumConfig().to_dict(), **overrides})
+    except ValueError as e:
+        parser.error(str(e))
+    return overrides
+
+
 def content_prompts(n: int, seed: int) -> list[miniworld.Attributes]:
     rng = np.random.default_rng([seed, 4242])
     return [miniworld.sample_attributes(rng) for _ in range(n)]
@@ -369,11 +380,7 @@ def main() -> None:
     p.add_argument("--merge", type=Path, nargs="+", default=None,
                    help="combine the JSONs of runs that split --methods (same styles) into --json and --heatmap")
     args = p.parse_args()
-    try:  # the CLI's rules: known fields, JSON values of the field's type
-        args.set = parse_overrides(args.set, MuseumConfig)
-        MuseumConfig.from_dict({**MuseumConfig().to_dict(), **args.set})
-    except ValueError as e:
-        p.error(str(e))
+    args.set = museum_overrides(p, args.set)
     if args.prompts < 1 or args.seeds_per_prompt < 1 or args.bootstrap < 1:
         p.error("--prompts, --seeds-per-prompt and --bootstrap must be at least 1")
     if args.no_cache:

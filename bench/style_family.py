@@ -51,6 +51,11 @@ from generators.sd_mini.evaluate import held_out_prompts, prompt_for  # noqa: E4
 BENCHMARK_STYLES = ("pixel_art", "watercolor", "neon_glow", "flat_outline", "blueprint")  # bench/forgetting.py
 
 
+def head_label(head_folder) -> str:
+    """The family head a result was read with, for its JSON."""
+    return str(head_folder or "assets/family-head")
+
+
 def disjoint(n: int, seed: int) -> dict:
     evaluator = load_evaluator()
     images, names = [], []
@@ -80,7 +85,7 @@ def read_back(base, n: int, seed: int, steps: int, guidance: float, device: str,
         form = "no-colour" if i % 2 else "caption"
         rows.append((a, prompt_for(a, form), sf.sample_components(rng)))
     result = {"base": diffusion.base_name(base), "n": n, "seed": seed, "steps": steps, "guidance": guidance,
-              "head": str(head_folder or "assets/family-head")}
+              "head": head_label(head_folder)}
     start = time.time()
     for label, with_words in (("styled", True), ("unstyled", False)):
         settings = [diffusion.GenerationSettings(prompt=f"{p}, {', '.join(c)}" if with_words else p,
@@ -120,7 +125,7 @@ def round_trip_accuracy(base, n: int, seed: int, device: str, head_folder=None) 
                          for i in range(0, n, 64)])
     decoded = [Image.fromarray(a) for a in ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()]
     result = {"base": diffusion.base_name(base), "n": n, "seed": seed, "size": size,
-              "head": str(head_folder or "assets/family-head")}
+              "head": head_label(head_folder)}
     for label, images in (("clean", clean), ("round_trip", decoded)):
         found = head.predict(images)
         named = [(set(c), family_head.components_found(found, i)) for i, (_, c) in enumerate(rows)]
@@ -144,7 +149,7 @@ def finish(base, components, n: int, strengths, seed: int, steps: int, guidance:
     img2img.set_progress_bar_config(disable=True)
     head = family_head.load(head_folder)
     result = {"base": diffusion.base_name(base), "n": n, "seed": seed, "size": size, "steps": steps,
-              "guidance": guidance, "head": str(head_folder or "assets/family-head"), "components": {}}
+              "guidance": guidance, "head": head_label(head_folder), "components": {}}
 
     def share_found(images, name):
         found = head.predict(images)
@@ -212,8 +217,15 @@ def main(argv=None) -> int:
         unknown = sorted(set(names) - set(sf.COMPONENT_NAMES))
         if unknown:
             p.error(f"unknown components {unknown}; components: {', '.join(sf.COMPONENT_NAMES)}")
-        result = finish(args.base, names, args.n, [float(x) for x in args.strengths.split(",")], args.seed,
-                        args.steps, args.guidance, args.device, args.head)
+        try:
+            strengths = [float(x) for x in args.strengths.split(",")]
+        except ValueError:
+            strengths = []
+        if not strengths or not all(0 < x <= 1 for x in strengths):
+            p.error(f"--strengths takes comma-separated numbers in (0, 1], got {args.strengths!r}")
+        if any(int(args.steps * x) < 1 for x in strengths):  # img2img runs int(steps × strength) steps
+            p.error(f"--steps {args.steps} gives no denoising step at strength {min(strengths)}; raise --steps")
+        result = finish(args.base, names, args.n, strengths, args.seed, args.steps, args.guidance, args.device, args.head)
     elif args.what == "round-trip":
         result = round_trip_accuracy(args.base, args.n, args.seed, args.device, args.head)
     else:

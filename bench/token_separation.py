@@ -47,10 +47,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import stats  # noqa: E402
-from bench.forgetting import DEFAULT_STYLES, content_prompts, score, style_folders  # noqa: E402
+from bench.forgetting import DEFAULT_STYLES, content_prompts, museum_overrides, score, style_folders  # noqa: E402
 from bench.forgetting_report import SEPARATION_TARGET, metric_ci, separation_report  # noqa: E402
 from generators import diffusion  # noqa: E402
-from generators.config import parse_overrides  # noqa: E402
 from generators.evaluators import load_evaluator  # noqa: E402
 from generators.museum import engine  # noqa: E402
 from generators.museum.config import MuseumConfig  # noqa: E402
@@ -147,11 +146,7 @@ def main(argv=None) -> int:
     p.add_argument("--keep-museum", type=Path, default=None, help="keep the learnt museum here")
     p.add_argument("--json", type=Path, required=True)
     args = p.parse_args(argv)
-    try:  # the CLI's rules: known fields, JSON values of the field's type
-        args.set = parse_overrides(args.set, MuseumConfig)
-        MuseumConfig.from_dict({**MuseumConfig().to_dict(), **args.set})
-    except ValueError as e:
-        p.error(str(e))
+    args.set = museum_overrides(p, args.set)
     start = time.time()
     args.size = diffusion.resolution_of(args.base)
     evaluator = load_evaluator(device="cpu")
