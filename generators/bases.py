@@ -57,10 +57,13 @@ class Adapter:
         return list(zip(self.tokenizers(pipe), self.text_encoders(pipe)))
 
     def tokenize(self, pipe, texts: list[str], device=None) -> list:
-        """Padded, truncated input ids, one tensor per tokenizer."""
+        """Padded, truncated input ids, one tensor per tokenizer; a multi-vector token written out
+        as its entries first, as the pipeline does when it samples."""
+        from generators.diffusion_training import expand_tokens
+
         out = []
         for tok in self.tokenizers(pipe):
-            ids = tok(list(texts), padding="max_length", max_length=tok.model_max_length, truncation=True,
+            ids = tok(expand_tokens(tok, list(texts)), padding="max_length", max_length=tok.model_max_length, truncation=True,
                       return_tensors="pt").input_ids
             out.append(ids.to(device) if device is not None else ids)
         return out

@@ -45,6 +45,22 @@ def add_style_token(tokenizer, text_encoder, token: str, init_words: tuple[str, 
     return len(tokenizer) - 1
 
 
+def token_vector_names(token: str, num_vectors: int) -> list[str]:
+    """The vocabulary entries of a token of `num_vectors` vectors, named as stock diffusers'
+    load_textual_inversion names them ("<s>", "<s>_1", "<s>_2", ...): a prompt says "<s>" and
+    expand_tokens writes out the rest."""
+    return [token] + [f"{token}_{i}" for i in range(1, num_vectors)]
+
+
+def expand_tokens(tokenizer, prompts: str | list[str]) -> str | list[str]:
+    """Prompts with each multi-vector token written out as its entries ("<s>" -> "<s> <s>_1 <s>_2"),
+    by diffusers' own rule (TextualInversionLoaderMixin.maybe_convert_prompt, which a pipeline
+    applies before it tokenizes): training tokenizes exactly what sampling will."""
+    from diffusers.loaders import TextualInversionLoaderMixin
+
+    return TextualInversionLoaderMixin().maybe_convert_prompt(prompts, tokenizer)
+
+
 class TrainableTokenEmbedding(torch.nn.Module):
     """The text encoder's token embedding with some rows served by one trainable (n × D) matrix.
 

@@ -206,17 +206,21 @@ def test_the_shared_lora_shape_is_fixed_by_the_first_task(museum_two_styles, tin
     assert museum_two_styles.n_tasks == 2
 
 
-def test_a_long_caption_never_cuts_the_style_token_off(tiny_pipeline_dir):
+@pytest.mark.parametrize("num_vectors", [1, 3])
+def test_a_long_caption_never_cuts_the_style_token_off(tiny_pipeline_dir, num_vectors):
+    """Nor any vector of a multi-vector token, which the pipeline writes out as its entries."""
     from transformers import CLIPTokenizer
 
+    from generators.diffusion_training import expand_tokens, token_vector_names
     from generators.museum.train import fit_prompt
 
     tok = CLIPTokenizer.from_pretrained(tiny_pipeline_dir / "tokenizer")
-    tok.add_tokens(["<ink>"])
+    entries = token_vector_names("<ink>", num_vectors)
+    tok.add_tokens(entries)
     long = " ".join(["a red fish on the sea background"] * 20)
     prompt = fit_prompt(tok, long, ["<ink>"])
-    ids = tok(prompt).input_ids
-    assert len(ids) <= tok.model_max_length and tok.convert_tokens_to_ids("<ink>") in ids
+    ids = tok(expand_tokens(tok, prompt)).input_ids
+    assert len(ids) <= tok.model_max_length and set(tok.convert_tokens_to_ids(entries)) <= set(ids)
     assert prompt.startswith("a red fish") and fit_prompt(tok, "a star", ["<ink>"]) == "a star, <ink>"
 
 
@@ -360,18 +364,18 @@ def test_exports_load_in_stock_diffusers_and_match_studio(museum_two_styles, tin
     assert "bundle_emb.sepia.string_to_param.*" in keys
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_interrupted_task_resumes_to_the_same_result(tiny_pipeline_dir, tmp_path, precision):
+@pytest.mark.parametrize("precision, num_vectors", [("fp32", 1), ("fp16", 1), ("fp32", 3)])
+def test_interrupted_task_resumes_to_the_same_result(tiny_pipeline_dir, tmp_path, precision, num_vectors):
     from safetensors import safe_open
 
     folder = make_style_folder(tmp_path / "in" / "mosaic", "mosaic")
     style = read_style_folder(folder, 32)
+    cfg = tiny_cfg(precision=precision, num_vectors=num_vectors)
     straight = Museum.open(tmp_path / "a", base=str(tiny_pipeline_dir), create=True)
-    learn(straight, style, tiny_cfg(precision=precision), str(tiny_pipeline_dir), "cpu")
+    learn(straight, style, cfg, str(tiny_pipeline_dir), "cpu")
 
     resumed = Museum.open(tmp_path / "b", base=str(tiny_pipeline_dir), create=True)
-    manifest = learn(resumed, style, tiny_cfg(precision=precision), str(tiny_pipeline_dir), "cpu",
-                     run=Run(should_stop=stop_after(3)))
+    manifest = learn(resumed, style, cfg, str(tiny_pipeline_dir), "cpu", run=Run(should_stop=stop_after(3)))
     assert manifest.get("stopped") and resumed.n_tasks == 0
     with safe_open(resumed.work_dir("mosaic") / "checkpoint.safetensors", "pt") as fh:
         # the fp16 loss scale is part of the resume point; Adam holds moments of the LoRA and the
@@ -380,7 +384,7 @@ def test_interrupted_task_resumes_to_the_same_result(tiny_pipeline_dir, tmp_path
         size = lambda k: int(np.prod(fh.get_slice(k).get_shape()))  # noqa: E731
         trained = sum(size(k) for k in fh.keys() if k.startswith("lora.") or k == "token")
         assert sum(size(k) for k in fh.keys() if k.endswith(".exp_avg")) == trained
-    manifest = learn(resumed, style, tiny_cfg(precision=precision), str(tiny_pipeline_dir), "cpu")
+    manifest = learn(resumed, style, cfg, str(tiny_pipeline_dir), "cpu")
     assert manifest["result"]["resumed_from"] == 3
     a, b = straight.lora_state(), resumed.lora_state()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
@@ -424,7 +428,7 @@ def test_only_the_new_token_learns_and_the_embedding_returns(tiny_pipeline_dir):
     embedding = text_encoder.get_input_embeddings()
     before = embedding.weight.detach().clone()
     ids = tok(["a red fish, <ink>", "a blue star"], padding="max_length", return_tensors="pt").input_ids
-    with pytest.raises(RuntimeError, match="interrupted"), trainable_token(text_encoder, token_id) as vector:
+    with pytest.raises(RuntimeError, match="interrupted"), trainable_token(text_encoder, [token_id]) as vector:
         assert [p for p in text_encoder.parameters() if p.requires_grad] == [vector] and vector.shape == (1, before.shape[1])
         assert vector.dtype == torch.float32 and text_encoder.dtype == torch.bfloat16
         text_encoder(ids)[0].float().square().mean().backward()
@@ -472,3 +476,37 @@ def test_the_token_term_keeps_a_new_token_off_the_earlier_ones_direction(tiny_pi
         a, b = (museum.embedding(s)[f"<{s}>"].reshape(-1) - mean for s in ("sepia", "pixel_art"))
         overlap[lam] = float(torch.nn.functional.cosine_similarity(a, b, dim=0)) ** 2
     assert overlap[0.0] > 0.05 and overlap[100.0] < 0.5 * overlap[0.0], overlap
+
+
+def test_a_multi_vector_token_trains_exports_and_loads_in_stock_diffusers(tiny_pipeline_dir, tmp_path):
+    """num_vectors: each of the token's entries learns its own vector, an earlier multi-vector token
+    reloads for the next task (with the token term over every vector), and the export is a
+    multi-vector embedding that stock diffusers loads to the same image (A1111's bundle too)."""
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import load_file
+
+    museum = Museum.open(tmp_path / "m", base=str(tiny_pipeline_dir), create=True)
+    for k, (style, n) in enumerate([("sepia", 2), ("pixel_art", 3)]):
+        folder = make_style_folder(tmp_path / "in" / style, style, seed=k)
+        manifest = learn(museum, read_style_folder(folder, 32), tiny_cfg(num_vectors=n, token_orthogonality=1.0),
+                         str(tiny_pipeline_dir), "cpu")
+    assert manifest["config"]["num_vectors"] == 3 and "token" in manifest["result"]["loss_terms"]
+    emb = museum.embedding("pixel_art")["<pixel_art>"]
+    assert emb.shape == (3, 32) and museum.embedding("sepia")["<sepia>"].shape == (2, 32)
+    assert not torch.allclose(emb[0], emb[1])  # started equal (the same init words), learnt apart
+
+    prompt = "a red star on the grass background, <pixel_art>"
+    studio_pipe = load_museum_pipeline(museum, str(tiny_pipeline_dir), "cpu")
+    assert studio_pipe.maybe_convert_prompt(prompt, studio_pipe.tokenizer).endswith("<pixel_art> <pixel_art>_1 <pixel_art>_2")
+    s = diffusion.GenerationSettings(prompt=prompt, seed=3, steps=4, width=32, height=32)
+    ours = np.asarray(diffusion.generate(studio_pipe, [s])[0], np.float32)
+    out_d = export_style(museum, "pixel_art", "diffusers", tmp_path / "d")
+    out_k = export_style(museum, "pixel_art", "kohya", tmp_path / "k")
+    stock = StableDiffusionPipeline.from_pretrained(tiny_pipeline_dir, local_files_only=True, safety_checker=None)
+    stock.set_progress_bar_config(disable=True)
+    stock.load_lora_weights(out_d, weight_name="pytorch_lora_weights.safetensors")
+    stock.load_textual_inversion(str(out_d / "pixel_art.safetensors"))
+    theirs = np.asarray(stock(prompt, num_inference_steps=4, guidance_scale=5.0, height=32, width=32,
+                              generator=torch.Generator().manual_seed(3)).images[0], np.float32)
+    assert np.abs(ours - theirs).mean() <= 2.0
+    assert load_file(out_k / "pixel_art.safetensors")["bundle_emb.pixel_art.string_to_param.*"].shape == (3, 32)

@@ -106,7 +106,7 @@ def _museum_cfg(**kw):
 
 @pytest.fixture(scope="module")
 def sdxl_museum(sdxl_dir, tmp_path_factory):
-    """Two styles learnt into a museum on the tiny SDXL base."""
+    """Two styles learnt into a museum on the tiny SDXL base, the second's token of two vectors."""
     from generators.museum.engine import learn
     from styles.folder import read_style_folder
     from styles.museum import Museum
@@ -116,7 +116,7 @@ def sdxl_museum(sdxl_dir, tmp_path_factory):
     museum = Museum.open(root / "m", base=str(sdxl_dir), create=True)
     for k, style in enumerate(["sepia", "pixel_art"]):
         folder = make_style_folder(root / "in" / style, style, seed=k)
-        learn(museum, read_style_folder(folder, 32), _museum_cfg(), str(sdxl_dir), "cpu")
+        learn(museum, read_style_folder(folder, 32), _museum_cfg(num_vectors=k + 1), str(sdxl_dir), "cpu")
     return museum
 
 
@@ -129,13 +129,16 @@ def test_museum_task_on_sdxl(sdxl_museum, sdxl_dir):
     # One vector per text encoder, in SDXL's textual-inversion layout.
     emb = m.embedding("sepia")
     assert set(emb) == {"clip_l", "clip_g"} and emb["clip_l"].shape[-1] == 16 and emb["clip_g"].shape[-1] == 24
+    two = m.embedding("pixel_art")
+    assert two["clip_l"].shape == (2, 16) and two["clip_g"].shape == (2, 24)
     # Every loss term ran (the second task has earlier styles and an earlier update).
     assert set(m.manifest("pixel_art")["result"]["loss_terms"]) == {"diff", "sdl", "weight", "feature"}
     a = m.lora_state()
     assert any(".attn2.to_k." in k for k in a) and any(v.abs().sum() > 0 for v in a.values())  # the shared LoRA is on the SDXL UNet's attention
     pipe = load_museum_pipeline(m, str(sdxl_dir), "cpu")
     for tok in (pipe.tokenizer, pipe.tokenizer_2):
-        assert len(tok("a star <sepia> <pixel_art>", add_special_tokens=False).input_ids) == 4
+        prompt = pipe.maybe_convert_prompt("a star <sepia> <pixel_art>", tok)
+        assert len(tok(prompt, add_special_tokens=False).input_ids) == 5
     tid = pipe.tokenizer_2.convert_tokens_to_ids("<sepia>")
     assert torch.allclose(pipe.text_encoder_2.get_input_embeddings().weight[tid], emb["clip_g"].reshape(-1))
 
@@ -155,7 +158,8 @@ def test_museum_refuses_another_family_in_one_line(sdxl_museum, tiny_pipeline_di
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_sdxl_exports_load_in_stock_diffusers_and_match_studio(sdxl_museum, sdxl_dir, tmp_path):
+@pytest.mark.parametrize("name", ["sepia", "pixel_art"])  # one vector per encoder; two
+def test_sdxl_exports_load_in_stock_diffusers_and_match_studio(sdxl_museum, sdxl_dir, tmp_path, name):
     from diffusers import StableDiffusionXLPipeline
     from safetensors import safe_open
     from safetensors.torch import load_file
@@ -164,8 +168,8 @@ def test_sdxl_exports_load_in_stock_diffusers_and_match_studio(sdxl_museum, sdxl
     from generators.museum.export import export_style
 
     m = sdxl_museum
-    out_d, out_k = export_style(m, "sepia", "diffusers", tmp_path / "d"), export_style(m, "sepia", "kohya", tmp_path / "k")
-    prompt = "a red star on the grass background, <sepia>"
+    out_d, out_k = export_style(m, name, "diffusers", tmp_path / "d"), export_style(m, name, "kohya", tmp_path / "k")
+    prompt = f"a red star on the grass background, <{name}>"
     s = diffusion.GenerationSettings(prompt=prompt, negative_prompt="", seed=3, steps=3, width=32, height=32)
     ours = np.asarray(diffusion.generate(load_museum_pipeline(m, str(sdxl_dir), "cpu"), [s])[0], np.float32)
 
@@ -177,29 +181,29 @@ def test_sdxl_exports_load_in_stock_diffusers_and_match_studio(sdxl_museum, sdxl
     stock.set_progress_bar_config(disable=True)
     plain = stock_image(stock)
     stock.load_lora_weights(out_d, weight_name="pytorch_lora_weights.safetensors")
-    emb = load_file(out_d / "sepia.safetensors")
+    emb = load_file(out_d / f"{name}.safetensors")
     assert set(emb) == {"clip_l", "clip_g"}
-    stock.load_textual_inversion(emb["clip_l"], token="<sepia>", text_encoder=stock.text_encoder, tokenizer=stock.tokenizer)
-    stock.load_textual_inversion(emb["clip_g"], token="<sepia>", text_encoder=stock.text_encoder_2,
+    stock.load_textual_inversion(emb["clip_l"], token=f"<{name}>", text_encoder=stock.text_encoder, tokenizer=stock.tokenizer)
+    stock.load_textual_inversion(emb["clip_g"], token=f"<{name}>", text_encoder=stock.text_encoder_2,
                                  tokenizer=stock.tokenizer_2)
     theirs = stock_image(stock)
     assert np.abs(ours - theirs).max() <= 2.0
     assert np.abs(plain - theirs).mean() > np.abs(ours - theirs).mean()  # the export is no silent no-op
 
-    with safe_open(out_k / "sepia.safetensors", "pt") as fh:
+    with safe_open(out_k / f"{name}.safetensors", "pt") as fh:
         keys, meta = list(fh.keys()), fh.metadata()
     assert any(k.startswith("lora_unet_") and k.endswith(".lora_down.weight") for k in keys)
-    assert {"bundle_emb.sepia.clip_l", "bundle_emb.sepia.clip_g"} <= set(keys)
+    assert {f"bundle_emb.{name}.clip_l", f"bundle_emb.{name}.clip_g"} <= set(keys)
     assert meta["ss_base_model_version"] == "sdxl_base_v1-0"
-    assert set(load_file(out_k / "sepia.embedding.safetensors")) == {"clip_l", "clip_g"}
+    assert set(load_file(out_k / f"{name}.embedding.safetensors")) == {"clip_l", "clip_g"}
     # The kohya LoRA loads in stock diffusers (its kohya converter) and gives the same image.
     kohya = StableDiffusionXLPipeline.from_pretrained(sdxl_dir, local_files_only=True)
     kohya.set_progress_bar_config(disable=True)
-    lora = {k: v for k, v in load_file(out_k / "sepia.safetensors").items() if k.startswith("lora_unet_")}
+    lora = {k: v for k, v in load_file(out_k / f"{name}.safetensors").items() if k.startswith("lora_unet_")}
     kohya.load_lora_weights(lora)
-    kemb = load_file(out_k / "sepia.embedding.safetensors")
-    kohya.load_textual_inversion(kemb["clip_l"], token="<sepia>", text_encoder=kohya.text_encoder, tokenizer=kohya.tokenizer)
-    kohya.load_textual_inversion(kemb["clip_g"], token="<sepia>", text_encoder=kohya.text_encoder_2,
+    kemb = load_file(out_k / f"{name}.embedding.safetensors")
+    kohya.load_textual_inversion(kemb["clip_l"], token=f"<{name}>", text_encoder=kohya.text_encoder, tokenizer=kohya.tokenizer)
+    kohya.load_textual_inversion(kemb["clip_g"], token=f"<{name}>", text_encoder=kohya.text_encoder_2,
                                  tokenizer=kohya.tokenizer_2)
     assert np.abs(stock_image(kohya) - theirs).max() <= 2.0
 

@@ -18,7 +18,8 @@ class MuseumConfig(SavedConfig):
                                              "sample_steps", "guidance")
     # What a saved config without the field meant, where the default changed since: a task saved
     # before noise_offset existed trained without it.
-    ABSENT_MEANS: ClassVar[dict] = {"noise_offset": 0.0, "captioner": "none", "token_init_from_images": False}
+    ABSENT_MEANS: ClassVar[dict] = {"noise_offset": 0.0, "captioner": "none", "token_init_from_images": False,
+                                    "num_vectors": 1}
 
     # Shared LoRA (peft) on the UNet attention projections.
     rank: int = 8
@@ -29,7 +30,10 @@ class MuseumConfig(SavedConfig):
     batch_size: int = 8
     lora_lr: float = 1e-3
     token_lr: float = 5e-3
-    token_max_norm_ratio: float = 2.0  # cap the learnt token's norm at this × the mean vocabulary norm
+    token_max_norm_ratio: float = 2.0  # cap each of the token's vectors' norm at this × the mean vocabulary norm
+    # Vectors of the style's token (textual inversion's num_vectors): the prompt says the token and
+    # it takes this many of the prompt's positions, as stock diffusers and A1111 read such an embedding.
+    num_vectors: int = 1
     # Words of the base whose mean embedding starts the token (textual inversion's initializer
     # token, e.g. a base's style names); empty: the vocabulary's mean.
     token_init: tuple[str, ...] = ()
@@ -98,6 +102,8 @@ class MuseumConfig(SavedConfig):
             raise UserError(f"weight_reg_form must be cosine, projection or gated, got {self.weight_reg_form!r}")
         if self.weight_reg_warmup < 0:
             raise UserError(f"weight_reg_warmup must be >= 0, got {self.weight_reg_warmup}")
+        if self.num_vectors < 1:
+            raise UserError(f"num_vectors must be >= 1, got {self.num_vectors}")
         if self.noise_offset < 0:
             raise UserError(f"noise_offset must be >= 0, got {self.noise_offset}")
 

@@ -25,11 +25,6 @@ from styles.folder import StyleFolder
 from styles.museum import Museum
 
 
-def earlier_tokens(museum: Museum) -> dict[str, torch.Tensor]:
-    """{token: vector} of every style (the first text encoder's vector on a two-encoder base)."""
-    return {token: vectors[0] for token, vectors in token_vectors(museum).items()}
-
-
 def token_vectors(museum: Museum, family: bases.Adapter | None = None) -> dict[str, list[torch.Tensor]]:
     """{token: [its vector in each text encoder]} of every style, read in the family's token layout."""
     family = family or bases.adapter(museum.family or "sd")

@@ -107,15 +107,16 @@ def weight_direction_loss(current: list[Factors], before: list[Factors], earlier
 def token_overlap_loss(vectors: list[torch.Tensor], means: list[torch.Tensor], earlier_dirs: list) -> torch.Tensor:
     """The new token's direction away from the vocabulary's mean against the earlier tokens' (ours,
     after CIDM's orthogonal subspaces, on the tokens): mean cos² over earlier tokens and text
-    encoders. Trained from one starting point, a museum's tokens left the mean along one shared
-    direction (pairwise cosines 0.5-0.85), so the shared LoRA could not tell them apart."""
+    encoders, every vector of a multi-vector token against every earlier one. Trained from one
+    starting point, a museum's tokens left the mean along one shared direction (pairwise cosines
+    0.5-0.85), so the shared LoRA could not tell them apart."""
     total, count = vectors[0].new_zeros(()), 0
     for v, mu, dirs in zip(vectors, means, earlier_dirs):
         if dirs is None:
             continue
-        d = F.normalize(v.float().reshape(1, -1) - mu, dim=-1)
+        d = F.normalize(v.float().reshape(-1, mu.shape[-1]) - mu, dim=-1)
         total = total + ((d @ dirs.T) ** 2).sum()
-        count += dirs.shape[0]
+        count += d.shape[0] * dirs.shape[0]
     return total / max(count, 1)
 
 

@@ -35,9 +35,11 @@ from generators.diffusion_training import (
     TrainableTokenEmbedding,
     add_style_token,
     encode_images,
+    expand_tokens,
     noise_scheduler,
     offset_noise,
     prediction_target,
+    token_vector_names,
 )
 from generators.errors import UserError
 from generators.files import CHECKPOINT_FILE, atomic_save_tensors
@@ -59,12 +61,12 @@ def style_prompt(content: str, tokens: list[str]) -> str:
 def fit_prompt(tokenizer, content: str, tokens: list[str]) -> str:
     """style_prompt, with the content cut to its longest run of leading words with which the style
     tokens fit in the tokenizer's window (otherwise truncation would cut the tokens off, and they
-    would learn nothing). Every word is at least one token, so only the first window's worth of
+    would learn nothing), a multi-vector token counted with all its entries. Every word is at least one token, so only the first window's worth of
     words is searched, by bisection: a caption of any length costs a few short tokenizations."""
     limit = tokenizer.model_max_length
 
     def fits(prompt: str) -> bool:
-        return len(tokenizer(prompt).input_ids) <= limit
+        return len(tokenizer(expand_tokens(tokenizer, prompt)).input_ids) <= limit
 
     parts = content.split(maxsplit=limit)  # with more than `limit` words, the last part is the rest
     if len(parts) <= limit:
@@ -119,35 +121,28 @@ def factors_from_state(state: dict[str, torch.Tensor] | None, names: list[str], 
 
 
 @contextmanager
-def trainable_token(text_encoder, token_id: int, trainable: bool = True):
-    """Serve `token_id`'s row from its own (1 × D) vector while the block runs (yields it); on
-    exit, even by an exception, the vector is written into the plain embedding, which returns."""
+def trainable_token(text_encoder, token_ids: list[int], trainable: bool = True):
+    """Serve the token's rows (one per vector) from their own (n × D) matrix while the block runs
+    (yields it); on exit, even by an exception, the rows are written into the plain embedding,
+    which returns."""
     embedding = text_encoder.get_input_embeddings()
-    module = TrainableTokenEmbedding(embedding, [token_id])
+    module = TrainableTokenEmbedding(embedding, token_ids)
     module.rows.requires_grad_(trainable)
     text_encoder.set_input_embeddings(module)
     try:
         yield module.rows
     finally:
         with torch.no_grad():
-            embedding.weight[token_id] = module.rows[0].to(embedding.weight.dtype)
+            embedding.weight[token_ids] = module.rows.to(embedding.weight.dtype)
         text_encoder.set_input_embeddings(embedding)
 
 
-def load_style_tokens(tokenizer, text_encoder, embeddings: dict[str, torch.Tensor]) -> None:
-    """Earlier styles' learnt tokens, as load_textual_inversion would add them."""
-    for token, vector in embeddings.items():
-        token_id = add_style_token(tokenizer, text_encoder, token)
-        with torch.no_grad():
-            text_encoder.get_input_embeddings().weight[token_id] = vector.reshape(-1).to(text_encoder.dtype)
-
-
 def load_pipe_style_tokens(pipe, embeddings: dict[str, list[torch.Tensor]]) -> None:
-    """Earlier styles' tokens into every text encoder of `pipe`: {token: [vector per encoder]}."""
-    pairs = bases.adapter(pipe).text_pairs(pipe)
+    """Earlier styles' tokens into every text encoder of `pipe` ({token: [its vectors per encoder]}),
+    by stock diffusers' load_textual_inversion, as an export loads them."""
+    family = bases.adapter(pipe)
     for token, vectors in embeddings.items():
-        for (tokenizer, text_encoder), vector in zip(pairs, vectors):
-            load_style_tokens(tokenizer, text_encoder, {token: vector})
+        family.load_token(pipe, token, vectors)
 
 
 # --- data -------------------------------------------------------------------------------
@@ -231,8 +226,9 @@ def learn_style(
     replay prompts.
     init_words: the words the token starts from when cfg.token_init is empty (the engine's
     captioning.style_words).
-    Returns (LoRA state after this task, the token's vector, result); on a base with several text
-    encoders (SDXL) the token has one vector per encoder and the second item is their list.
+    Returns (LoRA state after this task, the token's vectors, result): (D,) for one vector, (n, D)
+    for cfg.num_vectors = n; on a base with several text encoders (SDXL) the token has that per
+    encoder and the second item is their list.
     run (generators/run.py): progress counts steps of cfg.steps; if should_stop() turns true the
     task writes its checkpoint and returns with result.stopped = True; every run.preview_every
     steps it samples PREVIEW_PROMPTS with the token (seeds of their own: the training RNG is
@@ -258,8 +254,11 @@ def learn_style(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # the LoRA's initial A (first task) is reproducible
         attach_lora(unet, cfg, previous_state)
-    # the token joins every encoder's vocabulary (SDXL textual inversion: one vector per encoder)
-    token_ids = [add_style_token(tok, te, token, cfg.token_init or init_words) for tok, te in pairs]
+    # the token joins every encoder's vocabulary (SDXL textual inversion: one vector per encoder),
+    # as cfg.num_vectors entries named as load_textual_inversion names a multi-vector embedding's
+    names_of_token = token_vector_names(token, cfg.num_vectors)
+    token_ids = [[add_style_token(tok, te, name, cfg.token_init or init_words) for name in names_of_token]
+                 for tok, te in pairs]
     prompts = [fit_prompt(tokenizer, default_caption(c), [token]) for c in captions]
     unet.requires_grad_(False)
     for _, te in pairs:
@@ -269,15 +268,17 @@ def learn_style(
     lora_params = [p for m in layers.values() for p in (m.lora_A[ADAPTER].weight, m.lora_B[ADAPTER].weight)]
     for p in lora_params:
         p.requires_grad_(True)
-    mean_norms = [te.get_input_embeddings().weight[:tid].detach().float().norm(dim=1).mean()
-                  for (_, te), tid in zip(pairs, token_ids)]
-    # earlier tokens' directions away from the vocabulary's mean, for the token term (per encoder)
-    earlier_ids = [[tok.convert_tokens_to_ids(s["token"]) for s in earlier_styles] for tok, _ in pairs]
-    vocab_means = [te.get_input_embeddings().weight[:tid].detach().float().mean(0) for (_, te), tid in zip(pairs, token_ids)]
+    mean_norms = [te.get_input_embeddings().weight[:ids[0]].detach().float().norm(dim=1).mean()
+                  for (_, te), ids in zip(pairs, token_ids)]
+    # earlier tokens' directions away from the vocabulary's mean (every vector of each), for the
+    # token term (per encoder)
+    earlier_ids = [tok.convert_tokens_to_ids(" ".join(expand_tokens(tok, [s["token"] for s in earlier_styles])).split())
+                   for tok, _ in pairs]
+    vocab_means = [te.get_input_embeddings().weight[:ids[0]].detach().float().mean(0) for (_, te), ids in zip(pairs, token_ids)]
     earlier_dirs = [F.normalize(te.get_input_embeddings().weight[ids].detach().float() - mu, dim=-1) if ids else None
                     for (_, te), ids, mu in zip(pairs, earlier_ids, vocab_means)]
     with ExitStack() as stack:
-        vectors = [stack.enter_context(trainable_token(te, tid, cfg.train_token)) for (_, te), tid in zip(pairs, token_ids)]
+        vectors = [stack.enter_context(trainable_token(te, ids, cfg.train_token)) for (_, te), ids in zip(pairs, token_ids)]
         scale = cfg.alpha / cfg.rank
         before = factors_from_state(previous_state, names, scale, device)
         # the earlier tasks' updates summed: the shared LoRA as the last task left it (it starts at zero)
@@ -376,9 +377,9 @@ def learn_style(
             scaler.update()
             if cfg.train_token:
                 with torch.no_grad():
-                    # a tensor clamp, not `if norm > cap`: no host sync per step
+                    # each vector's norm; a tensor clamp, not `if norm > cap`: no host sync per step
                     for vector, mean_norm in zip(vectors, mean_norms):
-                        vector.mul_((cfg.token_max_norm_ratio * mean_norm / vector.norm()).clamp(max=1.0))
+                        vector.mul_((cfg.token_max_norm_ratio * mean_norm / vector.norm(dim=1, keepdim=True)).clamp(max=1.0))
             step += 1
             # the loss only every LOSS_EVERY steps: .item() waits for the device
             run.progress(step, cfg.steps, **({"loss": loss.item()} if step % LOSS_EVERY == 0 or step == cfg.steps else {}))
@@ -398,7 +399,8 @@ def learn_style(
         result = TaskResult(step, loss.item(), terms, round(time.time() - start, 1), stopped, resumed_from)
         if stopped and ckpt is not None:
             _save_checkpoint(ckpt, layers, vectors, opt, scaler, gen, step, cfg, len(earlier_styles))
-        out = [v.detach().float().cpu().reshape(-1).clone() for v in vectors]
+        # one vector: (D,), as a single-vector textual inversion file holds it; else (n, D)
+        out = [v.detach().float().cpu().squeeze(0).clone() for v in vectors]
         return lora_state(unet), out[0] if len(out) == 1 else out, result
 
 

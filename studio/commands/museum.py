@@ -32,6 +32,9 @@ def register(sub) -> None:
     p.add_argument("--noise-offset", type=float, default=None,
                    help="kohya's noise_offset for the style images (default 0.1, chosen on studio-mini 2; 0: off, "
                         "better on the first studio-mini; docs/lab/2026-12-notebook.md)")
+    p.add_argument("--num-vectors", type=int, default=None,
+                   help="vectors of each new style's token (textual inversion's num_vectors; default 1): the prompt "
+                        "still says the token, which then takes this many positions")
     p.add_argument("--captioner", default=None,
                    help="who captions images without a caption file: auto (default: the mini world's evaluator on "
                         "an embedded base, else none), mini-world, none (train as 'a picture'), or a BLIP/GIT "
@@ -78,7 +81,7 @@ def _overrides(args) -> dict:
     from generators.museum.config import MuseumConfig
 
     given = {"steps": args.steps, "rank": args.rank, "checkpoint_every": args.checkpoint_every,
-             "noise_offset": args.noise_offset, "captioner": args.captioner, "precision": args.precision}
+             "noise_offset": args.noise_offset, "num_vectors": args.num_vectors, "captioner": args.captioner, "precision": args.precision}
     out = {k: v for k, v in given.items() if v is not None}
     for flag, key in (("no_sdl", "use_sdl"), ("no_feature_reg", "use_feature_reg"), ("no_preserve_base", "preserve_base")):
         if getattr(args, flag):
