@@ -1,7 +1,7 @@
 """How well one style fits on a base, alone: the museum's LoRA against the whole UNet.
 
     python bench/style_ceiling.py --fit lora|full [--styles a,b] [--checkpoints 300,1000] [--prompts 24]
-        [--lr LR] [--vectors N] [--noise-offset 0.1] [--debiased-loss] [--set KEY=VALUE] [--json F]
+        [--lr LR] [--noise-offset 0.1] [--debiased-loss] [--set KEY=VALUE] [--json F]
 
 Each style alone, from the base, on the forgetting benchmark's ten images and captions (same world
 seeds), with the diffusion loss only: no regularizer, no replay, nothing to forget. `--fit lora`
@@ -20,15 +20,14 @@ forgetting benchmark's `separate`) adds the base replay, which this naive fit le
 on at least half of the images, e.g. "thick black outline" for flat outline); the default `mean`
 starts it at the vocabulary's mean, as the milestone's series has since chunk 1.
 
-`--vectors N` gives the token N vectors (textual inversion's num_vectors; stock diffusers'
-load_textual_inversion and A1111 load such embeddings), so the style holds N of the prompt's
-positions against the content words. Two loss variants kohya_ss users reach for when a style's
+The token has the museum's MuseumConfig.num_vectors vectors (textual inversion's num_vectors;
+`--set num_vectors=N` for another count), named and written out in prompts as the museum does. Two loss variants kohya_ss users reach for when a style's
 colours or darkness do not come through: `--noise-offset S` (kohya's noise_offset: a per-image,
 per-channel constant of std S added to the noise, so that the model must learn global brightness
 and colour) and `--debiased-loss` (kohya's debiased_estimation_loss: each sample's loss weighted by 1/sqrt(SNR),
 capped at 1000, so the high-noise steps where global colour is decided count more). `--set` changes
 a MuseumConfig field the fit uses (FIT_FIELDS: the adapter's rank, alpha and target modules, batch,
-rates, token norm cap), e.g. kohya's LoCon:
+rates, token norm cap, token vectors), e.g. kohya's LoCon:
 `--set 'target_modules=["to_q","to_k","to_v","to_out.0","conv1","conv2"]'`.
 """
 
@@ -49,7 +48,13 @@ from forgetting import DEFAULT_STYLES, content_prompts  # noqa: E402
 
 from generators import captioning, diffusion, miniworld  # noqa: E402
 from generators.config import with_overrides  # noqa: E402
-from generators.diffusion_training import TrainableTokenEmbedding, add_style_token, encode_images  # noqa: E402
+from generators.diffusion_training import (  # noqa: E402
+    TrainableTokenEmbedding,
+    add_style_token,
+    encode_images,
+    expand_tokens,
+    token_vector_names,
+)
 from generators.evaluators import load_evaluator  # noqa: E402
 from generators.museum.config import MuseumConfig  # noqa: E402
 from generators.museum.train import attach_lora  # noqa: E402
@@ -58,7 +63,7 @@ from styles.reference import apply_style  # noqa: E402
 LEARNING_RATES = {"lora": MuseumConfig().lora_lr, "full": 1e-4}
 # the MuseumConfig fields this fit reads; the others (steps, noise offset, the loss terms) are a
 # museum task's, set here by --checkpoints and --noise-offset or absent from a naive fit
-FIT_FIELDS = ("rank", "alpha", "target_modules", "batch_size", "lora_lr", "token_lr", "token_max_norm_ratio")
+FIT_FIELDS = ("rank", "alpha", "target_modules", "batch_size", "lora_lr", "token_lr", "token_max_norm_ratio", "num_vectors")
 
 
 def style_set(style_index: int, style: str, n: int, seed: int, size: int):
@@ -87,11 +92,11 @@ def fit(style_index: int, style: str, cfg: MuseumConfig, evaluator, prompts, arg
     pipe = diffusion.load_base(args.base, args.device)
     unet, text_encoder, tokenizer = pipe.unet, pipe.text_encoder, pipe.tokenizer
     images, captions = style_set(style_index, style, args.images, args.seed, diffusion.base_resolution(pipe))
-    names = [f"<{style}>"] + [f"<{style}_{k}>" for k in range(1, args.vectors)]
+    token = f"<{style}>"  # the pipeline writes a multi-vector token out as its entries when it samples
+    names = token_vector_names(token, cfg.num_vectors)
     # the museum's token start (MuseumConfig.token_init_from_images): the base's words for what the images show
     init_words = captioning.style_words(images, args.base, tokenizer) if args.token_init == "images" else ()
     token_ids = [add_style_token(tokenizer, text_encoder, name, init_words) for name in names]
-    token = " ".join(names)
     unet.requires_grad_(False)
     text_encoder.requires_grad_(False)
     if args.fit == "full":
@@ -105,7 +110,7 @@ def fit(style_index: int, style: str, cfg: MuseumConfig, evaluator, prompts, arg
 
     alphas = DDPMScheduler.from_config(pipe.scheduler.config).alphas_cumprod.to(unet.device)
     means, stds = encode_images(pipe.vae, images, unet.device)
-    ids = tokenizer([f"{c}, {token}" for c in captions], padding="max_length", max_length=tokenizer.model_max_length,
+    ids = tokenizer(expand_tokens(tokenizer, [f"{c}, {token}" for c in captions]), padding="max_length", max_length=tokenizer.model_max_length,
                     truncation=True, return_tensors="pt").input_ids.to(unet.device)
     mean_norm = text_encoder.get_input_embeddings().weight[: token_ids[0]].norm(dim=1).mean()
     gen = torch.Generator().manual_seed(args.seed)
@@ -155,7 +160,6 @@ def main() -> None:
     p.add_argument("--checkpoints", default="300,1000", help="steps at which the fit is read out")
     p.add_argument("--prompts", type=int, default=24, help="fresh content prompts (the forgetting benchmark's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate of the fitted weights (default: 1e-3 lora, 1e-4 full)")
-    p.add_argument("--vectors", type=int, default=1, help="vectors of the style's token (textual inversion's num_vectors)")
     p.add_argument("--token-init", choices=("mean", "images"), default="mean",
                    help="start the token at the vocabulary's mean (the milestone's series so far) or, as the museum "
                         "does by default, at the base's words for the components its images show")
@@ -188,7 +192,7 @@ def main() -> None:
     results = {style: fit(all_styles.index(style), style, cfg, evaluator, prompts, args) for style in styles}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                                     "results": results}, indent=2) + "\n")
+                                     "config": {k: getattr(cfg, k) for k in FIT_FIELDS}, "results": results}, indent=2) + "\n")
     for step in args.checkpoints:
         mean = {k: np.mean([results[s][step][k] for s in styles]) for k in results[styles[0]][step] if k != "token_init"}
         print(f"{args.fit} @{step} mean over {len(styles)} styles: " + " ".join(f"{k} {v:.2f}" for k, v in mean.items()))
