@@ -61,8 +61,9 @@ def style_prompt(content: str, tokens: list[str]) -> str:
 def fit_prompt(tokenizer, content: str, tokens: list[str]) -> str:
     """style_prompt, with the content cut to its longest run of leading words with which the style
     tokens fit in the tokenizer's window (otherwise truncation would cut the tokens off, and they
-    would learn nothing), a multi-vector token counted with all its entries. Every word is at least one token, so only the first window's worth of
-    words is searched, by bisection: a caption of any length costs a few short tokenizations."""
+    would learn nothing), a multi-vector token counted with all its entries. Every word is at least
+    one token, so only the first window's worth of words is searched, by bisection: a caption of
+    any length costs a few short tokenizations."""
     limit = tokenizer.model_max_length
 
     def fits(prompt: str) -> bool:
