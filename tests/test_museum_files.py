@@ -113,8 +113,9 @@ def test_ingest_cli_skips_refuses_and_never_learns_junk(tiny_pipeline_dir, tmp_p
     make_style_folder(tmp_path / "src2" / "ink", "pencil_sketch")
     args[1] = str(tmp_path / "src2")
     assert main(args + ["--noise-offset", "-0.1"]) == 2 and "--noise-offset" in capsys.readouterr().err
-    assert main(args + ["--noise-offset", "0.05"]) == 0
-    assert Museum.open(tmp_path / "m").manifest("ink")["config"]["noise_offset"] == 0.05
+    assert main(args + ["--noise-offset", "0.05", "--num-vectors", "2"]) == 0
+    ink = Museum.open(tmp_path / "m")
+    assert ink.manifest("ink")["config"]["noise_offset"] == 0.05 and ink.embedding("ink")["<ink>"].shape[0] == 2
 
 
 def test_kill_9_mid_ingest_leaves_museum_intact_and_resumes(tiny_pipeline_dir, tmp_path):
