@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import stats
+from generators.museum.config import MuseumConfig
 
 SEPARATION_TARGET = 0.80  # issue 34: token pairs told apart, correctly, on the same prompt and seed
 
@@ -150,7 +151,8 @@ def over_runs(results: dict, args) -> dict:
         if arrays is not None:
             method, _, seed = key.partition("@seed")
             groups.setdefault(method, {})[seed or "0"] = arrays
-            config = {k: v for k, v in (r.get("config") or {}).items() if k != "seed"}
+            # read as the museum reads a saved config: a field added since means what ABSENT_MEANS says
+            config = {k: v for k, v in MuseumConfig.from_dict(r.get("config") or {}).to_dict().items() if k != "seed"}
             if configs.setdefault(method, config) != config:
                 differ = sorted(k for k in config.keys() | configs[method].keys() if config.get(k) != configs[method].get(k))
                 raise ValueError(f"runs of {method} differ in {', '.join(differ)}, not only in the training seed: "

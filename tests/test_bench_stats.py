@@ -144,7 +144,14 @@ def test_runs_under_several_training_seeds_are_summarised_and_paired_by_seed():
     each = [results[k]["full_gains"]["average"]["value"] for k in ("naive", "naive@seed1")]
     assert gains["value"] == pytest.approx(np.mean(each)) and report["naive"]["full_gains_per_run"]["average"] == pytest.approx(each, abs=1e-4)
     assert run_key("full@seed1", results["full@seed1"]) == "full@seed1"  # a merge of merges keys each run once
+    # a run saved before a config field existed is read as that field's ABSENT_MEANS says
+    results["naive@seed1"]["config"]["num_vectors"] = 1
+    assert set(over_runs(results, Args)) == {"full", "naive"}
     # a variant is not another seed
+    results["naive@seed1"]["config"]["num_vectors"] = 4
+    with pytest.raises(ValueError, match="naive differ in num_vectors"):
+        over_runs(results, Args)
+    results["naive@seed1"]["config"]["num_vectors"] = 1
     results["naive@seed1"]["config"]["rank"] = 16
     with pytest.raises(ValueError, match="naive differ in rank, not only in the training seed"):
         over_runs(results, Args)

@@ -470,7 +470,7 @@ def test_the_token_term_keeps_a_new_token_off_the_earlier_ones_direction(tiny_pi
         museum = Museum.open(tmp_path / f"m{lam}", base=str(tiny_pipeline_dir), create=True)
         for k, style in enumerate(["sepia", "pixel_art"]):
             folder = make_style_folder(tmp_path / f"in{lam}" / style, style, seed=k)
-            cfg = tiny_cfg(steps=20, token_lr=5e-2, token_orthogonality=lam)
+            cfg = tiny_cfg(steps=20, token_lr=5e-2, token_orthogonality=lam, num_vectors=1)  # one direction each
             manifest = learn(museum, read_style_folder(folder, 32), cfg, str(tiny_pipeline_dir), "cpu")
         assert ("token" in manifest["result"]["loss_terms"]) is (lam > 0)
         a, b = (museum.embedding(s)[f"<{s}>"].reshape(-1) - mean for s in ("sepia", "pixel_art"))
