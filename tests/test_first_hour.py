@@ -131,10 +131,15 @@ def test_a_style_is_kept_in_a_prompt_longer_than_the_base_reads(museum_one_style
     assert len(notes) == 1 and f"the base reads {pipe.tokenizer.model_max_length}" in notes[0]
     meta = json.loads((tmp_path / "styled" / "seed0.json").read_text())
     assert meta["prompt"].endswith(", <sepia>") and long.startswith(meta["prompt"][: -len(", <sepia>")])
-    # The token is inside the window the pipeline reads, so the image is no longer the unstyled one.
-    tok = load_museum_pipeline(museum_one_style, str(tiny_pipeline_dir), "cpu").tokenizer
-    read = tok(meta["prompt"], truncation=True, max_length=tok.model_max_length).input_ids
-    assert tok.convert_tokens_to_ids("<sepia>") in read
+    # The token, every one of its vectors' entries, is inside the window the pipeline reads, so the
+    # image is no longer the unstyled one.
+    styled_pipe = load_museum_pipeline(museum_one_style, str(tiny_pipeline_dir), "cpu")
+    tok = styled_pipe.tokenizer
+    written_out = styled_pipe.maybe_convert_prompt(meta["prompt"], tok)
+    read = tok(written_out, truncation=True, max_length=tok.model_max_length).input_ids
+    entries = [t for t in written_out.split() if t.startswith("<sepia>")]
+    assert len(entries) == museum_one_style.manifest("sepia")["config"]["num_vectors"]
+    assert set(tok.convert_tokens_to_ids(entries)) <= set(read)
     plain = np.asarray(Image.open(tmp_path / "plain" / "seed0.png"), np.float32)
     styled = np.asarray(Image.open(tmp_path / "styled" / "seed0.png"), np.float32)
     assert not np.array_equal(plain, styled)  # pixel-identical before the fix

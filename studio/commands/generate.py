@@ -57,7 +57,7 @@ def run(args) -> int:
         prompt = fit_prompt(pipe.tokenizer, args.prompt, tokens) if tokens else args.prompt
         full = style_prompt(args.prompt, tokens)
         if prompt != full:
-            print(f"studio: the prompt is {len(pipe.tokenizer(full).input_ids)} tokens with its styles and the base "
+            print(f"studio: the prompt is {len(pipe.tokenizer(pipe.maybe_convert_prompt(full, pipe.tokenizer)).input_ids)} tokens with its styles and the base "
                   f"reads {pipe.tokenizer.model_max_length}; shortened to keep the styles: {prompt!r}", file=sys.stderr)
     else:
         pipe = diffusion.load_base(args.base, args.device, args.precision)

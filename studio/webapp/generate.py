@@ -77,7 +77,7 @@ class GenerateMixin(StudioBase):
                 full = fit_prompt(pipe.tokenizer, prompt, [museum.style(n).token for n in styles])
                 whole = museum_prompt(museum, prompt, styles)
                 if full != whole:
-                    job.log(f"the prompt is {len(pipe.tokenizer(whole).input_ids)} tokens with its styles and the base "
+                    job.log(f"the prompt is {len(pipe.tokenizer(pipe.maybe_convert_prompt(whole, pipe.tokenizer)).input_ids)} tokens with its styles and the base "
                             f"reads {pipe.tokenizer.model_max_length}; shortened to keep the styles")
             size = diffusion.base_resolution(pipe)
             out_dir = self.home / "outputs" / time.strftime("%Y-%m-%d")
