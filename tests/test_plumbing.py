@@ -340,8 +340,9 @@ def test_configs_round_trip_and_old_files_load():
         with pytest.raises(UserError, match="unknown"):
             cls.from_dict({**d, "no_such_field": 1})
     # a field the file lacks takes its default, unless the default changed since: a file from before
-    # noise_offset trained without it, one from before made captions and token words without them
-    before = {"captioner": "none", "token_init_from_images": False}
+    # noise_offset trained without it, one from before made captions and token words without them,
+    # one from before num_vectors learnt a one-vector token
+    before = {"captioner": "none", "token_init_from_images": False, "num_vectors": 1}
     assert MuseumConfig.from_dict({"steps": 5, "noise_offset": 0.1, "replay_pool": 16}) == MuseumConfig(steps=5, replay_pool=16, **before)
     assert MuseumConfig.from_dict({"steps": 5}) == MuseumConfig(steps=5, noise_offset=0.0, **before)
     assert GANConfig.from_dict({"channels": [8, 8, 8], "resolution": 16}).channels == (8, 8, 8)
