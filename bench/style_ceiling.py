@@ -21,8 +21,8 @@ on at least half of the images, e.g. "thick black outline" for flat outline); th
 starts it at the vocabulary's mean, as the milestone's series has since chunk 1.
 
 The token has the museum's MuseumConfig.num_vectors vectors (textual inversion's num_vectors;
-`--set num_vectors=N` for another count), named and written out in prompts as the museum does. Two loss variants kohya_ss users reach for when a style's
-colours or darkness do not come through: `--noise-offset S` (kohya's noise_offset: a per-image,
+`--set num_vectors=N` for another count), named and written out in prompts as the museum does.
+Two loss variants kohya_ss users reach for when a style's colours or darkness do not come through: `--noise-offset S` (kohya's noise_offset: a per-image,
 per-channel constant of std S added to the noise, so that the model must learn global brightness
 and colour) and `--debiased-loss` (kohya's debiased_estimation_loss: each sample's loss weighted by 1/sqrt(SNR),
 capped at 1000, so the high-noise steps where global colour is decided count more). `--set` changes

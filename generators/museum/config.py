@@ -33,8 +33,8 @@ class MuseumConfig(SavedConfig):
     token_max_norm_ratio: float = 2.0  # cap each of the token's vectors' norm at this × the mean vocabulary norm
     # Vectors of the style's token (textual inversion's num_vectors): the prompt says the token and
     # it takes this many of the prompt's positions, as stock diffusers and A1111 read such an embedding.
-    # 4 since 2026-12-07 (1 before): on studio-mini 2 (chunk 14, two training seeds) Average 0.52 -> 0.65
-    # at the same Forgetting and content; docs/lab/2026-12-notebook.md, chunk 14.
+    # 4 since 2026-12-07 (1 before): on studio-mini 2 (chunk 14, two training seeds) Average 0.54 -> 0.65
+    # at the same Forgetting (0.09), content 0.75 -> 0.70; docs/lab/2026-12-notebook.md, chunk 14.
     num_vectors: int = 4
     # Words of the base whose mean embedding starts the token (textual inversion's initializer
     # token, e.g. a base's style names); empty: the vocabulary's mean.

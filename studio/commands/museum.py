@@ -33,7 +33,7 @@ def register(sub) -> None:
                    help="kohya's noise_offset for the style images (default 0.1, chosen on studio-mini 2; 0: off, "
                         "better on the first studio-mini; docs/lab/2026-12-notebook.md)")
     p.add_argument("--num-vectors", type=int, default=None,
-                   help="vectors of each new style's token (textual inversion's num_vectors; default 1): the prompt "
+                   help="vectors of each new style's token (textual inversion's num_vectors; default 4): the prompt "
                         "still says the token, which then takes this many positions")
     p.add_argument("--captioner", default=None,
                    help="who captions images without a caption file: auto (default: the mini world's evaluator on "
