@@ -85,6 +85,17 @@ def fit_prompt(tokenizer, content: str, tokens: list[str]) -> str:
     return style_prompt(" ".join(words[:lo]), tokens)
 
 
+def fit_prompt_with_note(tokenizer, content: str, tokens: list[str]) -> tuple[str, str | None]:
+    """fit_prompt, and where it shortened the content, the one line a front shows about it."""
+    fitted = fit_prompt(tokenizer, content, tokens)
+    whole = style_prompt(content, tokens)
+    if fitted == whole:
+        return fitted, None
+    length = len(tokenizer(expand_tokens(tokenizer, whole)).input_ids)
+    return fitted, (f"the prompt is {length} tokens with its styles and the base reads "
+                    f"{tokenizer.model_max_length}; shortened to keep the styles: {fitted!r}")
+
+
 # --- LoRA and token plumbing ----------------------------------------------------------------
 
 

@@ -45,7 +45,7 @@ def run(args) -> int:
     prompt = args.prompt
     if args.style or args.museum:
         from generators.museum.engine import load_museum_pipeline
-        from generators.museum.train import fit_prompt, style_prompt
+        from generators.museum.train import fit_prompt_with_note
         from studio.commands.museum import museum_dir
         from styles.museum import Museum
 
@@ -54,11 +54,9 @@ def run(args) -> int:
         pipe = load_museum_pipeline(museum, args.base, args.device, args.precision)
         # The pipeline truncates at the text encoder's window, which would cut the style tokens
         # off the end of a long prompt: shorten the content instead, as training does.
-        prompt = fit_prompt(pipe.tokenizer, args.prompt, tokens) if tokens else args.prompt
-        full = style_prompt(args.prompt, tokens)
-        if prompt != full:
-            print(f"studio: the prompt is {len(pipe.tokenizer(pipe.maybe_convert_prompt(full, pipe.tokenizer)).input_ids)} tokens with its styles and the base "
-                  f"reads {pipe.tokenizer.model_max_length}; shortened to keep the styles: {prompt!r}", file=sys.stderr)
+        prompt, note = fit_prompt_with_note(pipe.tokenizer, args.prompt, tokens) if tokens else (args.prompt, None)
+        if note:
+            print(f"studio: {note}", file=sys.stderr)
     else:
         pipe = diffusion.load_base(args.base, args.device, args.precision)
     size = args.size or diffusion.base_resolution(pipe)

@@ -68,17 +68,14 @@ class GenerateMixin(StudioBase):
             pipe = self.pipeline(with_museum)
             full = prompt
             if styles:
-                from generators.museum.engine import museum_prompt
-                from generators.museum.train import fit_prompt
+                from generators.museum.train import fit_prompt_with_note
 
                 museum = self.open_museum()
                 # The pipeline truncates at the text encoder's window, which would cut the style tokens off
                 # the end of a long prompt: shorten the content instead, as training and `studio generate` do.
-                full = fit_prompt(pipe.tokenizer, prompt, [museum.style(n).token for n in styles])
-                whole = museum_prompt(museum, prompt, styles)
-                if full != whole:
-                    job.log(f"the prompt is {len(pipe.tokenizer(pipe.maybe_convert_prompt(whole, pipe.tokenizer)).input_ids)} tokens with its styles and the base "
-                            f"reads {pipe.tokenizer.model_max_length}; shortened to keep the styles")
+                full, note = fit_prompt_with_note(pipe.tokenizer, prompt, [museum.style(n).token for n in styles])
+                if note:
+                    job.log(note)
             size = diffusion.base_resolution(pipe)
             out_dir = self.home / "outputs" / time.strftime("%Y-%m-%d")
             out_dir.mkdir(parents=True, exist_ok=True)
