@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from generators.errors import UserError
+from generators.museum.config import MuseumConfig
 from studio.commands.common import StopFlag, add_base_arguments, add_set_argument, parse_set
 from studio.progress import TqdmProgress
 
@@ -26,14 +27,14 @@ def register(sub) -> None:
     p = sub.add_parser("ingest", help="learn every style folder under DIR into the museum, in order")
     p.add_argument("dir", type=Path, help="folder of style folders (order: sorted, or DIR/order.txt)")
     add_museum_argument(p)
-    p.add_argument("--steps", type=int, default=None, help="training steps per style (default 300, or style.toml's)")
-    p.add_argument("--rank", type=int, default=None, help="shared LoRA rank (fixed by the museum's first style)")
-    p.add_argument("--checkpoint-every", type=int, default=None, help="steps between resumable checkpoints (default 50)")
+    p.add_argument("--steps", type=int, default=None, help=f"training steps per style (default {MuseumConfig.steps}, or style.toml's)")
+    p.add_argument("--rank", type=int, default=None, help=f"shared LoRA rank (default {MuseumConfig.rank}; fixed by the museum's first style)")
+    p.add_argument("--checkpoint-every", type=int, default=None, help=f"steps between resumable checkpoints (default {MuseumConfig.checkpoint_every})")
     p.add_argument("--noise-offset", type=float, default=None,
-                   help="kohya's noise_offset for the style images (default 0.1, chosen on studio-mini 2; 0: off, "
+                   help=f"kohya's noise_offset for the style images (default {MuseumConfig.noise_offset}, chosen on studio-mini 2; 0: off, "
                         "better on the first studio-mini; docs/lab/2026-12-notebook.md)")
     p.add_argument("--num-vectors", type=int, default=None,
-                   help="vectors of each new style's token (textual inversion's num_vectors; default 4): the prompt "
+                   help=f"vectors of each new style's token (textual inversion's num_vectors; default {MuseumConfig.num_vectors}): the prompt "
                         "still says the token, which then takes this many positions")
     p.add_argument("--captioner", default=None,
                    help="who captions images without a caption file: auto (default: the mini world's evaluator on "
@@ -78,8 +79,6 @@ def register(sub) -> None:
 def _overrides(args) -> dict:
     """The MuseumConfig fields this command line sets (flags given, then --set); the rest comes from
     the museum's policy (ingest.task_config)."""
-    from generators.museum.config import MuseumConfig
-
     given = {"steps": args.steps, "rank": args.rank, "checkpoint_every": args.checkpoint_every,
              "noise_offset": args.noise_offset, "num_vectors": args.num_vectors, "captioner": args.captioner, "precision": args.precision}
     out = {k: v for k, v in given.items() if v is not None}
