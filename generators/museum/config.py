@@ -75,7 +75,10 @@ class MuseumConfig(SavedConfig):
     # the update is as large as the earlier ones, the cosine's after. losses.weight_direction_loss.
     weight_reg_form: str = "cosine"
     use_feature_reg: bool = True
-    lambda_f: float = 4.0  # 1.0 until 2026-12-07; 4 with the weight term off: Average 0.45 -> 0.53, Forgetting 0.09 -> 0.07
+    # 1 until 2026-12-07, then 4 with the weight term off (Average 0.45 -> 0.53, Forgetting 0.09 -> 0.07);
+    # 8 since the four-vector token: Forgetting 0.09 -> 0.04 at the same Average (0.65 / 0.64), content
+    # 0.70 -> 0.67 (chunk 14, two training seeds; docs/lab/2026-12-notebook.md, fifteenth session).
+    lambda_f: float = 8.0
     replay_pool: int = 32  # replay prompts: cached (noisy latent, t, earlier-style prompt, teacher output) samples
     preserve_base: bool = True  # plain prompts (no token) join the replay: the style lives behind its token
     # Content prompts of the mini world's kind (plain English, any base reads them) that join the
