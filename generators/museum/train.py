@@ -86,14 +86,15 @@ def fit_prompt(tokenizer, content: str, tokens: list[str]) -> str:
 
 
 def fit_prompt_with_note(tokenizer, content: str, tokens: list[str]) -> tuple[str, str | None]:
-    """fit_prompt, and where it shortened the content, the one line a front shows about it."""
+    """fit_prompt, and where it shortened the content, the one line a front shows about it (the
+    shortened prompt itself is the front's to show)."""
     fitted = fit_prompt(tokenizer, content, tokens)
     whole = style_prompt(content, tokens)
     if fitted == whole:
         return fitted, None
     length = len(tokenizer(expand_tokens(tokenizer, whole)).input_ids)
     return fitted, (f"the prompt is {length} tokens with its styles and the base reads "
-                    f"{tokenizer.model_max_length}; shortened to keep the styles: {fitted!r}")
+                    f"{tokenizer.model_max_length}; shortened to keep the styles")
 
 
 # --- LoRA and token plumbing ----------------------------------------------------------------

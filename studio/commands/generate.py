@@ -56,7 +56,7 @@ def run(args) -> int:
         # off the end of a long prompt: shorten the content instead, as training does.
         prompt, note = fit_prompt_with_note(pipe.tokenizer, args.prompt, tokens) if tokens else (args.prompt, None)
         if note:
-            print(f"studio: {note}", file=sys.stderr)
+            print(f"studio: {note}: {prompt!r}", file=sys.stderr)
     else:
         pipe = diffusion.load_base(args.base, args.device, args.precision)
     size = args.size or diffusion.base_resolution(pipe)
