@@ -89,7 +89,8 @@ from generators import diffusion, miniworld  # noqa: E402
 from generators.config import parse_overrides  # noqa: E402
 from generators.evaluators import load_evaluator  # noqa: E402
 from generators.museum.config import MuseumConfig  # noqa: E402
-from generators.museum.engine import learn, load_museum_pipeline, museum_prompt  # noqa: E402
+from generators.museum.engine import learn, load_museum_pipeline  # noqa: E402
+from generators.museum.train import style_prompt  # noqa: E402
 from styles.folder import read_style_folder  # noqa: E402
 from styles.museum import Museum  # noqa: E402
 from styles.reference import apply_style  # noqa: E402
@@ -172,7 +173,7 @@ def score(museum: Museum | None, styles_so_far, prompts, evaluator, args):
     out = {}
     for name in styles_so_far:
         negative = museum.style(name).token if name and args.negative_token else ""
-        prompt = [museum_prompt(museum, a.caption, [name]) if name else a.caption for a in prompts]
+        prompt = [style_prompt(a.caption, [museum.style(name).token]) if name else a.caption for a in prompts]
         settings = [diffusion.GenerationSettings(prompt=prompt[k], seed=int(seeds[k, s]), negative_prompt=negative,
                                                  steps=args.sample_steps, guidance=args.guidance, width=size, height=size)
                     for k in range(P) for s in range(S)]

@@ -93,11 +93,6 @@ def load_museum_pipeline(museum: Museum, base=None, device: str = "auto", precis
     return pipe
 
 
-def museum_prompt(museum: Museum, prompt: str, style_names: list[str]) -> str:
-    tokens = [museum.style(n).token for n in style_names]
-    return style_prompt(prompt, tokens)
-
-
 def score_style(pipe, token: str, style_images, name: str, cfg: MuseumConfig, evaluator=None, seed: int = 0):
     """Sample the style on fixed content prompts; return (metrics, thumbnail).
 
