@@ -176,24 +176,6 @@ def test_content_prompts_keep_other_plain_prompts_when_a_folder_has_no_captions(
     assert drift[32] < 0.7 * drift[0], drift
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_a_stratified_replay_pool_holds_every_source_and_all_its_captions(tiny_pipeline_dir, seed):
-    """Twelve sources in a pool of 32: a uniform draw can leave one out; dealt in turn, each holds 2
-    or 3 prompts, and a source's prompts take its captions in turn."""
-    from generators.museum.train import replay_prompts
-
-    tokenizer = diffusion.load_base(str(tiny_pipeline_dir), "cpu").tokenizer
-    sources = [{"token": f"<s{i}>", "captions": [f"cap{i}x{j}" for j in range(3)]} for i in range(11)]
-    sources.append({"token": None, "captions": ["plain a", "plain b"]})
-    texts = replay_prompts(sources, 32, tokenizer, torch.Generator().manual_seed(seed), stratified=True)
-    for i in range(11):
-        mine = [t for t in texts if t.endswith(f"<s{i}>")]
-        assert len(mine) in (2, 3) and len(set(mine)) == len(mine), mine
-        assert all(t.startswith(f"cap{i}x") for t in mine)
-    plain = [t for t in texts if "<" not in t]
-    assert len(plain) in (2, 3) and set(plain) == {"plain a", "plain b"}
-
-
 @pytest.mark.parametrize("options, atol", [
     ({"gradient_checkpointing": True}, 1e-5),  # recomputation changes memory, not the result
     ({"precision": "bf16"}, 5e-2),  # autocast: the LoRA stays fp32 and lands near the fp32 run

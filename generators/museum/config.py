@@ -80,7 +80,6 @@ class MuseumConfig(SavedConfig):
     # 0.70 -> 0.67 (chunk 14, two training seeds; docs/lab/2026-12-notebook.md, fifteenth session).
     lambda_f: float = 8.0
     replay_pool: int = 32  # replay prompts: cached (noisy latent, t, earlier-style prompt, teacher output) samples
-    replay_stratified: bool = False  # the pool dealt evenly over the sources (earlier styles, the base), not drawn uniformly
     preserve_base: bool = True  # plain prompts (no token) join the replay: the style lives behind its token
     # Content prompts of the mini world's kind (plain English, any base reads them) that join the
     # base's replay beside the style's own captions (0: its captions only). A folder without
