@@ -156,6 +156,20 @@ def test_preserve_base_keeps_plain_prompts_where_the_base_had_them(tiny_pipeline
         assert ("feature" in manifest["result"]["loss_terms"]) is preserve
         drift[preserve] = _plain_prompt_drift(museum, str(tiny_pipeline_dir), [im.caption for im in style.images])
     assert drift[True] < 0.5 * drift[False], drift
+    # the base's replay samples weighted 0: the term runs on them and holds nothing
+    museum = Museum.open(tmp_path / "m-w0", base=str(tiny_pipeline_dir), create=True)
+    learn(museum, style, tiny_cfg(steps=30, lora_lr=1e-2, replay_share=1.0, lambda_f=10.0, replay_base_weight=0.0),
+          str(tiny_pipeline_dir), "cpu")
+    assert _plain_prompt_drift(museum, str(tiny_pipeline_dir), [im.caption for im in style.images]) > 2 * drift[True]
+
+
+def test_weighted_feature_loss_is_the_plain_mean_at_weight_one():
+    student, teacher = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    plain = losses.feature_distillation_loss(student, teacher)
+    assert torch.allclose(losses.feature_distillation_loss(student, teacher, torch.ones(4)), plain)
+    w = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    per_sample = (student - teacher).pow(2).flatten(1).mean(1)
+    assert torch.allclose(losses.feature_distillation_loss(student, teacher, w), (per_sample * w).sum() / 4)
 
 
 def test_content_prompts_keep_other_plain_prompts_when_a_folder_has_no_captions(tiny_pipeline_dir, tmp_path):

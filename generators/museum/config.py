@@ -81,6 +81,7 @@ class MuseumConfig(SavedConfig):
     lambda_f: float = 8.0
     replay_pool: int = 32  # replay prompts: cached (noisy latent, t, earlier-style prompt, teacher output) samples
     preserve_base: bool = True  # plain prompts (no token) join the replay: the style lives behind its token
+    replay_base_weight: float = 1.0  # the feature term's weight on the base's (plain) replay samples, relative to earlier styles'
     # Content prompts of the mini world's kind (plain English, any base reads them) that join the
     # base's replay beside the style's own captions (0: its captions only). A folder without
     # captions gives the base replay one prompt, "a picture", which leaves every other plain prompt
@@ -111,6 +112,8 @@ class MuseumConfig(SavedConfig):
             raise UserError(f"num_vectors must be >= 1, got {self.num_vectors}")
         if self.noise_offset < 0:
             raise UserError(f"noise_offset must be >= 0, got {self.noise_offset}")
+        if self.replay_base_weight < 0:
+            raise UserError(f"replay_base_weight must be >= 0, got {self.replay_base_weight}")
 
 
 def check_shared_lora(first: MuseumConfig, asked: dict, root) -> None:

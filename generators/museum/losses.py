@@ -120,8 +120,11 @@ def token_overlap_loss(vectors: list[torch.Tensor], means: list[torch.Tensor], e
     return total / max(count, 1)
 
 
-def feature_distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+def feature_distillation_loss(student: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Feature aspect (docs/methods.md §1.5, LwF-style): the UNet's predictions for earlier styles'
     prompts stay where the frozen pre-task model put them. Teacher outputs are computed once
-    per task on a cached replay pool, so this costs one student pass on a small batch."""
-    return F.mse_loss(student.float(), teacher.float())
+    per task on a cached replay pool, so this costs one student pass on a small batch. `weight`:
+    one factor per sample (None: all 1)."""
+    if weight is None:
+        return F.mse_loss(student.float(), teacher.float())
+    return ((student.float() - teacher.float()).pow(2).flatten(1).mean(1) * weight).mean()

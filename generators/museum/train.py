@@ -175,8 +175,8 @@ def content_prompts(n: int, seed: int) -> list[str]:
 # --- the feature term's replay pool --------------------------------------------------------
 
 
-def replay_prompts(sources: list[dict], k: int, tokenizer, gen: torch.Generator) -> list[str]:
-    """k replay prompts: each from a source drawn uniformly ({"token", "captions"}: an earlier style,
+def replay_prompts(sources: list[dict], k: int, tokenizer, gen: torch.Generator) -> tuple[list[str], list[int]]:
+    """k replay prompts and the index of each one's source: each from a source drawn uniformly ({"token", "captions"}: an earlier style,
     or the base with token None), its captions taken in turn, the source's token appended. (Dealing
     the pool evenly over the sources instead left the 12-style stream's Forgetting where it was,
     0.17 against 0.18: notebook, sixteenth session.)"""
@@ -185,7 +185,7 @@ def replay_prompts(sources: list[dict], k: int, tokenizer, gen: torch.Generator)
     for i, c in enumerate(choice):
         caps = sources[c]["captions"] or ["a picture"]
         texts.append(fit_prompt(tokenizer, caps[i % len(caps)], [sources[c]["token"]] if sources[c]["token"] else []))
-    return texts
+    return texts, choice
 
 
 def noised_style_replay(pipe, family, texts, means, stds, sched, gen, resolution, batch) -> tuple:
@@ -310,15 +310,18 @@ def learn_style(
         # base counts as one more earlier style: this task's captions without any token (and
         # cfg.base_replay_prompts content prompts), so that the LoRA learns the style behind the
         # token instead of restyling every prompt.
-        replay = None
+        replay, replay_weight = None, None
         sources = list(earlier_styles)
         if cfg.preserve_base:
             plain = [default_caption(c) for c in captions] + content_prompts(cfg.base_replay_prompts, cfg.seed)
             sources.append({"token": None, "captions": plain})
         if cfg.use_feature_reg and sources:
-            texts = replay_prompts(sources, cfg.replay_pool, tokenizer, gen)
+            texts, source_of = replay_prompts(sources, cfg.replay_pool, tokenizer, gen)
             with torch.no_grad(), autocast:
                 replay = noised_style_replay(pipe, family, texts, means, stds, sched, gen, resolution, cfg.batch_size)
+            # the base's samples (token None) weighted apart from the earlier styles' (None: all 1)
+            replay_weight = None if cfg.replay_base_weight == 1.0 else torch.tensor(
+                [cfg.replay_base_weight if sources[c]["token"] is None else 1.0 for c in source_of], device=device)
 
         groups = [{"params": lora_params, "lr": cfg.lora_lr}]
         if cfg.train_token:
@@ -382,7 +385,7 @@ def learn_style(
                 with autocast:
                     pred_replay = family.unet(unet, replay[0][r], replay[1][r],
                                               {key: v[r] for key, v in replay[2].items()}).float()
-                lf = losses.feature_distillation_loss(pred_replay, replay[3][r])
+                lf = losses.feature_distillation_loss(pred_replay, replay[3][r], None if replay_weight is None else replay_weight[r])
                 scaler.scale(cfg.lambda_f * replay_every * lf).backward()
                 terms["feature"] = lf.detach()
                 loss = loss.detach() + cfg.lambda_f * lf.detach()
